@@ -1,0 +1,234 @@
+"""The command line: parse, set up logging, call the library, turn the result into an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__, config, jobs, pricing, provider
+from .errors import ManifestError, UsageError
+from .manifest import Manifest
+from .outcomes import Event, JobStatus
+from .progress import ProgressBar, TqdmLogHandler
+from .report import summary_lines
+from .simulator import ALL_FAULTS, TRANSIENT_FAULTS, SimulatorConfig, serve_forever
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+log = logging.getLogger("batchgen")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    try:
+        result: int = args.handler(args)
+        return result
+    except ManifestError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"batchgen: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("batchgen: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchgen",
+        description="Turn YAML manifests into generated images, with a classified report of every failure.",
+    )
+    parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="generate the images of one or more manifests")
+    run.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST")
+    run.add_argument("--simulate", action="store_true", help="send to the built-in simulator; no key needed")
+    run.add_argument(
+        "--base-url",
+        help=f"API base URL (env {config.BASE_URL_ENV}; default {config.DEFAULT_BASE_URL})",
+    )
+    run.add_argument("--output", type=Path, default=None, help="output folder (default ./output)")
+    run.add_argument("--concurrency", type=_limit("concurrency"), help="requests in flight at once")
+    run.add_argument(
+        "--max-attempts", type=_limit("max_attempts"), help="attempts per item, retries included"
+    )
+    _logging_flags(run)
+    sim = run.add_argument_group("simulator (with --simulate)")
+    _simulator_flags(sim, prefix="sim-")
+    run.set_defaults(handler=_run)
+
+    validate = commands.add_parser("validate", help="check manifests and estimate cost; sends nothing")
+    validate.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST")
+    _logging_flags(validate)
+    validate.set_defaults(handler=_validate)
+
+    simulator = commands.add_parser("simulator", help="run the built-in simulator alone, on 127.0.0.1")
+    simulator.add_argument("--port", type=int, default=8787, help="port to listen on (default 8787; 0 = any)")
+    _simulator_flags(simulator, prefix="")
+    _logging_flags(simulator)
+    simulator.set_defaults(handler=_simulator)
+    return parser
+
+
+def _logging_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    group.add_argument("--verbose", "-v", action="count", default=0, help="more log lines (-vv: debug)")
+
+
+def _simulator_flags(parser: Any, prefix: str) -> None:
+    parser.add_argument(f"--{prefix}latency-ms", type=float, default=None, help="delay before each answer")
+    parser.add_argument(
+        f"--{prefix}fault-rate", type=float, default=None, help="share of requests that fail (0-1)"
+    )
+    parser.add_argument(
+        f"--{prefix}faults",
+        default=None,
+        help=f"kinds to draw from, comma-separated (default {','.join(TRANSIENT_FAULTS)};"
+        f" all: {','.join(ALL_FAULTS)})",
+    )
+    parser.add_argument(f"--{prefix}seed", type=int, default=None, help="fault seed, for reproducible runs")
+    parser.add_argument(
+        f"--{prefix}payload-kb", type=int, default=None, help="pad each image to about this size"
+    )
+
+
+def _limit(name: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            number = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+        value, error = config.check_limit(name, int(number) if number.is_integer() else number)
+        if error:
+            raise argparse.ArgumentTypeError(error)
+        return value
+
+    return parse
+
+
+def _simulator_config(args: argparse.Namespace, prefix: str, **extra: Any) -> SimulatorConfig:
+    given = {
+        "latency_ms": getattr(args, f"{prefix}latency_ms"),
+        "fault_rate": getattr(args, f"{prefix}fault_rate"),
+        "seed": getattr(args, f"{prefix}seed"),
+        "payload_kb": getattr(args, f"{prefix}payload_kb"),
+    }
+    faults = getattr(args, f"{prefix}faults")
+    if faults is not None:
+        given["faults"] = tuple(f.strip() for f in faults.split(",") if f.strip())
+    try:
+        return SimulatorConfig(**{k: v for k, v in given.items() if v is not None}, **extra)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = (
+        logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    )
+    handler: logging.Handler = TqdmLogHandler() if _show_progress(args) else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("batchgen: %(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return args.handler is _run and not args.quiet and sys.stderr.isatty()
+
+
+def _run(args: argparse.Namespace) -> int:
+    manifests = jobs.load_all(args.manifests)
+    limits = {
+        k: v
+        for k, v in (("concurrency", args.concurrency), ("max_attempts", args.max_attempts))
+        if v is not None
+    }
+    options = jobs.RunOptions(
+        overrides=config.Overrides(args.base_url, args.output, limits, args.simulate),
+        simulator=_simulator_config(args, "sim_"),
+    )
+    codes = []
+    for job in manifests:
+        progress = ProgressBar() if _show_progress(args) else None
+        on_event: Callable[[Event], None] = progress if progress else lambda event: None
+        try:
+            output = asyncio.run(jobs.run_manifest(job, options, os.environ, on_event=on_event))
+        finally:
+            if progress:
+                progress.close()
+        if not args.quiet:
+            print("\n".join(summary_lines(output.report, str(output.folder))))
+        codes.append(exit_code(output.report))
+    return max(codes, key=_severity)
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    if report["status"] == JobStatus.ABORTED.value:
+        return EXIT_ABORTED
+    return EXIT_OK if report["status"] == JobStatus.COMPLETED.value else EXIT_FAILED
+
+
+def _severity(code: int) -> int:
+    return {EXIT_OK: 0, EXIT_FAILED: 1, EXIT_ABORTED: 2}.get(code, 3)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    manifests = jobs.load_all(args.manifests)
+    prices = pricing.PriceTable.default()
+    for job in manifests:
+        for warning in job.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if not args.quiet:
+            print("\n".join(describe(job, prices)))
+    return EXIT_OK
+
+
+def describe(job: Manifest, prices: pricing.PriceTable) -> list[str]:
+    """What ``validate`` prints: counts, sizes and estimated cost of one manifest."""
+    groups: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    sizes: dict[str, int] = defaultdict(int)
+    for item in job.items:
+        klass = provider.size_class(item.size, item.image_size)
+        groups[(item.model, klass)][0] += 1
+        groups[(item.model, klass)][1] += item.n
+        shape = (
+            item.size if item.aspect_ratio is None else f"{item.image_size or item.size} {item.aspect_ratio}"
+        )
+        sizes[shape] += item.n
+    images = sum(item.n for item in job.items)
+    lines = [
+        f"{job.path}: ok: job {job.job!r}, {len(job.items)} items, {len(job.items)} requests, {images} images"
+    ]
+    lines.append("  sizes: " + ", ".join(f"{shape} x{count}" for shape, count in sorted(sizes.items())))
+    total = 0.0
+    for (model, klass), (requests, count) in sorted(groups.items()):
+        cost = prices.cost(model, klass, count)
+        total += cost
+        money = f"~{prices.currency} {cost:,.2f}"
+        lines.append(f"  {model:<18} {klass:>3}  {requests:>6} requests {count:>6} images  {money}")
+    lines.append(f"  estimated cost ~{prices.currency} {total:,.2f} (estimates from batchgen/prices.json)")
+    return lines
+
+
+def _simulator(args: argparse.Namespace) -> int:
+    cfg = _simulator_config(args, "", port=args.port)
+
+    def ready(message: str) -> None:
+        print(message, flush=True)
+
+    asyncio.run(serve_forever(cfg, ready))
+    return EXIT_OK

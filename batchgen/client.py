@@ -1,0 +1,247 @@
+"""The HTTP boundary: the only module that imports aiohttp.
+
+Every aiohttp/asyncio exception and every error response is translated here
+into a ``RequestError`` with its ``ErrorClass`` (SPEC §2); nothing above this
+module knows HTTP exists. ``ImageClient`` is the interface the runner uses;
+tests of the runner use a fake of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from . import responses
+from .config import Secret
+from .errors import ErrorClass, RequestError
+from .images import SNIFF_BYTES, GeneratedImage, sniff
+
+log = logging.getLogger(__name__)
+
+MAX_RESPONSE_BYTES = 512 * 1024 * 1024
+USER_AGENT = "batchgen/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    images: tuple[GeneratedImage, ...]
+    created: int | None
+
+
+class ImageClient(Protocol):
+    async def generate(self, body: Mapping[str, Any], idempotency_key: str) -> Generation:
+        """One attempt; raises RequestError classified per SPEC §2."""
+        ...
+
+
+@dataclass(frozen=True)
+class DownloadPolicy:
+    """Limits for fetching an image the service answered with as a ``url``."""
+
+    max_bytes: int = 64 * 1024 * 1024
+    timeout_s: float = 60.0
+    max_redirects: int = 3
+    allow_loopback: bool = False  # only when the API itself is on loopback (the simulator)
+
+
+class HttpImageClient:
+    """Talks to ``{base_url}/images/generations`` over one shared session."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: Secret | None,
+        *,
+        timeout_s: float,
+        download: DownloadPolicy | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        self._url = base_url.rstrip("/") + "/images/generations"
+        self._key = api_key
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 30.0))
+        host = URL(base_url).host or ""
+        self._download = download or DownloadPolicy(allow_loopback=_is_loopback_host(host))
+        self._max_response_bytes = max_response_bytes
+        self._session: aiohttp.ClientSession | None = None
+        self._download_session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> HttpImageClient:
+        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
+        if self._key is not None:
+            headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        # The scheduler bounds concurrency; the connector must not queue below it.
+        self._session = aiohttp.ClientSession(
+            headers=headers, connector=aiohttp.TCPConnector(limit=0), timeout=self._timeout
+        )
+        resolver = _FilteringResolver(self._download.allow_loopback)
+        self._download_session = aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT},
+            connector=aiohttp.TCPConnector(limit=0, resolver=resolver),
+            timeout=aiohttp.ClientTimeout(total=self._download.timeout_s),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for session in (self._session, self._download_session):
+            if session is not None:
+                await session.close()
+
+    async def generate(self, body: Mapping[str, Any], idempotency_key: str) -> Generation:
+        assert self._session is not None, "use HttpImageClient as an async context manager"
+        try:
+            async with self._session.post(
+                self._url,
+                data=orjson.dumps(body),
+                headers={"Idempotency-Key": idempotency_key},
+                allow_redirects=False,
+            ) as resp:
+                raw = await _read_capped(resp, self._max_response_bytes)
+                status, headers = resp.status, resp.headers
+        except RequestError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            raise self._scrubbed(map_exception(exc)) from exc
+        if status != 200:
+            raise self._scrubbed(responses.error_from_response(status, headers, raw))
+        try:
+            parsed = await asyncio.to_thread(responses.parse_success, raw)
+        except RequestError as exc:
+            raise self._scrubbed(exc) from exc
+        images = list(parsed.images)
+        for url in parsed.urls:
+            images.append(await self._fetch(url))
+        return Generation(tuple(images), parsed.created)
+
+    async def _fetch(self, url: str) -> GeneratedImage:
+        assert self._download_session is not None
+        policy = self._download
+        target = URL(url)
+        try:
+            for _ in range(policy.max_redirects + 1):
+                _check_download_url(target, policy.allow_loopback)
+                async with self._download_session.get(target, allow_redirects=False) as resp:
+                    if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                        target = target.join(URL(resp.headers["Location"]))
+                        continue
+                    if resp.status != 200:
+                        raise _download_failed(f"image url answered HTTP {resp.status}")
+                    data = await _read_capped(resp, policy.max_bytes, ErrorClass.DOWNLOAD_FAILED)
+                    break
+            else:
+                raise _download_failed(f"image url redirected more than {policy.max_redirects} times")
+        except RequestError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raise _download_failed(f"image url could not be fetched: {type(exc).__name__}: {exc}") from exc
+        fmt = sniff(data[:SNIFF_BYTES])
+        if fmt is None:
+            raise _download_failed("image url did not return a PNG, JPEG, WebP or GIF image")
+        return GeneratedImage(data, fmt)
+
+    def _scrubbed(self, error: RequestError) -> RequestError:
+        """The same error, with the key cut out of its message should a proxy echo it."""
+        if self._key is not None and self._key.reveal() in error.message:
+            error.message = error.message.replace(self._key.reveal(), "********")
+            error.args = (error.message,)
+        return error
+
+
+def map_exception(exc: BaseException) -> RequestError:
+    """aiohttp/asyncio failures as error classes; ``sent`` says whether it may have been billed."""
+    text = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return RequestError(ErrorClass.TIMEOUT, f"connect timeout ({text})", sent=False)
+    if isinstance(exc, TimeoutError):
+        return RequestError(ErrorClass.TIMEOUT, f"timed out waiting for the service ({text})")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # DNS, refused, TLS: the request never left.
+        return RequestError(ErrorClass.CONNECTION, text, sent=False)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return RequestError(ErrorClass.CONNECTION, f"response cut off: {text}")
+    return RequestError(ErrorClass.CONNECTION, text)
+
+
+async def _read_capped(
+    resp: aiohttp.ClientResponse, cap: int, error_class: ErrorClass = ErrorClass.INVALID_RESPONSE
+) -> bytes:
+    if resp.content_length is not None and resp.content_length > cap:
+        raise RequestError(error_class, f"response of {resp.content_length} bytes is over the {cap}-byte cap")
+    chunks = bytearray()
+    async for chunk in resp.content.iter_chunked(1 << 20):
+        chunks += chunk
+        if len(chunks) > cap:
+            raise RequestError(error_class, f"response is over the {cap}-byte cap")
+    return bytes(chunks)
+
+
+def _download_failed(message: str) -> RequestError:
+    return RequestError(ErrorClass.DOWNLOAD_FAILED, message)
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _address_allowed(address: str, allow_loopback: bool) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return allow_loopback
+    return ip.is_global and not ip.is_multicast
+
+
+def _check_download_url(url: URL, allow_loopback: bool) -> None:
+    host = url.host or ""
+    loopback = _is_loopback_host(host)
+    if url.scheme == "http" and not (loopback and allow_loopback):
+        raise _download_failed("image url is plain http; only https is fetched")
+    if url.scheme not in ("http", "https"):
+        raise _download_failed(f"image url has scheme {url.scheme!r}; only https is fetched")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if loopback and not allow_loopback:
+            raise _download_failed("image url points at a loopback address") from None
+        return  # a name: the resolver filters what it resolves to
+    if not _address_allowed(host.strip("[]"), allow_loopback):
+        raise _download_failed(f"image url points at a non-public address {host}")
+
+
+class _FilteringResolver(AbstractResolver):
+    """Resolves names, dropping private, link-local and (unless allowed) loopback addresses.
+
+    Filtering at resolution time, rather than checking the URL beforehand,
+    also covers redirects and DNS answers that change between check and use.
+    """
+
+    def __init__(self, allow_loopback: bool) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+        self._allow_loopback = allow_loopback
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        allowed = [r for r in found if _address_allowed(r["host"], self._allow_loopback)]
+        if not allowed:
+            raise OSError(f"{host} resolves only to non-public addresses")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()

@@ -1,0 +1,171 @@
+"""Settings: small, frozen, checked when built. The environment is read in ``resolve`` only."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import UsageError
+
+DEFAULT_BASE_URL = "https://api.qhaigc.net/v1"
+DEFAULT_KEY_ENV = "BATCHGEN_API_KEY"
+BASE_URL_ENV = "BATCHGEN_BASE_URL"
+DEFAULT_REFERENCE_FIELD = "image_urls"
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class _Range:
+    kind: type
+    low: float
+    high: float
+    low_open: bool = False  # true: the value must be strictly above ``low``
+
+
+_LIMIT_RANGES: dict[str, _Range] = {
+    "concurrency": _Range(int, 1, 1024),
+    "requests_per_minute": _Range(float, 0, 1_000_000, low_open=True),
+    "max_attempts": _Range(int, 1, 20),
+    "timeout_s": _Range(float, 0, 3600, low_open=True),
+    "retry_base_s": _Range(float, 0, 600),
+    "retry_cap_s": _Range(float, 0, 3600),
+    "max_retry_after_s": _Range(float, 0, 3600),
+    "max_reference_mb": _Range(float, 0, 1024, low_open=True),
+}
+
+
+def check_limit(name: str, value: Any) -> tuple[Any, str | None]:
+    """``value`` as limit ``name`` takes it, or an error message saying what is wanted."""
+    spec = _LIMIT_RANGES[name]
+    if value is None and name == "requests_per_minute":
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None, f"must be a number, not {value!r}"
+    if spec.kind is int and value != int(value):
+        return None, f"must be a whole number, not {value!r}"
+    too_low = value <= spec.low if spec.low_open else value < spec.low
+    if too_low or value > spec.high:
+        low = f"above {spec.low:g}" if spec.low_open else f"at least {spec.low:g}"
+        return None, f"must be {low} and at most {spec.high:g}, not {value!r}"
+    return spec.kind(value), None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How hard and how long to push (manifest ``limits:``, CLI flags)."""
+
+    concurrency: int = 8
+    requests_per_minute: float | None = None
+    max_attempts: int = 4
+    timeout_s: float = 300.0
+    retry_base_s: float = 2.0
+    retry_cap_s: float = 60.0
+    max_retry_after_s: float = 120.0
+    max_reference_mb: float = 20.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _, error = check_limit(f.name, getattr(self, f.name))
+            if error:
+                raise UsageError(f"limits.{f.name} {error}")
+
+    @property
+    def max_reference_bytes(self) -> int:
+        return int(self.max_reference_mb * 1024 * 1024)
+
+
+LIMIT_NAMES = tuple(f.name for f in fields(Limits))
+
+
+def check_base_url(url: Any) -> str | None:
+    """An error message for a base URL that cannot work, else None."""
+    if not isinstance(url, str):
+        return f"must be a URL string, not {url!r}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an http(s) URL like {DEFAULT_BASE_URL}, not {url!r}"
+    if parts.username or parts.password:
+        return "must not carry credentials; the key comes from the environment"
+    return None
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Where to send requests (manifest ``api:``); never the key itself."""
+
+    base_url: str = DEFAULT_BASE_URL
+    api_key_env: str = DEFAULT_KEY_ENV
+    reference_field: str = DEFAULT_REFERENCE_FIELD
+
+
+class Secret:
+    """A value that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line says; None means "not given"."""
+
+    base_url: str | None = None
+    output_dir: Path | None = None
+    limits: Mapping[str, Any] = field(default_factory=dict)
+    simulate: bool = False
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run needs, resolved: command line > environment > manifest > defaults."""
+
+    base_url: str
+    api_key: Secret | None
+    limits: Limits
+    output_dir: Path
+    reference_field: str
+
+
+def resolve(
+    api: ApiSettings, limits: Limits, overrides: Overrides, environ: Mapping[str, str]
+) -> RunSettings:
+    """The one place batchgen reads environment variables."""
+    base_url = overrides.base_url or environ.get(BASE_URL_ENV) or api.base_url
+    error = check_base_url(base_url)
+    if error:
+        source = (
+            "--base-url"
+            if overrides.base_url
+            else (BASE_URL_ENV if environ.get(BASE_URL_ENV) else "api.base_url")
+        )
+        raise UsageError(f"{source} {error}")
+    key: Secret | None = None
+    if not overrides.simulate:
+        value = environ.get(api.api_key_env, "").strip()
+        if not value:
+            raise UsageError(
+                f"no API key: set it with `export {api.api_key_env}=...`"
+                " (the manifest's api.api_key_env names the variable), or try --simulate"
+            )
+        key = Secret(value)
+    return RunSettings(
+        base_url=base_url.rstrip("/"),
+        api_key=key,
+        limits=replace(limits, **overrides.limits),
+        output_dir=overrides.output_dir or Path("output"),
+        reference_field=api.reference_field,
+    )

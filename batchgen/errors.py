@@ -1,0 +1,141 @@
+"""batchgen's one exception tree, and the error classes of a failed item.
+
+    BatchgenError
+    ├── ManifestError          the manifest is invalid (carries every Problem found)
+    ├── UsageError             the command line or environment is wrong
+    ├── RequestError           one attempt at one item failed (carries an ErrorClass)
+    │   └── ReferenceImageError   a local reference could not be read at send time
+    └── StoreError             an output could not be written safely
+
+Errors of the libraries underneath (aiohttp, asyncio, OSError while reading
+references) are translated at their one boundary and chained with ``from exc``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class ErrorClass(enum.StrEnum):
+    """Why an item failed; the values are part of the report format (SPEC §2)."""
+
+    SAFETY_FILTER = "safety_filter"  # refused by a safety filter
+    NO_IMAGE = "no_image"  # the model answered without an image
+    INVALID_REQUEST = "invalid_request"  # 400, 404, 413, 422
+    AUTH = "auth"  # 401, 403: stops the whole job
+    RATE_LIMITED = "rate_limited"  # 429
+    SERVER_ERROR = "server_error"  # 5xx, 408, 409
+    TIMEOUT = "timeout"  # connect or read timeout
+    CONNECTION = "connection"  # refused, reset, dropped, DNS, TLS
+    INVALID_RESPONSE = "invalid_response"  # 200 that is not a usable answer
+    DOWNLOAD_FAILED = "download_failed"  # a returned image url could not be fetched
+    REFERENCE_ERROR = "reference_error"  # a local reference image went bad before sending
+
+    @property
+    def retryable(self) -> bool:
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset(
+    {
+        ErrorClass.RATE_LIMITED,
+        ErrorClass.SERVER_ERROR,
+        ErrorClass.TIMEOUT,
+        ErrorClass.CONNECTION,
+        ErrorClass.INVALID_RESPONSE,
+        ErrorClass.DOWNLOAD_FAILED,
+    }
+)
+
+
+class BatchgenError(Exception):
+    """Base of every error batchgen raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake in a manifest, located as precisely as we can."""
+
+    file: str
+    message: str
+    item: int | None = None
+    item_id: str | None = None
+    field: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        if self.item is not None:
+            where += f": items[{self.item}]"
+            if self.item_id:
+                where += f" (id {self.item_id})"
+        if self.field:
+            where += f": {self.field}"
+        return f"{where}: {self.message}"
+
+
+class ManifestError(BatchgenError):
+    """The manifest is invalid; nothing may be sent."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UsageError(BatchgenError):
+    """The command line or the environment is wrong; nothing may be sent."""
+
+
+class StoreError(BatchgenError):
+    """An output could not be written inside the job folder."""
+
+
+class RequestError(BatchgenError):
+    """One attempt at one item failed.
+
+    ``sent`` is true when the request may have reached the service (so it may
+    have been billed); ``should_retry`` is the server's ``x-should-retry``
+    verdict when it gave one, which overrides the class.
+    """
+
+    def __init__(
+        self,
+        error_class: ErrorClass,
+        message: str,
+        *,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+        should_retry: bool | None = None,
+        sent: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+        self.http_status = http_status
+        self.retry_after = retry_after
+        self.should_retry = should_retry
+        self.sent = sent
+
+    @property
+    def retryable(self) -> bool:
+        if self.error_class in _NEVER_OVERRIDDEN:
+            return False
+        if self.should_retry is not None:
+            return self.should_retry
+        return self.error_class.retryable
+
+    def __repr__(self) -> str:
+        return f"RequestError({self.error_class.value}, {self.message!r}, http_status={self.http_status})"
+
+
+# A refusal is final whatever a proxy's header says: resending it only burns money.
+_NEVER_OVERRIDDEN = frozenset({ErrorClass.SAFETY_FILTER, ErrorClass.AUTH, ErrorClass.REFERENCE_ERROR})
+
+
+class ReferenceImageError(RequestError):
+    """A local reference image could not be read when its item was about to be sent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorClass.REFERENCE_ERROR, message, sent=False)

@@ -1,0 +1,377 @@
+"""A manifest file, validated into item specs: every mistake found, none sent (SPEC §3)."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from . import fields, provider, references
+from .config import (
+    ENV_NAME,
+    LIMIT_NAMES,
+    ApiSettings,
+    Limits,
+    check_base_url,
+    check_limit,
+)
+from .errors import ManifestError, Problem
+from .loader import read_yaml
+from .references import LocalReference, Reference, UrlReference
+
+TOP_KEYS = ("version", "job", "defaults", "limits", "api", "items")
+ITEM_KEYS = (
+    "id",
+    "prompt",
+    "model",
+    "size",
+    "n",
+    "response_format",
+    "aspect_ratio",
+    "image_size",
+    "references",
+    "extra_fields",
+)
+API_KEYS = ("base_url", "api_key_env", "reference_field")
+ID_RULE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
+ID_HELP = "must be 1-100 of A-Z a-z 0-9 . _ -, not start with '.', and contain no '..'"
+MAX_REFERENCES = 14
+
+
+@dataclass(frozen=True, slots=True)
+class ItemSpec:
+    """One validated item: defaults applied, shorthands folded into extra_fields."""
+
+    index: int
+    id: str
+    prompt: str
+    model: str
+    size: str
+    n: int
+    response_format: str
+    extra_fields: Mapping[str, Any]
+    references: tuple[Reference, ...]
+
+    @property
+    def image_size(self) -> str | None:
+        value = self.extra_fields.get("image_size")
+        return value if isinstance(value, str) else None
+
+    @property
+    def aspect_ratio(self) -> str | None:
+        value = self.extra_fields.get("aspect_ratio")
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    job: str
+    items: tuple[ItemSpec, ...]
+    limits: Limits
+    api: ApiSettings
+    warnings: tuple[Problem, ...]
+
+
+def check_id(value: str) -> str | None:
+    """Why ``value`` cannot name an item or a job, or None."""
+    if not ID_RULE.match(value) or ".." in value:
+        return f"{value!r} {ID_HELP}"
+    return None
+
+
+def load(path: Path) -> Manifest:
+    """Read and validate the manifest at ``path``; ManifestError lists every problem."""
+    return _Builder(path).build(read_yaml(path))
+
+
+class _Builder:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = str(path)
+        self.root = path.parent
+        self.problems: list[Problem] = []
+        self.warnings: dict[str, tuple[Problem, int]] = {}
+        self.inspected: dict[Path, str | None] = {}
+        self.max_reference_bytes = Limits().max_reference_bytes
+
+    def error(self, message: str, field: str | None = None, item: tuple[int, str] | None = None) -> None:
+        index, item_id = item if item else (None, None)
+        self.problems.append(Problem(self.file, message, index, item_id or None, field))
+
+    def warn(self, message: str, field: str | None = None, item: tuple[int, str] | None = None) -> None:
+        # One line per distinct warning, not one per item of a 5,000-item catalog.
+        index, item_id = item if item else (None, None)
+        key = f"{field}: {message}"
+        first, count = self.warnings.get(key, (Problem(self.file, message, index, item_id or None, field), 0))
+        self.warnings[key] = (first, count + 1)
+
+    def build(self, data: dict[str, Any]) -> Manifest:
+        self.unknown_keys(data, TOP_KEYS, "")
+        version = data.get("version", 1)
+        if version != 1:
+            self.error(f"must be 1 (the only manifest version there is), not {version!r}", "version")
+        job = data.get("job", self.path.stem)
+        if not isinstance(job, str) or check_id(job):
+            self.error(f"job name {job!r} {ID_HELP}", "job")
+        limits = self.limits(self.mapping(data, "limits"))
+        self.max_reference_bytes = limits.max_reference_bytes
+        api = self.api(self.mapping(data, "api"))
+        defaults = self.fields(self.mapping(data, "defaults"), "defaults.", None, api.reference_field)
+        items = self.items(data.get("items"), defaults, api.reference_field)
+        if self.problems:
+            raise ManifestError(self.problems)
+        warnings = tuple(
+            Problem(
+                p.file,
+                p.message + (f" (and {n - 1} more)" if n > 1 else ""),
+                p.item,
+                p.item_id,
+                p.field,
+            )
+            for p, n in self.warnings.values()
+        )
+        return Manifest(self.path, str(job), items, limits, api, warnings)
+
+    def mapping(self, data: dict[str, Any], key: str) -> dict[str, Any]:
+        value = data.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(f"must be a mapping, not {type(value).__name__}", key)
+            return {}
+        return value
+
+    def unknown_keys(
+        self,
+        data: dict[str, Any],
+        known: tuple[str, ...],
+        prefix: str,
+        item: tuple[int, str] | None = None,
+    ) -> None:
+        for key in data:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(known)}"
+                self.error(f"unknown field {key!r}{hint}", f"{prefix}{key}" if prefix else str(key), item)
+
+    def limits(self, raw: dict[str, Any]) -> Limits:
+        self.unknown_keys(raw, LIMIT_NAMES, "limits.")
+        good: dict[str, Any] = {}
+        for name in LIMIT_NAMES:
+            if name in raw:
+                value, error = check_limit(name, raw[name])
+                if error:
+                    self.error(error, f"limits.{name}")
+                else:
+                    good[name] = value
+        return Limits(**good)
+
+    def api(self, raw: dict[str, Any]) -> ApiSettings:
+        for secret in ("api_key", "key", "token"):
+            if secret in raw:
+                self.error(
+                    "the API key never lives in a manifest; put it in the environment"
+                    " variable that api.api_key_env names",
+                    f"api.{secret}",
+                )
+                raw = {k: v for k, v in raw.items() if k != secret}
+        self.unknown_keys(raw, API_KEYS, "api.")
+        api = ApiSettings()
+        if "base_url" in raw:
+            error = check_base_url(raw["base_url"])
+            if error:
+                self.error(error, "api.base_url")
+            else:
+                api = ApiSettings(raw["base_url"], api.api_key_env, api.reference_field)
+        env = raw.get("api_key_env", api.api_key_env)
+        if not isinstance(env, str) or not ENV_NAME.match(env):
+            self.error(f"must be an environment variable name, not {env!r}", "api.api_key_env")
+            env = api.api_key_env
+        field = raw.get("reference_field", api.reference_field)
+        if not isinstance(field, str) or not re.match(r"^[A-Za-z0-9_.-]+$", field):
+            self.error(f"must be a field name like 'image_urls', not {field!r}", "api.reference_field")
+            field = api.reference_field
+        return ApiSettings(api.base_url, env, field)
+
+    def items(self, raw: Any, defaults: dict[str, Any], ref_field: str) -> tuple[ItemSpec, ...]:
+        if raw is None:
+            self.error("the manifest has no items", "items")
+            return ()
+        if not isinstance(raw, list):
+            self.error(f"must be a list of items, not {type(raw).__name__}", "items")
+            return ()
+        if not raw:
+            self.error("the list is empty; a job needs at least one item", "items")
+        specs: list[ItemSpec] = []
+        for index, entry in enumerate(raw):
+            spec = self.item(index, entry, defaults, ref_field)
+            if spec is not None:
+                specs.append(spec)
+        self.check_unique(specs)
+        return tuple(specs)
+
+    def item(self, index: int, entry: Any, defaults: dict[str, Any], ref_field: str) -> ItemSpec | None:
+        where = (index, "")
+        if not isinstance(entry, dict):
+            self.error(f"must be a mapping with at least a prompt, not {type(entry).__name__}", None, where)
+            return None
+        item_id = entry.get("id")
+        if item_id is not None:
+            if not isinstance(item_id, str):
+                self.error(f'must be a string (quote it: id: "{item_id}")', "id", where)
+                item_id = None
+            elif check_id(item_id):
+                self.error(f"{item_id!r} {ID_HELP}", "id", (index, ""))
+                item_id = None
+            else:
+                where = (index, item_id)
+        own = self.fields({k: v for k, v in entry.items() if k != "id"}, "", where, ref_field)
+        merged = {**defaults, **own}
+        merged["extra_fields"] = {**defaults.get("extra_fields", {}), **own.get("extra_fields", {})}
+        prompt = merged.get("prompt")
+        if prompt is None:
+            if "prompt" not in entry:
+                self.error("is required", "prompt", where)
+            return None
+        if "_invalid" in merged:
+            return None
+        spec = ItemSpec(
+            index=index,
+            id=item_id or _derived_id(prompt),
+            prompt=prompt,
+            model=merged.get("model", provider.DEFAULT_MODEL),
+            size=merged.get("size", provider.DEFAULT_SIZE),
+            n=merged.get("n", 1),
+            response_format=merged.get("response_format", "b64_json"),
+            extra_fields=MappingProxyType(merged["extra_fields"]),
+            references=tuple(merged.get("references", ())),
+        )
+        self.check_extra(spec, where, ref_field)
+        return spec
+
+    def fields(
+        self, raw: dict[str, Any], prefix: str, item: tuple[int, str] | None, ref_field: str
+    ) -> dict[str, Any]:
+        """Check one level (defaults or an item) and normalise what it sets.
+
+        A level with any error carries ``_invalid``, so the items it feeds are
+        not checked further (their problems would only repeat this one).
+        """
+        known = ITEM_KEYS if item is not None else ITEM_KEYS[1:]
+        if item is None and "id" in raw:
+            self.error("an id cannot have a default; each item has its own", "defaults.id")
+            raw = {k: v for k, v in raw.items() if k != "id"}
+        self.unknown_keys(raw, known, prefix, item)
+        out: dict[str, Any] = {}
+
+        def bad(field: str, message: str) -> None:
+            self.error(message, prefix + field, item)
+            out["_invalid"] = True
+
+        for field, value in raw.items():
+            if field == "references":
+                refs = self.references(value, prefix + field, item)
+                if refs is None:
+                    out["_invalid"] = True
+                else:
+                    out[field] = refs
+            elif field in fields.CHECKS:
+                normal, error = fields.CHECKS[field](value)
+                if error:
+                    bad(field, error)
+                else:
+                    out[field] = normal
+            else:
+                out["_invalid"] = True  # unknown: reported above
+        extra = out.setdefault("extra_fields", {})
+        for short in ("aspect_ratio", "image_size"):
+            if short in out:
+                value = out.pop(short)
+                if short in extra and extra[short] != value:
+                    bad(short, f"conflicts with extra_fields.{short} ({extra[short]!r}); set one of them")
+                extra[short] = value
+        if ref_field in extra and "references" in out:
+            bad(f"extra_fields.{ref_field}", "conflicts with references; list every reference there")
+        return out
+
+    def references(self, value: Any, field: str, item: tuple[int, str] | None) -> list[Reference] | None:
+        entries = [value] if isinstance(value, str) else value
+        if not isinstance(entries, list):
+            self.error("must be a list of paths or URLs", field, item)
+            return None
+        if len(entries) > MAX_REFERENCES:
+            self.error(
+                f"has {len(entries)} references; the service takes at most {MAX_REFERENCES}",
+                field,
+                item,
+            )
+            return None
+        refs: list[Reference] = []
+        ok = True
+        for k, entry in enumerate(entries):
+            where = f"{field}[{k}]"
+            if not isinstance(entry, str) or not entry.strip():
+                self.error(f"must be a file path or URL, not {entry!r}", where, item)
+                ok = False
+            elif references.is_url(entry):
+                if entry.startswith("data:") and not re.match(r"^data:image/[a-z0-9.+-]+;base64,", entry):
+                    self.error("a data: URI must be data:image/<type>;base64,...", where, item)
+                    ok = False
+                refs.append(UrlReference(entry))
+            else:
+                path = self.root / entry
+                if path not in self.inspected:
+                    self.inspected[path] = references.inspect(path, self.root, self.max_reference_bytes)
+                problem = self.inspected[path]
+                if problem:
+                    self.error(f"{entry}: {problem}", where, item)
+                    ok = False
+                else:
+                    refs.append(LocalReference(path.resolve(), entry))
+        return refs if ok else None
+
+    def check_extra(self, spec: ItemSpec, where: tuple[int, str], ref_field: str) -> None:
+        for field, message in fields.item_warnings(spec.model, spec.size, spec.extra_fields, ref_field):
+            self.warn(message, field, where)
+
+    def check_unique(self, specs: list[ItemSpec]) -> None:
+        # Output names, folded to lower case: two ids that differ only in case
+        # would overwrite each other on macOS and Windows file systems.
+        taken: dict[str, ItemSpec] = {}
+        seen_ids: dict[str, ItemSpec] = {}
+        for spec in specs:
+            here = (spec.index, spec.id)
+            other = seen_ids.get(spec.id.casefold())
+            if other is not None:
+                same = (
+                    "the same id" if other.id == spec.id else f"an id that differs only in case ({other.id})"
+                )
+                self.error(f"has {same} as items[{other.index}]", "id", here)
+                continue
+            seen_ids[spec.id.casefold()] = spec
+            for stem in output_stems(spec.id, spec.n):
+                other = taken.get(stem.casefold())
+                if other is not None:
+                    self.error(
+                        f"its image {stem} would overwrite one of items[{other.index}] (id {other.id})",
+                        "id",
+                        here,
+                    )
+                taken[stem.casefold()] = spec
+
+
+def output_stems(item_id: str, n: int) -> tuple[str, ...]:
+    """File names (without extension) of an item's images."""
+    return (item_id,) if n == 1 else tuple(f"{item_id}-{k}" for k in range(1, n + 1))
+
+
+def _derived_id(prompt: str) -> str:
+    """A stable id for an item without one: readable words of the prompt, and a hash."""
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40].strip("-") or "item"
+    return f"{slug}-{hashlib.sha256(prompt.encode()).hexdigest()[:8]}"

@@ -1,0 +1,104 @@
+"""The job report (SPEC §4) and its one-screen summary: pure functions of the outcomes."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from .outcomes import ItemOutcome, ItemStatus, JobStatus
+
+
+def job_status(outcomes: Sequence[ItemOutcome], aborted: bool) -> JobStatus:
+    if aborted:
+        return JobStatus.ABORTED
+    ok = (ItemStatus.SUCCEEDED, ItemStatus.SKIPPED)
+    return JobStatus.COMPLETED if all(o.status in ok for o in outcomes) else JobStatus.PARTIAL
+
+
+def build_report(
+    *,
+    job: str,
+    manifest: str,
+    outcomes: Sequence[ItemOutcome],
+    aborted: str | None,
+    started_at: float,
+    finished_at: float,
+) -> dict[str, Any]:
+    counts = Counter(o.status for o in outcomes)
+    failures = [o for o in outcomes if o.status is ItemStatus.FAILED and o.failure is not None]
+    report: dict[str, Any] = {
+        "job": job,
+        "manifest": manifest,
+        "status": job_status(outcomes, aborted is not None).value,
+        "started_at": _iso(started_at),
+        "finished_at": _iso(finished_at),
+        "duration_s": round(finished_at - started_at, 3),
+        "counts": {
+            "total": len(outcomes),
+            "succeeded": counts[ItemStatus.SUCCEEDED],
+            "failed": counts[ItemStatus.FAILED],
+            "skipped": counts[ItemStatus.SKIPPED],
+            "pending": counts[ItemStatus.PENDING],
+        },
+        "requests_sent": sum(o.requests_sent for o in outcomes),
+        "unconfirmed_attempts": sum(o.unconfirmed for o in outcomes),
+        "estimated_cost": round(sum(o.estimated_cost for o in outcomes), 4),
+        "failures": [
+            {
+                "id": o.id,
+                "prompt": o.prompt,
+                "class": o.failure.error_class.value,
+                "message": o.failure.message,
+                "http_status": o.failure.http_status,
+                "attempts": o.attempts,
+                "retryable": o.failure.retryable,
+            }
+            for o in failures
+            if o.failure is not None
+        ],
+        "items": [
+            {"id": o.id, "status": o.status.value, "files": list(o.files), "attempts": o.attempts}
+            for o in outcomes
+        ],
+    }
+    if aborted:
+        report["aborted_reason"] = aborted
+    return report
+
+
+def summary_lines(report: dict[str, Any], output: str) -> list[str]:
+    """What a person reads at the end of a run: fits on one screen whatever the job's size."""
+    c = report["counts"]
+    lines = [
+        f"{report['job']}: {report['status']} in {report['duration_s']:.1f}s: {c['total']} items,"
+        f" {c['succeeded']} succeeded, {c['failed']} failed, {c['skipped']} skipped, {c['pending']} pending",
+        f"  requests sent {report['requests_sent']}"
+        + (f" ({report['unconfirmed_attempts']} unconfirmed)" if report["unconfirmed_attempts"] else "")
+        + f", estimated cost ${report['estimated_cost']:.2f}",
+    ]
+    if report.get("aborted_reason"):
+        lines.append(f"  aborted: {report['aborted_reason']}")
+    by_class: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for failure in report["failures"]:
+        by_class[failure["class"]].append(failure)
+    if by_class:
+        lines.append("  failures by class:")
+        for name, group in sorted(by_class.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            first = group[0]
+            more = f" (+{len(group) - 1} more)" if len(group) > 1 else ""
+            retry = "retryable" if first["retryable"] else "final"
+            lines.append(
+                f"    {name:<17}{len(group):>5}  {retry}; e.g. {first['id']}: {_clip(first['message'])}{more}"
+            )
+    lines.append(f"  report: {output}/report.json")
+    return lines
+
+
+def _clip(text: str, width: int = 80) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,197 @@
+"""What a response means: pure functions from status, headers and bytes to results or errors."""
+
+from __future__ import annotations
+
+import binascii
+import email.utils
+import html
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import orjson
+import pybase64
+
+from .errors import ErrorClass, RequestError
+from .images import SNIFF_BYTES, GeneratedImage, ImageFormat, sniff
+
+MAX_MESSAGE = 300
+
+# The provider's documented messages, which arrive with status 500 (SPEC §1).
+_MESSAGE_RULES = (
+    ("chat response contains no choices", ErrorClass.SAFETY_FILTER),
+    ("no base64 image found in response", ErrorClass.NO_IMAGE),
+    ("failed to upload image", ErrorClass.SERVER_ERROR),
+)
+_SAFETY_WORDS = re.compile(
+    r"content[_ ]policy|moderation|safety (?:system|filter)|flagged|prohibited content|blocked by safety",
+    re.IGNORECASE,
+)
+_STATUS_CLASSES = {
+    400: ErrorClass.INVALID_REQUEST,
+    404: ErrorClass.INVALID_REQUEST,
+    413: ErrorClass.INVALID_REQUEST,
+    422: ErrorClass.INVALID_REQUEST,
+    401: ErrorClass.AUTH,
+    403: ErrorClass.AUTH,
+    429: ErrorClass.RATE_LIMITED,
+    408: ErrorClass.SERVER_ERROR,
+    409: ErrorClass.SERVER_ERROR,
+}
+
+
+def classify(status: int, text: str) -> ErrorClass:
+    """The class of an error response: the provider's message first, then the status."""
+    lowered = text.lower()
+    for needle, error_class in _MESSAGE_RULES:
+        if needle in lowered:
+            return error_class
+    if _SAFETY_WORDS.search(text):
+        return ErrorClass.SAFETY_FILTER
+    if status in _STATUS_CLASSES:
+        return _STATUS_CLASSES[status]
+    if 500 <= status <= 599:
+        return ErrorClass.SERVER_ERROR
+    if 400 <= status <= 499:
+        return ErrorClass.INVALID_REQUEST
+    return ErrorClass.INVALID_RESPONSE
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def parse_should_retry(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    return {"true": True, "false": False}.get(value.strip().lower())
+
+
+def error_from_response(status: int, headers: Mapping[str, str], raw: bytes) -> RequestError:
+    """A non-200 response as a classified RequestError."""
+    message, kind = describe_body(raw)
+    error_class = classify(status, f"{message} {kind}")
+    return RequestError(
+        error_class,
+        f"HTTP {status}: {message}" if message else f"HTTP {status}",
+        http_status=status,
+        retry_after=parse_retry_after(headers.get("Retry-After")),
+        should_retry=parse_should_retry(headers.get("x-should-retry")),
+    )
+
+
+def describe_body(raw: bytes) -> tuple[str, str]:
+    """A short message and an error type/code from whatever a server or proxy sent."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _describe_text(raw), ""
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            message = str(error.get("message") or "")
+            kind = " ".join(str(error.get(k) or "") for k in ("type", "code")).strip()
+            return _short(message or kind or "error without a message"), kind
+        if isinstance(error, str):
+            return _short(error), ""
+    return _short(raw.decode("utf-8", "replace")), ""
+
+
+def _describe_text(raw: bytes) -> str:
+    text = raw[:4096].decode("utf-8", "replace")
+    if not text.strip():
+        return "empty body"
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    if title:
+        return _short(f"HTML page: {html.unescape(title.group(1)).strip()}")
+    if "<html" in text.lower() or "<!doctype" in text.lower():
+        return "HTML page"
+    return _short(text)
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedSuccess:
+    images: tuple[GeneratedImage, ...]  # decoded from b64_json
+    urls: tuple[str, ...]  # to be downloaded
+    created: int | None
+
+
+def parse_success(raw: bytes) -> ParsedSuccess:
+    """A 200 body: decoded images and image urls, or RequestError.
+
+    CPU-heavy for large images (JSON of megabytes, base64); the client runs it off the event loop.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        what = _describe_text(raw)
+        raise RequestError(
+            ErrorClass.INVALID_RESPONSE,
+            f"HTTP 200 with a body that is not JSON ({what})",
+            http_status=200,
+        ) from None
+    if not isinstance(data, dict):
+        raise RequestError(
+            ErrorClass.INVALID_RESPONSE, "HTTP 200 with JSON that is not an object", http_status=200
+        )
+    if "error" in data and not data.get("data"):
+        message, kind = describe_body(raw)
+        error_class = classify(200, f"{message} {kind}")
+        raise RequestError(error_class, f"HTTP 200 with an error: {message}", http_status=200)
+    entries = data.get("data")
+    if not isinstance(entries, list) or not entries:
+        raise RequestError(ErrorClass.NO_IMAGE, "the service answered without any image", http_status=200)
+    images: list[GeneratedImage] = []
+    urls: list[str] = []
+    for k, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise RequestError(ErrorClass.INVALID_RESPONSE, f"data[{k}] is not an object", http_status=200)
+        b64 = entry.get("b64_json")
+        url = entry.get("url")
+        if isinstance(b64, str) and b64:
+            images.append(GeneratedImage(*_decode(b64, k)))
+        elif isinstance(url, str) and url:
+            urls.append(url)
+    if not images and not urls:
+        raise RequestError(ErrorClass.NO_IMAGE, "the service answered without any image", http_status=200)
+    created = data.get("created")
+    return ParsedSuccess(tuple(images), tuple(urls), created if isinstance(created, int) else None)
+
+
+def _decode(b64: str, k: int) -> tuple[bytes, ImageFormat]:
+    if b64.startswith("data:"):
+        b64 = b64.partition(",")[2]
+    try:
+        data = pybase64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(
+            ErrorClass.INVALID_RESPONSE, f"data[{k}].b64_json is not valid base64", http_status=200
+        ) from None
+    fmt = sniff(data[:SNIFF_BYTES])
+    if fmt is None:
+        raise RequestError(
+            ErrorClass.INVALID_RESPONSE,
+            f"data[{k}] is not a PNG, JPEG, WebP or GIF image",
+            http_status=200,
+        )
+    return data, fmt

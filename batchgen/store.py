@@ -1,0 +1,122 @@
+"""Where files are written: atomically, and only inside the job folder.
+
+Every file appears whole or not at all: written to a temp file in the same
+folder, fsync'd, renamed over the target, and the folder fsync'd, so a crash
+or ``kill -9`` leaves complete images or none. All methods block; the runner
+calls them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import StoreError
+from .images import GIF, JPEG, PNG, WEBP, GeneratedImage
+
+TEMP_PREFIX = ".batchgen-"
+TEMP_SUFFIX = ".tmp"
+_IMAGE_EXTS = tuple(f.ext for f in (PNG, JPEG, WEBP, GIF))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    path: str  # relative to the job folder
+    sha256: str
+    bytes: int
+    mime: str
+
+
+class JobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._real_root = root.resolve()
+
+    def prepare(self) -> None:
+        """Create the folders and remove temp files a crashed run left behind."""
+        try:
+            (self.root / "images").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.root / 'images'}: {exc.strerror}") from exc
+        self._real_root = self.root.resolve()
+        for folder in (self.root, self.root / "images"):
+            for stale in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
+
+    def path(self, relative: str) -> Path:
+        """The absolute path of ``relative``, refused if it would leave the job folder."""
+        target = self.root / relative
+        if os.path.isabs(relative) or not target.resolve().is_relative_to(self._real_root):
+            raise StoreError(f"refusing to write {relative!r}: outside the job folder {self.root}")
+        return target
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        target = self.path(relative)
+        try:
+            fd, temp = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
+        except OSError as exc:
+            raise StoreError(f"cannot write in {target.parent}: {exc.strerror}") from exc
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, target)
+        except BaseException as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            if isinstance(exc, OSError):
+                raise StoreError(f"cannot write {target}: {exc.strerror}") from exc
+            raise
+        _fsync_dir(target.parent)
+
+    def write_json(self, relative: str, data: Any) -> None:
+        self.write_bytes(relative, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+
+    def write_images(self, stems: Sequence[str], images: Sequence[GeneratedImage]) -> list[StoredFile]:
+        """One file per image, named by stem and the format its bytes show."""
+        if len(images) > len(stems):
+            images = images[: len(stems)]  # the service sent more than asked; keep what was asked
+        stored = []
+        for stem, image in zip(stems, images, strict=False):
+            relative = f"{stem}.{image.format.ext}"
+            self.write_bytes(relative, image.data)
+            self._remove_other_formats(stem, image.format.ext)
+            stored.append(
+                StoredFile(
+                    relative,
+                    hashlib.sha256(image.data).hexdigest(),
+                    len(image.data),
+                    image.format.mime,
+                )
+            )
+        return stored
+
+    def _remove_other_formats(self, stem: str, keep: str) -> None:
+        # A regenerated image may come back as JPEG where it was PNG; the old one must not linger.
+        for ext in _IMAGE_EXTS:
+            if ext != keep:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path(f"{stem}.{ext}").unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
