@@ -349,17 +349,24 @@ class _Builder:
             here = (spec.index, spec.id)
             other = seen_ids.get(spec.id.casefold())
             if other is not None:
-                same = (
-                    "the same id" if other.id == spec.id else f"an id that differs only in case ({other.id})"
-                )
-                self.error(f"has {same} as items[{other.index}]", "id", here)
+                if other.id != spec.id:
+                    message = f"has an id that differs only in case ({other.id}) from items[{other.index}]"
+                elif spec.id == _derived_id(spec.prompt):
+                    message = (
+                        f"has no id and the same prompt as items[{other.index}]:"
+                        " give them ids, or use n for variants"
+                    )
+                else:
+                    message = f"has the same id as items[{other.index}]"
+                self.error(message, "id", here)
                 continue
             seen_ids[spec.id.casefold()] = spec
             for stem in output_stems(spec.id, spec.n):
                 other = taken.get(stem.casefold())
                 if other is not None:
                     self.error(
-                        f"its image {stem} would overwrite one of items[{other.index}] (id {other.id})",
+                        f"its image images/{stem} would overwrite one of items[{other.index}]"
+                        f" (id {other.id})",
                         "id",
                         here,
                     )

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from batchgen.simulator import Simulator, SimulatorConfig, _png
+
+CANARY_KEY = "sk-canary-7f3a9c1e5b2d4f6a8c0e"
+
+# Retries in tests: no real backoff, no honouring a simulator's Retry-After of seconds.
+FAST_LIMITS = {"retry_base_s": 0.001, "retry_cap_s": 0.002, "max_retry_after_s": 0.0}
+
+
+def png_bytes(width: int = 8, height: int = 8, hue: int = 1) -> bytes:
+    return _png(width, height, hue, 0)
+
+
+@pytest.fixture
+def write_manifest(tmp_path: Path) -> Callable[..., Path]:
+    """Write a manifest (a dict, dumped as YAML, or raw text) into a fresh folder."""
+    counter = iter(range(1000))
+
+    def write(data: dict[str, Any] | str, name: str | None = None, folder: Path | None = None) -> Path:
+        folder = folder or tmp_path / "jobs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (name or f"job{next(counter)}.yaml")
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def ref_png(tmp_path: Path) -> Path:
+    path = tmp_path / "jobs" / "refs" / "style.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_bytes())
+    return path
+
+
+class ThreadedSimulator:
+    """The simulator on its own loop in a thread, for code that runs its own asyncio.run()."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.sim = Simulator(config)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> Simulator:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.sim.__aenter__(), self.loop).result(timeout=10)
+        return self.sim
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.sim.__aexit__(None, None, None), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture
+def threaded_simulator() -> Iterator[Callable[..., Simulator]]:
+    started: list[ThreadedSimulator] = []
+
+    def start(**config: Any) -> Simulator:
+        runner = ThreadedSimulator(SimulatorConfig(**config))
+        started.append(runner)
+        return runner.__enter__()
+
+    yield start
+    for runner in started:
+        runner.__exit__(None, None, None)

@@ -1,0 +1,185 @@
+"""What a response means: classification by message and status, Retry-After, success bodies."""
+
+from __future__ import annotations
+
+import email.utils
+
+import orjson
+import pybase64
+import pytest
+
+from batchgen.errors import ErrorClass, RequestError
+from batchgen.responses import classify, error_from_response, parse_retry_after, parse_success
+
+from .conftest import png_bytes
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "expected"),
+    [
+        # The provider's documented messages arrive with 500 and are classified by message.
+        (500, "chat response contains no choices", ErrorClass.SAFETY_FILTER),
+        (500, "upstream: Chat Response Contains No Choices", ErrorClass.SAFETY_FILTER),
+        (500, "no base64 image found in response", ErrorClass.NO_IMAGE),
+        (500, "failed to upload image", ErrorClass.SERVER_ERROR),
+        (400, "Your request was rejected by our content_policy", ErrorClass.SAFETY_FILTER),
+        (400, "content_policy_violation", ErrorClass.SAFETY_FILTER),
+        (400, "rejected by moderation", ErrorClass.SAFETY_FILTER),
+        (400, "bad size", ErrorClass.INVALID_REQUEST),
+        (404, "", ErrorClass.INVALID_REQUEST),
+        (413, "", ErrorClass.INVALID_REQUEST),
+        (422, "", ErrorClass.INVALID_REQUEST),
+        (418, "", ErrorClass.INVALID_REQUEST),
+        (401, "", ErrorClass.AUTH),
+        (403, "", ErrorClass.AUTH),
+        (429, "", ErrorClass.RATE_LIMITED),
+        (408, "", ErrorClass.SERVER_ERROR),
+        (409, "", ErrorClass.SERVER_ERROR),
+        (500, "internal", ErrorClass.SERVER_ERROR),
+        (502, "HTML page: 502 Bad Gateway", ErrorClass.SERVER_ERROR),
+        (503, "", ErrorClass.SERVER_ERROR),
+        (599, "", ErrorClass.SERVER_ERROR),
+        (302, "", ErrorClass.INVALID_RESPONSE),
+    ],
+)
+def test_classify(status: int, text: str, expected: ErrorClass) -> None:
+    assert classify(status, text) is expected
+
+
+@pytest.mark.parametrize(
+    ("error_class", "retryable"),
+    [
+        (ErrorClass.SAFETY_FILTER, False),
+        (ErrorClass.NO_IMAGE, False),
+        (ErrorClass.INVALID_REQUEST, False),
+        (ErrorClass.AUTH, False),
+        (ErrorClass.REFERENCE_ERROR, False),
+        (ErrorClass.RATE_LIMITED, True),
+        (ErrorClass.SERVER_ERROR, True),
+        (ErrorClass.TIMEOUT, True),
+        (ErrorClass.CONNECTION, True),
+        (ErrorClass.INVALID_RESPONSE, True),
+        (ErrorClass.DOWNLOAD_FAILED, True),
+    ],
+)
+def test_which_classes_are_retried(error_class: ErrorClass, retryable: bool) -> None:
+    assert RequestError(error_class, "x").retryable is retryable
+
+
+@pytest.mark.parametrize(
+    ("error_class", "header", "retryable"),
+    [
+        (ErrorClass.SERVER_ERROR, "false", False),
+        (ErrorClass.INVALID_REQUEST, "true", True),
+        (ErrorClass.SAFETY_FILTER, "true", False),  # a refusal is final whatever a proxy says
+        (ErrorClass.AUTH, "true", False),
+    ],
+)
+def test_x_should_retry_overrides_the_status(error_class: ErrorClass, header: str, retryable: bool) -> None:
+    status = {
+        ErrorClass.SERVER_ERROR: 500,
+        ErrorClass.INVALID_REQUEST: 400,
+        ErrorClass.SAFETY_FILTER: 500,
+        ErrorClass.AUTH: 401,
+    }[error_class]
+    message = (
+        b'{"error": {"message": "chat response contains no choices"}}'
+        if error_class is ErrorClass.SAFETY_FILTER
+        else b"{}"
+    )
+    error = error_from_response(status, {"x-should-retry": header}, message)
+    assert error.error_class is error_class
+    assert error.retryable is retryable
+
+
+def test_retry_after_seconds_and_http_date() -> None:
+    now = 1_700_000_000.0
+    assert parse_retry_after("7", now) == 7.0
+    assert parse_retry_after("1.5", now) == 1.5
+    assert parse_retry_after("-3", now) == 0.0
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after(date, now) == pytest.approx(30.0)
+    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now) == 0.0
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after(None, now) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (500, b'{"error": {"message": "boom", "type": "server_error"}}', "HTTP 500: boom"),
+        (400, b'{"error": "plain string"}', "HTTP 400: plain string"),
+        (
+            502,
+            b"<html><head><title>502 Bad Gateway</title></head></html>",
+            "HTTP 502: HTML page: 502 Bad Gateway",
+        ),
+        (503, b"<!DOCTYPE html><body>down</body>", "HTTP 503: HTML page"),
+        (500, b"", "HTTP 500: empty body"),
+        (500, b'{"error": {"message": "cut', 'HTTP 500: {"error": {"message": "cut'),
+    ],
+)
+def test_error_messages_from_json_html_and_garbage(status: int, body: bytes, message: str) -> None:
+    assert error_from_response(status, {}, body).message == message
+
+
+def test_error_message_is_bounded() -> None:
+    error = error_from_response(500, {}, b"x" * 10_000)
+    assert len(error.message) < 400
+
+
+def b64_body(*payloads: bytes) -> bytes:
+    return orjson.dumps(
+        {"created": 5, "data": [{"b64_json": pybase64.b64encode(p).decode()} for p in payloads]}
+    )
+
+
+def test_parse_success_decodes_and_sniffs() -> None:
+    png = png_bytes()
+    parsed = parse_success(b64_body(png, png))
+    assert [i.data for i in parsed.images] == [png, png]
+    assert parsed.images[0].format.ext == "png"
+    assert parsed.created == 5
+
+
+def test_parse_success_accepts_urls_and_data_uri_b64() -> None:
+    png = png_bytes()
+    body = orjson.dumps(
+        {
+            "data": [
+                {"url": "https://cdn.test/a.png"},
+                {"b64_json": "data:image/png;base64," + pybase64.b64encode(png).decode()},
+            ]
+        }
+    )
+    parsed = parse_success(body)
+    assert parsed.urls == ("https://cdn.test/a.png",)
+    assert parsed.images[0].data == png
+    assert parsed.created is None
+
+
+@pytest.mark.parametrize(
+    ("body", "error_class", "fragment"),
+    [
+        (b"<html>oops</html>", ErrorClass.INVALID_RESPONSE, "not JSON"),
+        (b'{"created": 1, "data": [{"b64_json": "iVBOR', ErrorClass.INVALID_RESPONSE, "not JSON"),
+        (b"[]", ErrorClass.INVALID_RESPONSE, "not an object"),
+        (b'{"data": []}', ErrorClass.NO_IMAGE, "without any image"),
+        (b'{"created": 1}', ErrorClass.NO_IMAGE, "without any image"),
+        (b'{"data": [{"revised_prompt": "x"}]}', ErrorClass.NO_IMAGE, "without any image"),
+        (b'{"data": ["x"]}', ErrorClass.INVALID_RESPONSE, "not an object"),
+        (b'{"data": [{"b64_json": "***"}]}', ErrorClass.INVALID_RESPONSE, "not valid base64"),
+        (b64_body(b"hello world, not an image"), ErrorClass.INVALID_RESPONSE, "not a PNG"),
+        (
+            b'{"error": {"message": "chat response contains no choices"}}',
+            ErrorClass.SAFETY_FILTER,
+            "no choices",
+        ),
+    ],
+)
+def test_parse_success_failures(body: bytes, error_class: ErrorClass, fragment: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        parse_success(body)
+    assert caught.value.error_class is error_class
+    assert fragment in caught.value.message
+    assert caught.value.http_status == 200
