@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
+from aioresponses import aioresponses
 
 from batchgen.simulator import Simulator, SimulatorConfig, _png
 
@@ -76,3 +80,30 @@ def threaded_simulator() -> Iterator[Callable[..., Simulator]]:
     yield start
     for runner in started:
         runner.__exit__(None, None, None)
+
+
+class _CompatResponse(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 builds responses without aiohttp 3.14's new ``stream_writer``
+    argument (pnuckowski/aioresponses#289, open). aiohttp only reads its
+    ``output_size`` when, as here, the request was already sent."""
+
+    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+_NEEDS_COMPAT = "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters
+
+
+class MockedApi(aioresponses):  # type: ignore[misc]
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        if _NEEDS_COMPAT:
+            kwargs.setdefault("response_class", _CompatResponse)
+        super().add(*args, **kwargs)
+
+
+@pytest.fixture
+def mocked() -> Iterator[MockedApi]:
+    """aioresponses, working with the aiohttp we ship with."""
+    with MockedApi() as m:
+        yield m

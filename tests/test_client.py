@@ -1,0 +1,271 @@
+"""The HTTP boundary, with MockedApi standing in for the service: every error class, both formats."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+import pybase64
+import pytest
+from aiohttp.client_reqrep import ConnectionKey
+from yarl import URL
+
+from batchgen.client import DownloadPolicy, HttpImageClient, _check_download_url
+from batchgen.config import Secret
+from batchgen.errors import ErrorClass, RequestError
+
+from .conftest import CANARY_KEY, MockedApi, png_bytes
+
+BASE = "https://api.test/v1"
+URL_GEN = f"{BASE}/images/generations"
+BODY = {"model": "nano-banana-2", "prompt": "a tote", "size": "1K", "n": 1, "response_format": "b64_json"}
+
+
+def b64_payload(*images: bytes) -> dict[str, object]:
+    return {"created": 9, "data": [{"b64_json": pybase64.b64encode(i).decode()} for i in images]}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[HttpImageClient]:
+    async with HttpImageClient(BASE, Secret(CANARY_KEY), timeout_s=5) as c:
+        yield c
+
+
+async def failure(client: HttpImageClient) -> RequestError:
+    with pytest.raises(RequestError) as caught:
+        await client.generate(BODY, "key-1")
+    return caught.value
+
+
+async def test_b64_json_success_sends_key_body_and_idempotency_key(
+    client: HttpImageClient, mocked: MockedApi
+) -> None:
+    png = png_bytes()
+    mocked.post(URL_GEN, payload=b64_payload(png, png))
+    result = await client.generate(BODY, "idem-123")
+    assert [i.data for i in result.images] == [png, png]
+    assert result.created == 9
+    ((_, calls),) = mocked.requests.items()
+    (call,) = calls
+    assert orjson.loads(call.kwargs["data"]) == BODY
+    assert call.kwargs["headers"]["Idempotency-Key"] == "idem-123"
+
+
+async def test_url_success_downloads_the_image(mocked: MockedApi) -> None:
+    jpeg = b"\xff\xd8\xff\xe0" + b"\0" * 100
+    mocked.post(URL_GEN, payload={"data": [{"url": "https://cdn.test/img/1"}]})
+    mocked.get("https://cdn.test/img/1", body=jpeg, content_type="image/jpeg")
+    async with HttpImageClient(BASE, Secret("k"), timeout_s=5) as client:
+        result = await client.generate(BODY, "k")
+    assert result.images[0].data == jpeg
+    assert result.images[0].format.ext == "jpg"
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "headers", "error_class", "retryable", "retry_after"),
+    [
+        (
+            500,
+            {"error": {"message": "chat response contains no choices"}},
+            {},
+            ErrorClass.SAFETY_FILTER,
+            False,
+            None,
+        ),
+        (
+            500,
+            {"error": {"message": "no base64 image found in response"}},
+            {},
+            ErrorClass.NO_IMAGE,
+            False,
+            None,
+        ),
+        (500, {"error": {"message": "failed to upload image"}}, {}, ErrorClass.SERVER_ERROR, True, None),
+        (
+            400,
+            {"error": {"message": "bad size", "type": "invalid_request_error"}},
+            {},
+            ErrorClass.INVALID_REQUEST,
+            False,
+            None,
+        ),
+        (401, {"error": {"message": "Incorrect API key"}}, {}, ErrorClass.AUTH, False, None),
+        (403, {"error": {"message": "forbidden"}}, {}, ErrorClass.AUTH, False, None),
+        (
+            429,
+            {"error": {"message": "slow down"}},
+            {"Retry-After": "12"},
+            ErrorClass.RATE_LIMITED,
+            True,
+            12.0,
+        ),
+        (
+            503,
+            {"error": {"message": "overloaded"}},
+            {"x-should-retry": "false"},
+            ErrorClass.SERVER_ERROR,
+            False,
+            None,
+        ),
+        (408, {}, {}, ErrorClass.SERVER_ERROR, True, None),
+    ],
+)
+async def test_error_statuses(
+    client: HttpImageClient,
+    mocked: MockedApi,
+    status: int,
+    payload: dict[str, object],
+    headers: dict[str, str],
+    error_class: ErrorClass,
+    retryable: bool,
+    retry_after: float | None,
+) -> None:
+    mocked.post(URL_GEN, status=status, payload=payload, headers=headers)
+    error = await failure(client)
+    assert (error.error_class, error.retryable, error.retry_after, error.http_status) == (
+        error_class,
+        retryable,
+        retry_after,
+        status,
+    )
+
+
+async def test_html_error_page(client: HttpImageClient, mocked: MockedApi) -> None:
+    mocked.post(
+        URL_GEN, status=502, body="<html><title>502 Bad Gateway</title></html>", content_type="text/html"
+    )
+    error = await failure(client)
+    assert error.error_class is ErrorClass.SERVER_ERROR
+    assert error.message == "HTTP 502: HTML page: 502 Bad Gateway"
+
+
+@pytest.mark.parametrize(
+    ("body", "error_class"),
+    [
+        ("<html>maintenance</html>", ErrorClass.INVALID_RESPONSE),
+        ('{"data": [{"b64_json": "iVBO', ErrorClass.INVALID_RESPONSE),
+        ('{"data": [{"b64_json": "@@@"}]}', ErrorClass.INVALID_RESPONSE),
+        ('{"data": []}', ErrorClass.NO_IMAGE),
+    ],
+)
+async def test_bad_200_bodies(
+    client: HttpImageClient, mocked: MockedApi, body: str, error_class: ErrorClass
+) -> None:
+    mocked.post(URL_GEN, status=200, body=body)
+    assert (await failure(client)).error_class is error_class
+
+
+def connector_error(
+    os_error: OSError, cls: type[aiohttp.ClientConnectorError] = aiohttp.ClientConnectorError
+) -> Exception:
+    key = ConnectionKey("api.test", 443, True, True, None, None, None, None)
+    return cls(key, os_error)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("exception", "error_class", "sent"),
+    [
+        (connector_error(ConnectionRefusedError(111, "refused")), ErrorClass.CONNECTION, False),
+        (
+            connector_error(OSError(-2, "Name or service not known"), aiohttp.ClientConnectorDNSError),
+            ErrorClass.CONNECTION,
+            False,
+        ),
+        (aiohttp.ConnectionTimeoutError("connect"), ErrorClass.TIMEOUT, False),
+        (aiohttp.SocketTimeoutError("read"), ErrorClass.TIMEOUT, True),
+        (TimeoutError(), ErrorClass.TIMEOUT, True),
+        (aiohttp.ServerDisconnectedError(), ErrorClass.CONNECTION, True),
+        (aiohttp.ClientPayloadError("cut"), ErrorClass.CONNECTION, True),
+        (ConnectionResetError(104, "reset by peer"), ErrorClass.CONNECTION, True),
+    ],
+)
+async def test_transport_failures(
+    client: HttpImageClient, mocked: MockedApi, exception: Exception, error_class: ErrorClass, sent: bool
+) -> None:
+    mocked.post(URL_GEN, exception=exception)
+    error = await failure(client)
+    assert (error.error_class, error.sent, error.retryable) == (error_class, sent, True)
+
+
+async def test_key_echoed_by_a_proxy_is_scrubbed(client: HttpImageClient, mocked: MockedApi) -> None:
+    mocked.post(URL_GEN, status=401, payload={"error": {"message": f"bad header: Bearer {CANARY_KEY}"}})
+    error = await failure(client)
+    assert CANARY_KEY not in error.message
+    assert CANARY_KEY not in str(error)
+    assert CANARY_KEY not in repr(error)
+    assert "********" in error.message
+
+
+class TestDownloads:
+    async def test_redirects_are_followed_up_to_three(self, mocked: MockedApi) -> None:
+        png = png_bytes()
+        mocked.post(URL_GEN, payload={"data": [{"url": "https://cdn.test/0"}]})
+        for k in range(3):
+            mocked.get(f"https://cdn.test/{k}", status=302, headers={"Location": f"/{k + 1}"})
+        mocked.get("https://cdn.test/3", body=png)
+        async with HttpImageClient(BASE, None, timeout_s=5) as client:
+            assert (await client.generate(BODY, "k")).images[0].data == png
+
+    async def test_a_fourth_redirect_fails_the_item(self, mocked: MockedApi) -> None:
+        mocked.post(URL_GEN, payload={"data": [{"url": "https://cdn.test/0"}]})
+        for k in range(4):
+            mocked.get(f"https://cdn.test/{k}", status=302, headers={"Location": f"/{k + 1}"})
+        async with HttpImageClient(BASE, None, timeout_s=5) as client:
+            error = await failure(client)
+        assert error.error_class is ErrorClass.DOWNLOAD_FAILED
+        assert "more than 3 times" in error.message
+
+    @pytest.mark.parametrize(
+        ("body", "status", "fragment"),
+        [
+            (b"<html>login</html>", 200, "did not return a PNG"),
+            (b"", 404, "answered HTTP 404"),
+            (b"\x89PNG\r\n\x1a\n" + b"\0" * 2000, 200, "over the 1000-byte cap"),
+        ],
+    )
+    async def test_bad_downloads(self, mocked: MockedApi, body: bytes, status: int, fragment: str) -> None:
+        mocked.post(URL_GEN, payload={"data": [{"url": "https://cdn.test/x"}]})
+        mocked.get("https://cdn.test/x", status=status, body=body)
+        async with HttpImageClient(
+            BASE, None, timeout_s=5, download=DownloadPolicy(max_bytes=1000)
+        ) as client:
+            error = await failure(client)
+        assert error.error_class is ErrorClass.DOWNLOAD_FAILED
+        assert fragment in error.message
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://cdn.test/a.png",  # plain http to a public host
+            "https://10.0.0.5/a.png",
+            "https://192.168.1.1/a.png",
+            "https://172.16.0.1/a.png",
+            "https://169.254.169.254/latest/meta-data",  # cloud metadata
+            "https://127.0.0.1/a.png",
+            "https://[::1]/a.png",
+            "https://[::ffff:10.0.0.1]/a.png",
+            "https://localhost/a.png",
+            "file:///etc/passwd",
+        ],
+    )
+    def test_private_and_plain_http_urls_are_refused(self, url: str) -> None:
+        with pytest.raises(RequestError) as caught:
+            _check_download_url(URL(url), allow_loopback=False)
+        assert caught.value.error_class is ErrorClass.DOWNLOAD_FAILED
+
+    @pytest.mark.parametrize("url", ["https://cdn.test/a.png", "https://8.8.8.8/a.png"])
+    def test_public_https_is_allowed(self, url: str) -> None:
+        _check_download_url(URL(url), allow_loopback=False)
+
+    def test_loopback_http_only_when_the_api_is_on_loopback(self) -> None:
+        _check_download_url(URL("http://127.0.0.1:8787/files/x"), allow_loopback=True)
+        with pytest.raises(RequestError):
+            _check_download_url(URL("http://127.0.0.1:8787/files/x"), allow_loopback=False)
+
+    async def test_a_private_url_fails_the_item_not_the_job(self, mocked: MockedApi) -> None:
+        mocked.post(URL_GEN, payload={"data": [{"url": "https://10.1.2.3/a.png"}]})
+        async with HttpImageClient(BASE, None, timeout_s=5) as client:
+            error = await failure(client)
+        assert error.error_class is ErrorClass.DOWNLOAD_FAILED
+        assert error.retryable

@@ -1,0 +1,89 @@
+"""Atomic writes inside the job folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from batchgen.errors import StoreError
+from batchgen.images import JPEG, PNG, GeneratedImage
+from batchgen.store import JobStore
+
+from .conftest import png_bytes
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    s = JobStore(tmp_path / "job")
+    s.prepare()
+    return s
+
+
+def test_write_images_names_by_format_and_hashes(store: JobStore) -> None:
+    png = png_bytes()
+    jpeg = b"\xff\xd8\xff" + b"x" * 10
+    stored = store.write_images(
+        ["images/a-1", "images/a-2"], [GeneratedImage(png, PNG), GeneratedImage(jpeg, JPEG)]
+    )
+    assert [s.path for s in stored] == ["images/a-1.png", "images/a-2.jpg"]
+    assert (store.root / "images/a-1.png").read_bytes() == png
+    assert stored[1].bytes == len(jpeg)
+    import hashlib
+
+    assert stored[0].sha256 == hashlib.sha256(png).hexdigest()
+
+
+def test_extra_images_beyond_n_are_dropped(store: JobStore) -> None:
+    png = png_bytes()
+    stored = store.write_images(["images/a"], [GeneratedImage(png, PNG)] * 3)
+    assert [s.path for s in stored] == ["images/a.png"]
+
+
+def test_a_regenerated_image_in_another_format_replaces_the_old(store: JobStore) -> None:
+    store.write_images(["images/a"], [GeneratedImage(png_bytes(), PNG)])
+    store.write_images(["images/a"], [GeneratedImage(b"\xff\xd8\xff", JPEG)])
+    assert sorted(p.name for p in (store.root / "images").iterdir()) == ["a.jpg"]
+
+
+def test_no_temp_file_is_left_and_stale_ones_are_cleaned(store: JobStore) -> None:
+    stale = store.root / "images" / ".batchgen-dead.tmp"
+    stale.write_bytes(b"half an image")
+    store.write_json("report.json", {"ok": True})
+    assert stale.exists()
+    store.prepare()
+    assert not stale.exists()
+    assert [p.name for p in store.root.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_failed_write_leaves_the_old_file_whole(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.write_bytes("images/a.png", b"old")
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(StoreError, match="No space left"):
+        store.write_bytes("images/a.png", b"new")
+    monkeypatch.undo()
+    assert (store.root / "images/a.png").read_bytes() == b"old"
+    assert sorted(p.name for p in (store.root / "images").iterdir()) == ["a.png"]
+
+
+@pytest.mark.parametrize("relative", ["../escape.png", "images/../../escape.png", "/tmp/abs.png"])
+def test_paths_outside_the_job_folder_are_refused(store: JobStore, relative: str) -> None:
+    with pytest.raises(StoreError, match="outside the job folder"):
+        store.write_bytes(relative, b"x")
+
+
+def test_a_symlinked_images_folder_pointing_out_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "images").symlink_to(outside)
+    store = JobStore(tmp_path / "job")
+    store.prepare()
+    with pytest.raises(StoreError, match="outside the job folder"):
+        store.write_bytes("images/a.png", b"x")
+    assert list(outside.iterdir()) == []
