@@ -10,14 +10,18 @@ from batchgen.scheduler import run_all
 
 
 class Spy:
-    def __init__(self, gate: asyncio.Event | None = None) -> None:
+    def __init__(self, gate: asyncio.Event | None = None, notify_at: int = 0) -> None:
         self.running = 0
         self.peak = 0
         self.started: list[int] = []
         self.gate = gate
+        self.notify_at = notify_at
+        self.reached = asyncio.Event()
 
     async def __call__(self, item: int) -> None:
         self.started.append(item)
+        if len(self.started) == self.notify_at:
+            self.reached.set()
         self.running += 1
         self.peak = max(self.peak, self.running)
         await asyncio.sleep(0)  # let the others start before this one ends
@@ -43,10 +47,9 @@ async def test_items_start_in_order() -> None:
 
 async def test_stop_lets_started_ones_finish_and_starts_no_more() -> None:
     gate, stop = asyncio.Event(), asyncio.Event()
-    spy = Spy(gate)
+    spy = Spy(gate, notify_at=5)
     task = asyncio.create_task(run_all(range(100), spy, concurrency=5, stop=stop))
-    while len(spy.started) < 5:
-        await asyncio.sleep(0)
+    await spy.reached.wait()
     stop.set()
     gate.set()
     await task
