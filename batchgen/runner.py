@@ -147,12 +147,18 @@ class Runner:
             stopped=self.stop.is_set,
             before_sleep=before_sleep,
         )
+        last: RequestError | None = None
         async for attempt in retrying:
             with attempt:
+                if last is not None and self.stop.is_set():
+                    # tenacity asks `stop` before the backoff sleep, not after it: a job
+                    # that stopped during the sleep must not send this retry.
+                    raise last
                 counts.attempts += 1
                 try:
                     generation = await self.client.generate(body, key)
                 except RequestError as exc:
+                    last = exc
                     counts.sent += exc.sent
                     if exc.sent and exc.error_class in (ErrorClass.TIMEOUT, ErrorClass.CONNECTION):
                         counts.unconfirmed += 1

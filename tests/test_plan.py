@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import MappingProxyType
 
@@ -13,6 +14,8 @@ from batchgen.plan import build_body, fingerprint, plan, plan_item
 from batchgen.pricing import PriceTable
 from batchgen.references import LocalReference, UrlReference
 
+from .fakes import make_spec
+
 PRICES = PriceTable(
     "USD",
     {"nano-banana-2": {"512": 1, "1K": 2, "2K": 3, "4K": 4}, "*": {"512": 10, "1K": 20, "2K": 30, "4K": 40}},
@@ -20,19 +23,8 @@ PRICES = PriceTable(
 
 
 def spec(**overrides: object) -> ItemSpec:
-    fields: dict[str, object] = {
-        "index": 0,
-        "id": "sku-1",
-        "prompt": "a tote",
-        "model": "nano-banana-2",
-        "size": "1K",
-        "n": 1,
-        "response_format": "b64_json",
-        "extra_fields": MappingProxyType({}),
-        "references": (),
-    }
-    fields.update(overrides)
-    return ItemSpec(**fields)  # type: ignore[arg-type]
+    base = make_spec(0, "sku-1", "a tote")
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
 
 
 def test_plain_request_has_no_extra_fields() -> None:

@@ -1,0 +1,218 @@
+"""The runner with a fake client: retries, refusals, auth stops, references, sidecars, counts."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from pathlib import Path
+
+import orjson
+import pytest
+
+from batchgen.errors import ErrorClass
+from batchgen.outcomes import Event, ItemFinished, ItemRetrying, ItemStatus, JobStarted, JobStopping
+from batchgen.plan import plan_item
+from batchgen.pricing import PriceTable
+from batchgen.references import LocalReference, ReferenceLoader, UrlReference
+from batchgen.retry import RetryPolicy
+from batchgen.runner import JobRun, Runner
+from batchgen.store import JobStore
+
+from .fakes import OK, FakeClient, error, make_spec
+
+
+async def no_sleep(seconds: float) -> None:
+    return None
+
+
+def runner(
+    tmp_path: Path,
+    client: FakeClient,
+    *,
+    concurrency: int = 4,
+    sleep: object = no_sleep,
+    events: list[Event] | None = None,
+    **policy: float,
+) -> Runner:
+    store = JobStore(tmp_path / "out" / "job")
+    store.prepare()
+    return Runner(
+        job="job",
+        client=client,
+        store=store,
+        policy=RetryPolicy(**policy),  # type: ignore[arg-type]
+        references=ReferenceLoader(20_000_000),
+        concurrency=concurrency,
+        on_event=(events.append if events is not None else lambda e: None),
+        sleep=sleep,  # type: ignore[arg-type]
+    )
+
+
+async def run(r: Runner, specs: list) -> JobRun:  # type: ignore[type-arg]
+    return await r.run(specs, partial(plan_item, reference_field="image_urls", prices=PriceTable.default()))
+
+
+async def test_success_writes_images_and_a_sidecar_without_reference_bytes(
+    tmp_path: Path, ref_png: Path
+) -> None:
+    client = FakeClient()
+    refs = [LocalReference(ref_png, "refs/style.png"), UrlReference("https://cdn.test/x.png")]
+    spec = make_spec(0, "sku-1", "a tote", n=2, references=refs, aspect_ratio="4:5")
+    result = await run(runner(tmp_path, client), [spec])
+    (outcome,) = result.outcomes
+    assert outcome.status is ItemStatus.SUCCEEDED
+    assert outcome.files == ("images/sku-1-1.png", "images/sku-1-2.png")
+    assert (outcome.attempts, outcome.requests_sent, outcome.unconfirmed) == (1, 1, 0)
+    # The request that went out carries the reference as a data URI of the file's bytes.
+    ((_, body, _),) = client.calls
+    sent_refs = body["extra_fields"]["image_urls"]
+    assert sent_refs[0].startswith("data:image/png;base64,")
+    assert sent_refs[1] == "https://cdn.test/x.png"
+    sidecar = orjson.loads((tmp_path / "out/job/images/sku-1.json").read_bytes())
+    assert sidecar["request"]["extra_fields"]["image_urls"][0].startswith("file:refs/style.png sha256:")
+    assert "base64" not in orjson.dumps(sidecar).decode()
+    assert [f["path"] for f in sidecar["files"]] == list(outcome.files)
+    assert sidecar["attempts"] == 1
+    assert sidecar["estimated_cost"] == outcome.estimated_cost > 0
+    for f in sidecar["files"]:
+        assert (tmp_path / "out/job" / f["path"]).stat().st_size == f["bytes"]
+
+
+async def test_retries_until_success_with_one_idempotency_key(tmp_path: Path) -> None:
+    events: list[Event] = []
+    client = FakeClient(
+        {
+            "p": [
+                error(ErrorClass.SERVER_ERROR, http_status=500),
+                error(ErrorClass.RATE_LIMITED, http_status=429),
+                OK,
+            ]
+        }
+    )
+    result = await run(runner(tmp_path, client, events=events), [make_spec(0, "a", "p")])
+    (outcome,) = result.outcomes
+    assert (outcome.status, outcome.attempts, outcome.requests_sent) == (ItemStatus.SUCCEEDED, 3, 3)
+    assert len({key for _, _, key in client.calls}) == 1
+    retries = [e for e in events if isinstance(e, ItemRetrying)]
+    assert [(e.attempt, e.error_class) for e in retries] == [
+        (1, ErrorClass.SERVER_ERROR),
+        (2, ErrorClass.RATE_LIMITED),
+    ]
+    assert isinstance(events[0], JobStarted)
+    assert isinstance(events[-1], ItemFinished)
+
+
+async def test_idempotency_keys_differ_between_items_and_repeat_across_runs(tmp_path: Path) -> None:
+    client = FakeClient()
+    specs = [make_spec(0, "a", "p"), make_spec(1, "b", "p")]
+    await run(runner(tmp_path, client), specs)
+    await run(runner(tmp_path, client), specs)
+    keys = [key for _, _, key in client.calls]
+    assert keys[0] != keys[1]
+    assert sorted(keys[:2]) == sorted(keys[2:])
+
+
+@pytest.mark.parametrize(
+    "error_class", [ErrorClass.SAFETY_FILTER, ErrorClass.NO_IMAGE, ErrorClass.INVALID_REQUEST]
+)
+async def test_final_failures_are_sent_exactly_once(tmp_path: Path, error_class: ErrorClass) -> None:
+    client = FakeClient({"bad": [error(error_class, http_status=500)]})
+    result = await run(runner(tmp_path, client), [make_spec(0, "a", "bad"), make_spec(1, "b", "good")])
+    bad, good = result.outcomes
+    assert client.calls_for("bad") == 1
+    assert bad.status is ItemStatus.FAILED
+    assert bad.failure is not None
+    assert (bad.failure.error_class, bad.failure.retryable, bad.failure.http_status) == (
+        error_class,
+        False,
+        500,
+    )
+    assert good.status is ItemStatus.SUCCEEDED
+    assert result.aborted is None
+
+
+async def test_retryable_failure_uses_max_attempts_then_fails(tmp_path: Path) -> None:
+    client = FakeClient({"p": [error(ErrorClass.SERVER_ERROR)]})
+    result = await run(runner(tmp_path, client, max_attempts=3), [make_spec(0, "a", "p")])
+    (outcome,) = result.outcomes
+    assert client.calls_for("p") == 3
+    assert outcome.status is ItemStatus.FAILED
+    assert outcome.failure is not None
+    assert outcome.failure.retryable
+
+
+async def test_unconfirmed_attempts_count_only_what_may_have_been_billed(tmp_path: Path) -> None:
+    client = FakeClient(
+        {
+            "p": [
+                error(ErrorClass.TIMEOUT, sent=True),
+                error(ErrorClass.CONNECTION, sent=False),  # refused: never left
+                error(ErrorClass.CONNECTION, sent=True),  # dropped after sending
+                OK,
+            ]
+        }
+    )
+    result = await run(runner(tmp_path, client), [make_spec(0, "a", "p")])
+    (outcome,) = result.outcomes
+    assert (outcome.attempts, outcome.requests_sent, outcome.unconfirmed) == (4, 3, 2)
+
+
+async def test_auth_failure_stops_the_job_and_leaves_the_rest_pending(tmp_path: Path) -> None:
+    events: list[Event] = []
+    client = FakeClient({f"prompt {k}": [error(ErrorClass.AUTH, http_status=401)] for k in range(100)})
+    specs = [make_spec(k) for k in range(100)]
+    result = await run(runner(tmp_path, client, concurrency=3, events=events), specs)
+    assert len(client.calls) <= 3  # only what was already in flight
+    statuses = [o.status for o in result.outcomes]
+    assert statuses.count(ItemStatus.PENDING) >= 97
+    assert result.aborted is not None
+    assert "check the API key" in result.aborted
+    assert sum(isinstance(e, JobStopping) for e in events) == 1
+
+
+async def test_auth_failure_cancels_another_items_pending_retry(tmp_path: Path) -> None:
+    a_failed = asyncio.Event()
+    client = FakeClient(
+        {
+            # A fails with a long Retry-After, so it is waiting when B's 401 arrives.
+            "A": [error(ErrorClass.RATE_LIMITED, retry_after=1000.0)],
+            "B": [a_failed, error(ErrorClass.AUTH, http_status=401)],
+        }
+    )
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, ItemRetrying) and event.id == "a":
+            a_failed.set()
+
+    r = runner(tmp_path, client, concurrency=2, sleep=None)
+    r.on_event = on_event
+    result = await asyncio.wait_for(run(r, [make_spec(0, "a", "A"), make_spec(1, "b", "B")]), timeout=10)
+    a, b = result.outcomes
+    assert client.calls_for("A") == 1  # its retry was never sent
+    assert a.status is ItemStatus.PENDING
+    assert b.status is ItemStatus.FAILED
+    assert b.failure is not None
+    assert b.failure.error_class is ErrorClass.AUTH
+
+
+async def test_a_reference_gone_before_sending_fails_the_item_without_a_request(
+    tmp_path: Path, ref_png: Path
+) -> None:
+    spec = make_spec(0, "a", "p", references=[LocalReference(ref_png, "refs/style.png")])
+    ref_png.unlink()
+    client = FakeClient()
+    result = await run(runner(tmp_path, client), [spec])
+    (outcome,) = result.outcomes
+    assert client.calls == []
+    assert outcome.status is ItemStatus.FAILED
+    assert outcome.failure is not None
+    assert outcome.failure.error_class is ErrorClass.REFERENCE_ERROR
+    assert (outcome.attempts, outcome.requests_sent) == (0, 0)
+
+
+async def test_fewer_images_than_asked_keeps_what_came(tmp_path: Path) -> None:
+    client = FakeClient(images_per_call=1)
+    result = await run(runner(tmp_path, client), [make_spec(0, "a", "p", n=3)])
+    (outcome,) = result.outcomes
+    assert outcome.status is ItemStatus.SUCCEEDED
+    assert outcome.files == ("images/a-1.png",)
