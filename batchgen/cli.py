@@ -24,6 +24,14 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 1
 
 log = logging.getLogger("batchgen")
 
+EXIT_HELP = """exit status:
+  0    every item succeeded
+  1    some items failed or never finished
+  2    invalid manifest or usage: nothing was sent
+  3    aborted: the API key was refused, the job stopped at once
+  130  interrupted
+"""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -52,17 +60,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="generate the images of one or more manifests")
+    run = commands.add_parser(
+        "run",
+        help="generate the images of one or more manifests",
+        description="Generate the images of one or more manifests; all are validated before any is sent.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST")
     run.add_argument("--simulate", action="store_true", help="send to the built-in simulator; no key needed")
     run.add_argument(
         "--base-url",
+        metavar="URL",
         help=f"API base URL (env {config.BASE_URL_ENV}; default {config.DEFAULT_BASE_URL})",
     )
-    run.add_argument("--output", type=Path, default=None, help="output folder (default ./output)")
-    run.add_argument("--concurrency", type=_limit("concurrency"), help="requests in flight at once")
+    run.add_argument("--output", type=Path, metavar="DIR", help="output folder (default ./output)")
     run.add_argument(
-        "--max-attempts", type=_limit("max_attempts"), help="attempts per item, retries included"
+        "--concurrency", type=_limit("concurrency"), metavar="N", help="requests in flight at once"
+    )
+    run.add_argument(
+        "--max-attempts", type=_limit("max_attempts"), metavar="N", help="attempts per item, retries included"
     )
     _logging_flags(run)
     sim = run.add_argument_group("simulator (with --simulate)")
@@ -75,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=_validate)
 
     simulator = commands.add_parser("simulator", help="run the built-in simulator alone, on 127.0.0.1")
-    simulator.add_argument("--port", type=int, default=8787, help="port to listen on (default 8787; 0 = any)")
+    simulator.add_argument(
+        "--port", type=int, default=8787, metavar="N", help="port to listen on (default 8787; 0 = any)"
+    )
     _simulator_flags(simulator, prefix="")
     _logging_flags(simulator)
     simulator.set_defaults(handler=_simulator)
@@ -89,20 +108,17 @@ def _logging_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _simulator_flags(parser: Any, prefix: str) -> None:
-    parser.add_argument(f"--{prefix}latency-ms", type=float, default=None, help="delay before each answer")
-    parser.add_argument(
-        f"--{prefix}fault-rate", type=float, default=None, help="share of requests that fail (0-1)"
-    )
-    parser.add_argument(
+    add = parser.add_argument
+    add(f"--{prefix}latency-ms", type=float, metavar="MS", help="delay before each answer")
+    add(f"--{prefix}fault-rate", type=float, metavar="F", help="share of requests that fail, 0 to 1")
+    add(
         f"--{prefix}faults",
-        default=None,
-        help=f"kinds to draw from, comma-separated (default {','.join(TRANSIENT_FAULTS)};"
+        metavar="KINDS",
+        help=f"fault kinds to draw from, comma-separated (default {','.join(TRANSIENT_FAULTS)};"
         f" all: {','.join(ALL_FAULTS)})",
     )
-    parser.add_argument(f"--{prefix}seed", type=int, default=None, help="fault seed, for reproducible runs")
-    parser.add_argument(
-        f"--{prefix}payload-kb", type=int, default=None, help="pad each image to about this size"
-    )
+    add(f"--{prefix}seed", type=int, metavar="S", help="fault seed, for reproducible runs")
+    add(f"--{prefix}payload-kb", type=int, metavar="KB", help="pad each image to about this size")
 
 
 def _limit(name: str) -> Callable[[str], Any]:

@@ -42,9 +42,9 @@ class ProgressBar:
 
     def _show(self) -> None:
         if self._bar is not None:
-            self._bar.set_postfix(
-                ok=self._ok, failed=self._failed, retrying=len(self._retrying), refresh=False
-            )
+            # As an ordered mapping: keyword postfixes would be sorted alphabetically.
+            counts = {"ok": self._ok, "failed": self._failed, "retrying": len(self._retrying)}
+            self._bar.set_postfix(ordered_dict=counts, refresh=False)
 
     def close(self) -> None:
         if self._bar is not None:

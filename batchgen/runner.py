@@ -155,6 +155,7 @@ class Runner:
                     # that stopped during the sleep must not send this retry.
                     raise last
                 counts.attempts += 1
+                log.debug("%s: sending attempt %d", request.id, counts.attempts)
                 try:
                     generation = await self.client.generate(body, key)
                 except RequestError as exc:
