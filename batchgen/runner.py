@@ -99,7 +99,9 @@ class Runner:
         counts = _Counts()
         started = self.clock()
         try:
-            loaded = await asyncio.to_thread(_load_all, self.references, request)
+            loaded = (
+                await asyncio.to_thread(_load_all, self.references, request) if request.references else []
+            )
             body = build_body(request, [ref.uri for ref in loaded])
             key = idempotency_key(self.job, request.id, fingerprint(request, [r.digest for r in loaded]))
             generation = await self._attempts(request, body, key, counts)
