@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, config, jobs, pricing, provider
-from .errors import ManifestError, UsageError
+from .errors import JobLockedError, ManifestError, StoreError, UsageError
 from .manifest import Manifest
 from .outcomes import Event, JobStatus
 from .progress import ProgressBar, TqdmLogHandler
 from .report import summary_lines
+from .resume import Mode
 from .simulator import ALL_FAULTS, TRANSIENT_FAULTS, SimulatorConfig, serve_forever
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -25,11 +26,12 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 1
 log = logging.getLogger("batchgen")
 
 EXIT_HELP = """exit status:
-  0    every item succeeded
+  0    every item succeeded or was already done
   1    some items failed or never finished
   2    invalid manifest or usage: nothing was sent
-  3    aborted: the API key was refused, the job stopped at once
-  130  interrupted
+  3    aborted: the API key was refused, a budget was reached, the service kept
+       failing, or another run holds the job folder
+  130  interrupted by Ctrl-C (SIGINT); 143 by SIGTERM
 """
 
 
@@ -47,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"batchgen: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (JobLockedError, StoreError) as exc:
+        print(f"batchgen: error: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
     except KeyboardInterrupt:
         print("batchgen: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -63,28 +68,38 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="generate the images of one or more manifests",
-        description="Generate the images of one or more manifests; all are validated before any is sent.",
+        description="Generate what the manifests still need: items already done with the same"
+        " request are skipped. All manifests are validated before any is sent.",
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST")
-    run.add_argument("--simulate", action="store_true", help="send to the built-in simulator; no key needed")
-    run.add_argument(
-        "--base-url",
-        metavar="URL",
-        help=f"API base URL (env {config.BASE_URL_ENV}; default {config.DEFAULT_BASE_URL})",
-    )
     run.add_argument("--output", type=Path, metavar="DIR", help="output folder (default ./output)")
-    run.add_argument(
-        "--concurrency", type=_limit("concurrency"), metavar="N", help="requests in flight at once"
+    which = run.add_mutually_exclusive_group()
+    which.add_argument(
+        "--only-failed", action="store_true", help="send only pending items and retryable failures"
     )
-    run.add_argument(
-        "--max-attempts", type=_limit("max_attempts"), metavar="N", help="attempts per item, retries included"
+    which.add_argument(
+        "--all-failed",
+        action="store_true",
+        help="like --only-failed, and resend refusals and invalid requests",
     )
-    _logging_flags(run)
-    sim = run.add_argument_group("simulator (with --simulate)")
-    _simulator_flags(sim, prefix="sim-")
+    which.add_argument("--force", action="store_true", help="regenerate every item, done or not")
+    _sending_flags(run)
     run.set_defaults(handler=_run)
+
+    retry = commands.add_parser(
+        "retry",
+        help="resend the failed and unfinished items of an output folder",
+        description="Resend the pending items and retryable failures of a job, from its output"
+        " folder; successes are never sent again.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    retry.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR")
+    retry.add_argument("--all-failed", action="store_true", help="also resend refusals and invalid requests")
+    _sending_flags(retry)
+    retry.set_defaults(handler=_retry)
 
     validate = commands.add_parser("validate", help="check manifests and estimate cost; sends nothing")
     validate.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST")
@@ -99,6 +114,29 @@ def _parser() -> argparse.ArgumentParser:
     _logging_flags(simulator)
     simulator.set_defaults(handler=_simulator)
     return parser
+
+
+def _sending_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--simulate", action="store_true", help="send to the built-in simulator; no key needed"
+    )
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help=f"API base URL (env {config.BASE_URL_ENV}; default {config.DEFAULT_BASE_URL})",
+    )
+    parser.add_argument(
+        "--concurrency", type=_limit("concurrency"), metavar="N", help="requests in flight at once"
+    )
+    parser.add_argument(
+        "--max-attempts", type=_limit("max_attempts"), metavar="N", help="attempts per item, retries included"
+    )
+    parser.add_argument("--max-failures", type=_positive(int), metavar="N", help="stop after N failed items")
+    parser.add_argument(
+        "--max-cost", type=_positive(float), metavar="X", help="stop before the estimated spend passes X"
+    )
+    _logging_flags(parser)
+    _simulator_flags(parser.add_argument_group("simulator (with --simulate)"), prefix="sim-")
 
 
 def _logging_flags(parser: argparse.ArgumentParser) -> None:
@@ -119,6 +157,19 @@ def _simulator_flags(parser: Any, prefix: str) -> None:
     )
     add(f"--{prefix}seed", type=int, metavar="S", help="fault seed, for reproducible runs")
     add(f"--{prefix}payload-kb", type=int, metavar="KB", help="pad each image to about this size")
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    return parse
 
 
 def _limit(name: str) -> Callable[[str], Any]:
@@ -163,31 +214,53 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
-    return args.handler is _run and not args.quiet and sys.stderr.isatty()
+    return args.handler in (_run, _retry) and not args.quiet and sys.stderr.isatty()
 
 
 def _run(args: argparse.Namespace) -> int:
-    manifests = jobs.load_all(args.manifests)
+    mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED if args.only_failed else Mode.RUN
+    if args.force:
+        mode = Mode.FORCE
+    return _send(args, jobs.load_all(args.manifests), _options(args, args.output, mode))
+
+
+def _retry(args: argparse.Namespace) -> int:
+    mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED
+    job, options = jobs.load_for_retry(args.job_dir, _options(args, None, mode))
+    return _send(args, [job], options)
+
+
+def _options(args: argparse.Namespace, output: Path | None, mode: Mode) -> jobs.RunOptions:
     limits = {
         k: v
         for k, v in (("concurrency", args.concurrency), ("max_attempts", args.max_attempts))
         if v is not None
     }
-    options = jobs.RunOptions(
-        overrides=config.Overrides(args.base_url, args.output, limits, args.simulate),
+    return jobs.RunOptions(
+        overrides=config.Overrides(args.base_url, output, limits, args.simulate),
         simulator=_simulator_config(args, "sim_"),
+        mode=mode,
+        max_failures=args.max_failures,
+        max_cost=args.max_cost,
     )
+
+
+def _send(args: argparse.Namespace, manifests: list[Manifest], options: jobs.RunOptions) -> int:
     codes = []
     for job in manifests:
         progress = ProgressBar() if _show_progress(args) else None
         on_event: Callable[[Event], None] = progress if progress else lambda event: None
         try:
-            output = asyncio.run(jobs.run_manifest(job, options, os.environ, on_event=on_event))
+            output = asyncio.run(
+                jobs.run_manifest(job, options, os.environ, on_event=on_event, handle_signals=True)
+            )
         finally:
             if progress:
                 progress.close()
         if not args.quiet:
             print("\n".join(summary_lines(output.report, str(output.folder))))
+        if output.signal is not None:
+            return 128 + output.signal  # 130 for SIGINT, 143 for SIGTERM; later manifests do not start
         codes.append(exit_code(output.report))
     return max(codes, key=_severity)
 

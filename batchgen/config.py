@@ -35,6 +35,9 @@ _LIMIT_RANGES: dict[str, _Range] = {
     "retry_cap_s": _Range(float, 0, 3600),
     "max_retry_after_s": _Range(float, 0, 3600),
     "max_reference_mb": _Range(float, 0, 1024, low_open=True),
+    "max_consecutive_failures": _Range(int, 1, 100_000),
+    "grace_s": _Range(float, 0, 3600),
+    "retry_after_send": _Range(bool, 0, 1),
 }
 
 
@@ -43,6 +46,8 @@ def check_limit(name: str, value: Any) -> tuple[Any, str | None]:
     spec = _LIMIT_RANGES[name]
     if value is None and name == "requests_per_minute":
         return None, None
+    if spec.kind is bool:
+        return (value, None) if isinstance(value, bool) else (None, f"must be true or false, not {value!r}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None, f"must be a number, not {value!r}"
     if spec.kind is int and value != int(value):
@@ -66,6 +71,9 @@ class Limits:
     retry_cap_s: float = 60.0
     max_retry_after_s: float = 120.0
     max_reference_mb: float = 20.0
+    max_consecutive_failures: int = 20  # then pause, probe, and stop if the probe fails
+    grace_s: float = 10.0  # after Ctrl-C/SIGTERM, how long in-flight requests may finish
+    retry_after_send: bool = True  # false: never retry a timeout/disconnect that may have been billed
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -3,6 +3,7 @@
     BatchgenError
     ├── ManifestError          the manifest is invalid (carries every Problem found)
     ├── UsageError             the command line or environment is wrong
+    ├── JobLockedError         another run holds the job folder
     ├── RequestError           one attempt at one item failed (carries an ErrorClass)
     │   └── ReferenceImageError   a local reference could not be read at send time
     └── StoreError             an output could not be written safely
@@ -86,6 +87,10 @@ class ManifestError(BatchgenError):
 
 class UsageError(BatchgenError):
     """The command line or the environment is wrong; nothing may be sent."""
+
+
+class JobLockedError(BatchgenError):
+    """Another batchgen run holds the job folder's lock."""
 
 
 class StoreError(BatchgenError):

@@ -1,22 +1,28 @@
-"""Running a manifest end to end: load, resolve settings, send, store, report."""
+"""Running a manifest end to end: load, resolve settings, lock, send, journal, report."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import config, manifest, pricing
+from . import config, journal, manifest, pricing, provider
 from .client import HttpImageClient, ImageClient
-from .errors import ManifestError, Problem
+from .errors import ManifestError, Problem, StoreError, UsageError
+from .guards import Guards
+from .lock import JobLock
 from .outcomes import Event
 from .plan import plan_item
 from .references import ReferenceLoader
 from .report import build_report
+from .resume import Mode
 from .retry import RetryPolicy
 from .runner import Runner, Sleep
 from .simulator import Simulator, SimulatorConfig
@@ -29,12 +35,16 @@ log = logging.getLogger(__name__)
 class RunOptions:
     overrides: config.Overrides = field(default_factory=config.Overrides)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    mode: Mode = Mode.RUN
+    max_failures: int | None = None
+    max_cost: float | None = None
 
 
 @dataclass(frozen=True)
 class JobOutput:
     report: dict[str, Any]
     folder: Path
+    signal: int | None = None  # the signal that interrupted the run, if one did
 
 
 def load_all(paths: list[Path]) -> list[manifest.Manifest]:
@@ -51,6 +61,20 @@ def load_all(paths: list[Path]) -> list[manifest.Manifest]:
     return loaded
 
 
+def load_for_retry(job_dir: Path, options: RunOptions) -> tuple[manifest.Manifest, RunOptions]:
+    """The manifest an output folder was made from, and options that write back into that folder."""
+    state = journal.read(job_dir)
+    if state.manifest is None:
+        raise UsageError(f"{job_dir}: no {journal.JOURNAL} with a run in it; is this a batchgen job folder?")
+    job = manifest.load(Path(state.manifest))
+    if job.job != job_dir.name:
+        raise UsageError(
+            f"{state.manifest} now names job {job.job!r}, not {job_dir.name!r}; run it with `run`"
+        )
+    overrides = replace(options.overrides, output_dir=job_dir.parent)
+    return job, replace(options, overrides=overrides)
+
+
 async def run_manifest(
     job: manifest.Manifest,
     options: RunOptions,
@@ -59,38 +83,133 @@ async def run_manifest(
     on_event: Callable[[Event], None] = lambda event: None,
     client: ImageClient | None = None,
     sleep: Sleep | None = None,
+    handle_signals: bool = False,
 ) -> JobOutput:
-    """Send every item of ``job`` and write its images and report; returns the report."""
+    """Send what ``job`` still needs, write its images, journal and report; returns the report."""
     for warning in job.warnings:
         log.warning("%s", warning)
     settings = config.resolve(job.api, job.limits, options.overrides, environ)
-    store = JobStore(settings.output_dir / job.job)
-    store.prepare()
+    folder = settings.output_dir / job.job
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
     prices = pricing.PriceTable.default()
-    async with _client(settings, options, client) as active:
-        runner = Runner(
+    with JobLock(folder):
+        store = JobStore(folder)
+        store.prepare()
+        state = journal.read(folder)
+        _check_budget(job, state.entries, options, prices, settings.reference_field)
+        book = journal.Journal(folder)
+        book.open()
+        caught = _Caught()
+        try:
+            book.run_started(job.path, time.time())
+            async with _client(settings, options, client) as active:
+                limits = settings.limits
+                runner = Runner(
+                    job=job.job,
+                    client=active,
+                    store=store,
+                    policy=RetryPolicy.from_limits(limits),
+                    references=ReferenceLoader(limits.max_reference_bytes),
+                    concurrency=limits.concurrency,
+                    on_event=on_event,
+                    sleep=sleep,
+                    journal=book,
+                    previous=state.entries,
+                    mode=options.mode,
+                    guards=Guards(
+                        max_consecutive_failures=limits.max_consecutive_failures,
+                        pause_s=limits.retry_cap_s,
+                        max_failures=options.max_failures,
+                        max_cost=options.max_cost,
+                    ),
+                )
+                planner = partial(plan_item, reference_field=settings.reference_field, prices=prices)
+                with _signals(runner, limits.grace_s, caught) if handle_signals else contextlib.nullcontext():
+                    run = await runner.run(job.items, planner)
+        finally:
+            book.close()
+        report = build_report(
             job=job.job,
-            client=active,
-            store=store,
-            policy=RetryPolicy.from_limits(settings.limits),
-            references=ReferenceLoader(settings.limits.max_reference_bytes),
-            concurrency=settings.limits.concurrency,
-            on_event=on_event,
-            sleep=sleep,
+            manifest=str(job.path),
+            outcomes=run.outcomes,
+            aborted=run.aborted,
+            interrupted=run.interrupted,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
         )
-        run = await runner.run(
-            job.items, partial(plan_item, reference_field=settings.reference_field, prices=prices)
-        )
-    report = build_report(
-        job=job.job,
-        manifest=str(job.path),
-        outcomes=run.outcomes,
-        aborted=run.aborted,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
+        store.write_json("report.json", report)
+    return JobOutput(report, folder, caught.signum)
+
+
+def _check_budget(
+    job: manifest.Manifest,
+    done: Mapping[str, journal.Entry],
+    options: RunOptions,
+    prices: pricing.PriceTable,
+    reference_field: str,
+) -> None:
+    """Refuse to start a job whose estimate for what it will send is over --max-cost."""
+    if options.max_cost is None:
+        return
+    estimate = sum(
+        prices.cost(item.model, provider.size_class(item.size, item.image_size), item.n)
+        for item in job.items
+        if _would_send(done.get(item.id), options.mode)
     )
-    store.write_json("report.json", report)
-    return JobOutput(report, store.root)
+    if estimate > options.max_cost + 1e-9:
+        raise UsageError(
+            f"{job.path}: the items to send are estimated at ~{prices.currency} {estimate:,.2f},"
+            f" over --max-cost {options.max_cost:g}; nothing was sent"
+        )
+
+
+def _would_send(entry: journal.Entry | None, mode: Mode) -> bool:
+    if entry is None or mode is Mode.FORCE:
+        return True
+    if entry.status == "succeeded":
+        return False
+    return mode is not Mode.ONLY_FAILED or bool(entry.retryable)
+
+
+@dataclass
+class _Caught:
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def _signals(runner: Runner, grace_s: float, caught: _Caught) -> Iterator[None]:
+    """First SIGINT/SIGTERM: stop sending, give in-flight requests ``grace_s``. Second: stop now."""
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+
+    def on_signal(signum: int) -> None:
+        nonlocal timer
+        if caught.signum is None:
+            caught.signum = signum
+            name = signal.Signals(signum).name
+            log.warning(
+                "%s: no new requests; waiting up to %gs for those in flight (again to stop now)",
+                name,
+                grace_s,
+            )
+            runner.interrupt(name)
+            timer = loop.call_later(grace_s, runner.halt)
+        else:
+            runner.halt()
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    for sig in handled:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        yield
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        if timer is not None:
+            timer.cancel()
 
 
 @contextlib.asynccontextmanager

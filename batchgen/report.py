@@ -24,6 +24,7 @@ def build_report(
     outcomes: Sequence[ItemOutcome],
     aborted: str | None,
     started_at: float,
+    interrupted: str | None = None,
     finished_at: float,
 ) -> dict[str, Any]:
     counts = Counter(o.status for o in outcomes)
@@ -65,6 +66,8 @@ def build_report(
     }
     if aborted:
         report["aborted_reason"] = aborted
+    if interrupted:
+        report["interrupted_by"] = interrupted
     return report
 
 
@@ -80,6 +83,8 @@ def summary_lines(report: dict[str, Any], output: str) -> list[str]:
     ]
     if report.get("aborted_reason"):
         lines.append(f"  aborted: {report['aborted_reason']}")
+    if report.get("interrupted_by"):
+        lines.append(f"  interrupted by {report['interrupted_by']}: re-run to finish the pending items")
     by_class: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for failure in report["failures"]:
         by_class[failure["class"]].append(failure)

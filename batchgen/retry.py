@@ -10,7 +10,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_random_exponential
 
 from .config import Limits
-from .errors import RequestError
+from .errors import ErrorClass, RequestError
 
 
 @dataclass(frozen=True)
@@ -21,13 +21,22 @@ class RetryPolicy:
     base_s: float = 2.0  # exponential backoff with full jitter: U(0, min(cap, base * 2**k))
     cap_s: float = 60.0
     max_retry_after_s: float = 120.0  # a server's Retry-After is honoured up to this
+    retry_after_send: bool = True  # false: an attempt that may have been billed is not repeated
 
     @classmethod
     def from_limits(cls, limits: Limits) -> RetryPolicy:
-        return cls(limits.max_attempts, limits.retry_base_s, limits.retry_cap_s, limits.max_retry_after_s)
+        return cls(
+            limits.max_attempts,
+            limits.retry_base_s,
+            limits.retry_cap_s,
+            limits.max_retry_after_s,
+            limits.retry_after_send,
+        )
 
     def should_retry(self, exc: BaseException) -> bool:
-        return isinstance(exc, RequestError) and exc.retryable
+        if not isinstance(exc, RequestError) or not exc.retryable:
+            return False
+        return self.retry_after_send or not is_unconfirmed(exc)
 
     def wait_after(self, error: BaseException | None) -> float | None:
         """The server's own wait, if it named one (capped); None means back off with jitter."""
@@ -75,3 +84,8 @@ class _Wait(wait_base):
         error = outcome.exception() if outcome is not None and outcome.failed else None
         server_wait = self._policy.wait_after(error)
         return server_wait if server_wait is not None else float(self._jitter(retry_state))
+
+
+def is_unconfirmed(exc: RequestError) -> bool:
+    """Cut off after the request left: the service may have billed it without an answer arriving."""
+    return exc.sent and exc.error_class in (ErrorClass.TIMEOUT, ErrorClass.CONNECTION)

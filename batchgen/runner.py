@@ -1,6 +1,8 @@
-"""One job's items through the scheduler, the client with retries, and the store.
+"""One job's items through the scheduler, the client with retries, the store and the journal.
 
 Item failures never escape as exceptions: each item ends as an ``ItemOutcome``.
+Stopping comes in two strengths: ``stop`` (no new request, no retry; in-flight
+requests finish) and ``halt`` (in-flight requests are cancelled too).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +20,9 @@ from tenacity import RetryCallState
 
 from . import scheduler
 from .client import Generation, ImageClient
-from .errors import ErrorClass, RequestError
+from .errors import ErrorClass, RequestError, StoreError
+from .guards import Guards
+from .journal import Entry, Journal, JournalFile, entry_record
 from .manifest import ItemSpec
 from .outcomes import (
     Event,
@@ -31,9 +35,10 @@ from .outcomes import (
     JobStopping,
 )
 from .plan import PlannedRequest, build_body, fingerprint
-from .references import LoadedReference, LocalReference, ReferenceLoader, UrlReference
-from .retry import RetryPolicy
-from .store import JobStore
+from .references import LoadedReference, LocalReference, Reference, ReferenceLoader
+from .resume import Action, Mode, decide, files_intact
+from .retry import RetryPolicy, is_unconfirmed
+from .store import JobStore, StoredFile
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +47,11 @@ Sleep = Callable[[float], Awaitable[None]]
 
 @dataclass
 class JobRun:
-    """What a finished run knows: one outcome per item, and whether it stopped itself."""
+    """What a finished run knows: one outcome per item, and why it stopped early, if it did."""
 
     outcomes: list[ItemOutcome]
-    aborted: str | None = None  # why the job stopped itself, if it did
+    aborted: str | None = None  # the job stopped itself (bad key, failing service, a budget)
+    interrupted: str | None = None  # a signal stopped it
     started_at: float = 0.0
     finished_at: float = 0.0
 
@@ -55,6 +61,10 @@ class _Counts:
     attempts: int = 0
     sent: int = 0
     unconfirmed: int = 0
+
+
+class _NotSent(Exception):
+    """The job stopped before this attempt could go out."""
 
 
 @dataclass
@@ -68,8 +78,14 @@ class Runner:
     on_event: Callable[[Event], None] = lambda event: None
     sleep: Sleep | None = None  # tests inject one that does not sleep
     clock: Callable[[], float] = time.monotonic
+    journal: Journal | None = None
+    previous: Mapping[str, Entry] = field(default_factory=dict)
+    mode: Mode = Mode.RUN
+    guards: Guards = field(default_factory=Guards)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     aborted: str | None = None
+    interrupted: str | None = None
+    _inflight: dict[str, tuple[asyncio.Task[ItemOutcome], _Counts]] = field(default_factory=dict)
 
     async def run(self, items: Sequence[ItemSpec], planner: Callable[[ItemSpec], PlannedRequest]) -> JobRun:
         started = time.time()
@@ -77,7 +93,19 @@ class Runner:
         self.on_event(JobStarted(self.job, len(items)))
 
         async def work(spec: ItemSpec) -> None:
-            outcome = await self.process(planner(spec))
+            request = planner(spec)
+            counts = _Counts()
+            task = asyncio.create_task(self.process(request, counts))
+            self._inflight[request.id] = (task, counts)
+            try:
+                outcome = await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not task.cancelled() or (current is not None and current.cancelling()):
+                    raise
+                outcome = self._pending(request, counts, cut_off=True)  # halted mid-request
+            finally:
+                del self._inflight[request.id]
             done[spec.index] = outcome
             self.on_event(ItemFinished(outcome))
 
@@ -86,39 +114,87 @@ class Runner:
             done.get(spec.index) or ItemOutcome(spec.index, spec.id, spec.prompt, ItemStatus.PENDING)
             for spec in items
         ]
-        return JobRun(outcomes, self.aborted, started, time.time())
+        return JobRun(outcomes, self.aborted, self.interrupted, started, time.time())
 
     def abort(self, reason: str) -> None:
-        """Stop sending: nothing new starts, no retry is made; in-flight requests finish."""
+        """The job stops itself: nothing new starts, no retry is made; in-flight requests finish."""
         if not self.stop.is_set():
             self.aborted = reason
             self.stop.set()
+            log.error("stopping the job: %s", reason)
             self.on_event(JobStopping(reason))
 
-    async def process(self, request: PlannedRequest) -> ItemOutcome:
-        counts = _Counts()
-        started = self.clock()
+    def interrupt(self, signal_name: str) -> None:
+        """A signal asked us to stop: like abort, but the job is interrupted, not aborted."""
+        if not self.stop.is_set():
+            self.interrupted = signal_name
+            self.stop.set()
+            self.on_event(JobStopping(f"{signal_name}: finishing the requests in flight"))
+
+    def halt(self) -> None:
+        """Cancel the requests in flight; their items end pending."""
+        self.stop.set()
+        for task, _ in list(self._inflight.values()):
+            task.cancel()
+
+    async def process(self, request: PlannedRequest, counts: _Counts) -> ItemOutcome:
         try:
             loaded = (
                 await asyncio.to_thread(_load_all, self.references, request) if request.references else []
             )
+            request_fingerprint = fingerprint(request, [r.digest for r in loaded])
+            entry = self.previous.get(request.id)
+            action = decide(entry, request_fingerprint, files_intact(self.store.root, entry), self.mode)
+            if action is not Action.SEND:
+                assert entry is not None
+                return _from_journal(request, entry, action)
+            return await self._send(request, loaded, request_fingerprint, counts)
+        except RequestError as exc:  # a reference that went bad before sending
+            return await self._failed(request, exc, counts, "")
+
+    async def _send(
+        self,
+        request: PlannedRequest,
+        loaded: list[LoadedReference],
+        request_fingerprint: str,
+        counts: _Counts,
+    ) -> ItemOutcome:
+        refusal = self.guards.reserve(request.estimated_cost)
+        if refusal:
+            self.abort(refusal)
+            return self._pending(request, counts)
+        produced = False
+        started = self.clock()
+        try:
             body = build_body(request, [ref.uri for ref in loaded])
-            key = idempotency_key(self.job, request.id, fingerprint(request, [r.digest for r in loaded]))
+            key = idempotency_key(self.job, request.id, request_fingerprint)
             generation = await self._attempts(request, body, key, counts)
-            files = await asyncio.to_thread(
+            produced = True  # billed, whatever happens to the bytes now
+            stored = await asyncio.to_thread(
                 self._save, request, generation, loaded, counts, self.clock() - started
             )
         except RequestError as exc:
-            return self._failed(request, exc, counts)
-        if len(files) < request.n:
-            log.warning("%s: asked for %d images, the service sent %d", request.id, request.n, len(files))
+            return await self._failed(request, exc, counts, request_fingerprint)
+        except _NotSent:
+            return self._pending(request, counts)
+        except StoreError as exc:
+            # A full disk or a read-only folder fails every item after this one too.
+            self.abort(f"cannot write the output: {exc}")
+            return self._pending(request, counts)
+        finally:
+            self.guards.settle(request.estimated_cost, produced=produced, unconfirmed=counts.unconfirmed)
+        if len(stored) < request.n:
+            log.warning("%s: asked for %d images, the service sent %d", request.id, request.n, len(stored))
+        files = tuple(JournalFile(f.path, f.sha256, f.bytes) for f in stored)
+        entry = Entry(request.id, "succeeded", request_fingerprint, request.prompt, counts.attempts, files)
+        await self._journal(entry)
         return ItemOutcome(
             request.index,
             request.id,
             request.prompt,
             ItemStatus.SUCCEEDED,
             attempts=counts.attempts,
-            files=tuple(files),
+            files=tuple(f.path for f in stored),
             requests_sent=counts.sent,
             unconfirmed=counts.unconfirmed,
             estimated_cost=request.estimated_cost,
@@ -134,11 +210,7 @@ class Runner:
                 wait = state.upcoming_sleep
                 log.info(
                     "%s: attempt %d failed (%s: %s); retrying in %.1fs",
-                    request.id,
-                    state.attempt_number,
-                    error.error_class.value,
-                    error.message,
-                    wait,
+                    *(request.id, state.attempt_number, error.error_class.value, error.message, wait),
                 )
                 self.on_event(
                     ItemRetrying(request.id, state.attempt_number, error.error_class, error.message, wait)
@@ -152,25 +224,36 @@ class Runner:
         last: RequestError | None = None
         async for attempt in retrying:
             with attempt:
-                if last is not None and self.stop.is_set():
-                    # tenacity asks `stop` before the backoff sleep, not after it: a job
-                    # that stopped during the sleep must not send this retry.
-                    raise last
+                # tenacity asks `stop` before the backoff sleep, not after it: a job
+                # that stopped during the sleep must not send this retry.
+                go, is_probe = await self.guards.admit(self.stop)
+                if not go:
+                    raise last if last is not None else _NotSent()
                 counts.attempts += 1
-                log.debug("%s: sending attempt %d", request.id, counts.attempts)
+                log.debug(
+                    "%s: sending attempt %d%s", request.id, counts.attempts, " (probe)" if is_probe else ""
+                )
                 try:
                     generation = await self.client.generate(body, key)
                 except RequestError as exc:
                     last = exc
-                    counts.sent += exc.sent
-                    if exc.sent and exc.error_class in (ErrorClass.TIMEOUT, ErrorClass.CONNECTION):
-                        counts.unconfirmed += 1
-                    if exc.error_class is ErrorClass.AUTH:
-                        self.abort(f"{request.id}: {exc.message} (check the API key)")
+                    self._count_failure(request, exc, counts, is_probe)
                     raise
                 counts.sent += 1
+                self.guards.attempt_done(ok=True, retryable_failure=False, is_probe=is_probe)
                 return generation
         raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    def _count_failure(
+        self, request: PlannedRequest, exc: RequestError, counts: _Counts, is_probe: bool
+    ) -> None:
+        counts.sent += exc.sent
+        counts.unconfirmed += is_unconfirmed(exc)
+        if exc.error_class is ErrorClass.AUTH:
+            self.abort(f"{request.id}: {exc.message} (check the API key)")
+        verdict = self.guards.attempt_done(ok=False, retryable_failure=exc.retryable, is_probe=is_probe)
+        if verdict:
+            self.abort(verdict)
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -183,7 +266,7 @@ class Runner:
         loaded: Sequence[LoadedReference],
         counts: _Counts,
         latency: float,
-    ) -> list[str]:
+    ) -> list[StoredFile]:
         stored = self.store.write_images(request.image_stems, generation.images)
         shown = [_describe(ref, got) for ref, got in zip(request.references, loaded, strict=True)]
         self.store.write_json(
@@ -201,32 +284,83 @@ class Runner:
                 "estimated_cost": request.estimated_cost,
             },
         )
-        return [f.path for f in stored]
+        return stored
 
-    def _failed(self, request: PlannedRequest, exc: RequestError, counts: _Counts) -> ItemOutcome:
-        if self.stop.is_set() and exc.retryable:
-            status = ItemStatus.PENDING  # it would have been retried had the job not stopped
-            failure = None
-        else:
-            status = ItemStatus.FAILED
-            failure = Failure(exc.error_class, exc.message, exc.http_status, exc.retryable)
-            log.warning(
-                "%s: failed (%s) after %d attempt(s): %s",
-                request.id,
-                exc.error_class.value,
-                counts.attempts,
-                exc.message,
-            )
+    async def _failed(
+        self, request: PlannedRequest, exc: RequestError, counts: _Counts, request_fingerprint: str
+    ) -> ItemOutcome:
+        if self.stop.is_set() and exc.retryable and self.policy.should_retry(exc):
+            return self._pending(request, counts)  # it would have been retried had the job not stopped
+        log.warning(
+            "%s: failed (%s) after %d attempt(s): %s",
+            *(request.id, exc.error_class.value, counts.attempts, exc.message),
+        )
+        failure = Failure(exc.error_class, exc.message, exc.http_status, exc.retryable)
+        entry = Entry(
+            request.id,
+            "failed",
+            request_fingerprint,
+            request.prompt,
+            counts.attempts,
+            error_class=exc.error_class.value,
+            message=exc.message,
+            http_status=exc.http_status,
+            retryable=exc.retryable,
+        )
+        await self._journal(entry)
+        verdict = self.guards.item_failed()
+        if verdict:
+            self.abort(verdict)
         return ItemOutcome(
             request.index,
             request.id,
             request.prompt,
-            status,
+            ItemStatus.FAILED,
             attempts=counts.attempts,
             failure=failure,
             requests_sent=counts.sent,
             unconfirmed=counts.unconfirmed,
         )
+
+    def _pending(self, request: PlannedRequest, counts: _Counts, cut_off: bool = False) -> ItemOutcome:
+        if cut_off and counts.attempts > counts.sent:
+            counts.sent += 1  # cancelled while its request was out: perhaps billed
+            counts.unconfirmed += 1
+        return ItemOutcome(
+            request.index,
+            request.id,
+            request.prompt,
+            ItemStatus.PENDING,
+            attempts=counts.attempts,
+            requests_sent=counts.sent,
+            unconfirmed=counts.unconfirmed,
+        )
+
+    async def _journal(self, entry: Entry) -> None:
+        if self.journal is not None:
+            await asyncio.to_thread(self.journal.append, entry_record(entry, time.time()))
+
+
+def _from_journal(request: PlannedRequest, entry: Entry, action: Action) -> ItemOutcome:
+    """An item this run leaves alone, reported as the journal has it."""
+    if action is Action.SKIP:
+        return ItemOutcome(
+            request.index,
+            request.id,
+            request.prompt,
+            ItemStatus.SKIPPED,
+            attempts=entry.attempts,
+            files=tuple(f.path for f in entry.files),
+        )
+    failure = Failure(
+        ErrorClass(entry.error_class or ErrorClass.INVALID_RESPONSE.value),
+        entry.message or "",
+        entry.http_status,
+        bool(entry.retryable),
+    )
+    return ItemOutcome(
+        request.index, request.id, request.prompt, ItemStatus.FAILED, attempts=entry.attempts, failure=failure
+    )
 
 
 def idempotency_key(job: str, item_id: str, request_fingerprint: str) -> str:
@@ -239,7 +373,7 @@ def _load_all(loader: ReferenceLoader, request: PlannedRequest) -> list[LoadedRe
     return [loader.load(ref) for ref in request.references]
 
 
-def _describe(ref: LocalReference | UrlReference, loaded: LoadedReference) -> str:
+def _describe(ref: Reference, loaded: LoadedReference) -> str:
     """How a reference appears in a sidecar: never a multi-megabyte data URI."""
     if isinstance(ref, LocalReference):
         return f"file:{ref.written} {loaded.digest}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +61,10 @@ class JobStore:
 
     def write_bytes(self, relative: str, data: bytes) -> None:
         target = self.path(relative)
+        # Not tempfile.mkstemp: its files are 0600, and images are meant to be shared.
+        temp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
         try:
-            fd, temp = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except OSError as exc:
             raise StoreError(f"cannot write in {target.parent}: {exc.strerror}") from exc
         try:

@@ -87,3 +87,12 @@ def test_a_symlinked_images_folder_pointing_out_is_refused(tmp_path: Path) -> No
     with pytest.raises(StoreError, match="outside the job folder"):
         store.write_bytes("images/a.png", b"x")
     assert list(outside.iterdir()) == []
+
+
+def test_files_get_ordinary_permissions_from_the_umask(store: JobStore) -> None:
+    old = os.umask(0o022)
+    try:
+        store.write_bytes("images/a.png", b"x")
+    finally:
+        os.umask(old)
+    assert (store.root / "images/a.png").stat().st_mode & 0o777 == 0o644
