@@ -108,6 +108,8 @@ class Simulator:
         self._files: dict[str, bytes] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
+        # Called with the running request count on each request: lets a test act at a chosen point.
+        self.on_request: Callable[[int], None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -121,7 +123,11 @@ class Simulator:
         return app
 
     async def __aenter__(self) -> Simulator:
-        self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        # A client that hangs up cancels its handler, as with a real server, and shutting
+        # down does not wait a minute for answers nobody is waiting for.
+        self._runner = web.AppRunner(
+            self.app(), handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
@@ -158,6 +164,8 @@ class Simulator:
         attempt = self.stats.by_key[key] = self.stats.by_key[key] + 1
         if isinstance(prompt, str):
             self.stats.by_prompt[prompt] += 1
+        if self.on_request is not None:
+            self.on_request(self.stats.requests)
         if cfg.api_key is not None and request.headers.get("Authorization") != f"Bearer {cfg.api_key}":
             return _error(401, "Incorrect API key provided", "invalid_api_key")
         if not isinstance(prompt, str) or not prompt.strip():

@@ -107,3 +107,27 @@ def mocked() -> Iterator[MockedApi]:
     """aioresponses, working with the aiohttp we ship with."""
     with MockedApi() as m:
         yield m
+
+
+def assert_png_whole(path: Path) -> None:
+    """Every chunk complete with a good CRC, image data that inflates, IEND last."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    pos, kinds, idat = 8, [], b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert len(body) == length, f"{path}: chunk {kind!r} cut short"
+        assert zlib.crc32(kind + body) == crc, f"{path}: chunk {kind!r} has a bad CRC"
+        kinds.append(kind)
+        if kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    assert kinds[0] == b"IHDR"
+    assert kinds[-1] == b"IEND", path
+    zlib.decompress(idat)

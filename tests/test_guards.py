@@ -1,0 +1,81 @@
+"""What stops a job on its own: breaker with probe, failed-item budget, cost budget."""
+
+from __future__ import annotations
+
+import asyncio
+
+from batchgen.guards import Guards
+
+
+async def test_breaker_trips_after_n_failures_and_a_good_probe_closes_it() -> None:
+    guards, stop = Guards(max_consecutive_failures=3, pause_s=0), asyncio.Event()
+    for _ in range(3):
+        assert await guards.admit(stop) == (True, False)
+        assert guards.attempt_done(ok=False, retryable_failure=True, is_probe=False) is None
+    go, probe = await guards.admit(stop)
+    assert (go, probe) == (True, True)
+    waiter = asyncio.create_task(guards.admit(stop))  # everyone else waits for the probe
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    assert guards.attempt_done(ok=True, retryable_failure=False, is_probe=True) is None
+    assert await waiter == (True, False)
+    assert guards.consecutive_failures == 0
+
+
+async def test_a_failed_probe_stops_the_job_and_releases_the_waiters() -> None:
+    guards, stop = Guards(max_consecutive_failures=2, pause_s=0), asyncio.Event()
+    for _ in range(2):
+        guards.attempt_done(ok=False, retryable_failure=True, is_probe=False)
+    await guards.admit(stop)
+    waiter = asyncio.create_task(guards.admit(stop))
+    await asyncio.sleep(0)
+    verdict = guards.attempt_done(ok=False, retryable_failure=True, is_probe=True)
+    assert verdict is not None
+    assert "failed 2 times in a row" in verdict
+    stop.set()  # what the runner does with a verdict
+    assert await waiter == (False, False)
+
+
+async def test_a_refused_probe_still_proves_the_service_up() -> None:
+    guards, stop = Guards(max_consecutive_failures=1, pause_s=0), asyncio.Event()
+    guards.attempt_done(ok=False, retryable_failure=True, is_probe=False)
+    assert (await guards.admit(stop))[1]
+    assert guards.attempt_done(ok=False, retryable_failure=False, is_probe=True) is None
+    assert await guards.admit(stop) == (True, False)
+
+
+async def test_refusals_neither_trip_nor_reset_the_breaker() -> None:
+    guards = Guards(max_consecutive_failures=3)
+    guards.attempt_done(ok=False, retryable_failure=True, is_probe=False)
+    guards.attempt_done(ok=False, retryable_failure=False, is_probe=False)
+    guards.attempt_done(ok=False, retryable_failure=True, is_probe=False)
+    assert guards.consecutive_failures == 2
+
+
+async def test_stop_during_the_pause_sends_no_probe() -> None:
+    guards, stop = Guards(max_consecutive_failures=1, pause_s=3600), asyncio.Event()
+    guards.attempt_done(ok=False, retryable_failure=True, is_probe=False)
+    task = asyncio.create_task(guards.admit(stop))
+    await asyncio.sleep(0)
+    stop.set()
+    assert await asyncio.wait_for(task, timeout=5) == (False, True)
+
+
+def test_max_failures() -> None:
+    guards = Guards(max_failures=2)
+    assert guards.item_failed() is None
+    assert guards.item_failed() == "--max-failures 2 reached"
+
+
+def test_max_cost_counts_reservations_spend_and_unconfirmed_attempts() -> None:
+    guards = Guards(max_cost=1.0)
+    assert guards.reserve(0.4) is None
+    assert guards.reserve(0.4) is None
+    refusal = guards.reserve(0.4)  # 1.2 would pass 1.0 with both in flight
+    assert refusal is not None
+    assert refusal.startswith("--max-cost 1 reached")
+    guards.settle(0.4, produced=False, unconfirmed=0)  # failed cleanly: not billed
+    assert guards.reserve(0.4) is None
+    guards.settle(0.4, produced=True, unconfirmed=1)  # an image, and one cut-off attempt
+    assert round(guards.spent, 6) == 0.8
+    assert guards.reserve(0.4) is not None

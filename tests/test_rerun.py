@@ -1,0 +1,232 @@
+"""Re-running, retrying and stopping jobs, end to end against the simulator: nothing lost, nothing paid twice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from batchgen.cli import main
+from batchgen.lock import JobLock
+from batchgen.simulator import Simulator
+
+from .conftest import FAST_LIMITS, assert_png_whole, png_bytes
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BATCHGEN_BASE_URL", raising=False)
+    monkeypatch.setenv("BATCHGEN_API_KEY", "k")
+
+
+@pytest.fixture
+def sim(threaded_simulator: Callable[..., Simulator]) -> Simulator:
+    return threaded_simulator()
+
+
+class Job:
+    """A manifest in a temp folder, run with the CLI against the simulator."""
+
+    def __init__(self, folder: Path, sim: Simulator, items: list[dict[str, Any]], **limits: Any) -> None:
+        self.folder, self.sim = folder, sim
+        self.path = folder / "jobs" / "cat.yaml"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.out = folder / "out"
+        self.write(items, **limits)
+
+    def write(self, items: list[dict[str, Any]], **limits: Any) -> None:
+        data = {"job": "cat", "limits": {**FAST_LIMITS, "concurrency": 2, **limits}, "items": items}
+        self.path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def run(self, *flags: str) -> int:
+        return main(
+            ["run", str(self.path), "--base-url", self.sim.base_url, "--output", str(self.out), "-q", *flags]
+        )
+
+    def retry(self, *flags: str) -> int:
+        return main(["retry", str(self.out / "cat"), "--base-url", self.sim.base_url, "-q", *flags])
+
+    def report(self) -> dict[str, Any]:
+        return dict(orjson.loads((self.out / "cat/report.json").read_bytes()))
+
+    def statuses(self) -> dict[str, str]:
+        return {item["id"]: item["status"] for item in self.report()["items"]}
+
+    def requests(self) -> dict[str, int]:
+        return dict(self.sim.stats.by_prompt)
+
+
+def items(n: int, prefix: str = "p") -> list[dict[str, Any]]:
+    return [{"id": f"i{k}", "prompt": f"{prefix} {k}"} for k in range(n)]
+
+
+def test_a_rerun_sends_nothing_done_and_an_edit_regenerates_that_item_alone(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    job = Job(tmp_path, sim, items(6))
+    assert job.run() == 0
+    first = job.requests()
+    assert sum(first.values()) == 6
+    assert job.run() == 0
+    assert job.requests() == first
+    assert set(job.statuses().values()) == {"skipped"}
+    assert job.report()["requests_sent"] == 0
+    edited = items(6)
+    edited[2]["prompt"] = "p 2, now in blue"
+    edited[4]["size"] = "2K"
+    job.write(edited)
+    assert job.run() == 0
+    after = job.requests()
+    assert after["p 2, now in blue"] == 1
+    assert after["p 4"] == 2
+    assert sum(after.values()) == 8
+    assert job.statuses() == {
+        "i0": "skipped",
+        "i1": "skipped",
+        "i2": "succeeded",
+        "i3": "skipped",
+        "i4": "succeeded",
+        "i5": "skipped",
+    }
+
+
+def test_a_changed_reference_image_regenerates_its_items(
+    tmp_path: Path, sim: Simulator, ref_png: Path
+) -> None:
+    job = Job(
+        tmp_path,
+        sim,
+        [{"id": "a", "prompt": "with ref", "references": ["refs/style.png"]}, {"id": "b", "prompt": "plain"}],
+    )
+    assert job.run() == 0
+    ref_png.write_bytes(ref_png.read_bytes())  # rewritten with the same bytes: still done
+    assert job.run() == 0
+    assert job.requests() == {"with ref": 1, "plain": 1}
+    ref_png.write_bytes(png_bytes(hue=7))  # new content, same path
+    assert job.run() == 0
+    assert job.requests() == {"with ref": 2, "plain": 1}
+
+
+def test_force_regenerates_everything(tmp_path: Path, sim: Simulator) -> None:
+    job = Job(tmp_path, sim, items(3))
+    job.run()
+    assert job.run("--force") == 0
+    assert job.requests() == {"p 0": 2, "p 1": 2, "p 2": 2}
+
+
+def test_a_deleted_or_truncated_image_is_regenerated_alone(tmp_path: Path, sim: Simulator) -> None:
+    job = Job(tmp_path, sim, items(3))
+    job.run()
+    (job.out / "cat/images/i0.png").unlink()
+    with open(job.out / "cat/images/i1.png", "r+b") as f:
+        f.truncate(20)
+    assert job.run() == 0
+    assert job.requests() == {"p 0": 2, "p 1": 2, "p 2": 1}
+    for name in ("i0", "i1", "i2"):
+        assert_png_whole(job.out / f"cat/images/{name}.png")
+
+
+def test_a_torn_journal_line_does_not_stop_a_rerun(tmp_path: Path, sim: Simulator) -> None:
+    job = Job(tmp_path, sim, items(3))
+    job.run()
+    journal = job.out / "cat/journal.jsonl"
+    journal.write_bytes(journal.read_bytes()[:-30])  # the last item's line, cut mid-write
+    assert job.run() == 0
+    assert sum(job.requests().values()) == 4  # only the item whose line was lost is sent again
+
+
+def test_retry_sends_pending_and_retryable_failures_and_all_failed_adds_refusals(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    job = Job(
+        tmp_path,
+        sim,
+        [
+            {"id": "ok", "prompt": "fine"},
+            {"id": "refused", "prompt": "[sim:safety] no"},
+            {
+                "id": "flaky",
+                "prompt": "[sim:502*4] down for a while",
+            },  # fails all 4 attempts of the first run
+        ],
+    )
+    assert job.run() == 1
+    assert job.statuses() == {"ok": "succeeded", "refused": "failed", "flaky": "failed"}
+    assert job.retry() == 1
+    assert job.requests() == {"fine": 1, "[sim:safety] no": 1, "[sim:502*4] down for a while": 5}
+    # The report after a retry is the job's whole truth, not the retried slice.
+    report = job.report()
+    assert job.statuses() == {"ok": "skipped", "refused": "failed", "flaky": "succeeded"}
+    assert [f["class"] for f in report["failures"]] == ["safety_filter"]
+    assert report["counts"] == {"total": 3, "succeeded": 1, "failed": 1, "skipped": 1, "pending": 0}
+    assert job.retry("--all-failed") == 1
+    assert job.requests()["[sim:safety] no"] == 2
+    assert job.requests()["fine"] == 1  # successes are never sent again
+    assert job.run("--only-failed") == 1
+    assert job.requests()["[sim:safety] no"] == 2
+
+
+def test_retry_of_a_folder_that_is_not_a_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["retry", str(tmp_path)]) == 2
+    assert "no journal.jsonl with a run in it" in capsys.readouterr().err
+
+
+def test_retry_after_send_false_never_repeats_what_may_have_been_billed(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    job = Job(
+        tmp_path,
+        sim,
+        [{"id": "d", "prompt": "[sim:drop*1] x"}, {"id": "e", "prompt": "[sim:500*1] y"}],
+        retry_after_send=False,
+    )
+    assert job.run() == 1
+    assert job.requests() == {"[sim:drop*1] x": 1, "[sim:500*1] y": 2}  # a 500 was answered: not billed
+    assert job.report()["unconfirmed_attempts"] == 1
+
+
+def test_a_failing_service_trips_the_breaker_and_the_job_stops(tmp_path: Path, sim: Simulator) -> None:
+    job = Job(tmp_path, sim, items(30, "[sim:503]"), concurrency=1, max_consecutive_failures=3, retry_cap_s=0)
+    assert job.run() == 3
+    report = job.report()
+    assert report["status"] == "aborted"
+    assert "a probe after 0s failed too" in report["aborted_reason"]
+    assert sim.stats.requests == 4  # three failures in a row, then one probe
+    assert report["counts"]["pending"] == 30
+
+
+def test_max_failures_stops_the_job(tmp_path: Path, sim: Simulator) -> None:
+    job = Job(tmp_path, sim, items(10, "[sim:safety]"), concurrency=1)
+    assert job.run("--max-failures", "2") == 3
+    assert sim.stats.requests == 2
+    report = job.report()
+    assert report["aborted_reason"] == "--max-failures 2 reached"
+    assert report["counts"] == {"total": 10, "succeeded": 0, "failed": 2, "skipped": 0, "pending": 8}
+
+
+def test_max_cost_refuses_a_job_estimated_over_it(
+    tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, items(10))  # 10 x nano-banana-2 1K at the default price table
+    assert job.run("--max-cost", "0.1") == 2
+    assert "over --max-cost 0.1; nothing was sent" in capsys.readouterr().err
+    assert sim.stats.requests == 0
+    assert job.run("--max-cost", "5") == 0
+    assert job.run("--max-cost", "0.01") == 0  # nothing left to send, nothing to spend
+
+
+def test_a_second_run_of_the_same_job_is_refused(
+    tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, items(2))
+    (job.out / "cat").mkdir(parents=True)
+    with JobLock(job.out / "cat"):
+        assert job.run() == 3
+    err = capsys.readouterr().err
+    assert "is in use by another batchgen run (pid " in err
+    assert sim.stats.requests == 0
+    assert job.run() == 0

@@ -1,0 +1,59 @@
+"""What a re-run does with each item: a pure table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchgen.journal import Entry, JournalFile
+from batchgen.resume import Action, Mode, decide, files_intact
+
+SEND, SKIP, KEEP = Action.SEND, Action.SKIP, Action.KEEP
+RUN, ONLY, ALL, FORCE = Mode.RUN, Mode.ONLY_FAILED, Mode.ALL_FAILED, Mode.FORCE
+
+DONE = Entry("a", "succeeded", "fp", "p", 1, (JournalFile("images/a.png", "h", 3),))
+FAILED_RETRYABLE = Entry("a", "failed", "fp", "p", 4, error_class="server_error", retryable=True)
+REFUSED = Entry("a", "failed", "fp", "p", 1, error_class="safety_filter", retryable=False)
+
+
+@pytest.mark.parametrize(
+    ("entry", "fingerprint", "intact", "mode", "action"),
+    [
+        # never seen (new, or pending when the last run stopped): always sent
+        (None, "fp", False, RUN, SEND),
+        (None, "fp", False, ONLY, SEND),
+        (None, "fp", False, ALL, SEND),
+        # done with the same request and files intact: never sent again, except --force
+        (DONE, "fp", True, RUN, SKIP),
+        (DONE, "fp", True, ONLY, SKIP),
+        (DONE, "fp", True, ALL, SKIP),
+        (DONE, "fp", True, FORCE, SEND),
+        # the request changed: run regenerates it, retry leaves successes alone
+        (DONE, "other", True, RUN, SEND),
+        (DONE, "other", True, ONLY, SKIP),
+        # its files are gone or truncated: not done
+        (DONE, "fp", False, RUN, SEND),
+        (DONE, "fp", False, ONLY, SEND),
+        # failures
+        (FAILED_RETRYABLE, "fp", False, RUN, SEND),
+        (FAILED_RETRYABLE, "fp", False, ONLY, SEND),
+        (REFUSED, "fp", False, RUN, SEND),
+        (REFUSED, "fp", False, ONLY, KEEP),
+        (REFUSED, "fp", False, ALL, SEND),
+        (REFUSED, "fp", False, FORCE, SEND),
+    ],
+)
+def test_decide(entry: Entry | None, fingerprint: str, intact: bool, mode: Mode, action: Action) -> None:
+    assert decide(entry, fingerprint, intact, mode) is action
+
+
+def test_files_intact_checks_presence_and_size(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    assert not files_intact(tmp_path, DONE)  # missing
+    (tmp_path / "images/a.png").write_bytes(b"abc")
+    assert files_intact(tmp_path, DONE)
+    (tmp_path / "images/a.png").write_bytes(b"ab")  # truncated
+    assert not files_intact(tmp_path, DONE)
+    assert not files_intact(tmp_path, None)
+    assert not files_intact(tmp_path, REFUSED)
