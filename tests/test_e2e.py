@@ -287,18 +287,36 @@ def test_python_dash_m_runs_the_demo_in_a_subprocess(tmp_path: Path) -> None:
     ("text", "fragment"),
     [
         ("a: &x [1]\nitems: *x\n", ":1: YAML anchors and aliases are not allowed"),
-        ("items: !!python/object/apply:os.system [ls]\n", ":1: YAML tag tag:yaml.org,2002:python/object/apply:os.system is not allowed"),
+        (
+            "items: !!python/object/apply:os.system [ls]\n",
+            ":1: YAML tag tag:yaml.org,2002:python/object/apply:os.system is not allowed",
+        ),
         ("", ": is empty; a manifest needs at least `items:`"),
         ("[1, 2]\n", ": must be a YAML mapping at the top level, not a list"),
-        ("items:\n  - id: ../../etc/passwd\n    prompt: x\n", ": items[0]: id: '../../etc/passwd' must be 1-100 of"),
+        (
+            "items:\n  - id: ../../etc/passwd\n    prompt: x\n",
+            ": items[0]: id: '../../etc/passwd' must be 1-100 of",
+        ),
         ("items:\n  - id: /abs\n    prompt: x\n", ": items[0]: id: '/abs' must be 1-100 of"),
         ('items:\n  - id: "a\\0b"\n    prompt: x\n', ": items[0]: id: 'a\\x00b' must be 1-100 of"),
-        ("items:\n  - {id: A, prompt: x}\n  - {id: a, prompt: y}\n", ": items[1] (id a): id: has an id that differs only in case (A) from items[0]"),
-        ("items:\n  - {id: a, prompt: x, references: [nope.png]}\n", ": items[0] (id a): references[0]: nope.png: file not found"),
+        (
+            "items:\n  - {id: A, prompt: x}\n  - {id: a, prompt: y}\n",
+            ": items[1] (id a): id: has an id that differs only in case (A) from items[0]",
+        ),
+        (
+            "items:\n  - {id: a, prompt: x, references: [nope.png]}\n",
+            ": items[0] (id a): references[0]: nope.png: file not found",
+        ),
     ],
 )
 def test_hostile_manifests_get_one_line_exit_2_and_nothing_sent(
-    threaded_simulator: Callable[..., Simulator], write_manifest: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], text: str, fragment: str
+    threaded_simulator: Callable[..., Simulator],
+    write_manifest: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    fragment: str,
 ) -> None:
     sim = threaded_simulator()
     monkeypatch.setenv("BATCHGEN_API_KEY", "k")
