@@ -188,15 +188,11 @@ class Runner:
         files = tuple(JournalFile(f.path, f.sha256, f.bytes) for f in stored)
         entry = Entry(request.id, "succeeded", request_fingerprint, request.prompt, counts.attempts, files)
         await self._journal(entry)
-        return ItemOutcome(
-            request.index,
-            request.id,
-            request.prompt,
+        return _outcome(
+            request,
             ItemStatus.SUCCEEDED,
-            attempts=counts.attempts,
+            counts,
             files=tuple(f.path for f in stored),
-            requests_sent=counts.sent,
-            unconfirmed=counts.unconfirmed,
             estimated_cost=request.estimated_cost,
             latency_s=self.clock() - started,
         )
@@ -311,34 +307,30 @@ class Runner:
         verdict = self.guards.item_failed()
         if verdict:
             self.abort(verdict)
-        return ItemOutcome(
-            request.index,
-            request.id,
-            request.prompt,
-            ItemStatus.FAILED,
-            attempts=counts.attempts,
-            failure=failure,
-            requests_sent=counts.sent,
-            unconfirmed=counts.unconfirmed,
-        )
+        return _outcome(request, ItemStatus.FAILED, counts, failure=failure)
 
     def _pending(self, request: PlannedRequest, counts: _Counts, cut_off: bool = False) -> ItemOutcome:
         if cut_off and counts.attempts > counts.sent:
             counts.sent += 1  # cancelled while its request was out: perhaps billed
             counts.unconfirmed += 1
-        return ItemOutcome(
-            request.index,
-            request.id,
-            request.prompt,
-            ItemStatus.PENDING,
-            attempts=counts.attempts,
-            requests_sent=counts.sent,
-            unconfirmed=counts.unconfirmed,
-        )
+        return _outcome(request, ItemStatus.PENDING, counts)
 
     async def _journal(self, entry: Entry) -> None:
         if self.journal is not None:
             await asyncio.to_thread(self.journal.append, entry_record(entry, time.time()))
+
+
+def _outcome(request: PlannedRequest, status: ItemStatus, counts: _Counts, **rest: Any) -> ItemOutcome:
+    return ItemOutcome(
+        request.index,
+        request.id,
+        request.prompt,
+        status,
+        attempts=counts.attempts,
+        requests_sent=counts.sent,
+        unconfirmed=counts.unconfirmed,
+        **rest,
+    )
 
 
 def _from_journal(request: PlannedRequest, entry: Entry, action: Action) -> ItemOutcome:
