@@ -129,6 +129,9 @@ def _sending_flags(parser: argparse.ArgumentParser) -> None:
         "--concurrency", type=_limit("concurrency"), metavar="N", help="requests in flight at once"
     )
     parser.add_argument(
+        "--rpm", type=_limit("requests_per_minute"), metavar="N", help="requests per minute for the whole job"
+    )
+    parser.add_argument(
         "--max-attempts", type=_limit("max_attempts"), metavar="N", help="attempts per item, retries included"
     )
     parser.add_argument("--max-failures", type=_positive(int), metavar="N", help="stop after N failed items")
@@ -231,11 +234,12 @@ def _retry(args: argparse.Namespace) -> int:
 
 
 def _options(args: argparse.Namespace, output: Path | None, mode: Mode) -> jobs.RunOptions:
-    limits = {
-        k: v
-        for k, v in (("concurrency", args.concurrency), ("max_attempts", args.max_attempts))
-        if v is not None
+    given = {
+        "concurrency": args.concurrency,
+        "max_attempts": args.max_attempts,
+        "requests_per_minute": args.rpm,
     }
+    limits = {k: v for k, v in given.items() if v is not None}
     return jobs.RunOptions(
         overrides=config.Overrides(args.base_url, output, limits, args.simulate),
         simulator=_simulator_config(args, "sim_"),

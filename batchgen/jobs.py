@@ -119,6 +119,7 @@ async def run_manifest(
                     journal=book,
                     previous=state.entries,
                     mode=options.mode,
+                    requests_per_minute=limits.requests_per_minute,
                     guards=Guards(
                         max_consecutive_failures=limits.max_consecutive_failures,
                         pause_s=limits.retry_cap_s,

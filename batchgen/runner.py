@@ -35,6 +35,7 @@ from .outcomes import (
     JobStopping,
 )
 from .plan import PlannedRequest, build_body, fingerprint
+from .ratelimit import RateLimiter
 from .references import LoadedReference, LocalReference, Reference, ReferenceLoader
 from .resume import Action, Mode, decide, files_intact
 from .retry import RetryPolicy, is_unconfirmed
@@ -82,10 +83,17 @@ class Runner:
     previous: Mapping[str, Entry] = field(default_factory=dict)
     mode: Mode = Mode.RUN
     guards: Guards = field(default_factory=Guards)
+    requests_per_minute: float | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     aborted: str | None = None
     interrupted: str | None = None
     _inflight: dict[str, tuple[asyncio.Task[ItemOutcome], _Counts]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Every attempt, retries included, takes a turn: the limit is on requests, not items.
+        self.limiter = RateLimiter(
+            self.requests_per_minute, clock=self.clock, sleep=self.sleep or self._sleep_unless_stopped
+        )
 
     async def run(self, items: Sequence[ItemSpec], planner: Callable[[ItemSpec], PlannedRequest]) -> JobRun:
         started = time.time()
@@ -223,7 +231,9 @@ class Runner:
                 # tenacity asks `stop` before the backoff sleep, not after it: a job
                 # that stopped during the sleep must not send this retry.
                 go, is_probe = await self.guards.admit(self.stop)
-                if not go:
+                if go:
+                    await self.limiter.acquire(self.stop.is_set)
+                if not go or self.stop.is_set():
                     raise last if last is not None else _NotSent()
                 counts.attempts += 1
                 log.debug(
@@ -237,6 +247,7 @@ class Runner:
                     raise
                 counts.sent += 1
                 self.guards.attempt_done(ok=True, retryable_failure=False, is_probe=is_probe)
+                self.limiter.succeeded()
                 return generation
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
@@ -247,6 +258,8 @@ class Runner:
         counts.unconfirmed += is_unconfirmed(exc)
         if exc.error_class is ErrorClass.AUTH:
             self.abort(f"{request.id}: {exc.message} (check the API key)")
+        if exc.error_class is ErrorClass.RATE_LIMITED:
+            self.limiter.rate_limited(self.policy.wait_after(exc))
         verdict = self.guards.attempt_done(ok=False, retryable_failure=exc.retryable, is_probe=is_probe)
         if verdict:
             self.abort(verdict)

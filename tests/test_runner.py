@@ -21,8 +21,19 @@ from batchgen.store import JobStore
 from .fakes import OK, FakeClient, error, make_spec
 
 
-async def no_sleep(seconds: float) -> None:
-    return None
+class FakeTime:
+    """Sleeping moves this clock instead of waiting: retries and rate-limit pauses take no real time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
 
 
 def runner(
@@ -30,10 +41,12 @@ def runner(
     client: FakeClient,
     *,
     concurrency: int = 4,
-    sleep: object = no_sleep,
+    fake: FakeTime | None = None,
+    real_sleep: bool = False,
     events: list[Event] | None = None,
     **policy: float,
 ) -> Runner:
+    fake = fake or FakeTime()
     store = JobStore(tmp_path / "out" / "job")
     store.prepare()
     return Runner(
@@ -44,7 +57,8 @@ def runner(
         references=ReferenceLoader(20_000_000),
         concurrency=concurrency,
         on_event=(events.append if events is not None else lambda e: None),
-        sleep=sleep,  # type: ignore[arg-type]
+        sleep=None if real_sleep else fake.sleep,
+        clock=fake.clock,
     )
 
 
@@ -175,7 +189,8 @@ async def test_auth_failure_cancels_another_items_pending_retry(tmp_path: Path) 
     client = FakeClient(
         {
             # A fails with a long Retry-After, so it is waiting when B's 401 arrives.
-            "A": [error(ErrorClass.RATE_LIMITED, retry_after=1000.0)],
+            # (A 503, not a 429: a 429 would rightly pause B as well.)
+            "A": [error(ErrorClass.SERVER_ERROR, http_status=503, retry_after=1000.0)],
             "B": [a_failed, error(ErrorClass.AUTH, http_status=401)],
         }
     )
@@ -184,7 +199,7 @@ async def test_auth_failure_cancels_another_items_pending_retry(tmp_path: Path) 
         if isinstance(event, ItemRetrying) and event.id == "a":
             a_failed.set()
 
-    r = runner(tmp_path, client, concurrency=2, sleep=None)
+    r = runner(tmp_path, client, concurrency=2, real_sleep=True)
     r.on_event = on_event
     result = await asyncio.wait_for(run(r, [make_spec(0, "a", "A"), make_spec(1, "b", "B")]), timeout=10)
     a, b = result.outcomes
@@ -216,3 +231,18 @@ async def test_fewer_images_than_asked_keeps_what_came(tmp_path: Path) -> None:
     (outcome,) = result.outcomes
     assert outcome.status is ItemStatus.SUCCEEDED
     assert outcome.files == ("images/a-1.png",)
+
+
+async def test_a_429_slows_the_whole_job_not_just_its_item(tmp_path: Path) -> None:
+    # No rate is configured; A's 429 must still make B, a different item, wait its turn.
+    client = FakeClient(
+        {"A": [error(ErrorClass.RATE_LIMITED, http_status=429, retry_after=30.0), OK], "B": [OK]}
+    )
+    fake = FakeTime()
+    r = runner(tmp_path, client, concurrency=1, fake=fake, max_retry_after_s=60)
+    result = await run(r, [make_spec(0, "a", "A"), make_spec(1, "b", "B")])
+    assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED, ItemStatus.SUCCEEDED]
+    assert fake.sleeps[0] == 30.0  # A's own backoff honours Retry-After
+    assert len(fake.sleeps) == 2
+    assert 0 < fake.sleeps[1] < 1  # B was spaced out although no rate limit is configured
+    assert r.limiter.interval > 0

@@ -1,0 +1,109 @@
+"""The job-wide rate limit, on an injected clock: no test here waits for real time."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+
+import pytest
+
+from batchgen.ratelimit import RateLimiter
+
+
+class FakeTime:
+    """A clock that moves only when someone sleeps (the limiter sleeps one waiter at a time)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def most_in_any_window(times: list[float], window: float = 60.0) -> int:
+    """The largest number of admissions in any half-open window [t, t + window)."""
+    return max(bisect.bisect_left(times, t + window) - k for k, t in enumerate(times))
+
+
+async def admit_all(limiter: RateLimiter, fake: FakeTime, requests: int, workers: int) -> list[float]:
+    times: list[float] = []
+    queue = iter(range(requests))
+
+    async def worker() -> None:
+        for _ in queue:
+            await limiter.acquire()
+            times.append(fake.now)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return times
+
+
+@pytest.mark.parametrize(("rpm", "workers"), [(60, 1), (120, 16), (7, 3), (600, 64), (1000, 8)])
+async def test_never_more_than_rpm_in_any_window_no_burst_and_full_use(rpm: int, workers: int) -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(rpm, clock=fake.clock, sleep=fake.sleep)
+    times = await admit_all(limiter, fake, requests=rpm * 3, workers=workers)
+    assert times == sorted(times)
+    assert most_in_any_window(times) <= rpm
+    assert times[0] == 0.0
+    assert times[1] >= 60 / rpm  # no burst at start
+    assert sum(1 for t in times if t < 60) >= 0.9 * rpm  # the limit is used when the work is there
+
+
+async def test_no_rate_set_means_no_waiting() -> None:
+    fake = FakeTime()
+    times = await admit_all(RateLimiter(None, clock=fake.clock, sleep=fake.sleep), fake, 100, 8)
+    assert times == [0.0] * 100
+
+
+async def test_a_429_pauses_everyone_and_halves_the_rate_then_it_recovers() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(60, clock=fake.clock, sleep=fake.sleep)
+    await admit_all(limiter, fake, 5, 2)
+    assert fake.now == pytest.approx(4.0)
+    limiter.rate_limited(retry_after=30.0)
+    await limiter.acquire()
+    assert fake.now == pytest.approx(34.0)  # nobody went before the Retry-After
+    await limiter.acquire()
+    assert fake.now == pytest.approx(36.0)  # and then at half the rate
+    for _ in range(200):
+        limiter.succeeded()
+    assert limiter.interval == pytest.approx(1.0)  # back to the configured rate, never faster
+
+
+async def test_a_429_without_a_configured_rate_slows_down_from_the_observed_one() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(None, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(10):
+        await limiter.acquire()
+        fake.now += 0.5  # requests were going out every half second
+    limiter.rate_limited(retry_after=None)
+    assert limiter.interval == pytest.approx(1.0)
+    for _ in range(500):
+        limiter.succeeded()
+    assert limiter.interval == 0.0
+
+
+async def test_repeated_429s_slow_down_only_so_far() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(60, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(50):
+        limiter.rate_limited(retry_after=0)
+    assert limiter.interval <= 64 * 1.0 + 1e-6
+
+
+async def test_a_stopped_job_is_not_kept_waiting() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(1, clock=fake.clock, sleep=fake.sleep)
+    await limiter.acquire()
+    await limiter.acquire(stopped=lambda: True)
+    assert fake.now == 0.0
+
+
+def test_rate_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="above 0"):
+        RateLimiter(0)
