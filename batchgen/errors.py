@@ -65,11 +65,12 @@ class Problem:
     item_id: str | None = None
     field: str | None = None
     line: int | None = None
+    label: str | None = None  # names a generated item ("generate[0] row 12"), instead of items[i]
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
-        if self.item is not None:
-            where += f": items[{self.item}]"
+        if self.label is not None or self.item is not None:
+            where += f": {self.label}" if self.label is not None else f": items[{self.item}]"
             if self.item_id:
                 where += f" (id {self.item_id})"
         if self.field:

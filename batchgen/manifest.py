@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import re
@@ -11,7 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from . import fields, provider, references
+from . import fields, generate, provider, references
 from .config import (
     ENV_NAME,
     LIMIT_NAMES,
@@ -21,10 +22,11 @@ from .config import (
     check_limit,
 )
 from .errors import ManifestError, Problem
+from .generate import Where
 from .loader import read_yaml
 from .references import LocalReference, Reference, UrlReference
 
-TOP_KEYS = ("version", "job", "defaults", "limits", "api", "items")
+TOP_KEYS = ("version", "job", "defaults", "limits", "api", "items", "generate")
 ITEM_KEYS = (
     "id",
     "prompt",
@@ -98,17 +100,23 @@ class _Builder:
         self.problems: list[Problem] = []
         self.warnings: dict[str, tuple[Problem, int]] = {}
         self.inspected: dict[Path, str | None] = {}
+        self.locations: dict[int, Where] = {}
         self.max_reference_bytes = Limits().max_reference_bytes
 
-    def error(self, message: str, field: str | None = None, item: tuple[int, str] | None = None) -> None:
-        index, item_id = item if item else (None, None)
-        self.problems.append(Problem(self.file, message, index, item_id or None, field))
+    def problem(self, message: str, field: str | None, where: Where | None) -> Problem:
+        if where is None:
+            return Problem(self.file, message, field=field)
+        return Problem(
+            where.file or self.file, message, where.index, where.id or None, field, where.line, where.label
+        )
 
-    def warn(self, message: str, field: str | None = None, item: tuple[int, str] | None = None) -> None:
+    def error(self, message: str, field: str | None = None, item: Where | None = None) -> None:
+        self.problems.append(self.problem(message, field, item))
+
+    def warn(self, message: str, field: str | None = None, item: Where | None = None) -> None:
         # One line per distinct warning, not one per item of a 5,000-item catalog.
-        index, item_id = item if item else (None, None)
         key = f"{field}: {message}"
-        first, count = self.warnings.get(key, (Problem(self.file, message, index, item_id or None, field), 0))
+        first, count = self.warnings.get(key, (self.problem(message, field, item), 0))
         self.warnings[key] = (first, count + 1)
 
     def build(self, data: dict[str, Any]) -> Manifest:
@@ -123,17 +131,11 @@ class _Builder:
         self.max_reference_bytes = limits.max_reference_bytes
         api = self.api(self.mapping(data, "api"))
         defaults = self.fields(self.mapping(data, "defaults"), "defaults.", None, api.reference_field)
-        items = self.items(data.get("items"), defaults, api.reference_field)
+        items = self.items(data.get("items"), data.get("generate"), defaults, api.reference_field)
         if self.problems:
             raise ManifestError(self.problems)
         warnings = tuple(
-            Problem(
-                p.file,
-                p.message + (f" (and {n - 1} more)" if n > 1 else ""),
-                p.item,
-                p.item_id,
-                p.field,
-            )
+            dataclasses.replace(p, message=p.message + (f" (and {n - 1} more)" if n > 1 else ""))
             for p, n in self.warnings.values()
         )
         return Manifest(self.path, str(job), items, limits, api, warnings)
@@ -152,7 +154,7 @@ class _Builder:
         data: dict[str, Any],
         known: tuple[str, ...],
         prefix: str,
-        item: tuple[int, str] | None = None,
+        item: Where | None = None,
     ) -> None:
         for key in data:
             if key not in known:
@@ -199,25 +201,37 @@ class _Builder:
             field = api.reference_field
         return ApiSettings(api.base_url, env, field)
 
-    def items(self, raw: Any, defaults: dict[str, Any], ref_field: str) -> tuple[ItemSpec, ...]:
-        if raw is None:
-            self.error("the manifest has no items", "items")
+    def items(self, raw: Any, blocks: Any, defaults: dict[str, Any], ref_field: str) -> tuple[ItemSpec, ...]:
+        if blocks is not None and not isinstance(blocks, list):
+            blocks = [blocks]  # a single block written without the list
+        if raw is None and not blocks:
+            self.error("the manifest has no items (and no generate blocks)", "items")
             return ()
+        raw = [] if raw is None else raw
         if not isinstance(raw, list):
             self.error(f"must be a list of items, not {type(raw).__name__}", "items")
             return ()
-        if not raw:
+        if not raw and not blocks:
             self.error("the list is empty; a job needs at least one item", "items")
         specs: list[ItemSpec] = []
         for index, entry in enumerate(raw):
-            spec = self.item(index, entry, defaults, ref_field)
+            spec = self.item(index, entry, defaults, ref_field, Where(index))
             if spec is not None:
                 specs.append(spec)
+        index = len(raw)
+        for number, block in enumerate(blocks or []):
+            for made in generate.expand(block, number, self.root, self.file, self.error, index):
+                spec = self.item(made.where.index, made.item, defaults, ref_field, made.where)
+                if spec is not None:
+                    specs.append(spec)
+                index = made.where.index + 1
         self.check_unique(specs)
         return tuple(specs)
 
-    def item(self, index: int, entry: Any, defaults: dict[str, Any], ref_field: str) -> ItemSpec | None:
-        where = (index, "")
+    def item(
+        self, index: int, entry: Any, defaults: dict[str, Any], ref_field: str, where: Where
+    ) -> ItemSpec | None:
+        self.locations[index] = where
         if not isinstance(entry, dict):
             self.error(f"must be a mapping with at least a prompt, not {type(entry).__name__}", None, where)
             return None
@@ -227,10 +241,10 @@ class _Builder:
                 self.error(f'must be a string (quote it: id: "{item_id}")', "id", where)
                 item_id = None
             elif check_id(item_id):
-                self.error(f"{item_id!r} {ID_HELP}", "id", (index, ""))
+                self.error(f"{item_id!r} {ID_HELP}", "id", where)
                 item_id = None
             else:
-                where = (index, item_id)
+                where = where.named(item_id)
         own = self.fields({k: v for k, v in entry.items() if k != "id"}, "", where, ref_field)
         merged = {**defaults, **own}
         merged["extra_fields"] = {**defaults.get("extra_fields", {}), **own.get("extra_fields", {})}
@@ -252,12 +266,10 @@ class _Builder:
             extra_fields=MappingProxyType(merged["extra_fields"]),
             references=tuple(merged.get("references", ())),
         )
-        self.check_extra(spec, where, ref_field)
+        self.check_extra(spec, where.named(spec.id), ref_field)
         return spec
 
-    def fields(
-        self, raw: dict[str, Any], prefix: str, item: tuple[int, str] | None, ref_field: str
-    ) -> dict[str, Any]:
+    def fields(self, raw: dict[str, Any], prefix: str, item: Where | None, ref_field: str) -> dict[str, Any]:
         """Check one level (defaults or an item) and normalise what it sets.
 
         A level with any error carries ``_invalid``, so the items it feeds are
@@ -300,7 +312,7 @@ class _Builder:
             bad(f"extra_fields.{ref_field}", "conflicts with references; list every reference there")
         return out
 
-    def references(self, value: Any, field: str, item: tuple[int, str] | None) -> list[Reference] | None:
+    def references(self, value: Any, field: str, item: Where | None) -> list[Reference] | None:
         entries = [value] if isinstance(value, str) else value
         if not isinstance(entries, list):
             self.error("must be a list of paths or URLs", field, item)
@@ -336,7 +348,7 @@ class _Builder:
                     refs.append(LocalReference(path.resolve(), entry))
         return refs if ok else None
 
-    def check_extra(self, spec: ItemSpec, where: tuple[int, str], ref_field: str) -> None:
+    def check_extra(self, spec: ItemSpec, where: Where, ref_field: str) -> None:
         for field, message in fields.item_warnings(spec.model, spec.size, spec.extra_fields, ref_field):
             self.warn(message, field, where)
 
@@ -346,7 +358,7 @@ class _Builder:
         taken: dict[str, ItemSpec] = {}
         seen_ids: dict[str, ItemSpec] = {}
         for spec in specs:
-            here = (spec.index, spec.id)
+            here = self.locations.get(spec.index, Where(spec.index)).named(spec.id)
             other = seen_ids.get(spec.id.casefold())
             if other is not None:
                 if other.id != spec.id:
