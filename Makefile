@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/batchgen run jobs/demo.yaml --simulate --sim-latency-ms 300 --sim-fault-rate 0.25 --sim-seed 1
+	$(BIN)/batchgen run jobs/ --simulate --sim-latency-ms 300 --sim-fault-rate 0.1 --sim-seed 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check batchgen tests

@@ -7,12 +7,11 @@ import asyncio
 import logging
 import os
 import sys
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, config, jobs, pricing, provider
+from . import __version__, config, estimate, jobs, logs, merge, shard
 from .errors import JobLockedError, ManifestError, StoreError, UsageError
 from .manifest import Manifest
 from .outcomes import Event, JobStatus
@@ -73,8 +72,20 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST")
+    run.add_argument(
+        "manifests",
+        nargs="+",
+        type=Path,
+        metavar="MANIFEST|DIR",
+        help="manifest files, or folders whose *.yaml/*.yml manifests run in name order (not recursive)",
+    )
     run.add_argument("--output", type=Path, metavar="DIR", help="output folder (default ./output)")
+    run.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="K/N",
+        help="run the K-th of N disjoint slices (stable hash of the id)",
+    )
     which = run.add_mutually_exclusive_group()
     which.add_argument(
         "--only-failed", action="store_true", help="send only pending items and retryable failures"
@@ -102,9 +113,23 @@ def _parser() -> argparse.ArgumentParser:
     retry.set_defaults(handler=_retry)
 
     validate = commands.add_parser("validate", help="check manifests and estimate cost; sends nothing")
-    validate.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST")
+    validate.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST|DIR")
+    validate.add_argument("--prices", type=Path, metavar="FILE", help="price table for the estimate")
     _logging_flags(validate)
     validate.set_defaults(handler=_validate)
+
+    merge_cmd = commands.add_parser(
+        "merge",
+        help="merge the shard folders of a job into one job folder",
+        description="Merge shard folders (shard-K-of-N, or job folders holding them) into OUTPUT/<job>:"
+        " images, sidecars, journal and one report.json.",
+    )
+    merge_cmd.add_argument("folders", nargs="+", type=Path, metavar="OUTPUT_JOB_DIR")
+    merge_cmd.add_argument(
+        "--output", type=Path, default=Path("output"), metavar="DIR", help="default ./output"
+    )
+    _logging_flags(merge_cmd)
+    merge_cmd.set_defaults(handler=_merge)
 
     simulator = commands.add_parser("simulator", help="run the built-in simulator alone, on 127.0.0.1")
     simulator.add_argument(
@@ -138,6 +163,9 @@ def _sending_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-cost", type=_positive(float), metavar="X", help="stop before the estimated spend passes X"
     )
+    parser.add_argument(
+        "--prices", type=Path, metavar="FILE", help="price table for estimates and --max-cost"
+    )
     _logging_flags(parser)
     _simulator_flags(parser.add_argument_group("simulator (with --simulate)"), prefix="sim-")
 
@@ -146,6 +174,12 @@ def _logging_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     group.add_argument("--verbose", "-v", action="count", default=0, help="more log lines (-vv: debug)")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line and per event, for log collectors",
+    )
 
 
 def _simulator_flags(parser: Any, prefix: str) -> None:
@@ -160,6 +194,13 @@ def _simulator_flags(parser: Any, prefix: str) -> None:
     )
     add(f"--{prefix}seed", type=int, metavar="S", help="fault seed, for reproducible runs")
     add(f"--{prefix}payload-kb", type=int, metavar="KB", help="pad each image to about this size")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(kind: type) -> Callable[[str], Any]:
@@ -206,25 +247,46 @@ def _simulator_config(args: argparse.Namespace, prefix: str, **extra: Any) -> Si
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    level = (
-        logging.ERROR if args.quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    )
+    as_json = args.log_format == "json"
+    if args.quiet:
+        level = logging.ERROR
+    else:
+        level = [logging.INFO if as_json else logging.WARNING, logging.INFO, logging.DEBUG][
+            min(args.verbose, 2)
+        ]
     handler: logging.Handler = TqdmLogHandler() if _show_progress(args) else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("batchgen: %(levelname)s: %(message)s"))
+    handler.setFormatter(
+        logs.JsonFormatter() if as_json else logging.Formatter("batchgen: %(levelname)s: %(message)s")
+    )
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
-    return args.handler in (_run, _retry) and not args.quiet and sys.stderr.isatty()
+    sending = args.handler in (_run, _retry)
+    return sending and not args.quiet and args.log_format == "text" and sys.stderr.isatty()
 
 
 def _run(args: argparse.Namespace) -> int:
     mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED if args.only_failed else Mode.RUN
     if args.force:
         mode = Mode.FORCE
-    return _send(args, jobs.load_all(args.manifests), _options(args, args.output, mode))
+    return _send(args, jobs.load_all(manifest_paths(args.manifests)), _options(args, args.output, mode))
+
+
+def manifest_paths(given: Sequence[Path]) -> list[Path]:
+    """Files as given; a folder stands for its *.yaml and *.yml files, in name order, not recursing."""
+    paths: list[Path] = []
+    for path in given:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                raise UsageError(f"{path}: no manifests (*.yaml, *.yml) in this folder")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
 
 
 def _retry(args: argparse.Namespace) -> int:
@@ -246,27 +308,46 @@ def _options(args: argparse.Namespace, output: Path | None, mode: Mode) -> jobs.
         mode=mode,
         max_failures=args.max_failures,
         max_cost=args.max_cost,
+        shard=getattr(args, "shard", None),
+        prices=args.prices,
     )
 
 
 def _send(args: argparse.Namespace, manifests: list[Manifest], options: jobs.RunOptions) -> int:
-    codes = []
+    as_json = args.log_format == "json"
+    done: list[tuple[jobs.JobOutput, int]] = []
     for job in manifests:
         progress = ProgressBar() if _show_progress(args) else None
-        on_event: Callable[[Event], None] = progress if progress else lambda event: None
+        listeners = [f for f in (progress, logs.event_logger(job.job) if as_json else None) if f]
         try:
             output = asyncio.run(
-                jobs.run_manifest(job, options, os.environ, on_event=on_event, handle_signals=True)
+                jobs.run_manifest(job, options, os.environ, on_event=_fan_out(listeners), handle_signals=True)
             )
         finally:
             if progress:
                 progress.close()
-        if not args.quiet:
-            print("\n".join(summary_lines(output.report, str(output.folder))))
+        code = 128 + output.signal if output.signal is not None else exit_code(output.report)
+        if as_json:
+            logs.job_finished(output.report, str(output.folder), code)
+        done.append((output, code))
         if output.signal is not None:
-            return 128 + output.signal  # 130 for SIGINT, 143 for SIGTERM; later manifests do not start
-        codes.append(exit_code(output.report))
-    return max(codes, key=_severity)
+            break  # 130 for SIGINT, 143 for SIGTERM; the later manifests do not start
+    if not args.quiet and not as_json:
+        print(
+            "\n".join(line for output, _ in done for line in summary_lines(output.report, str(output.folder)))
+        )
+        if len(done) > 1:
+            statuses = ", ".join(f"{o.report['job']} {o.report['status']}" for o, _ in done)
+            print(f"{len(done)} jobs: {statuses}")
+    return max((code for _, code in done), key=_severity)
+
+
+def _fan_out(listeners: list[Callable[[Event], None]]) -> Callable[[Event], None]:
+    def on_event(event: Event) -> None:
+        for listener in listeners:
+            listener(event)
+
+    return on_event
 
 
 def exit_code(report: dict[str, Any]) -> int:
@@ -276,45 +357,28 @@ def exit_code(report: dict[str, Any]) -> int:
 
 
 def _severity(code: int) -> int:
+    """How bad an exit code is: interrupted > aborted > failed > ok."""
     return {EXIT_OK: 0, EXIT_FAILED: 1, EXIT_ABORTED: 2}.get(code, 3)
 
 
 def _validate(args: argparse.Namespace) -> int:
-    manifests = jobs.load_all(args.manifests)
-    prices = pricing.PriceTable.default()
+    manifests = jobs.load_all(manifest_paths(args.manifests))
     for job in manifests:
         for warning in job.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if not args.quiet:
-            print("\n".join(describe(job, prices)))
+            prices = jobs.price_table(job, jobs.RunOptions(prices=args.prices))
+            print("\n".join(estimate.describe(job, prices)))
     return EXIT_OK
 
 
-def describe(job: Manifest, prices: pricing.PriceTable) -> list[str]:
-    """What ``validate`` prints: counts, sizes and estimated cost of one manifest."""
-    groups: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    sizes: dict[str, int] = defaultdict(int)
-    for item in job.items:
-        klass = provider.size_class(item.size, item.image_size)
-        groups[(item.model, klass)][0] += 1
-        groups[(item.model, klass)][1] += item.n
-        shape = (
-            item.size if item.aspect_ratio is None else f"{item.image_size or item.size} {item.aspect_ratio}"
-        )
-        sizes[shape] += item.n
-    images = sum(item.n for item in job.items)
-    lines = [
-        f"{job.path}: ok: job {job.job!r}, {len(job.items)} items, {len(job.items)} requests, {images} images"
-    ]
-    lines.append("  sizes: " + ", ".join(f"{shape} x{count}" for shape, count in sorted(sizes.items())))
-    total = 0.0
-    for (model, klass), (requests, count) in sorted(groups.items()):
-        cost = prices.cost(model, klass, count)
-        total += cost
-        money = f"~{prices.currency} {cost:,.2f}"
-        lines.append(f"  {model:<18} {klass:>3}  {requests:>6} requests {count:>6} images  {money}")
-    lines.append(f"  estimated cost ~{prices.currency} {total:,.2f} (estimates from batchgen/prices.json)")
-    return lines
+def _merge(args: argparse.Namespace) -> int:
+    report, folder = merge.merge(args.folders, args.output)
+    if report.get("missing_shards"):
+        log.warning("shards %s are missing from the merge", ", ".join(report["missing_shards"]))
+    if not args.quiet:
+        print("\n".join(summary_lines(report, str(folder))))
+    return exit_code(report)
 
 
 def _simulator(args: argparse.Namespace) -> int:

@@ -83,13 +83,18 @@ class HttpImageClient:
         self._session = aiohttp.ClientSession(
             headers=headers, connector=aiohttp.TCPConnector(limit=0), timeout=self._timeout
         )
-        resolver = _FilteringResolver(self._download.allow_loopback)
-        self._download_session = aiohttp.ClientSession(
-            headers={"User-Agent": USER_AGENT},
-            connector=aiohttp.TCPConnector(limit=0, resolver=resolver),
-            timeout=aiohttp.ClientTimeout(total=self._download.timeout_s),
-        )
         return self
+
+    def _downloads(self) -> aiohttp.ClientSession:
+        # Made on first use: most services answer b64_json, and each session costs an SSL context.
+        if self._download_session is None:
+            resolver = _FilteringResolver(self._download.allow_loopback)
+            self._download_session = aiohttp.ClientSession(
+                headers={"User-Agent": USER_AGENT},
+                connector=aiohttp.TCPConnector(limit=0, resolver=resolver),
+                timeout=aiohttp.ClientTimeout(total=self._download.timeout_s),
+            )
+        return self._download_session
 
     async def __aexit__(self, *exc: object) -> None:
         for session in (self._session, self._download_session):
@@ -123,13 +128,13 @@ class HttpImageClient:
         return Generation(tuple(images), parsed.created)
 
     async def _fetch(self, url: str) -> GeneratedImage:
-        assert self._download_session is not None
+        session = self._downloads()
         policy = self._download
         target = URL(url)
         try:
             for _ in range(policy.max_redirects + 1):
                 _check_download_url(target, policy.allow_loopback)
-                async with self._download_session.get(target, allow_redirects=False) as resp:
+                async with session.get(target, allow_redirects=False) as resp:
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                         target = target.join(URL(resp.headers["Location"]))
                         continue

@@ -101,18 +101,24 @@ def expand(
         return
     index = first_index
     combos = [dict(zip(matrix, values, strict=True)) for values in itertools.product(*matrix.values())]
+    row_columns = [name for name in used if names[name][0] in columns and names[name][1] is None]
     for row_label, line, row in rows:
+        cells, missing = _cells(row, row_columns)
+        if missing:  # once per row, not once per matrix combination
+            error(
+                missing,
+                "rows",
+                Where(index, label=f"{prefix} {row_label}", file=rows_file or manifest, line=line),
+            )
+            index += len(combos)
+            continue
         for combo in combos:
-            values, missing = _values(row, combo, names, used)
-            suffix = "".join(f", {k}={_show(v)}" for k, v in combo.items())
+            suffix = "".join(f", {k}={_label(v)}" for k, v in combo.items())
             where = Where(index, label=f"{prefix} {row_label}{suffix}", file=rows_file or manifest, line=line)
-            if missing:
-                error(missing, "rows", where)
-            else:
-                item = _fill(compiled, values)
-                if "id" not in item and isinstance(item.get("prompt"), str):
-                    item["id"] = _stable_id(item)
-                yield Generated(item, where)
+            item = _fill(compiled, {**cells, **_choices(combo, names, used)})
+            if "id" not in item and isinstance(item.get("prompt"), str):
+                item["id"] = _stable_id(item)
+            yield Generated(item, where)
             index += 1
 
 
@@ -254,26 +260,30 @@ def _compile(template: Any, field: str, names: dict[str, Any], used: set[str], e
     return _Literal(template)  # a number or boolean, used as is
 
 
-def _values(
-    row: dict[str, Any], combo: dict[str, Any], names: dict[str, tuple[str, str | None]], used: set[str]
-) -> tuple[dict[str, str], str | None]:
-    """The placeholder values for one row and matrix combination, or why a used one has none."""
+def _cells(row: dict[str, Any], used_columns: list[str]) -> tuple[dict[str, str], str | None]:
+    """The row's values for the columns the template uses, or why one has none."""
+    cells: dict[str, str] = {}
+    for column in used_columns:
+        cell = row.get(column)
+        if cell is None:
+            return cells, f"has no value for column {column!r}"
+        text = _show(cell).strip()
+        if not text:
+            return cells, f"column {column!r} is empty"
+        cells[column] = text
+    return cells, None
+
+
+def _choices(
+    combo: dict[str, Any], names: dict[str, tuple[str, str | None]], used: set[str]
+) -> dict[str, str]:
+    """The placeholder values one matrix combination gives."""
     values: dict[str, str] = {}
     for name in used:
         key, part = names[name]
-        if part is not None:
-            values[name] = _show(combo[key][part])
-        elif key in combo:
-            values[name] = _show(combo[key])
-        else:
-            cell = row.get(key)
-            if cell is None:
-                return values, f"has no value for column {key!r}"
-            text = _show(cell).strip()
-            if not text:
-                return values, f"column {key!r} is empty"
-            values[name] = text
-    return values, None
+        if key in combo:
+            values[name] = _show(combo[key][part] if part is not None else combo[key])
+    return values
 
 
 @dataclass(frozen=True)
@@ -289,6 +299,13 @@ def _fill(compiled: Any, values: dict[str, str]) -> Any:
     if isinstance(compiled, list):
         return [_fill(v, values) for v in compiled]
     return {key: _fill(value, values) for key, value in compiled.items()}
+
+
+def _label(value: Any) -> str:
+    """A matrix choice in a message: a mapping by its name (or first value), not as a dict."""
+    if isinstance(value, dict):
+        return _show(value.get("name", next(iter(value.values()))))
+    return _show(value)
 
 
 def _show(value: Any) -> str:

@@ -7,13 +7,13 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import config, journal, manifest, pricing, provider
+from . import config, estimate, journal, manifest, pricing, shard
 from .client import HttpImageClient, ImageClient
 from .errors import ManifestError, Problem, StoreError, UsageError
 from .guards import Guards
@@ -38,6 +38,8 @@ class RunOptions:
     mode: Mode = Mode.RUN
     max_failures: int | None = None
     max_cost: float | None = None
+    shard: tuple[int, int] | None = None  # (K, N): run the K-th of N slices
+    prices: Path | None = None  # a price table replacing the manifest's and the shipped one
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,21 @@ def load_for_retry(job_dir: Path, options: RunOptions) -> tuple[manifest.Manifes
     if state.manifest is None:
         raise UsageError(f"{job_dir}: no {journal.JOURNAL} with a run in it; is this a batchgen job folder?")
     job = manifest.load(Path(state.manifest))
-    if job.job != job_dir.name:
+    job_folder, sharded = job_dir, None
+    if state.shard and shard.FOLDER.match(job_dir.name):
+        job_folder, sharded = job_dir.parent, shard.parse(state.shard)
+    if job.job != job_folder.name:
         raise UsageError(
-            f"{state.manifest} now names job {job.job!r}, not {job_dir.name!r}; run it with `run`"
+            f"{state.manifest} now names job {job.job!r}, not {job_folder.name!r}; run it with `run`"
         )
-    overrides = replace(options.overrides, output_dir=job_dir.parent)
-    return job, replace(options, overrides=overrides)
+    overrides = replace(options.overrides, output_dir=job_folder.parent)
+    return job, replace(options, overrides=overrides, shard=sharded)
+
+
+def price_table(job: manifest.Manifest, options: RunOptions) -> pricing.PriceTable:
+    """Command line over manifest over the shipped estimates."""
+    path = options.prices or job.prices
+    return pricing.PriceTable.load(path) if path else pricing.PriceTable.default()
 
 
 async def run_manifest(
@@ -90,21 +101,28 @@ async def run_manifest(
         log.warning("%s", warning)
     settings = config.resolve(job.api, job.limits, options.overrides, environ)
     folder = settings.output_dir / job.job
+    items = job.items
+    shard_label = None
+    if options.shard is not None:
+        k, n = options.shard
+        folder = folder / shard.folder(k, n)
+        items = tuple(item for item in job.items if shard.shard_of(item.id, n) == k)
+        shard_label = f"{k}/{n}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
-    prices = pricing.PriceTable.default()
+    prices = price_table(job, options)
     with JobLock(folder):
         store = JobStore(folder)
         store.prepare()
         state = journal.read(folder)
-        _check_budget(job, state.entries, options, prices, settings.reference_field)
+        _check_budget(job, items, state.entries, options, prices)
         book = journal.Journal(folder)
         book.open()
         caught = _Caught()
         try:
-            book.run_started(job.path, time.time())
+            book.run_started(job.path, time.time(), shard_label)
             async with _client(settings, options, client) as active:
                 limits = settings.limits
                 runner = Runner(
@@ -129,7 +147,7 @@ async def run_manifest(
                 )
                 planner = partial(plan_item, reference_field=settings.reference_field, prices=prices)
                 with _signals(runner, limits.grace_s, caught) if handle_signals else contextlib.nullcontext():
-                    run = await runner.run(job.items, planner)
+                    run = await runner.run(items, planner)
         finally:
             book.close()
         report = build_report(
@@ -140,6 +158,7 @@ async def run_manifest(
             interrupted=run.interrupted,
             started_at=run.started_at,
             finished_at=run.finished_at,
+            shard=shard_label,
         )
         store.write_json("report.json", report)
     return JobOutput(report, folder, caught.signum)
@@ -147,22 +166,18 @@ async def run_manifest(
 
 def _check_budget(
     job: manifest.Manifest,
+    items: Sequence[manifest.ItemSpec],
     done: Mapping[str, journal.Entry],
     options: RunOptions,
     prices: pricing.PriceTable,
-    reference_field: str,
 ) -> None:
     """Refuse to start a job whose estimate for what it will send is over --max-cost."""
     if options.max_cost is None:
         return
-    estimate = sum(
-        prices.cost(item.model, provider.size_class(item.size, item.image_size), item.n)
-        for item in job.items
-        if _would_send(done.get(item.id), options.mode)
-    )
-    if estimate > options.max_cost + 1e-9:
+    cost = estimate.total_cost((i for i in items if _would_send(done.get(i.id), options.mode)), prices)
+    if cost > options.max_cost + 1e-9:
         raise UsageError(
-            f"{job.path}: the items to send are estimated at ~{prices.currency} {estimate:,.2f},"
+            f"{job.path}: the items to send are estimated at ~{prices.currency} {cost:,.2f},"
             f" over --max-cost {options.max_cost:g}; nothing was sent"
         )
 

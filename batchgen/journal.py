@@ -73,8 +73,15 @@ class Journal:
             os.write(self._fd, line)
             os.fsync(self._fd)
 
-    def run_started(self, manifest: Path, started_at: float) -> None:
-        self.append({"type": "run", "manifest": str(manifest.resolve()), "started_at": started_at})
+    def run_started(self, manifest: Path, started_at: float, shard: str | None = None) -> None:
+        record: dict[str, Any] = {
+            "type": "run",
+            "manifest": str(manifest.resolve()),
+            "started_at": started_at,
+        }
+        if shard:
+            record["shard"] = shard
+        self.append(record)
 
 
 def entry_record(entry: Entry, finished_at: float) -> dict[str, Any]:
@@ -106,6 +113,7 @@ class JournalState:
     entries: dict[str, Entry]
     manifest: str | None  # the manifest of the latest run, as an absolute path
     damaged_lines: int
+    shard: str | None = None  # "K/N" when the latest run was a shard
 
 
 def read(folder: Path) -> JournalState:
@@ -120,6 +128,7 @@ def read(folder: Path) -> JournalState:
                     state.damaged_lines += 1
                 elif record.get("type") == "run":
                     state.manifest = str(record.get("manifest") or "") or state.manifest
+                    state.shard = record.get("shard")
                 elif record.get("type") == "item":
                     entry = _entry(record)
                     if entry is None:

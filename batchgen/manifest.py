@@ -26,7 +26,7 @@ from .generate import Where
 from .loader import read_yaml
 from .references import LocalReference, Reference, UrlReference
 
-TOP_KEYS = ("version", "job", "defaults", "limits", "api", "items", "generate")
+TOP_KEYS = ("version", "job", "defaults", "limits", "api", "prices", "items", "generate")
 ITEM_KEYS = (
     "id",
     "prompt",
@@ -78,6 +78,7 @@ class Manifest:
     limits: Limits
     api: ApiSettings
     warnings: tuple[Problem, ...]
+    prices: Path | None = None  # the manifest's own price table, if it names one
 
 
 def check_id(value: str) -> str | None:
@@ -130,6 +131,7 @@ class _Builder:
         limits = self.limits(self.mapping(data, "limits"))
         self.max_reference_bytes = limits.max_reference_bytes
         api = self.api(self.mapping(data, "api"))
+        prices = self.prices(data.get("prices"))
         defaults = self.fields(self.mapping(data, "defaults"), "defaults.", None, api.reference_field)
         items = self.items(data.get("items"), data.get("generate"), defaults, api.reference_field)
         if self.problems:
@@ -138,7 +140,15 @@ class _Builder:
             dataclasses.replace(p, message=p.message + (f" (and {n - 1} more)" if n > 1 else ""))
             for p, n in self.warnings.values()
         )
-        return Manifest(self.path, str(job), items, limits, api, warnings)
+        return Manifest(self.path, str(job), items, limits, api, warnings, prices)
+
+    def prices(self, value: Any) -> Path | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not (self.root / value).is_file():
+            self.error(f"must name a price table file next to the manifest; {value!r} is not one", "prices")
+            return None
+        return self.root / value
 
     def mapping(self, data: dict[str, Any], key: str) -> dict[str, Any]:
         value = data.get(key)

@@ -24,8 +24,9 @@ def build_report(
     outcomes: Sequence[ItemOutcome],
     aborted: str | None,
     started_at: float,
-    interrupted: str | None = None,
     finished_at: float,
+    interrupted: str | None = None,
+    shard: str | None = None,
 ) -> dict[str, Any]:
     counts = Counter(o.status for o in outcomes)
     failures = [o for o in outcomes if o.status is ItemStatus.FAILED and o.failure is not None]
@@ -68,6 +69,8 @@ def build_report(
         report["aborted_reason"] = aborted
     if interrupted:
         report["interrupted_by"] = interrupted
+    if shard:
+        report["shard"] = shard
     return report
 
 
@@ -107,3 +110,66 @@ def _clip(text: str, width: int = 80) -> str:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def merge_reports(reports: Sequence[dict[str, Any]], missing_shards: Sequence[str] = ()) -> dict[str, Any]:
+    """One report for a job run as several shards (or several partial runs).
+
+    An item in more than one report keeps its best status (succeeded, skipped,
+    failed, pending); counts are recomputed from the merged items; spend and
+    requests are summed; the time span runs from the first start to the last end.
+    """
+    rank = {"succeeded": 0, "skipped": 1, "failed": 2, "pending": 3}
+    items: dict[str, dict[str, Any]] = {}
+    failures: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        by_id = {f["id"]: f for f in report["failures"]}
+        for item in report["items"]:
+            held = items.get(item["id"])
+            if held is None or rank[item["status"]] <= rank[held["status"]]:
+                items[item["id"]] = item
+                if item["id"] in by_id:
+                    failures[item["id"]] = by_id[item["id"]]
+                else:
+                    failures.pop(item["id"], None)
+    merged_items = [items[k] for k in sorted(items)]
+    counts = Counter(item["status"] for item in merged_items)
+    started = min(r["started_at"] for r in reports)
+    finished = max(r["finished_at"] for r in reports)
+    aborted = [r["aborted_reason"] for r in reports if r.get("aborted_reason")]
+    if aborted:
+        status = JobStatus.ABORTED.value
+    elif missing_shards or any(item["status"] in ("failed", "pending") for item in merged_items):
+        status = JobStatus.PARTIAL.value
+    else:
+        status = JobStatus.COMPLETED.value
+    merged: dict[str, Any] = {
+        "job": reports[0]["job"],
+        "manifest": reports[0]["manifest"],
+        "status": status,
+        "started_at": started,
+        "finished_at": finished,
+        "duration_s": round((_parse_iso(finished) - _parse_iso(started)), 3),
+        "counts": {
+            "total": len(merged_items),
+            "succeeded": counts["succeeded"],
+            "failed": counts["failed"],
+            "skipped": counts["skipped"],
+            "pending": counts["pending"],
+        },
+        "requests_sent": sum(r["requests_sent"] for r in reports),
+        "unconfirmed_attempts": sum(r["unconfirmed_attempts"] for r in reports),
+        "estimated_cost": round(sum(r["estimated_cost"] for r in reports), 4),
+        "failures": [failures[k] for k in sorted(failures) if items[k]["status"] == "failed"],
+        "items": merged_items,
+        "merged_from": sorted({r.get("shard") or r["job"] for r in reports}),
+    }
+    if aborted:
+        merged["aborted_reason"] = "; ".join(aborted)
+    if missing_shards:
+        merged["missing_shards"] = list(missing_shards)
+    return merged
+
+
+def _parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

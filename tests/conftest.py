@@ -131,3 +131,14 @@ def assert_png_whole(path: Path) -> None:
     assert kinds[0] == b"IHDR"
     assert kinds[-1] == b"IEND", path
     zlib.decompress(idat)
+
+
+@pytest.fixture(autouse=True)
+def _restore_batchgen_logger() -> Iterator[None]:
+    """The CLI sets up the 'batchgen' logger for its process; a test must not leave that to the next."""
+    import logging
+
+    logger = logging.getLogger("batchgen")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved

@@ -175,12 +175,12 @@ def test_ids_without_a_template_id_are_stable_hashes(write_manifest: Callable[..
         (
             "sku,name,color\nA1,tote\n",
             block(),
-            "products.csv:2: generate[0] row 1, view=front: rows: has no value for column 'color'",
+            "products.csv:2: generate[0] row 1: rows: has no value for column 'color'",
         ),
         (
             "sku,name,color\nA1,tote,red\nB2,mug, \n",
             block(),
-            "products.csv:3: generate[0] row 2, view=front: rows: column 'color' is empty",
+            "products.csv:3: generate[0] row 2: rows: column 'color' is empty",
         ),
         (
             "sku,name,color\nA1,tote,red,extra\n",
@@ -240,6 +240,7 @@ def test_expansion_errors_name_the_block_and_the_csv_line(
     (jobs.parent / "outside.csv").write_text(CSV)
     found = problems(write_manifest, jobs, {"generate": [data]})
     assert any(p.startswith(expected) for p in found), found
+    assert sum(p.startswith(expected) for p in found) == 1  # once, not once per matrix combination
 
 
 def test_not_utf8_csv(write_manifest: Callable[..., Path], jobs: Path) -> None:

@@ -1,0 +1,30 @@
+"""Sharding: the K-th of N disjoint slices of a job, by a stable hash of each item id."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+FOLDER = re.compile(r"^shard-([1-9][0-9]*)-of-([1-9][0-9]*)$")
+
+
+def parse(text: str) -> tuple[int, int]:
+    """``"K/N"`` with 1 <= K <= N, or ValueError saying what is wanted."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text)
+    if not match:
+        raise ValueError(f"must be K/N, like 2/8, not {text!r}")
+    k, n = int(match.group(1)), int(match.group(2))
+    if n < 1 or not 1 <= k <= n:
+        hint = " (shards count from 1: a Kubernetes JOB_COMPLETION_INDEX i is shard i+1)" if k == 0 else ""
+        raise ValueError(f"must have 1 <= K <= N, not {text!r}{hint}")
+    return k, n
+
+
+def shard_of(item_id: str, count: int) -> int:
+    """Which of ``count`` shards (1-based) an item belongs to; the same on every machine."""
+    digest = hashlib.sha256(item_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count + 1
+
+
+def folder(k: int, n: int) -> str:
+    return f"shard-{k}-of-{n}"

@@ -1,0 +1,97 @@
+"""Every example under jobs/ works: manifests validate and run, and every batchgen
+command line in the deployment files parses and names manifests that exist."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from batchgen import jobs
+from batchgen.cli import _parser, main, manifest_paths
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "jobs" / "deploy"
+
+
+def test_every_manifest_in_jobs_validates() -> None:
+    manifests = jobs.load_all(manifest_paths([REPO / "jobs"]))
+    assert sorted(m.job for m in manifests) == ["catalog", "demo"]
+
+
+def test_the_catalog_example_runs_against_the_simulator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BATCHGEN_BASE_URL", raising=False)
+    assert main(["run", str(REPO / "jobs/catalog.yaml"), "--simulate", "--output", str(tmp_path), "-q"]) == 0
+    report = orjson.loads((tmp_path / "catalog/report.json").read_bytes())
+    assert report["counts"]["succeeded"] == 216
+    sidecar = orjson.loads((tmp_path / "catalog/images/mug-1002-detail-portrait.json").read_bytes())
+    assert sidecar["request"]["extra_fields"]["aspect_ratio"] == "4:5"
+    assert sidecar["request"]["extra_fields"]["image_urls"][0].startswith(
+        "file:catalog/refs/mug-1002.png sha256:"
+    )
+
+
+def _containers(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "containers":
+                yield from value
+            else:
+                yield from _containers(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _containers(value)
+
+
+def _shell_words(script: str) -> list[str]:
+    script = script.replace("$((JOB_COMPLETION_INDEX + 1))", "1").replace("${{ matrix.shard }}", "1")
+    script = re.split(r"\s(?:>>|2>&1|\|)", script)[0]
+    words = shlex.split(script)
+    return words[1:] if words[0] == "exec" else words
+
+
+def commands() -> Iterator[tuple[str, list[str]]]:
+    """(file, argv after the batchgen program) for every batchgen invocation in jobs/deploy."""
+    for path in sorted(DEPLOY.glob("kubernetes-*.yaml")):
+        for container in _containers(yaml.safe_load(path.read_text())):
+            argv = list(container.get("command", [])) + list(container.get("args", []))
+            yield path.name, _shell_words(argv[2]) if argv[:2] == ["sh", "-c"] else argv
+    workflow = yaml.safe_load((DEPLOY / "github-actions.yml").read_text())
+    for job in workflow["jobs"].values():
+        for step in job["steps"]:
+            if "batchgen" in step.get("run", ""):
+                yield "github-actions.yml", _shell_words(step["run"])
+    for line in (DEPLOY / "batchgen-nightly.service").read_text().splitlines():
+        if line.startswith("ExecStart="):
+            yield "batchgen-nightly.service", shlex.split(line.removeprefix("ExecStart="))
+    for line in (DEPLOY / "crontab").read_text().splitlines():
+        if line and not line.startswith("#"):
+            invocation = re.search(r"\S*batchgen (?:run|merge|retry|validate)\b.*", line)
+            assert invocation, line
+            yield "crontab", _shell_words(invocation.group(0))
+
+
+ALL = list(commands())
+
+
+def test_every_deployment_file_is_covered() -> None:
+    assert {name for name, _ in ALL} == {p.name for p in DEPLOY.iterdir()} - {"batchgen-nightly.timer"}
+    assert (DEPLOY / "batchgen-nightly.timer").read_text().count("OnCalendar=") == 1
+
+
+@pytest.mark.parametrize(("name", "argv"), ALL, ids=[f"{n}:{' '.join(a[:3])}" for n, a in ALL])
+def test_deployment_commands_parse_and_name_real_manifests(name: str, argv: list[str]) -> None:
+    program, *rest = argv
+    assert Path(program).name == "batchgen", name
+    args = _parser().parse_args(rest)  # exits (fails the test) on any unknown flag or bad value
+    if args.handler.__name__ == "_run":
+        local = [REPO / str(p).removeprefix("/work/") for p in args.manifests]
+        assert jobs.load_all(manifest_paths(local)), name
