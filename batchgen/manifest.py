@@ -276,7 +276,7 @@ class _Builder:
             extra_fields=MappingProxyType(merged["extra_fields"]),
             references=tuple(merged.get("references", ())),
         )
-        self.check_extra(spec, where.named(spec.id), ref_field)
+        self.check_extra(spec, where if where.id else where.named(spec.id), ref_field)
         return spec
 
     def fields(self, raw: dict[str, Any], prefix: str, item: Where | None, ref_field: str) -> dict[str, Any]:
