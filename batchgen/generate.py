@@ -46,7 +46,7 @@ class Where(NamedTuple):
     A NamedTuple, not a dataclass: a 100,000-item catalog makes one per item.
     """
 
-    index: int
+    position: int  # the item's index in the job
     id: str = ""
     label: str | None = None  # replaces "items[index]" in messages
     file: str | None = None  # replaces the manifest's name (a CSV file)

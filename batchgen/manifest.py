@@ -108,7 +108,7 @@ class _Builder:
         if where is None:
             return Problem(self.file, message, field=field)
         return Problem(
-            where.file or self.file, message, where.index, where.id or None, field, where.line, where.label
+            where.file or self.file, message, where.position, where.id or None, field, where.line, where.label
         )
 
     def error(self, message: str, field: str | None = None, item: Where | None = None) -> None:
@@ -231,10 +231,10 @@ class _Builder:
         index = len(raw)
         for number, block in enumerate(blocks or []):
             for made in generate.expand(block, number, self.root, self.file, self.error, index):
-                spec = self.item(made.where.index, made.item, defaults, ref_field, made.where)
+                spec = self.item(made.where.position, made.item, defaults, ref_field, made.where)
                 if spec is not None:
                     specs.append(spec)
-                index = made.where.index + 1
+                index = made.where.position + 1
         self.check_unique(specs)
         return tuple(specs)
 
