@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/batchgen run jobs/ --simulate --sim-latency-ms 300 --sim-fault-rate 0.1 --sim-seed 1
+	@echo "Open the gallery in a browser: $(CURDIR)/output/demo/report.html"
 
 lint: $(STAMP)
 	$(BIN)/ruff check batchgen tests

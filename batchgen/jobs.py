@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import config, estimate, journal, manifest, pricing, shard
+from . import config, estimate, gallery, journal, manifest, pricing, shard
 from .client import HttpImageClient, ImageClient
 from .errors import ManifestError, Problem, StoreError, UsageError
 from .guards import Guards
@@ -161,6 +161,7 @@ async def run_manifest(
             shard=shard_label,
         )
         store.write_json("report.json", report)
+        gallery.write(folder, report)
     return JobOutput(report, folder, caught.signum)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from . import journal, shard
+from . import gallery, journal, shard
 from .errors import StoreError, UsageError
 from .lock import JobLock
 from .report import merge_reports
@@ -73,6 +73,7 @@ def merge(paths: Sequence[Path], output: Path) -> tuple[dict[str, Any], Path]:
         lines += [orjson.dumps(journal.entry_record(e, 0)) for e in entries.values()]
         store.write_bytes(journal.JOURNAL, b"".join(line + b"\n" for line in lines))
         store.write_json("report.json", merged)
+        gallery.write(target, merged)
     return merged, target
 
 

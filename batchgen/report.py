@@ -101,6 +101,7 @@ def summary_lines(report: dict[str, Any], output: str) -> list[str]:
                 f"    {name:<17}{len(group):>5}  {retry}; e.g. {first['id']}: {_clip(first['message'])}{more}"
             )
     lines.append(f"  report: {output}/report.json")
+    lines.append(f"  gallery: {output}/report.html")
     return lines
 
 

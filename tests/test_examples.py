@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from batchgen import jobs
-from batchgen.cli import _parser, main, manifest_paths
+from batchgen.arguments import parser as _parser
+from batchgen.cli import main, manifest_paths
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "jobs" / "deploy"
@@ -92,6 +93,6 @@ def test_deployment_commands_parse_and_name_real_manifests(name: str, argv: list
     program, *rest = argv
     assert Path(program).name == "batchgen", name
     args = _parser().parse_args(rest)  # exits (fails the test) on any unknown flag or bad value
-    if args.handler.__name__ == "_run":
+    if args.command == "run":
         local = [REPO / str(p).removeprefix("/work/") for p in args.manifests]
         assert jobs.load_all(manifest_paths(local)), name

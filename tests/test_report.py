@@ -104,4 +104,4 @@ def test_summary_groups_failures_by_class_on_one_screen() -> None:
         for line in lines
     )
     assert any(line.split()[:2] == ["timeout", "1"] and "retryable" in line for line in lines)
-    assert lines[-1] == "  report: output/j/report.json"
+    assert lines[-2:] == ["  report: output/j/report.json", "  gallery: output/j/report.html"]

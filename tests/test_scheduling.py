@@ -59,7 +59,8 @@ class TestFolders:
         assert main(["run", str(jobs), "--base-url", sim.base_url, "--output", str(tmp_path / "out")]) == 0
         out = capsys.readouterr().out
         assert out.index("first: completed") < out.index("second: completed")
-        assert out.rstrip().endswith("2 jobs: first completed, second completed")
+        assert out.startswith("2 jobs: first completed, second completed\n")
+        assert out.rstrip().endswith("second/report.html")  # the last line points at a gallery to open
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["first", "second"]
         assert sim.stats.by_prompt == {"a": 1, "b": 1}
 

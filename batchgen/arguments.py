@@ -1,0 +1,204 @@
+"""The command line's words: subcommands, flags, and the checks on their values.
+
+``cli`` decides what each command does; this module only says what may be typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import __version__, config, shard
+from .simulator import ALL_FAULTS, TRANSIENT_FAULTS
+
+EXIT_HELP = """exit status:
+  0    every item succeeded or was already done
+  1    some items failed or never finished
+  2    invalid manifest or usage: nothing was sent
+  3    aborted: the API key was refused, a budget was reached, the service kept
+       failing, or another run holds the job folder
+  130  interrupted by Ctrl-C (SIGINT); 143 by SIGTERM
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="batchgen",
+        description="Turn YAML manifests into generated images, with a classified report of every failure.",
+    )
+    root.add_argument("--version", action="version", version=f"batchgen {__version__}")
+    commands = root.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="generate the images of one or more manifests",
+        description="Generate what the manifests still need: items already done with the same"
+        " request are skipped. All manifests are validated before any is sent.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "manifests",
+        nargs="+",
+        type=Path,
+        metavar="MANIFEST|DIR",
+        help="manifest files, or folders whose *.yaml/*.yml manifests run in name order (not recursive)",
+    )
+    run.add_argument("--output", type=Path, metavar="DIR", help="output folder (default ./output)")
+    run.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="K/N",
+        help="run the K-th of N disjoint slices (stable hash of the id)",
+    )
+    which = run.add_mutually_exclusive_group()
+    which.add_argument(
+        "--only-failed", action="store_true", help="send only pending items and retryable failures"
+    )
+    which.add_argument(
+        "--all-failed",
+        action="store_true",
+        help="like --only-failed, and resend refusals and invalid requests",
+    )
+    which.add_argument("--force", action="store_true", help="regenerate every item, done or not")
+    _sending_flags(run)
+    run.set_defaults(command="run")
+
+    retry = commands.add_parser(
+        "retry",
+        help="resend the failed and unfinished items of an output folder",
+        description="Resend the pending items and retryable failures of a job, from its output"
+        " folder; successes are never sent again.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    retry.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR")
+    retry.add_argument("--all-failed", action="store_true", help="also resend refusals and invalid requests")
+    _sending_flags(retry)
+    retry.set_defaults(command="retry")
+
+    validate = commands.add_parser("validate", help="check manifests and estimate cost; sends nothing")
+    validate.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST|DIR")
+    validate.add_argument("--prices", type=Path, metavar="FILE", help="price table for the estimate")
+    _logging_flags(validate)
+    validate.set_defaults(command="validate")
+
+    report_cmd = commands.add_parser(
+        "report", help="print a job's summary and rebuild its report.html from report.json"
+    )
+    report_cmd.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR")
+    _logging_flags(report_cmd)
+    report_cmd.set_defaults(command="report")
+
+    merge_cmd = commands.add_parser(
+        "merge",
+        help="merge the shard folders of a job into one job folder",
+        description="Merge shard folders (shard-K-of-N, or job folders holding them) into OUTPUT/<job>:"
+        " images, sidecars, journal and one report.json.",
+    )
+    merge_cmd.add_argument("folders", nargs="+", type=Path, metavar="OUTPUT_JOB_DIR")
+    merge_cmd.add_argument(
+        "--output", type=Path, default=Path("output"), metavar="DIR", help="default ./output"
+    )
+    _logging_flags(merge_cmd)
+    merge_cmd.set_defaults(command="merge")
+
+    simulator = commands.add_parser("simulator", help="run the built-in simulator alone, on 127.0.0.1")
+    simulator.add_argument(
+        "--port", type=int, default=8787, metavar="N", help="port to listen on (default 8787; 0 = any)"
+    )
+    _simulator_flags(simulator, prefix="")
+    _logging_flags(simulator)
+    simulator.set_defaults(command="simulator")
+    return root
+
+
+def _sending_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--simulate", action="store_true", help="send to the built-in simulator; no key needed"
+    )
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help=f"API base URL (env {config.BASE_URL_ENV}; default {config.DEFAULT_BASE_URL})",
+    )
+    parser.add_argument(
+        "--concurrency", type=_limit("concurrency"), metavar="N", help="requests in flight at once"
+    )
+    parser.add_argument(
+        "--rpm", type=_limit("requests_per_minute"), metavar="N", help="requests per minute for the whole job"
+    )
+    parser.add_argument(
+        "--max-attempts", type=_limit("max_attempts"), metavar="N", help="attempts per item, retries included"
+    )
+    parser.add_argument("--max-failures", type=_positive(int), metavar="N", help="stop after N failed items")
+    parser.add_argument(
+        "--max-cost", type=_positive(float), metavar="X", help="stop before the estimated spend passes X"
+    )
+    parser.add_argument(
+        "--prices", type=Path, metavar="FILE", help="price table for estimates and --max-cost"
+    )
+    _logging_flags(parser)
+    _simulator_flags(parser.add_argument_group("simulator (with --simulate)"), prefix="sim-")
+
+
+def _logging_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    group.add_argument("--verbose", "-v", action="count", default=0, help="more log lines (-vv: debug)")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line and per event, for log collectors",
+    )
+
+
+def _simulator_flags(parser: Any, prefix: str) -> None:
+    add = parser.add_argument
+    add(f"--{prefix}latency-ms", type=float, metavar="MS", help="delay before each answer")
+    add(f"--{prefix}fault-rate", type=float, metavar="F", help="share of requests that fail, 0 to 1")
+    add(
+        f"--{prefix}faults",
+        metavar="KINDS",
+        help=f"fault kinds to draw from, comma-separated (default {','.join(TRANSIENT_FAULTS)};"
+        f" all: {','.join(ALL_FAULTS)})",
+    )
+    add(f"--{prefix}seed", type=int, metavar="S", help="fault seed, for reproducible runs")
+    add(f"--{prefix}payload-kb", type=int, metavar="KB", help="pad each image to about this size")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    return parse
+
+
+def _limit(name: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            number = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+        value, error = config.check_limit(name, int(number) if number.is_integer() else number)
+        if error:
+            raise argparse.ArgumentTypeError(error)
+        return value
+
+    return parse

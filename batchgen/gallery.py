@@ -1,0 +1,184 @@
+"""report.html: a gallery of the job for people, one self-contained file that works from disk.
+
+Everything that came from a manifest or a response is escaped: text by
+``html.escape``, data for the script as JSON with ``<``, ``>`` and ``&``
+escaped, and the script writes it with ``textContent`` only. A Content
+Security Policy with a per-file nonce stops any script or inline handler
+that is not ours, and any network request, should escaping ever fail.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .store import JobStore
+
+log = logging.getLogger(__name__)
+
+REPORT_HTML = "report.html"
+
+
+@dataclass(frozen=True)
+class Card:
+    id: str
+    status: str
+    attempts: int
+    image: str | None = None  # relative to the job folder
+    files: tuple[str, ...] = ()
+    prompt: str = ""
+    shape: str = ""  # "2K · 4:5"
+    error_class: str | None = None
+    message: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def collect(folder: Path, report: dict[str, Any]) -> list[Card]:
+    """A card per item: the report's word on it, and the sidecar's record of what was sent."""
+    failures = {f["id"]: f for f in report["failures"]}
+    cards = []
+    for item in report["items"]:
+        sidecar = _sidecar(folder, item["id"]) if item["files"] else {}
+        request = sidecar.get("request", {}) if isinstance(sidecar, dict) else {}
+        failure = failures.get(item["id"], {})
+        extra = dict(request.get("extra_fields") or {})
+        params = {
+            "model": request.get("model"),
+            "size": request.get("size"),
+            "image_size": extra.pop("image_size", None),
+            "aspect_ratio": extra.pop("aspect_ratio", None),
+            "n": request.get("n"),
+            "response_format": request.get("response_format"),
+            **{f"extra_fields.{k}": v for k, v in extra.items()},
+            "created": sidecar.get("created") if isinstance(sidecar, dict) else None,
+            "latency_s": sidecar.get("latency_s") if isinstance(sidecar, dict) else None,
+            "http_status": failure.get("http_status"),
+        }
+        cards.append(
+            Card(
+                id=item["id"],
+                status=item["status"],
+                attempts=item["attempts"],
+                image=next((f for f in item["files"] if not f.endswith(".json")), None),
+                files=tuple(item["files"]),
+                prompt=str(request.get("prompt") or failure.get("prompt") or ""),
+                shape=" · ".join(
+                    str(v) for v in (params["image_size"] or params["size"], params["aspect_ratio"]) if v
+                ),
+                error_class=failure.get("class"),
+                message=failure.get("message"),
+                params={k: v for k, v in params.items() if v not in (None, "", [])},
+            )
+        )
+    return cards
+
+
+def _sidecar(folder: Path, item_id: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads((folder / "images" / f"{item_id}.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write(folder: Path, report: dict[str, Any]) -> Path:
+    """Render the gallery of the job in ``folder`` next to its report.json."""
+    JobStore(folder).write_bytes(REPORT_HTML, render(report, collect(folder, report)).encode())
+    return folder / REPORT_HTML
+
+
+def render(report: dict[str, Any], cards: list[Card]) -> str:
+    """The page: pure, from the report and the cards."""
+    nonce = secrets.token_urlsafe(16)
+    e = html.escape
+    counts = report["counts"]
+    facts = [
+        ("status", report["status"]),
+        ("items", counts["total"]),
+        ("succeeded", counts["succeeded"]),
+        ("failed", counts["failed"]),
+        ("skipped", counts["skipped"]),
+        ("pending", counts["pending"]),
+        ("duration", f"{report['duration_s']:.1f} s"),
+        ("requests sent", report["requests_sent"]),
+        ("unconfirmed attempts", report["unconfirmed_attempts"]),
+        ("estimated cost", f"${report['estimated_cost']:.2f}"),
+    ]
+    header = "".join(f'<div class="fact"><span>{e(k)}</span><b>{e(str(v))}</b></div>' for k, v in facts)
+    stopped = report.get("aborted_reason") or report.get("interrupted_by")
+    notice = f'<p class="notice">Stopped: {e(str(stopped))}</p>' if stopped else ""
+    classes = sorted({c.error_class for c in cards if c.error_class})
+    status_buttons = "".join(
+        f'<button type="button" data-status="{s}"{" aria-pressed=true" if s == "all" else ""}>'
+        f"{s} <small>{len(cards) if s == 'all' else counts.get(s, 0)}</small></button>"
+        for s in ("all", "succeeded", "failed", "skipped", "pending")
+    )
+    class_options = "".join(f'<option value="{e(c)}">{e(c)}</option>' for c in classes)
+    grid = "\n".join(_card(c) for c in cards)
+    payload = {
+        c.id: {"prompt": c.prompt, "params": c.params, "files": c.files, "message": c.message} for c in cards
+    }
+    data = (
+        orjson.dumps(payload).decode().replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    )
+    template = resources.files("batchgen").joinpath("gallery.html").read_text(encoding="utf-8")
+    return (
+        template.replace("{{nonce}}", nonce)
+        .replace("{{title}}", e(f"{report['job']} · {report['status']}"))
+        .replace("{{job}}", e(report["job"]))
+        .replace("{{meta}}", e(f"{report['manifest']} · {report['started_at']} → {report['finished_at']}"))
+        .replace("{{facts}}", header + notice)
+        .replace("{{status_buttons}}", status_buttons)
+        .replace("{{class_options}}", class_options)
+        .replace("{{failures}}", _failures(cards))
+        .replace("{{grid}}", grid)
+        .replace("{{data}}", data)
+    )
+
+
+def _card(c: Card) -> str:
+    e = html.escape
+    search = e(f"{c.id} {c.prompt}".lower())
+    if c.image:
+        picture = f'<img loading="lazy" decoding="async" src="{e(c.image)}" alt="{e(c.id)}">'
+    else:
+        picture = f'<div class="empty">{e(c.error_class or c.status)}</div>'
+    badge = f'<span class="badge {e(c.status)}">{e(c.error_class or c.status)}</span>'
+    return (
+        f'<figure class="card" tabindex="0" data-id="{e(c.id)}" data-status="{e(c.status)}"'
+        f' data-class="{e(c.error_class or "")}" data-search="{search}">'
+        f"{picture}<figcaption><b>{e(c.id)}</b>{badge}"
+        f"<small>{e(c.shape or '—')} · {c.attempts} attempt{'s' if c.attempts != 1 else ''}</small>"
+        "</figcaption></figure>"
+    )
+
+
+def _failures(cards: list[Card]) -> str:
+    e = html.escape
+    groups: dict[str, list[Card]] = defaultdict(list)
+    for c in cards:
+        if c.status == "failed" and c.error_class:
+            groups[c.error_class].append(c)
+    if not groups:
+        return ""
+    sections = []
+    for name, group in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        rows = "".join(
+            f"<tr><td>{e(c.id)}</td><td>{e(c.message or '')}</td>"
+            f"<td>{c.attempts}</td><td>{e(c.prompt)}</td></tr>"
+            for c in group
+        )
+        sections.append(
+            f'<details class="failure-group" data-class="{e(name)}" open><summary>{e(name)}'
+            f" <small>{len(group)}</small></summary><table><thead><tr><th>id</th><th>message</th>"
+            f"<th>attempts</th><th>prompt</th></tr></thead><tbody>{rows}</tbody></table></details>"
+        )
+    return '<section id="failures"><h2>Failures by class</h2>' + "".join(sections) + "</section>"
