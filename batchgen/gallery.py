@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -129,19 +130,25 @@ def render(report: dict[str, Any], cards: list[Card]) -> str:
     data = (
         orjson.dumps(payload).decode().replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     )
+    slots = {
+        "nonce": nonce,
+        "title": e(f"{report['job']} · {report['status']}"),
+        "job": e(report["job"]),
+        "meta": e(f"{report['manifest']} · {report['started_at']} → {report['finished_at']}"),
+        "facts": header + notice,
+        "status_buttons": status_buttons,
+        "class_options": class_options,
+        "failures": _failures(cards),
+        "grid": grid,
+        "data": data,
+    }
     template = resources.files("batchgen").joinpath("gallery.html").read_text(encoding="utf-8")
-    return (
-        template.replace("{{nonce}}", nonce)
-        .replace("{{title}}", e(f"{report['job']} · {report['status']}"))
-        .replace("{{job}}", e(report["job"]))
-        .replace("{{meta}}", e(f"{report['manifest']} · {report['started_at']} → {report['finished_at']}"))
-        .replace("{{facts}}", header + notice)
-        .replace("{{status_buttons}}", status_buttons)
-        .replace("{{class_options}}", class_options)
-        .replace("{{failures}}", _failures(cards))
-        .replace("{{grid}}", grid)
-        .replace("{{data}}", data)
-    )
+    # One pass over the template: text already put into a slot is never scanned for slots again
+    # (a prompt saying "{{data}}" must stay those eight characters).
+    return _SLOT.sub(lambda m: slots[m.group(1)], template)
+
+
+_SLOT = re.compile(r"\{\{(\w+)\}\}")
 
 
 def _card(c: Card) -> str:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,12 +135,18 @@ def assert_png_whole(path: Path) -> None:
     zlib.decompress(idat)
 
 
-@pytest.fixture(autouse=True)
-def _restore_batchgen_logger() -> Iterator[None]:
-    """The CLI sets up the 'batchgen' logger for its process; a test must not leave that to the next."""
-    import logging
-
+@contextlib.contextmanager
+def batchgen_logger_kept() -> Iterator[None]:
+    """The CLI sets up the 'batchgen' logger for its process; tests must not leave that to the next."""
     logger = logging.getLogger("batchgen")
     saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
+@pytest.fixture(autouse=True)
+def _restore_batchgen_logger() -> Iterator[None]:
+    with batchgen_logger_kept():
+        yield
