@@ -102,6 +102,9 @@ class _Builder:
         self.warnings: dict[str, tuple[Problem, int]] = {}
         self.inspected: dict[Path, str | None] = {}
         self.locations: dict[int, Where] = {}
+        self.extras: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+        self.ref_tuples: dict[tuple[Reference, ...], tuple[Reference, ...]] = {}
+        self.local_refs: dict[Path, LocalReference] = {}
         self.max_reference_bytes = Limits().max_reference_bytes
 
     def problem(self, message: str, field: str | None, where: Where | None) -> Problem:
@@ -273,11 +276,27 @@ class _Builder:
             size=merged.get("size", provider.DEFAULT_SIZE),
             n=merged.get("n", 1),
             response_format=merged.get("response_format", "b64_json"),
-            extra_fields=MappingProxyType(merged["extra_fields"]),
-            references=tuple(merged.get("references", ())),
+            extra_fields=self.shared(merged["extra_fields"]),
+            references=self.shared_refs(merged.get("references", ())),
         )
         self.check_extra(spec, where if where.id else where.named(spec.id), ref_field)
         return spec
+
+    def shared(self, extra: dict[str, Any]) -> Mapping[str, Any]:
+        """One read-only mapping for every item with the same extra fields (a catalog's are few)."""
+        try:
+            key = tuple(extra.items())
+            hash(key)
+        except TypeError:  # a nested value: this item keeps its own
+            return MappingProxyType(extra)
+        found = self.extras.get(key)
+        if found is None:
+            found = self.extras[key] = MappingProxyType(extra)
+        return found
+
+    def shared_refs(self, refs: Any) -> tuple[Reference, ...]:
+        key = tuple(refs)
+        return self.ref_tuples.setdefault(key, key)
 
     def fields(self, raw: dict[str, Any], prefix: str, item: Where | None, ref_field: str) -> dict[str, Any]:
         """Check one level (defaults or an item) and normalise what it sets.
@@ -355,7 +374,9 @@ class _Builder:
                     self.error(f"{entry}: {problem}", where, item)
                     ok = False
                 else:
-                    refs.append(LocalReference(path.resolve(), entry))
+                    if path not in self.local_refs:
+                        self.local_refs[path] = LocalReference(path.resolve(), entry)
+                    refs.append(self.local_refs[path])
         return refs if ok else None
 
     def check_extra(self, spec: ItemSpec, where: Where, ref_field: str) -> None:

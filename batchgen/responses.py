@@ -136,10 +136,68 @@ class ParsedSuccess:
     created: int | None
 
 
+_B64_KEY = b'"b64_json"'
+_COLON_QUOTE = re.compile(rb'\s*:\s*"')
+
+
+def parse_success_fast(raw: bytes) -> ParsedSuccess | None:
+    """The common answer without running megabytes of base64 through a JSON parser, or None.
+
+    Each ``"b64_json": "..."`` value is found in the raw bytes (base64 holds no quote,
+    so the next quote ends it), the small rest is parsed as JSON with those values
+    emptied, and the values are decoded straight from the bytes. About 0.5 ms for a
+    3 MB image where a full parse costs 5 to 20. None means "not sure": an escaped
+    character in a value, a cut-off body, values outside ``data``; then
+    ``parse_success`` decides.
+    """
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    while (key := raw.find(_B64_KEY, pos)) != -1:
+        opening = _COLON_QUOTE.match(raw, key + len(_B64_KEY))
+        if opening is None:
+            return None
+        start = opening.end()
+        end = raw.find(b'"', start)
+        if end == -1 or raw.find(b"\\", start, end) != -1:
+            return None
+        spans.append((start, end))
+        pos = end + 1
+    if not spans:
+        return None
+    pieces, last = [], 0
+    for start, end in spans:
+        pieces.append(raw[last:start])
+        last = end
+    pieces.append(raw[last:])
+    try:
+        data = orjson.loads(b"".join(pieces))
+    except orjson.JSONDecodeError:
+        return None
+    entries = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or "error" in data:
+        return None
+    with_b64 = [k for k, e in enumerate(entries) if isinstance(e, dict) and e.get("b64_json") == ""]
+    if len(with_b64) != len(spans) or not all(isinstance(e, dict) for e in entries):
+        return None  # a b64_json key somewhere else: let the full parser judge
+    view = memoryview(raw)
+    images: list[GeneratedImage] = []
+    urls: list[str] = []
+    spans_by_entry = dict(zip(with_b64, spans, strict=True))
+    for k, entry in enumerate(entries):
+        if k in spans_by_entry:
+            start, end = spans_by_entry[k]
+            images.append(GeneratedImage(*_decode(view[start:end], k)))
+        elif isinstance(entry.get("url"), str) and entry["url"]:
+            urls.append(entry["url"])
+    created = data.get("created")
+    return ParsedSuccess(tuple(images), tuple(urls), created if isinstance(created, int) else None)
+
+
 def parse_success(raw: bytes) -> ParsedSuccess:
     """A 200 body: decoded images and image urls, or RequestError.
 
-    CPU-heavy for large images (JSON of megabytes, base64); the client runs it off the event loop.
+    The full parse, for whatever ``parse_success_fast`` is not sure of: CPU-heavy for
+    large images, so the client runs it off the event loop.
     """
     try:
         data = orjson.loads(raw)
@@ -178,9 +236,12 @@ def parse_success(raw: bytes) -> ParsedSuccess:
     return ParsedSuccess(tuple(images), tuple(urls), created if isinstance(created, int) else None)
 
 
-def _decode(b64: str, k: int) -> tuple[bytes, ImageFormat]:
-    if b64.startswith("data:"):
+def _decode(b64: str | memoryview, k: int) -> tuple[bytes, ImageFormat]:
+    if isinstance(b64, str) and b64.startswith("data:"):
         b64 = b64.partition(",")[2]
+    elif isinstance(b64, memoryview) and bytes(b64[:5]) == b"data:":
+        comma = bytes(b64[:256]).find(b",")
+        b64 = b64[comma + 1 :]
     try:
         data = pybase64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError):

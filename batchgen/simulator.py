@@ -88,6 +88,7 @@ class SimulatorStats:
     by_prompt: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     downloads: int = 0
+    arrivals: list[float] = field(default_factory=list)  # monotonic seconds, for rate-limit checks
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +121,7 @@ class Simulator:
         app.router.add_post("/v1/images/generations", self._generate)
         app.router.add_get("/files/{token}", self._file)
         app.router.add_get("/_sim/stats", self._stats)
+        app.router.add_get("/_sim/arrivals", self._arrivals)
         return app
 
     async def __aenter__(self) -> Simulator:
@@ -143,6 +145,9 @@ class Simulator:
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.as_dict())
 
+    async def _arrivals(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats.arrivals)
+
     async def _file(self, request: web.Request) -> web.Response:
         data = self._files.get(request.match_info["token"])
         if data is None:
@@ -161,6 +166,7 @@ class Simulator:
             return _error(400, "request body must be a JSON object", "invalid_request_error")
         prompt = body.get("prompt")
         self.stats.requests += 1
+        self.stats.arrivals.append(time.monotonic())
         attempt = self.stats.by_key[key] = self.stats.by_key[key] + 1
         if isinstance(prompt, str):
             self.stats.by_prompt[prompt] += 1

@@ -12,10 +12,10 @@ import contextlib
 import hashlib
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -39,6 +39,7 @@ class JobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._real_root = root.resolve()
+        self._folders: dict[Path, bool] = {}
 
     def prepare(self) -> None:
         """Create the folders and remove temp files a crashed run left behind."""
@@ -47,19 +48,37 @@ class JobStore:
         except OSError as exc:
             raise StoreError(f"cannot create {self.root / 'images'}: {exc.strerror}") from exc
         self._real_root = self.root.resolve()
+        self._folders.clear()
         for folder in (self.root, self.root / "images"):
             for stale in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
 
     def path(self, relative: str) -> Path:
-        """The absolute path of ``relative``, refused if it would leave the job folder."""
+        """The path of ``relative``, refused if it would leave the job folder.
+
+        Lexically (no absolute path, no ``..``), and by where its folder really is; folders
+        are resolved once each, since a catalog writes thousands of files into one.
+        Renames and unlinks act on a symlink itself, never on what it points to.
+        """
+        parts = PurePosixPath(relative).parts
+        if not parts or os.path.isabs(relative) or ".." in parts or "\0" in relative:
+            raise StoreError(f"refusing to write {relative!r}: outside the job folder {self.root}")
         target = self.root / relative
-        if os.path.isabs(relative) or not target.resolve().is_relative_to(self._real_root):
+        inside = self._folders.get(target.parent)
+        if inside is None:
+            inside = self._folders[target.parent] = target.parent.resolve().is_relative_to(self._real_root)
+        if not inside:
             raise StoreError(f"refusing to write {relative!r}: outside the job folder {self.root}")
         return target
 
     def write_bytes(self, relative: str, data: bytes) -> None:
+        with self.open_atomic(relative) as f:
+            f.write(data)
+
+    @contextlib.contextmanager
+    def open_atomic(self, relative: str) -> Iterator[BinaryIO]:
+        """A file to write, which appears under its name whole when the block ends, or never."""
         target = self.path(relative)
         # Not tempfile.mkstemp: its files are 0600, and images are meant to be shared.
         temp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
@@ -69,7 +88,7 @@ class JobStore:
             raise StoreError(f"cannot write in {target.parent}: {exc.strerror}") from exc
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                yield f
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temp, target)

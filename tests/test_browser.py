@@ -158,3 +158,18 @@ def test_filters_and_search_work_in_the_browser(
     dom = dump(gallery, tmp_path, fragment)
     assert [c["data-id"] for c in dom.cards(visible=True)] == visible
     assert shown in dom.text
+
+
+def test_a_view_link_opens_the_viewer_with_prompt_and_parameters(gallery: Path, tmp_path: Path) -> None:
+    dom = dump(gallery, tmp_path, "#view=ok-2")
+    dialog = next(a for t, a in dom.elements if t == "dialog")
+    assert "open" in dialog
+    assert dialog.get("data-id") == "ok-2"
+    text = "".join(dom.text)
+    assert INJECTED["script"] in text  # the prompt, as text
+    assert "aspect_ratio4:5" in text  # a parameter row: name, value
+    assert "images/ok-2.png" in text
+    assert (
+        next(a for t, a in dom.elements if t == "img" and a.get("id") == "viewer-image")["src"]
+        == "images/ok-2.png"
+    )

@@ -1,0 +1,149 @@
+"""One benchmark contender, run in a child process of its own: ``python contenders.py NAME JSON``.
+
+Prints one JSON line: items, seconds, items/s, and (batchgen only) event-loop lag samples.
+The parent reads the child's peak RSS from the OS when it exits.
+
+- batchgen: the library, as the CLI runs it (plan, retries, journal, atomic writes, report).
+- bare: one aiohttp session, a semaphore, stdlib json.loads and base64.b64decode, write the file.
+- openai: the loop a user writes with the official SDK: AsyncOpenAI().images.generate, a semaphore,
+  base64-decode, write the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+
+class Heartbeat:
+    """How late a 5 ms timer fires: the event loop's lag while the work runs."""
+
+    def __init__(self, every: float = 0.005) -> None:
+        self.every = every
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.every
+            await asyncio.sleep(self.every)
+            self.lags.append(max(0.0, loop.time() - due))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._beat())
+
+    def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+
+
+async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
+    import yaml
+
+    from batchgen import config, jobs, manifest
+
+    folder = out / "jobs"
+    folder.mkdir()
+    items = [{"id": f"item-{k:06d}", "prompt": f"product {k}"} for k in range(cfg["items"])]
+    limits = {"concurrency": cfg["concurrency"], "timeout_s": 600, "max_consecutive_failures": 100_000}
+    if cfg.get("rpm"):
+        limits["requests_per_minute"] = cfg["rpm"]
+    path = folder / "bench.yaml"
+    path.write_text(
+        yaml.safe_dump({"job": "bench", "defaults": {"size": "2K"}, "limits": limits, "items": items})
+    )
+    job = manifest.load(path)
+    options = jobs.RunOptions(overrides=config.Overrides(base_url=cfg["base_url"], output_dir=out / "output"))
+    beat = Heartbeat()
+    beat.start()
+    started = time.perf_counter()
+    result = await jobs.run_manifest(job, options, {"BATCHGEN_API_KEY": "bench"})
+    seconds = time.perf_counter() - started
+    beat.stop()
+    done = result.report["counts"]["succeeded"]
+    return {"items": done, "seconds": seconds, "lags": beat.lags}
+
+
+async def run_bare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
+    import aiohttp
+
+    url = cfg["base_url"] + "/images/generations"
+    sem = asyncio.Semaphore(cfg["concurrency"])
+    done = 0
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(k: int) -> None:
+            nonlocal done
+            async with sem:
+                body = {
+                    "model": "nano-banana-2",
+                    "prompt": f"product {k}",
+                    "size": "2K",
+                    "n": 1,
+                    "response_format": "b64_json",
+                }
+                async with session.post(url, json=body, headers={"Authorization": "Bearer bench"}) as resp:
+                    data = json.loads(await resp.read())
+                image = base64.b64decode(data["data"][0]["b64_json"])
+                (out / f"{k}.png").write_bytes(image)
+                done += 1
+
+        return await _timed(cfg, one, lambda: done)
+
+
+async def run_openai(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=cfg["base_url"], api_key="bench", max_retries=0, timeout=600)
+    sem = asyncio.Semaphore(cfg["concurrency"])
+    done = 0
+
+    async def one(k: int) -> None:
+        nonlocal done
+        async with sem:
+            result = await client.images.generate(
+                model="nano-banana-2",
+                prompt=f"product {k}",
+                size="2K",
+                response_format="b64_json",  # type: ignore[arg-type]
+            )
+            image = base64.b64decode(result.data[0].b64_json or "")  # type: ignore[index]
+            (out / f"{k}.png").write_bytes(image)
+            done += 1
+
+    try:
+        return await _timed(cfg, one, lambda: done)
+    finally:
+        await client.close()
+
+
+async def _timed(
+    cfg: dict[str, Any], one: Callable[[int], Awaitable[None]], done: Callable[[], int]
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    await asyncio.gather(*(one(k) for k in range(cfg["items"])))
+    return {"items": done(), "seconds": time.perf_counter() - started, "lags": []}
+
+
+CONTENDERS = {"batchgen": run_batchgen, "bare": run_bare, "openai": run_openai}
+
+
+def main() -> None:
+    name, cfg = sys.argv[1], json.loads(sys.argv[2])
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        result = asyncio.run(CONTENDERS[name](cfg, Path(tmp)))
+    result["items_per_s"] = result["items"] / result["seconds"]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
