@@ -14,6 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(VENV)/.bench-stamp: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+# A benchmark, not a test: ratios against baselines measured in the same run (tests/bench/bench.py).
+bench: $(VENV)/.bench-stamp
+	$(BIN)/python tests/bench/bench.py $(BENCH_ARGS)
+
 demo: $(STAMP)
 	$(BIN)/batchgen run jobs/ --simulate --sim-latency-ms 300 --sim-fault-rate 0.1 --sim-seed 1
 	@echo "Open the gallery in a browser: $(CURDIR)/output/demo/report.html"

@@ -8,6 +8,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,8 @@ from .simulator import Simulator, SimulatorConfig
 from .store import JobStore
 
 log = logging.getLogger(__name__)
+
+IO_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,9 @@ async def run_manifest(
         book = journal.Journal(folder)
         book.open()
         caught = _Caught()
+        # Threads that mostly wait on the disk (fsync): more of them than cores, so a burst of
+        # finished images is written together rather than queued behind one another.
+        io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="batchgen-io")
         try:
             book.run_started(job.path, time.time(), shard_label)
             async with _client(settings, options, client) as active:
@@ -138,6 +144,7 @@ async def run_manifest(
                     previous=state.entries,
                     mode=options.mode,
                     requests_per_minute=limits.requests_per_minute,
+                    io=io,
                     guards=Guards(
                         max_consecutive_failures=limits.max_consecutive_failures,
                         pause_s=limits.retry_cap_s,
@@ -149,7 +156,9 @@ async def run_manifest(
                 with _signals(runner, limits.grace_s, caught) if handle_signals else contextlib.nullcontext():
                     run = await runner.run(items, planner)
         finally:
+            io.shutdown(wait=True)
             book.close()
+            store.sync()
         report = build_report(
             job=job.job,
             manifest=str(job.path),

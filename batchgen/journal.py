@@ -71,7 +71,9 @@ class Journal:
         line = orjson.dumps(record) + b"\n"
         with self._lock:
             os.write(self._fd, line)
-            os.fsync(self._fd)
+        # Outside the lock: threads that append together wait on one journal commit,
+        # instead of queueing one fsync each.
+        os.fsync(self._fd)
 
     def run_started(self, manifest: Path, started_at: float, shard: str | None = None) -> None:
         record: dict[str, Any] = {

@@ -13,8 +13,10 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from tenacity import RetryCallState
 
@@ -44,6 +46,7 @@ from .store import JobStore, StoredFile
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -84,6 +87,7 @@ class Runner:
     mode: Mode = Mode.RUN
     guards: Guards = field(default_factory=Guards)
     requests_per_minute: float | None = None
+    io: Executor | None = None  # threads for blocking file work (None: the loop's default)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     aborted: str | None = None
     interrupted: str | None = None
@@ -147,9 +151,7 @@ class Runner:
 
     async def process(self, request: PlannedRequest, counts: _Counts) -> ItemOutcome:
         try:
-            loaded = (
-                await asyncio.to_thread(_load_all, self.references, request) if request.references else []
-            )
+            loaded = await self._blocking(_load_all, self.references, request) if request.references else []
             request_fingerprint = fingerprint(request, [r.digest for r in loaded])
             entry = self.previous.get(request.id)
             action = decide(entry, request_fingerprint, files_intact(self.store.root, entry), self.mode)
@@ -178,7 +180,7 @@ class Runner:
             key = idempotency_key(self.job, request.id, request_fingerprint)
             generation = await self._attempts(request, body, key, counts)
             produced = True  # billed, whatever happens to the bytes now
-            stored = await asyncio.to_thread(
+            stored = await self._blocking(
                 self._save, request, generation, loaded, counts, self.clock() - started
             )
         except RequestError as exc:
@@ -328,9 +330,13 @@ class Runner:
             counts.unconfirmed += 1
         return _outcome(request, ItemStatus.PENDING, counts)
 
+    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Reading references, writing files, appending to the journal: in the I/O threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.io, partial(fn, *args))
+
     async def _journal(self, entry: Entry) -> None:
         if self.journal is not None:
-            await asyncio.to_thread(self.journal.append, entry_record(entry, time.time()))
+            await self._blocking(self.journal.append, entry_record(entry, time.time()))
 
 
 def _outcome(request: PlannedRequest, status: ItemStatus, counts: _Counts, **rest: Any) -> ItemOutcome:

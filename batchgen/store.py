@@ -40,6 +40,7 @@ class JobStore:
         self.root = root
         self._real_root = root.resolve()
         self._folders: dict[Path, bool] = {}
+        self._existing: set[str] = set()  # image files there before this run (relative paths)
 
     def prepare(self) -> None:
         """Create the folders and remove temp files a crashed run left behind."""
@@ -53,6 +54,7 @@ class JobStore:
             for stale in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
+        self._existing = {f"images/{name}" for name in os.listdir(self.root / "images")}
 
     def path(self, relative: str) -> Path:
         """The path of ``relative``, refused if it would leave the job folder.
@@ -98,7 +100,9 @@ class JobStore:
             if isinstance(exc, OSError):
                 raise StoreError(f"cannot write {target}: {exc.strerror}") from exc
             raise
-        _fsync_dir(target.parent)
+        # No directory fsync per file (one per folder in sync()): a rename lost to a power cut
+        # leaves the old file or none, and the next run's journal-against-files check sends that
+        # item again. The file's own data is fsync'd above, so what appears is always whole.
 
     def write_json(self, relative: str, data: Any) -> None:
         self.write_bytes(relative, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
@@ -112,6 +116,7 @@ class JobStore:
             relative = f"{stem}.{image.format.ext}"
             self.write_bytes(relative, image.data)
             self._remove_other_formats(stem, image.format.ext)
+            self._existing.add(relative)
             stored.append(
                 StoredFile(
                     relative,
@@ -124,10 +129,17 @@ class JobStore:
 
     def _remove_other_formats(self, stem: str, keep: str) -> None:
         # A regenerated image may come back as JPEG where it was PNG; the old one must not linger.
+        # Only files there when the job started can be such leftovers: no failing unlink per image.
         for ext in _IMAGE_EXTS:
-            if ext != keep:
+            name = f"{stem}.{ext}"
+            if ext != keep and name in self._existing:
                 with contextlib.suppress(FileNotFoundError):
-                    self.path(f"{stem}.{ext}").unlink()
+                    self.path(name).unlink()
+
+    def sync(self) -> None:
+        """Make the renames of this run durable: once per job, not once per file."""
+        for folder in (self.root / "images", self.root):
+            _fsync_dir(folder)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,0 +1,333 @@
+"""make bench: batchgen against a bare aiohttp loop and the openai SDK loop, on the built-in simulator.
+
+The simulator runs in a process of its own (its CPU is not charged to the client); each contender
+runs in a fresh child process, in alternating order, and its peak RSS is read from the OS. Medians
+of the repetitions are compared as ratios against the baselines measured in the same run, and each
+bar of SPEC §7 is printed with PASS or FAIL. Not a test: nothing in the suite depends on timing.
+
+    python tests/bench/bench.py            # the full run, under 3 minutes on 2 cores
+    python tests/bench/bench.py --quick    # a smaller run, under 30 seconds
+    python tests/bench/bench.py --scaling  # throughput by concurrency and image size (for the README)
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+IMAGE_KB = 3072  # ~3 MB images, ~4 MB of base64 per response
+
+
+@contextmanager
+def simulator(*args: str) -> Iterator[str]:
+    """The built-in simulator in its own process; yields its base URL."""
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "batchgen", "simulator", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.split("listening on ", 1)[1].split()[0]
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def contender(name: str, **cfg: Any) -> dict[str, Any]:
+    """Run one contender in a child process; its result plus its own peak RSS (MB)."""
+    proc = subprocess.Popen(
+        [PYTHON, str(HERE / "contenders.py"), name, json.dumps(cfg)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: contender {name} failed (exit {proc.returncode})")
+    result: dict[str, Any] = json.loads(out)
+    result["rss_mb"] = usage.ru_maxrss / 1024
+    return result
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+@dataclass
+class Bar:
+    name: str
+    measured: str
+    target: str
+    ok: bool
+
+
+@dataclass
+class Results:
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+    bars: list[Bar] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def throughput(res: Results, items: int, reps: int) -> None:
+    """Zero latency, ~3 MB images, concurrency 32: items/s and peak RSS of each contender."""
+    runs: dict[str, list[dict[str, Any]]] = {"batchgen": [], "bare": [], "openai": []}
+    with simulator("--payload-kb", str(IMAGE_KB)) as url:
+        contender("bare", base_url=url, items=8, concurrency=8)  # warm the simulator's image cache
+        order = list(runs)
+        for rep in range(reps):
+            for name in order[rep % 3 :] + order[: rep % 3]:  # alternate who goes first
+                runs[name].append(contender(name, base_url=url, items=items, concurrency=32))
+    med = {n: statistics.median(r["items_per_s"] for r in rs) for n, rs in runs.items()}
+    rss = {n: statistics.median(r["rss_mb"] for r in rs) for n, rs in runs.items()}
+    secs = {n: statistics.median(r["seconds"] for r in rs) for n, rs in runs.items()}
+    lags = [lag for r in runs["batchgen"] for lag in r["lags"]]
+    for name in runs:
+        res.rows.append(
+            (
+                "throughput, C=32, 0 ms, 3 MB",
+                name,
+                f"{med[name]:.1f}",
+                f"{secs[name]:.2f}",
+                f"{rss[name]:.0f}",
+            )
+        )
+    res.raw["throughput"] = {"items_per_s": med, "rss_mb": rss, "seconds": secs, "reps": reps, "items": items}
+    res.bars.append(
+        Bar(
+            "throughput vs bare aiohttp loop",
+            f"{med['batchgen'] / med['bare']:.2f}x",
+            ">= 2x",
+            med["batchgen"] >= 2 * med["bare"],
+        )
+    )
+    res.bars.append(
+        Bar(
+            "throughput vs openai SDK loop",
+            f"{med['batchgen'] / med['openai']:.2f}x",
+            ">= 3x",
+            med["batchgen"] >= 3 * med["openai"],
+        )
+    )
+    res.bars.append(
+        Bar(
+            "peak RSS vs bare loop (C=32)",
+            f"{rss['batchgen'] / rss['bare']:.2f}x",
+            "<= 1.2x",
+            rss["batchgen"] <= 1.2 * rss["bare"],
+        )
+    )
+    res.raw["throughput"]["lag_ms"] = {"p50": percentile(lags, 50) * 1000, "p99": percentile(lags, 99) * 1000}
+
+
+def latency_bound(res: Results, rounds: int, reps: int, with_bare: bool) -> None:
+    """L = 2 s, C = 64, ~3 MB images: batchgen should keep all 64 slots busy (C/L items/s)."""
+    c, latency = 64, 2.0
+    runs: dict[str, list[dict[str, Any]]] = {"batchgen": [], **({"bare": []} if with_bare else {})}
+    with simulator("--payload-kb", str(IMAGE_KB), "--latency-ms", str(int(latency * 1000))) as url:
+        for rep in range(reps):
+            for name in list(runs) if rep % 2 == 0 else list(runs)[::-1]:
+                runs[name].append(contender(name, base_url=url, items=c * rounds, concurrency=c))
+    ideal = c / latency
+    for name, rs in runs.items():
+        rate = statistics.median(r["items_per_s"] for r in rs)
+        res.rows.append(
+            (
+                f"latency-bound, C={c}, L=2 s, 3 MB",
+                name,
+                f"{rate:.1f}",
+                f"{statistics.median(r['seconds'] for r in rs):.2f}",
+                f"{statistics.median(r['rss_mb'] for r in rs):.0f}",
+            )
+        )
+        res.raw.setdefault("latency", {})[name] = rate / ideal
+    fraction = res.raw["latency"]["batchgen"]
+    res.bars.append(Bar("latency-bound rate vs C/L", f"{fraction:.3f}", ">= 0.95", fraction >= 0.95))
+    lags = [lag for r in runs["batchgen"] for lag in r["lags"]]
+    p50, p99 = percentile(lags, 50) * 1000, percentile(lags, 99) * 1000
+    res.raw["latency"]["lag_ms"] = {"p50": p50, "p99": p99}
+    res.bars.append(
+        Bar("event-loop lag p99, 64 large responses", f"{p99:.1f} ms (p50 {p50:.1f})", "< 20 ms", p99 < 20)
+    )
+
+
+def rate_limit(res: Results, rpm: int, items: int) -> None:
+    """--rpm: arrivals at the simulator never beat the limit, with no burst at start, and use it."""
+    with simulator() as url:
+        run = contender("batchgen", base_url=url, items=items, concurrency=16, rpm=rpm)
+        with urllib.request.urlopen(url.removesuffix("/v1") + "/_sim/arrivals") as resp:  # noqa: S310 - loopback
+            arrivals = sorted(json.load(resp))
+    interval = 60 / rpm
+    worst = 0.0
+    for window in (1.0, 5.0):
+        allowed = rpm * window / 60
+        most = max(bisect.bisect_left(arrivals, t + window) - k for k, t in enumerate(arrivals))
+        worst = max(worst, most / allowed)
+    span = arrivals[-1] - arrivals[0]
+    used = (len(arrivals) - 1) / span * 60 / rpm if span > 0 else 0.0
+    first_gap = arrivals[1] - arrivals[0]
+    res.raw["rate"] = {
+        "rpm": rpm,
+        "requests": len(arrivals),
+        "worst_window_vs_allowed": worst,
+        "used": used,
+        "first_gap_s": first_gap,
+    }
+    res.rows.append(
+        (
+            f"rate limit, --rpm {rpm}",
+            "batchgen",
+            f"{run['items_per_s']:.1f}",
+            f"{run['seconds']:.2f}",
+            f"{run['rss_mb']:.0f}",
+        )
+    )
+    # A window may hold one more arrival than allowed only through network jitter at its edges.
+    ok = all(
+        max(bisect.bisect_left(arrivals, t + w) - k for k, t in enumerate(arrivals)) <= rpm * w / 60 + 1
+        for w in (1.0, 5.0)
+    )
+    res.bars.append(
+        Bar(
+            f"rate limit: most in any 1 s / 5 s window (--rpm {rpm})",
+            f"{worst:.2f}x of allowed",
+            "<= allowed (+1 jitter)",
+            ok,
+        )
+    )
+    res.bars.append(
+        Bar(
+            "rate limit: no burst at start",
+            f"first gap {first_gap * 1000:.0f} ms",
+            f">= {interval * 900:.0f} ms",
+            first_gap >= 0.9 * interval,
+        )
+    )
+    res.bars.append(Bar("rate limit: share of --rpm used", f"{used:.3f}", ">= 0.9", used >= 0.9))
+
+
+def memory_scale(res: Results, small: int, large: int) -> None:
+    """Peak RSS of catalog jobs of two sizes (small images, C=64): what each item costs, projected to 100k."""
+    with simulator() as url:
+        a = contender("batchgen", base_url=url, items=small, concurrency=64, catalog=True)
+        b = contender("batchgen", base_url=url, items=large, concurrency=64, catalog=True)
+    per_item_kb = (b["rss_mb"] - a["rss_mb"]) * 1024 / (large - small)
+    projected = b["rss_mb"] + per_item_kb * (100_000 - large) / 1024
+    res.rows.append(
+        (
+            f"catalog job, {small} items, C=64",
+            "batchgen",
+            f"{a['items_per_s']:.1f}",
+            f"{a['seconds']:.2f}",
+            f"{a['rss_mb']:.0f}",
+        )
+    )
+    res.rows.append(
+        (
+            f"catalog job, {large} items, C=64",
+            "batchgen",
+            f"{b['items_per_s']:.1f}",
+            f"{b['seconds']:.2f}",
+            f"{b['rss_mb']:.0f}",
+        )
+    )
+    res.raw["memory"] = {
+        "small": a["rss_mb"],
+        "large": b["rss_mb"],
+        "per_item_kb": per_item_kb,
+        "projected_100k_mb": projected,
+    }
+    res.bars.append(
+        Bar(
+            "100,000-item job peak RSS (projected)",
+            f"{projected:.0f} MB ({per_item_kb:.2f} KB/item)",
+            "< 300 MB",
+            projected < 300,
+        )
+    )
+
+
+def scaling(res: Results) -> None:
+    """Throughput by concurrency and image size, batchgen and the bare loop."""
+    for kb in (512, IMAGE_KB):
+        with simulator("--payload-kb", str(kb)) as url:
+            contender("bare", base_url=url, items=8, concurrency=8)
+            for c in (8, 32, 64):
+                for name in ("batchgen", "bare"):
+                    run = contender(name, base_url=url, items=max(96, c * 3), concurrency=c)
+                    res.rows.append(
+                        (
+                            f"scaling, C={c}, 0 ms, {kb // 1024 or 0.5} MB",
+                            name,
+                            f"{run['items_per_s']:.1f}",
+                            f"{run['seconds']:.2f}",
+                            f"{run['rss_mb']:.0f}",
+                        )
+                    )
+
+
+def report(res: Results, started: float) -> bool:
+    width = max(len(r[0]) for r in res.rows)
+    print(
+        f"\nbatchgen benchmark, {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.time() - started:.0f} s\n"
+    )
+    print(f"{'scenario':<{width}}  {'contender':<9} {'items/s':>8} {'wall s':>7} {'peak RSS MB':>11}")
+    for scenario, name, rate, secs, rss in res.rows:
+        print(f"{scenario:<{width}}  {name:<9} {rate:>8} {secs:>7} {rss:>11}")
+    if res.bars:
+        print(f"\n{'bar (SPEC §7)':<52} {'measured':<28} {'target':<22} result")
+        for bar in res.bars:
+            print(f"{bar.name:<52} {bar.measured:<28} {bar.target:<22} {'PASS' if bar.ok else 'FAIL'}")
+    out = Path("output/bench")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(
+        json.dumps({"rows": res.rows, "bars": [b.__dict__ for b in res.bars], "raw": res.raw}, indent=2)
+    )
+    print(f"\nresults: {out / 'results.json'}")
+    return all(bar.ok for bar in res.bars)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a smaller run, under 30 s")
+    parser.add_argument("--scaling", action="store_true", help="only the scaling table")
+    args = parser.parse_args()
+    started = time.time()
+    res = Results()
+    if args.scaling:
+        scaling(res)
+    elif args.quick:
+        throughput(res, items=48, reps=1)
+        latency_bound(res, rounds=2, reps=1, with_bare=False)
+        rate_limit(res, rpm=1200, items=40)
+        memory_scale(res, small=300, large=1200)
+    else:
+        throughput(res, items=150, reps=3)
+        latency_bound(res, rounds=3, reps=2, with_bare=True)
+        rate_limit(res, rpm=1200, items=140)
+        memory_scale(res, small=1000, large=5000)
+    return 0 if report(res, started) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
