@@ -21,10 +21,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -173,7 +174,7 @@ def rate_limit(res: Results, rpm: int, items: int) -> None:
     """--rpm: arrivals at the simulator never beat the limit, with no burst at start, and use it."""
     with simulator() as url:
         run = contender("batchgen", base_url=url, items=items, concurrency=16, rpm=rpm)
-        with urllib.request.urlopen(url.removesuffix("/v1") + "/_sim/arrivals") as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url.removesuffix("/v1") + "/_sim/arrivals") as resp:
             arrivals = sorted(json.load(resp))
     interval = 60 / rpm
     worst = 0.0
