@@ -12,7 +12,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,16 +29,20 @@ from .images import SNIFF_BYTES, GeneratedImage, sniff
 log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 512 * 1024 * 1024
-# How many response bodies are read into memory at once, whatever the concurrency: each can
-# be several megabytes of base64, and reading them faster than they are decoded gains nothing.
-BODIES_AT_ONCE = 8
+# How many answers may be in memory at once (read, decoded, or waiting to be written), whatever
+# the concurrency: each can be several megabytes, and holding more than the disk takes gains nothing.
+IMAGES_AT_ONCE = 8
 USER_AGENT = "batchgen/0.1"
 
 
 @dataclass(frozen=True, slots=True)
 class Generation:
+    """An attempt's images. They hold one of the client's memory slots until ``release()``:
+    call it once they are written (the runner does), so images in memory stay bounded."""
+
     images: tuple[GeneratedImage, ...]
     created: int | None
+    release: Callable[[], None] = lambda: None
 
 
 class ImageClient(Protocol):
@@ -68,7 +72,7 @@ class HttpImageClient:
         timeout_s: float,
         download: DownloadPolicy | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
-        bodies_at_once: int = BODIES_AT_ONCE,
+        images_at_once: int = IMAGES_AT_ONCE,
     ) -> None:
         self._url = base_url.rstrip("/") + "/images/generations"
         self._key = api_key
@@ -77,7 +81,7 @@ class HttpImageClient:
         self._download = download or DownloadPolicy(allow_loopback=_is_loopback_host(host))
         self._max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
-        self._bodies = asyncio.Semaphore(bodies_at_once)
+        self._images = asyncio.Semaphore(images_at_once)
         self._download_session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> HttpImageClient:
@@ -108,6 +112,7 @@ class HttpImageClient:
 
     async def generate(self, body: Mapping[str, Any], idempotency_key: str) -> Generation:
         assert self._session is not None, "use HttpImageClient as an async context manager"
+        release = _once(self._images.release)
         try:
             async with self._session.post(
                 self._url,
@@ -115,30 +120,40 @@ class HttpImageClient:
                 headers={"Idempotency-Key": idempotency_key},
                 allow_redirects=False,
             ) as resp:
-                # Requests go out at full concurrency, but only a few bodies are read at once:
-                # the rest wait in the kernel, flow-controlled, instead of in our memory.
-                async with self._bodies:
+                # Requests go out at full concurrency, but a body is read only with a slot free:
+                # the others wait in the kernel, flow-controlled, not in our memory. The slot is
+                # held until the images are written (Generation.release).
+                await self._images.acquire()
+                try:
                     raw = await _read_capped(resp, self._max_response_bytes)
+                except BaseException:
+                    release()
+                    raise
                 status, headers = resp.status, resp.headers
         except RequestError:
             raise
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            release()
             raise self._scrubbed(map_exception(exc)) from exc
-        if status != 200:
-            raise self._scrubbed(responses.error_from_response(status, headers, raw))
         try:
-            # The fast path runs on the loop (pybase64 holds the GIL anyway, for 0.3 ms per
-            # image); a full JSON parse, when needed, goes to a worker thread.
-            parsed = responses.parse_success_fast(raw)
-            if parsed is None:
-                parsed = await asyncio.to_thread(responses.parse_success, raw)
-        except RequestError as exc:
-            raise self._scrubbed(exc) from exc
-        del raw  # the encoded body is not needed once decoded: let it go before the images are written
-        images = list(parsed.images)
-        for url in parsed.urls:
-            images.append(await self._fetch(url))
-        return Generation(tuple(images), parsed.created)
+            if status != 200:
+                raise self._scrubbed(responses.error_from_response(status, headers, raw))
+            try:
+                # The fast path runs on the loop (pybase64 holds the GIL anyway, for 0.3 ms per
+                # image); a full JSON parse, when needed, goes to a worker thread.
+                parsed = responses.parse_success_fast(raw)
+                if parsed is None:
+                    parsed = await asyncio.to_thread(responses.parse_success, raw)
+            except RequestError as exc:
+                raise self._scrubbed(exc) from exc
+            del raw  # the encoded body is not needed once decoded: let it go before the images are written
+            images = list(parsed.images)
+            for url in parsed.urls:
+                images.append(await self._fetch(url))
+        except BaseException:
+            release()
+            raise
+        return Generation(tuple(images), parsed.created, release)
 
     async def _fetch(self, url: str) -> GeneratedImage:
         session = self._downloads()
@@ -172,6 +187,18 @@ class HttpImageClient:
             error.message = error.message.replace(self._key.reveal(), "********")
             error.args = (error.message,)
         return error
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def call() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            fn()
+
+    return call
 
 
 def map_exception(exc: BaseException) -> RequestError:

@@ -180,9 +180,12 @@ class Runner:
             key = idempotency_key(self.job, request.id, request_fingerprint)
             generation = await self._attempts(request, body, key, counts)
             produced = True  # billed, whatever happens to the bytes now
-            stored = await self._blocking(
-                self._save, request, generation, loaded, counts, self.clock() - started
-            )
+            try:
+                stored = await self._blocking(
+                    self._save, request, generation, loaded, counts, self.clock() - started
+                )
+            finally:
+                generation.release()  # the images are on disk (or lost): their memory slot is free
         except RequestError as exc:
             return await self._failed(request, exc, counts, request_fingerprint)
         except _NotSent:

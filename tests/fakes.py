@@ -57,6 +57,7 @@ class FakeClient:
     scripts: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     images_per_call: int | None = None
     calls: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)  # prompts whose results were released
     _position: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def calls_for(self, prompt: str) -> int:
@@ -77,4 +78,5 @@ class FakeClient:
         if isinstance(entry, RequestError):
             raise entry
         count = self.images_per_call or int(body.get("n", 1))
-        return Generation(tuple(GeneratedImage(png_bytes(hue=k), PNG) for k in range(count)), created=123)
+        images = tuple(GeneratedImage(png_bytes(hue=k), PNG) for k in range(count))
+        return Generation(images, created=123, release=lambda: self.released.append(prompt))

@@ -269,3 +269,35 @@ class TestDownloads:
             error = await failure(client)
         assert error.error_class is ErrorClass.DOWNLOAD_FAILED
         assert error.retryable
+
+
+class TestMemorySlots:
+    async def test_a_result_holds_its_slot_until_released(self, mocked: MockedApi) -> None:
+        mocked.post(URL_GEN, payload=b64_payload(png_bytes()), repeat=True)
+        async with HttpImageClient(BASE, None, timeout_s=5, images_at_once=2) as client:
+            first = await client.generate(BODY, "a")
+            second = await client.generate(BODY, "b")
+            assert client._images.locked()  # both slots taken: a third body would wait
+            first.release()
+            first.release()  # once only: a second call frees nothing more
+            assert not client._images.locked()
+            second.release()
+            assert client._images._value == 2
+
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            {"status": 500, "payload": {"error": {"message": "boom"}}},
+            {"status": 200, "body": "<html>"},
+            {"exception": aiohttp.ServerDisconnectedError()},
+            {"status": 200, "payload": {"data": [{"url": "https://10.0.0.1/x.png"}]}},
+        ],
+    )
+    async def test_every_failure_gives_its_slot_back(
+        self, mocked: MockedApi, answer: dict[str, object]
+    ) -> None:
+        mocked.post(URL_GEN, **answer)  # type: ignore[arg-type]
+        async with HttpImageClient(BASE, None, timeout_s=5, images_at_once=1) as client:
+            with pytest.raises(RequestError):
+                await client.generate(BODY, "a")
+            assert not client._images.locked()

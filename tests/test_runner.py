@@ -246,3 +246,10 @@ async def test_a_429_slows_the_whole_job_not_just_its_item(tmp_path: Path) -> No
     assert len(fake.sleeps) == 2
     assert 0 < fake.sleeps[1] < 1  # B was spaced out although no rate limit is configured
     assert r.limiter.interval > 0
+
+
+async def test_every_success_releases_its_memory_slot_once(tmp_path: Path) -> None:
+    client = FakeClient({"p1": [error(ErrorClass.SERVER_ERROR), OK]})
+    result = await run(runner(tmp_path, client), [make_spec(0, "a", "p1"), make_spec(1, "b", "p2", n=2)])
+    assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED, ItemStatus.SUCCEEDED]
+    assert sorted(client.released) == ["p1", "p2"]

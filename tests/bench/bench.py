@@ -148,26 +148,35 @@ def latency_bound(res: Results, rounds: int, reps: int, with_bare: bool) -> None
             for name in list(runs) if rep % 2 == 0 else list(runs)[::-1]:
                 runs[name].append(contender(name, base_url=url, items=c * rounds, concurrency=c))
     ideal = c / latency
+    res.raw["latency"] = {}
     for name, rs in runs.items():
-        rate = statistics.median(r["items_per_s"] for r in rs)
+        whole = statistics.median(r["items_per_s"] for r in rs)
+        steady = statistics.median(steady_rate(r["finished"], c) for r in rs)
+        secs = statistics.median(r["seconds"] for r in rs)
+        rss = statistics.median(r["rss_mb"] for r in rs)
         res.rows.append(
-            (
-                f"latency-bound, C={c}, L=2 s, 3 MB",
-                name,
-                f"{rate:.1f}",
-                f"{statistics.median(r['seconds'] for r in rs):.2f}",
-                f"{statistics.median(r['rss_mb'] for r in rs):.0f}",
-            )
+            (f"latency-bound, C={c}, L=2 s, 3 MB", name, f"{whole:.1f}", f"{secs:.2f}", f"{rss:.0f}")
         )
-        res.raw.setdefault("latency", {})[name] = rate / ideal
-    fraction = res.raw["latency"]["batchgen"]
-    res.bars.append(Bar("latency-bound rate vs C/L", f"{fraction:.3f}", ">= 0.95", fraction >= 0.95))
+        res.rows.append((f"  the same, after the first {c} answers", name, f"{steady:.1f}", "", ""))
+        res.raw["latency"][name] = {"whole_run": whole / ideal, "steady_state": steady / ideal}
+    fraction = res.raw["latency"]["batchgen"]["steady_state"]
+    label = f"{fraction:.3f} (whole run {res.raw['latency']['batchgen']['whole_run']:.3f})"
+    res.bars.append(Bar("latency-bound rate vs C/L, steady state", label, ">= 0.95", fraction >= 0.95))
     lags = [lag for r in runs["batchgen"] for lag in r["lags"]]
     p50, p99 = percentile(lags, 50) * 1000, percentile(lags, 99) * 1000
     res.raw["latency"]["lag_ms"] = {"p50": p50, "p99": p99}
     res.bars.append(
         Bar("event-loop lag p99, 64 large responses", f"{p99:.1f} ms (p50 {p50:.1f})", "< 20 ms", p99 < 20)
     )
+
+
+def steady_rate(finished: list[float], first: int) -> float:
+    """Items per second after the first ``first`` answers: the start, when all C requests go out
+    together and come back together, is left out; every later answer counts."""
+    times = sorted(finished)
+    if len(times) <= first + 1:
+        return float("nan")
+    return (len(times) - first) / (times[-1] - times[first - 1])
 
 
 def rate_limit(res: Results, rpm: int, items: int) -> None:
@@ -319,12 +328,12 @@ def main() -> int:
         scaling(res)
     elif args.quick:
         throughput(res, items=48, reps=1)
-        latency_bound(res, rounds=2, reps=1, with_bare=False)
+        latency_bound(res, rounds=3, reps=1, with_bare=False)
         rate_limit(res, rpm=1200, items=40)
         memory_scale(res, small=300, large=1200)
     else:
         throughput(res, items=150, reps=3)
-        latency_bound(res, rounds=3, reps=2, with_bare=True)
+        latency_bound(res, rounds=6, reps=1, with_bare=True)
         rate_limit(res, rpm=1200, items=140)
         memory_scale(res, small=1000, large=5000)
     return 0 if report(res, started) else 1

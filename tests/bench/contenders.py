@@ -62,14 +62,22 @@ async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     )
     job = manifest.load(path)
     options = jobs.RunOptions(overrides=config.Overrides(base_url=cfg["base_url"], output_dir=out / "output"))
+    from batchgen.outcomes import Event, ItemFinished
+
+    finished: list[float] = []
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, ItemFinished):
+            finished.append(time.perf_counter() - started)
+
     beat = Heartbeat()
     beat.start()
     started = time.perf_counter()
-    result = await jobs.run_manifest(job, options, {"BATCHGEN_API_KEY": "bench"})
+    result = await jobs.run_manifest(job, options, {"BATCHGEN_API_KEY": "bench"}, on_event=on_event)
     seconds = time.perf_counter() - started
     beat.stop()
     done = result.report["counts"]["succeeded"]
-    return {"items": done, "seconds": seconds, "lags": beat.lags}
+    return {"items": done, "seconds": seconds, "lags": beat.lags, "finished": finished}
 
 
 async def run_bare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -78,6 +86,7 @@ async def run_bare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     url = cfg["base_url"] + "/images/generations"
     sem = asyncio.Semaphore(cfg["concurrency"])
     done = 0
+    finished: list[float] = []
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
@@ -96,8 +105,9 @@ async def run_bare(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
                 image = base64.b64decode(data["data"][0]["b64_json"])
                 (out / f"{k}.png").write_bytes(image)
                 done += 1
+                finished.append(time.perf_counter())
 
-        return await _timed(cfg, one, lambda: done)
+        return await _timed(cfg, one, lambda: done, finished)
 
 
 async def run_openai(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -106,6 +116,7 @@ async def run_openai(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     client = AsyncOpenAI(base_url=cfg["base_url"], api_key="bench", max_retries=0, timeout=600)
     sem = asyncio.Semaphore(cfg["concurrency"])
     done = 0
+    finished: list[float] = []
 
     async def one(k: int) -> None:
         nonlocal done
@@ -119,19 +130,21 @@ async def run_openai(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
             image = base64.b64decode(result.data[0].b64_json or "")  # type: ignore[index]
             (out / f"{k}.png").write_bytes(image)
             done += 1
+            finished.append(time.perf_counter())
 
     try:
-        return await _timed(cfg, one, lambda: done)
+        return await _timed(cfg, one, lambda: done, finished)
     finally:
         await client.close()
 
 
 async def _timed(
-    cfg: dict[str, Any], one: Callable[[int], Awaitable[None]], done: Callable[[], int]
+    cfg: dict[str, Any], one: Callable[[int], Awaitable[None]], done: Callable[[], int], finished: list[float]
 ) -> dict[str, Any]:
     started = time.perf_counter()
     await asyncio.gather(*(one(k) for k in range(cfg["items"])))
-    return {"items": done(), "seconds": time.perf_counter() - started, "lags": []}
+    seconds = time.perf_counter() - started
+    return {"items": done(), "seconds": seconds, "lags": [], "finished": [t - started for t in finished]}
 
 
 CONTENDERS = {"batchgen": run_batchgen, "bare": run_bare, "openai": run_openai}
