@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from . import arguments, config, estimate, gallery, jobs, logs, merge
+from . import arguments, config, estimate, gallery, jobs, logs, memory, merge
 from .errors import JobLockedError, ManifestError, StoreError, UsageError
 from .manifest import Manifest
 from .outcomes import Event, JobStatus
@@ -29,6 +29,8 @@ log = logging.getLogger("batchgen")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = arguments.parser().parse_args(argv)
+    if args.command in ("run", "retry"):
+        memory.tune_allocator()
     _setup_logging(args)
     try:
         result: int = COMMANDS[args.command](args)

@@ -96,3 +96,12 @@ def test_files_get_ordinary_permissions_from_the_umask(store: JobStore) -> None:
     finally:
         os.umask(old)
     assert (store.root / "images/a.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_the_allocator_settings_apply_on_glibc() -> None:
+    import platform
+
+    from batchgen.memory import tune_allocator
+
+    applied = tune_allocator()
+    assert applied is (platform.libc_ver()[0] == "glibc")

@@ -48,7 +48,9 @@ class Heartbeat:
 async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     import yaml
 
-    from batchgen import config, jobs, manifest
+    from batchgen import config, jobs, manifest, memory
+
+    memory.tune_allocator()  # as `batchgen run` does
 
     folder = out / "jobs"
     folder.mkdir()
