@@ -159,6 +159,7 @@ class Simulator:
         cfg = self.config
         key = request.headers.get("Idempotency-Key", "")
         try:
+            arrived = time.monotonic()  # before anything that could wait
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             return _error(400, "request body is not JSON", "invalid_request_error")
@@ -166,7 +167,7 @@ class Simulator:
             return _error(400, "request body must be a JSON object", "invalid_request_error")
         prompt = body.get("prompt")
         self.stats.requests += 1
-        self.stats.arrivals.append(time.monotonic())
+        self.stats.arrivals.append(arrived)
         attempt = self.stats.by_key[key] = self.stats.by_key[key] + 1
         if isinstance(prompt, str):
             self.stats.by_prompt[prompt] += 1
@@ -182,7 +183,7 @@ class Simulator:
         if fault is not None:
             self.stats.faults[fault] += 1
             return await self._inject(fault, request)
-        return self._success(body, prompt, request)
+        return await self._success(body, prompt, request)
 
     def _fault_for(self, prompt: str, key: str, attempt: int) -> str | None:
         directive = _DIRECTIVE.search(prompt)
@@ -237,7 +238,7 @@ class Simulator:
             return _error(504, "upstream timed out", "server_error")
         raise AssertionError(f"unhandled fault {fault}")
 
-    def _success(self, body: dict[str, Any], prompt: str, request: web.Request) -> web.Response:
+    async def _success(self, body: dict[str, Any], prompt: str, request: web.Request) -> web.Response:
         extra = body.get("extra_fields")
         extra = extra if isinstance(extra, dict) else {}
         size = str(body.get("size") or provider.DEFAULT_SIZE)
@@ -250,7 +251,9 @@ class Simulator:
         n = body.get("n")
         n = n if isinstance(n, int) and 1 <= n <= 10 else 1
         if body.get("response_format") == "url":
-            png = _png(width, height, hue, self.config.payload_kb)
+            # Rendering a new image size takes ~100 ms of zlib (which releases the GIL): in a
+            # thread, so a cache miss never stalls the other requests.
+            png = await asyncio.to_thread(_png, width, height, hue, self.config.payload_kb)
             entries = []
             for _ in range(n):
                 token = hashlib.sha256(f"{time.monotonic_ns()}{len(self._files)}".encode()).hexdigest()[:24]
@@ -259,7 +262,7 @@ class Simulator:
                 self._files[token] = png
                 entries.append({"url": f"http://{self.config.host}:{self.port}/files/{token}"})
             return web.json_response({"created": int(time.time()), "data": entries})
-        payload = _b64_response(width, height, hue, self.config.payload_kb, n)
+        payload = await asyncio.to_thread(_b64_response, width, height, hue, self.config.payload_kb, n)
         return web.Response(body=payload, content_type="application/json")
 
 

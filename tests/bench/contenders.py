@@ -54,14 +54,20 @@ async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
 
     folder = out / "jobs"
     folder.mkdir()
-    items = [{"id": f"item-{k:06d}", "prompt": f"product {k}"} for k in range(cfg["items"])]
     limits = {"concurrency": cfg["concurrency"], "timeout_s": 600, "max_consecutive_failures": 100_000}
     if cfg.get("rpm"):
         limits["requests_per_minute"] = cfg["rpm"]
+    data: dict[str, Any] = {"job": "bench", "defaults": {"size": "2K"}, "limits": limits}
+    if cfg.get("catalog"):  # how a big job is written: a CSV through a generate block
+        rows = "".join(f"sku-{k:06d},product {k}\n" for k in range(cfg["items"]))
+        (folder / "products.csv").write_text("sku,name\n" + rows)
+        data["generate"] = [
+            {"rows": "products.csv", "template": {"id": "{sku}", "prompt": "Studio photo of {name}"}}
+        ]
+    else:
+        data["items"] = [{"id": f"item-{k:06d}", "prompt": f"product {k}"} for k in range(cfg["items"])]
     path = folder / "bench.yaml"
-    path.write_text(
-        yaml.safe_dump({"job": "bench", "defaults": {"size": "2K"}, "limits": limits, "items": items})
-    )
+    path.write_text(yaml.safe_dump(data))
     job = manifest.load(path)
     options = jobs.RunOptions(overrides=config.Overrides(base_url=cfg["base_url"], output_dir=out / "output"))
     from batchgen.outcomes import Event, ItemFinished
