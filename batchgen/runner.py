@@ -283,6 +283,8 @@ class Runner:
     ) -> list[StoredFile]:
         stored = self.store.write_images(request.image_stems, generation.images)
         shown = [_describe(ref, got) for ref, got in zip(request.references, loaded, strict=True)]
+        # The sidecar is metadata the journal also holds (files, sizes, sha256): it is renamed
+        # into place whole, and made durable with the rest of the job's files at the end.
         self.store.write_json(
             request.sidecar,
             {
@@ -297,6 +299,7 @@ class Runner:
                 ],
                 "estimated_cost": request.estimated_cost,
             },
+            durable=False,
         )
         return stored
 

@@ -74,13 +74,17 @@ class JobStore:
             raise StoreError(f"refusing to write {relative!r}: outside the job folder {self.root}")
         return target
 
-    def write_bytes(self, relative: str, data: bytes) -> None:
-        with self.open_atomic(relative) as f:
+    def write_bytes(self, relative: str, data: bytes, *, durable: bool = True) -> None:
+        with self.open_atomic(relative, durable=durable) as f:
             f.write(data)
 
     @contextlib.contextmanager
-    def open_atomic(self, relative: str) -> Iterator[BinaryIO]:
-        """A file to write, which appears under its name whole when the block ends, or never."""
+    def open_atomic(self, relative: str, *, durable: bool = True) -> Iterator[BinaryIO]:
+        """A file to write, which appears under its name whole when the block ends, or never.
+
+        ``durable``: fsync'd before it appears. Without, it is still whole after a crash of
+        the process (the rename is atomic), and ``sync()`` makes it durable at the job's end.
+        """
         target = self.path(relative)
         # Not tempfile.mkstemp: its files are 0600, and images are meant to be shared.
         temp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
@@ -92,7 +96,8 @@ class JobStore:
             with os.fdopen(fd, "wb") as f:
                 yield f
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(temp, target)
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
@@ -104,8 +109,8 @@ class JobStore:
         # leaves the old file or none, and the next run's journal-against-files check sends that
         # item again. The file's own data is fsync'd above, so what appears is always whole.
 
-    def write_json(self, relative: str, data: Any) -> None:
-        self.write_bytes(relative, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    def write_json(self, relative: str, data: Any, *, durable: bool = True) -> None:
+        self.write_bytes(relative, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n", durable=durable)
 
     def write_images(self, stems: Sequence[str], images: Sequence[GeneratedImage]) -> list[StoredFile]:
         """One file per image, named by stem and the format its bytes show."""
@@ -137,7 +142,8 @@ class JobStore:
                     self.path(name).unlink()
 
     def sync(self) -> None:
-        """Make the renames of this run durable: once per job, not once per file."""
+        """Make this run's files durable: once per job, not once per file."""
+        os.sync()  # the sidecars written without their own fsync
         for folder in (self.root / "images", self.root):
             _fsync_dir(folder)
 
