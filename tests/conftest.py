@@ -150,3 +150,16 @@ def batchgen_logger_kept() -> Iterator[None]:
 def _restore_batchgen_logger() -> Iterator[None]:
     with batchgen_logger_kept():
         yield
+
+
+@pytest.fixture
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key in the environment, and no base URL there to override the test's own."""
+    monkeypatch.delenv("BATCHGEN_BASE_URL", raising=False)
+    monkeypatch.setenv("BATCHGEN_API_KEY", "k")
+
+
+@pytest.fixture
+def sim(threaded_simulator: Callable[..., Simulator]) -> Simulator:
+    """A simulator with default settings, in its own thread."""
+    return threaded_simulator()

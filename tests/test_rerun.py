@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,7 @@ from batchgen.simulator import Simulator
 
 from .conftest import FAST_LIMITS, assert_png_whole, png_bytes
 
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("BATCHGEN_BASE_URL", raising=False)
-    monkeypatch.setenv("BATCHGEN_API_KEY", "k")
-
-
-@pytest.fixture
-def sim(threaded_simulator: Callable[..., Simulator]) -> Simulator:
-    return threaded_simulator()
+pytestmark = pytest.mark.usefixtures("api_key")
 
 
 class Job:
