@@ -41,7 +41,6 @@ class ItemOutcome:
     requests_sent: int = 0  # attempts that may have reached the service
     unconfirmed: int = 0  # of those, ones cut off after sending: perhaps billed, no image
     estimated_cost: float = 0.0
-    latency_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

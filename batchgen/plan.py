@@ -8,7 +8,7 @@ URIs and as content digests respectively) once they are loaded.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,14 +70,6 @@ def plan_item(spec: ItemSpec, reference_field: str, prices: pricing.PriceTable) 
         size_class=size_class,
         estimated_cost=prices.cost(spec.model, size_class, spec.n),
     )
-
-
-def plan(
-    specs: Iterable[ItemSpec], reference_field: str, prices: pricing.PriceTable
-) -> Iterator[PlannedRequest]:
-    """One record per item, in manifest order, made as they are consumed."""
-    for spec in specs:
-        yield plan_item(spec, reference_field, prices)
 
 
 def build_body(request: PlannedRequest, reference_values: Sequence[str]) -> dict[str, Any]:

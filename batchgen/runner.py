@@ -207,7 +207,6 @@ class Runner:
             counts,
             files=tuple(f.path for f in stored),
             estimated_cost=request.estimated_cost,
-            latency_s=self.clock() - started,
         )
 
     async def _attempts(

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
-
-
-class Limiter(Protocol):
-    """Decides when the next call may start (a rate limit, a pause after 429s)."""
-
-    async def acquire(self) -> None: ...
 
 
 async def run_all(
@@ -21,7 +15,6 @@ async def run_all(
     *,
     concurrency: int,
     stop: asyncio.Event | None = None,
-    limiter: Limiter | None = None,
 ) -> None:
     """Call ``work`` on every item, at most ``concurrency`` at once, in order of ``items``.
 
@@ -39,10 +32,6 @@ async def run_all(
             item = next(source, _DONE)
             if item is _DONE:
                 return
-            if limiter is not None:
-                await limiter.acquire()
-                if stop.is_set():
-                    return  # taken but never started: the caller still counts it pending
             await work(item)  # type: ignore[arg-type]
 
     async with asyncio.TaskGroup() as group:

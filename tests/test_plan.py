@@ -10,7 +10,7 @@ import pytest
 
 from batchgen import provider
 from batchgen.manifest import ItemSpec
-from batchgen.plan import build_body, fingerprint, plan, plan_item
+from batchgen.plan import build_body, fingerprint, plan_item
 from batchgen.pricing import PriceTable
 from batchgen.references import LocalReference, UrlReference
 
@@ -107,19 +107,6 @@ def test_fingerprint_ignores_the_id_and_order_of_extra_keys() -> None:
     one = spec(extra_fields=MappingProxyType({"a": 1, "b": 2}))
     two = spec(id="other", index=5, extra_fields=MappingProxyType({"b": 2, "a": 1}))
     assert fingerprint(plan_item(one, "f", PRICES), []) == fingerprint(plan_item(two, "f", PRICES), [])
-
-
-def test_plan_is_lazy() -> None:
-    consumed = []
-
-    def specs():  # type: ignore[no-untyped-def]
-        for k in range(1_000_000):
-            consumed.append(k)
-            yield spec(index=k, id=f"i{k}")
-
-    first = next(plan(specs(), "f", PRICES))
-    assert first.id == "i0"
-    assert consumed == [0]
 
 
 @pytest.mark.parametrize(

@@ -86,19 +86,6 @@ async def test_an_exception_in_work_propagates() -> None:
     assert caught.group_contains(RuntimeError, match="bug")
 
 
-async def test_limiter_is_asked_before_each_start() -> None:
-    class CountingLimiter:
-        calls = 0
-
-        async def acquire(self) -> None:
-            self.calls += 1
-
-    limiter = CountingLimiter()
-    spy = Spy()
-    await run_all(range(7), spy, concurrency=3, limiter=limiter)
-    assert limiter.calls == 7
-
-
 async def test_concurrency_must_be_positive() -> None:
     async def work(item: int) -> None:
         return None
