@@ -104,10 +104,10 @@ class Runner:
         done: dict[int, ItemOutcome] = {}
         self.on_event(JobStarted(self.job, len(items)))
 
-        async def work(spec: ItemSpec) -> None:
+        async def work(spec: ItemSpec, release: scheduler.Release) -> None:
             request = planner(spec)
             counts = _Counts()
-            task = asyncio.create_task(self.process(request, counts))
+            task = asyncio.create_task(self.process(request, counts, release))
             self._inflight[request.id] = (task, counts)
             try:
                 outcome = await task
@@ -149,7 +149,12 @@ class Runner:
         for task, _ in list(self._inflight.values()):
             task.cancel()
 
-    async def process(self, request: PlannedRequest, counts: _Counts) -> ItemOutcome:
+    async def process(
+        self, request: PlannedRequest, counts: _Counts, release: scheduler.Release = lambda: None
+    ) -> ItemOutcome:
+        """One item from its references to its journal line. ``release`` is called once its
+        request is answered: concurrency counts requests at the service, and writing the
+        answer down should not keep the next request waiting."""
         try:
             loaded = await self._blocking(_load_all, self.references, request) if request.references else []
             request_fingerprint = fingerprint(request, [r.digest for r in loaded])
@@ -158,7 +163,7 @@ class Runner:
             if action is not Action.SEND:
                 assert entry is not None
                 return _from_journal(request, entry, action)
-            return await self._send(request, loaded, request_fingerprint, counts)
+            return await self._send(request, loaded, request_fingerprint, counts, release)
         except RequestError as exc:  # a reference that went bad before sending
             return await self._failed(request, exc, counts, "")
 
@@ -168,6 +173,7 @@ class Runner:
         loaded: list[LoadedReference],
         request_fingerprint: str,
         counts: _Counts,
+        release: scheduler.Release,
     ) -> ItemOutcome:
         refusal = self.guards.reserve(request.estimated_cost)
         if refusal:
@@ -180,6 +186,7 @@ class Runner:
             key = idempotency_key(self.job, request.id, request_fingerprint)
             generation = await self._attempts(request, body, key, counts)
             produced = True  # billed, whatever happens to the bytes now
+            release()
             try:
                 stored = await self._blocking(
                     self._save, request, generation, loaded, counts, self.clock() - started

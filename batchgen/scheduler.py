@@ -8,35 +8,60 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+Release = Callable[[], None]
+
 
 async def run_all(
     items: Iterable[T],
-    work: Callable[[T], Awaitable[None]],
+    work: Callable[[T, Release], Awaitable[None]],
     *,
     concurrency: int,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Call ``work`` on every item, at most ``concurrency`` at once, in order of ``items``.
+    """Call ``work(item, release)`` on every item, in order of ``items``, each holding one of
+    ``concurrency`` slots.
 
-    Items are pulled lazily, so a generator of 100,000 is never materialised.
-    Once ``stop`` is set no new item starts; those already started finish.
+    ``work`` may call ``release()`` to hand its slot to the next item before it returns: the
+    part that needs the slot is over (a request has been answered) and the rest (writing the
+    answer down) overlaps with the next item's. At most ``concurrency`` items hold a slot, and
+    at most ``concurrency`` more may be finishing after giving theirs up.
+
+    Items are pulled lazily, once a slot is free, so a generator of 100,000 is never
+    materialised. Once ``stop`` is set no new item starts; those already started finish.
     An exception from ``work`` cancels the rest and propagates.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
     source = iter(items)
     stop = stop or asyncio.Event()
+    slots = asyncio.Semaphore(concurrency)
+    started = asyncio.Semaphore(2 * concurrency)  # holding a slot, or finishing after release
 
-    async def worker() -> None:
-        while not stop.is_set():
-            item = next(source, _DONE)
-            if item is _DONE:
-                return
-            await work(item)  # type: ignore[arg-type]
+    async def one(item: T) -> None:
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                slots.release()
+
+        try:
+            await work(item, release)
+        finally:
+            release()
+            started.release()
 
     async with asyncio.TaskGroup() as group:
-        for _ in range(concurrency):
-            group.create_task(worker())
+        while True:
+            await started.acquire()
+            await slots.acquire()
+            item = _DONE if stop.is_set() else next(source, _DONE)
+            if item is _DONE:
+                slots.release()
+                started.release()
+                break
+            group.create_task(one(item))  # type: ignore[arg-type]
 
 
 _DONE = object()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -253,3 +255,40 @@ async def test_every_success_releases_its_memory_slot_once(tmp_path: Path) -> No
     result = await run(runner(tmp_path, client), [make_spec(0, "a", "p1"), make_spec(1, "b", "p2", n=2)])
     assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED, ItemStatus.SUCCEEDED]
     assert sorted(client.released) == ["p1", "p2"]
+
+
+class GatedExecutor(ThreadPoolExecutor):
+    """I/O threads that hold every file operation until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=4)
+        self.gate = threading.Event()
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        return super().submit(self._after_gate, fn, *args, **kwargs)
+
+    def _after_gate(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.gate.wait(timeout=30)
+        return fn(*args, **kwargs)
+
+
+async def test_an_answered_request_frees_its_slot_while_its_images_are_written(tmp_path: Path) -> None:
+    client = FakeClient()
+    events: list[Event] = []
+    r = runner(tmp_path, client, concurrency=1, events=events)
+    r.io = io = GatedExecutor()
+    try:
+        task = asyncio.create_task(run(r, [make_spec(k) for k in range(4)]))
+        for _ in range(50):  # every chance to send what it will while nothing can be written
+            await asyncio.sleep(0)
+        # One request at a time, but the second went out while the first answer waits for the disk;
+        # the third waits for a slot to finish (at most `concurrency` items finishing).
+        assert [prompt for prompt, _, _ in client.calls] == ["prompt 0", "prompt 1"]
+        assert not any(isinstance(e, ItemFinished) for e in events)
+        io.gate.set()
+        result = await task
+    finally:
+        io.gate.set()
+        io.shutdown()
+    assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED] * 4
+    assert [prompt for prompt, _, _ in client.calls] == [f"prompt {k}" for k in range(4)]

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from batchgen.scheduler import run_all
+from batchgen.scheduler import Release, run_all
 
 
 class Spy:
@@ -18,7 +18,7 @@ class Spy:
         self.notify_at = notify_at
         self.reached = asyncio.Event()
 
-    async def __call__(self, item: int) -> None:
+    async def __call__(self, item: int, release: Release) -> None:
         self.started.append(item)
         if len(self.started) == self.notify_at:
             self.reached.set()
@@ -67,7 +67,7 @@ async def test_items_are_pulled_lazily() -> None:
 
     stop = asyncio.Event()
 
-    async def work(item: int) -> None:
+    async def work(item: int, release: Release) -> None:
         if item == 9:
             stop.set()
 
@@ -76,7 +76,7 @@ async def test_items_are_pulled_lazily() -> None:
 
 
 async def test_an_exception_in_work_propagates() -> None:
-    async def work(item: int) -> None:
+    async def work(item: int, release: Release) -> None:
         if item == 3:
             raise RuntimeError("bug")
         await asyncio.sleep(0)
@@ -87,8 +87,72 @@ async def test_an_exception_in_work_propagates() -> None:
 
 
 async def test_concurrency_must_be_positive() -> None:
-    async def work(item: int) -> None:
+    async def work(item: int, release: Release) -> None:
         return None
 
     with pytest.raises(ValueError, match="at least 1"):
         await run_all([1], work, concurrency=0)
+
+
+class Releasing:
+    """A spy whose items give up their slot halfway, then wait at a gate to finish."""
+
+    def __init__(self) -> None:
+        self.holding = 0  # items that have not released yet
+        self.peak_holding = 0
+        self.running = 0  # items started, not finished
+        self.peak_running = 0
+        self.started: list[int] = []
+        self.finish = asyncio.Event()
+
+    async def __call__(self, item: int, release: Release) -> None:
+        self.started.append(item)
+        self.holding += 1
+        self.running += 1
+        self.peak_holding = max(self.peak_holding, self.holding)
+        self.peak_running = max(self.peak_running, self.running)
+        await asyncio.sleep(0)
+        self.holding -= 1
+        release()
+        release()  # twice is harmless: a slot is given back once
+        await self.finish.wait()
+        self.running -= 1
+
+
+async def test_a_released_slot_starts_the_next_item_before_this_one_finishes() -> None:
+    spy = Releasing()
+    task = asyncio.create_task(run_all(range(100), spy, concurrency=4))
+    for _ in range(50):  # every chance to start as many as it will
+        await asyncio.sleep(0)
+    assert spy.started == list(range(8))  # 4 slots, then 4 more once those were released
+    assert spy.peak_holding <= 4
+    assert spy.peak_running == 8  # never more than the slots again, finishing
+    spy.finish.set()
+    await task
+    assert spy.started == list(range(100))
+    assert spy.peak_holding <= 4
+    assert spy.peak_running <= 8
+
+
+async def test_a_slot_is_given_back_when_work_ends_without_releasing() -> None:
+    spy = Spy()
+    await run_all(range(30), spy, concurrency=3)
+    assert spy.started == list(range(30))
+    assert spy.peak == 3
+
+
+async def test_stop_after_release_still_lets_the_finishing_ones_finish() -> None:
+    stop = asyncio.Event()
+    finished: list[int] = []
+    gate = asyncio.Event()
+
+    async def work(item: int, release: Release) -> None:
+        release()
+        if item == 5:
+            stop.set()
+            gate.set()
+        await gate.wait()
+        finished.append(item)
+
+    await run_all(range(100), work, concurrency=3, stop=stop)
+    assert sorted(finished) == list(range(6))
