@@ -96,6 +96,7 @@ class Results:
     rows: list[tuple[str, ...]] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
 
 
 def throughput(res: Results, items: int, reps: int) -> None:
@@ -324,6 +325,8 @@ def report(res: Results, started: float) -> bool:
     (out / "results.json").write_text(
         json.dumps({"rows": res.rows, "bars": [b.__dict__ for b in res.bars], "raw": res.raw}, indent=2)
     )
+    if res.note:
+        print(f"\n{res.note}")
     print(f"\nresults: {out / 'results.json'}")
     return all(bar.ok for bar in res.bars)
 
@@ -340,6 +343,10 @@ def main() -> int:
     if args.scaling:
         scaling(res)
     elif args.quick:
+        res.note = (
+            "quick: one short run of each, so every ratio is rough; the 100k projection most of all\n"
+            "(below ~5,000 items a job's memory still grows faster than it will later). make bench decides."
+        )
         throughput(res, items=48, reps=1)
         latency_bound(res, rounds=3, reps=1, with_bare=False)
         rate_limit(res, rpm=1200, items=40)
