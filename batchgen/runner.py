@@ -150,7 +150,7 @@ class Runner:
             task.cancel()
 
     async def process(
-        self, request: PlannedRequest, counts: _Counts, release: scheduler.Release = lambda: None
+        self, request: PlannedRequest, counts: _Counts, release: scheduler.Release
     ) -> ItemOutcome:
         """One item from its references to its journal line. ``release`` is called once its
         request is answered: concurrency counts requests at the service, and writing the

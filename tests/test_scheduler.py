@@ -134,13 +134,6 @@ async def test_a_released_slot_starts_the_next_item_before_this_one_finishes() -
     assert spy.peak_running <= 8
 
 
-async def test_a_slot_is_given_back_when_work_ends_without_releasing() -> None:
-    spy = Spy()
-    await run_all(range(30), spy, concurrency=3)
-    assert spy.started == list(range(30))
-    assert spy.peak == 3
-
-
 async def test_stop_after_release_still_lets_the_finishing_ones_finish() -> None:
     stop = asyncio.Event()
     finished: list[int] = []
