@@ -38,6 +38,7 @@ _LIMIT_RANGES: dict[str, _Range] = {
     "max_consecutive_failures": _Range(int, 1, 100_000),
     "grace_s": _Range(float, 0, 3600),
     "retry_after_send": _Range(bool, 0, 1),
+    "max_unconfirmed_per_item": _Range(int, 1, 20),
 }
 
 
@@ -74,6 +75,7 @@ class Limits:
     max_consecutive_failures: int = 20  # then pause, probe, and stop if the probe fails
     grace_s: float = 10.0  # after Ctrl-C/SIGTERM, how long in-flight requests may finish
     retry_after_send: bool = True  # false: never retry a timeout/disconnect that may have been billed
+    max_unconfirmed_per_item: int = 2  # an item stops being retried after this many perhaps-billed attempts
 
     def __post_init__(self) -> None:
         for f in fields(self):

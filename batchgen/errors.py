@@ -26,6 +26,7 @@ class ErrorClass(enum.StrEnum):
     NO_IMAGE = "no_image"  # the model answered without an image
     INVALID_REQUEST = "invalid_request"  # 400, 404, 413, 422
     AUTH = "auth"  # 401, 403: stops the whole job
+    QUOTA_EXHAUSTED = "quota_exhausted"  # the account or key has no credit left: stops the whole job
     RATE_LIMITED = "rate_limited"  # 429
     SERVER_ERROR = "server_error"  # 5xx, 408, 409
     TIMEOUT = "timeout"  # connect or read timeout
@@ -36,7 +37,14 @@ class ErrorClass(enum.StrEnum):
 
     @property
     def retryable(self) -> bool:
+        """Worth another attempt within the run."""
         return self in _RETRYABLE
+
+    @property
+    def stops_job(self) -> bool:
+        """Says nothing about the item and everything about the account: nothing else may be sent.
+        ``batchgen retry`` resends such items once the key or the credit is fixed."""
+        return self in (ErrorClass.AUTH, ErrorClass.QUOTA_EXHAUSTED)
 
 
 _RETRYABLE = frozenset(
@@ -103,7 +111,8 @@ class RequestError(BatchgenError):
 
     ``sent`` is true when the request may have reached the service (so it may
     have been billed); ``should_retry`` is the server's ``x-should-retry``
-    verdict when it gave one, which overrides the class.
+    verdict when it gave one, which overrides the class; ``upstream_status``
+    is the status of the service behind a gateway, when the gateway names it.
     """
 
     def __init__(
@@ -115,6 +124,7 @@ class RequestError(BatchgenError):
         retry_after: float | None = None,
         should_retry: bool | None = None,
         sent: bool = True,
+        upstream_status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.error_class = error_class
@@ -123,6 +133,7 @@ class RequestError(BatchgenError):
         self.retry_after = retry_after
         self.should_retry = should_retry
         self.sent = sent
+        self.upstream_status = upstream_status  # what the service behind a gateway answered, if it says
 
     @property
     def retryable(self) -> bool:
@@ -137,7 +148,9 @@ class RequestError(BatchgenError):
 
 
 # A refusal is final whatever a proxy's header says: resending it only burns money.
-_NEVER_OVERRIDDEN = frozenset({ErrorClass.SAFETY_FILTER, ErrorClass.AUTH, ErrorClass.REFERENCE_ERROR})
+_NEVER_OVERRIDDEN = frozenset(
+    {ErrorClass.SAFETY_FILTER, ErrorClass.AUTH, ErrorClass.QUOTA_EXHAUSTED, ErrorClass.REFERENCE_ERROR}
+)
 
 
 class ReferenceImageError(RequestError):

@@ -116,6 +116,7 @@ def pieces(report: dict[str, Any], cards: Iterable[Card]) -> Iterator[str]:
         ("duration", f"{report['duration_s']:.1f} s"),
         ("requests sent", report["requests_sent"]),
         ("unconfirmed attempts", report["unconfirmed_attempts"]),
+        ("perhaps billed", f"${report.get('unconfirmed_cost', 0.0):.2f}"),
         ("estimated cost", f"${report['estimated_cost']:.2f}"),
     ]
     header = "".join(f'<div class="fact"><span>{e(k)}</span><b>{e(str(v))}</b></div>' for k, v in facts)

@@ -212,7 +212,7 @@ def _would_send(entry: journal.Entry | None, mode: Mode) -> bool:
         return True
     if entry.status == "succeeded":
         return False
-    return mode is not Mode.ONLY_FAILED or bool(entry.retryable)
+    return mode is not Mode.ONLY_FAILED or entry.resent_by_retry
 
 
 @dataclass

@@ -17,9 +17,12 @@ from typing import Any
 
 import orjson
 
+from .errors import ErrorClass
+
 log = logging.getLogger(__name__)
 
 JOURNAL = "journal.jsonl"
+STOPS_JOB = frozenset(c.value for c in ErrorClass if c.stops_job)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,14 @@ class Entry:
     http_status: int | None = None
     retryable: bool | None = None
     estimated_cost: float = 0.0
+
+    @property
+    def resent_by_retry(self) -> bool:
+        """``batchgen retry`` sends it again: worth retrying, or failed only because the key or the
+        credit did (fixed, presumably, by whoever runs retry)."""
+        if self.status != "failed":
+            return False
+        return bool(self.retryable) or self.error_class in STOPS_JOB
 
 
 class Journal:

@@ -86,6 +86,7 @@ def job_finished(report: dict[str, Any], folder: str, exit_code: int) -> None:
         "requests_sent": report["requests_sent"],
         "unconfirmed_attempts": report["unconfirmed_attempts"],
         "estimated_cost": report["estimated_cost"],
+        "unconfirmed_cost": report.get("unconfirmed_cost", 0.0),
         "failures_by_class": _by_class(report["failures"]),
         "report": f"{folder}/report.json",
         "exit_code": exit_code,

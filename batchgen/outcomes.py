@@ -40,7 +40,8 @@ class ItemOutcome:
     failure: Failure | None = None
     requests_sent: int = 0  # attempts that may have reached the service
     unconfirmed: int = 0  # of those, ones cut off after sending: perhaps billed, no image
-    estimated_cost: float = 0.0
+    estimated_cost: float = 0.0  # of the images this item produced (billed, even if they were lost)
+    unconfirmed_cost: float = 0.0  # of its unconfirmed attempts: perhaps billed
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ def build_report(
         "requests_sent": sum(o.requests_sent for o in outcomes),
         "unconfirmed_attempts": sum(o.unconfirmed for o in outcomes),
         "estimated_cost": round(sum(o.estimated_cost for o in outcomes), 4),
+        "unconfirmed_cost": round(sum(o.unconfirmed_cost for o in outcomes), 4),
         "failures": [
             {
                 "id": o.id,
@@ -81,7 +82,7 @@ def summary_lines(report: dict[str, Any], output: str) -> list[str]:
         f"{report['job']}: {report['status']} in {report['duration_s']:.1f}s: {c['total']} items,"
         f" {c['succeeded']} succeeded, {c['failed']} failed, {c['skipped']} skipped, {c['pending']} pending",
         f"  requests sent {report['requests_sent']}"
-        + (f" ({report['unconfirmed_attempts']} unconfirmed)" if report["unconfirmed_attempts"] else "")
+        + _unconfirmed(report)
         + f", estimated cost ${report['estimated_cost']:.2f}",
     ]
     if report.get("aborted_reason"):
@@ -103,6 +104,13 @@ def summary_lines(report: dict[str, Any], output: str) -> list[str]:
     lines.append(f"  report: {output}/report.json")
     lines.append(f"  gallery: {output}/report.html")
     return lines
+
+
+def _unconfirmed(report: dict[str, Any]) -> str:
+    count = report["unconfirmed_attempts"]
+    if not count:
+        return ""
+    return f" ({count} unconfirmed: perhaps billed, ~${report.get('unconfirmed_cost', 0.0):.2f})"
 
 
 def _clip(text: str, width: int = 80) -> str:
@@ -161,6 +169,7 @@ def merge_reports(reports: Sequence[dict[str, Any]], missing_shards: Sequence[st
         "requests_sent": sum(r["requests_sent"] for r in reports),
         "unconfirmed_attempts": sum(r["unconfirmed_attempts"] for r in reports),
         "estimated_cost": round(sum(r["estimated_cost"] for r in reports), 4),
+        "unconfirmed_cost": round(sum(r.get("unconfirmed_cost", 0.0) for r in reports), 4),
         "failures": [failures[k] for k in sorted(failures) if items[k]["status"] == "failed"],
         "items": merged_items,
         "merged_from": sorted({r.get("shard") or r["job"] for r in reports}),

@@ -18,11 +18,28 @@ from .images import SNIFF_BYTES, GeneratedImage, ImageFormat, sniff
 
 MAX_MESSAGE = 300
 
-# The provider's documented messages, which arrive with status 500 (SPEC §1).
+# The provider's documented messages, which arrive with status 500 (README "The real service").
 _MESSAGE_RULES = (
     ("chat response contains no choices", ErrorClass.SAFETY_FILTER),
     ("no base64 image found in response", ErrorClass.NO_IMAGE),
     ("failed to upload image", ErrorClass.SERVER_ERROR),
+)
+# "No credit left" in the words of new-api (its 401/403 codes and Chinese messages) and of OpenAI
+# (a 429 that is not a rate limit). Before the status: these arrive as 401, 403 and 429.
+_NO_CREDIT = re.compile(
+    r"insufficient_quota|insufficient_user_quota|pre_consume_token_quota_failed|TokenStatusExhausted"
+    r"|额度已用尽|额度不足|exceeded your current quota|quota is not enough",
+    re.IGNORECASE,
+)
+# Gemini's refusal reasons (blockReason / finishReason), passed on by gateways with any status.
+# Upper-case words as Gemini spells them, so that prose mentioning "safety" is not caught here.
+_GEMINI_REFUSAL = re.compile(
+    r"(?<![A-Za-z_])(?:IMAGE_)?(?:SAFETY|PROHIBITED_CONTENT|RECITATION)(?![A-Za-z_])"
+    r"|(?<![A-Za-z_])(?:BLOCKLIST|SPII)(?![A-Za-z_])"
+    r"|content_filter|prompt_blocked|blocked by Gemini"
+)
+_GEMINI_NO_IMAGE = re.compile(
+    r"(?<![A-Za-z_])(?:NO_IMAGE|IMAGE_OTHER)(?![A-Za-z_])|no images? (?:were |was )?generated", re.IGNORECASE
 )
 _SAFETY_WORDS = re.compile(
     r"content[_ ]policy|moderation|safety (?:system|filter)|flagged|prohibited content|blocked by safety",
@@ -34,6 +51,7 @@ _STATUS_CLASSES = {
     413: ErrorClass.INVALID_REQUEST,
     422: ErrorClass.INVALID_REQUEST,
     401: ErrorClass.AUTH,
+    402: ErrorClass.QUOTA_EXHAUSTED,
     403: ErrorClass.AUTH,
     429: ErrorClass.RATE_LIMITED,
     408: ErrorClass.SERVER_ERROR,
@@ -42,13 +60,17 @@ _STATUS_CLASSES = {
 
 
 def classify(status: int, text: str) -> ErrorClass:
-    """The class of an error response: the provider's message first, then the status."""
+    """The class of an error response: what its message says first, then its status."""
     lowered = text.lower()
     for needle, error_class in _MESSAGE_RULES:
         if needle in lowered:
             return error_class
-    if _SAFETY_WORDS.search(text):
+    if _NO_CREDIT.search(text):
+        return ErrorClass.QUOTA_EXHAUSTED
+    if _GEMINI_REFUSAL.search(text) or _SAFETY_WORDS.search(text):
         return ErrorClass.SAFETY_FILTER
+    if _GEMINI_NO_IMAGE.search(text):
+        return ErrorClass.NO_IMAGE
     if status in _STATUS_CLASSES:
         return _STATUS_CLASSES[status]
     if 500 <= status <= 599:
@@ -86,13 +108,19 @@ def error_from_response(status: int, headers: Mapping[str, str], raw: bytes) -> 
     """A non-200 response as a classified RequestError."""
     message, kind = describe_body(raw)
     error_class = classify(status, f"{message} {kind}")
+    upstream = _UPSTREAM_STATUS.search(kind)
     return RequestError(
         error_class,
         f"HTTP {status}: {message}" if message else f"HTTP {status}",
         http_status=status,
         retry_after=parse_retry_after(headers.get("Retry-After")),
         should_retry=parse_should_retry(headers.get("x-should-retry")),
+        upstream_status=int(upstream.group(1)) if upstream else None,
     )
+
+
+# new-api passes an upstream's bad status on as code bad_response_status_code, the status in param.
+_UPSTREAM_STATUS = re.compile(r"bad_response_status_code ([1-5][0-9][0-9])\b")
 
 
 def describe_body(raw: bytes) -> tuple[str, str]:
@@ -105,7 +133,7 @@ def describe_body(raw: bytes) -> tuple[str, str]:
         error = data.get("error", data)
         if isinstance(error, dict):
             message = str(error.get("message") or "")
-            kind = " ".join(str(error.get(k) or "") for k in ("type", "code")).strip()
+            kind = " ".join(str(error.get(k) or "") for k in ("type", "code", "param")).strip()
             return _short(message or kind or "error without a message"), kind
         if isinstance(error, str):
             return _short(error), ""

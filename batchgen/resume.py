@@ -32,7 +32,7 @@ def decide(entry: Entry | None, fingerprint: str, files_intact: bool, mode: Mode
         if mode is Mode.RUN and entry.fingerprint != fingerprint:
             return Action.SEND  # the prompt, size or a reference changed
         return Action.SKIP
-    if mode in (Mode.RUN, Mode.ALL_FAILED) or entry.retryable:
+    if mode in (Mode.RUN, Mode.ALL_FAILED) or entry.resent_by_retry:
         return Action.SEND
     return Action.KEEP
 

@@ -22,21 +22,27 @@ class RetryPolicy:
     cap_s: float = 60.0
     max_retry_after_s: float = 120.0  # a server's Retry-After is honoured up to this
     retry_after_send: bool = True  # false: an attempt that may have been billed is not repeated
+    max_unconfirmed: int = 2  # an item that may have been billed this often without an image stops
 
     @classmethod
     def from_limits(cls, limits: Limits) -> RetryPolicy:
         return cls(
-            limits.max_attempts,
-            limits.retry_base_s,
-            limits.retry_cap_s,
-            limits.max_retry_after_s,
-            limits.retry_after_send,
+            max_attempts=limits.max_attempts,
+            base_s=limits.retry_base_s,
+            cap_s=limits.retry_cap_s,
+            max_retry_after_s=limits.max_retry_after_s,
+            retry_after_send=limits.retry_after_send,
+            max_unconfirmed=limits.max_unconfirmed_per_item,
         )
 
-    def should_retry(self, exc: BaseException) -> bool:
+    def should_retry(self, exc: BaseException, unconfirmed: int = 0) -> bool:
+        """Another attempt after ``exc``, for an item with ``unconfirmed`` perhaps-billed attempts
+        so far (``exc`` included)?"""
         if not isinstance(exc, RequestError) or not exc.retryable:
             return False
-        return self.retry_after_send or not is_unconfirmed(exc)
+        if is_unconfirmed(exc):
+            return self.retry_after_send and unconfirmed < self.max_unconfirmed
+        return True
 
     def wait_after(self, error: BaseException | None) -> float | None:
         """The server's own wait, if it named one (capped); None means back off with jitter."""
@@ -50,16 +56,18 @@ class RetryPolicy:
         sleep: Callable[[float], Awaitable[None]],
         stopped: Callable[[], bool],
         before_sleep: Callable[[RetryCallState], Awaitable[None] | None] | None = None,
+        unconfirmed: Callable[[], int] = lambda: 0,
     ) -> AsyncRetrying:
         """A tenacity controller for one item: ``async for attempt in ...: with attempt: ...``.
 
         ``stopped`` is asked before every retry, so a job that is stopping
-        (auth failure, signal) sends nothing more.
+        (auth failure, signal) sends nothing more; ``unconfirmed`` counts the
+        item's perhaps-billed attempts so far.
         """
         return AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts) | _StopWhen(stopped),
             wait=_Wait(self),
-            retry=retry_if_exception(self.should_retry),
+            retry=retry_if_exception(lambda exc: self.should_retry(exc, unconfirmed())),
             sleep=sleep,
             before_sleep=before_sleep,
             reraise=True,
@@ -86,6 +94,15 @@ class _Wait(wait_base):
         return server_wait if server_wait is not None else float(self._jitter(retry_state))
 
 
+# A proxy in front of the relay gave up waiting (a gateway's 504, a CDN's 524 after 100 s) while
+# the upstream went on, finished and charged: 4K images take longer than such proxies wait.
+GAVE_UP_WAITING = frozenset({504, 524})
+
+
 def is_unconfirmed(exc: RequestError) -> bool:
     """Cut off after the request left: the service may have billed it without an answer arriving."""
-    return exc.sent and exc.error_class in (ErrorClass.TIMEOUT, ErrorClass.CONNECTION)
+    if not exc.sent:
+        return False
+    if exc.error_class in (ErrorClass.TIMEOUT, ErrorClass.CONNECTION):
+        return True
+    return exc.http_status in GAVE_UP_WAITING or exc.upstream_status in GAVE_UP_WAITING

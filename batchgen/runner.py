@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tenacity import RetryCallState
@@ -235,6 +236,7 @@ class Runner:
             sleep=self.sleep or self._sleep_unless_stopped,
             stopped=self.stop.is_set,
             before_sleep=before_sleep,
+            unconfirmed=lambda: counts.unconfirmed,
         )
         last: RequestError | None = None
         async for attempt in retrying:
@@ -267,8 +269,8 @@ class Runner:
     ) -> None:
         counts.sent += exc.sent
         counts.unconfirmed += is_unconfirmed(exc)
-        if exc.error_class is ErrorClass.AUTH:
-            self.abort(f"{request.id}: {exc.message} (check the API key)")
+        if exc.error_class.stops_job:
+            self.abort(_stop_reason(request.id, exc, self.store.root))
         if exc.error_class is ErrorClass.RATE_LIMITED:
             self.limiter.rate_limited(self.policy.wait_after(exc))
         verdict = self.guards.attempt_done(ok=False, retryable_failure=exc.retryable, is_probe=is_probe)
@@ -312,7 +314,7 @@ class Runner:
     async def _failed(
         self, request: PlannedRequest, exc: RequestError, counts: _Counts, request_fingerprint: str
     ) -> ItemOutcome:
-        if self.stop.is_set() and exc.retryable and self.policy.should_retry(exc):
+        if self.stop.is_set() and self.policy.should_retry(exc, counts.unconfirmed):
             return self._pending(request, counts)  # it would have been retried had the job not stopped
         log.warning(
             "%s: failed (%s) after %d attempt(s): %s",
@@ -360,6 +362,7 @@ def _outcome(request: PlannedRequest, status: ItemStatus, counts: _Counts, **res
         attempts=counts.attempts,
         requests_sent=counts.sent,
         unconfirmed=counts.unconfirmed,
+        unconfirmed_cost=round(request.estimated_cost * counts.unconfirmed, 6),
         **rest,
     )
 
@@ -384,6 +387,15 @@ def _from_journal(request: PlannedRequest, entry: Entry, action: Action) -> Item
     return ItemOutcome(
         request.index, request.id, request.prompt, ItemStatus.FAILED, attempts=entry.attempts, failure=failure
     )
+
+
+def _stop_reason(item_id: str, exc: RequestError, folder: Path) -> str:
+    if exc.error_class is ErrorClass.QUOTA_EXHAUSTED:
+        return (
+            f"the API credit ran out ({item_id}: {exc.message}); top up the account or key,"
+            f" then run `batchgen retry {folder}`"
+        )
+    return f"{item_id}: {exc.message} (check the API key)"
 
 
 def idempotency_key(job: str, item_id: str, request_fingerprint: str) -> str:

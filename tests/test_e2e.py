@@ -80,7 +80,8 @@ CASES = [
     ("[sim:badb64*1] garbled", 2, "succeeded", None),
     ("[sim:notimage*1] text", 2, "succeeded", None),
     ("[sim:502] gateway down", 4, "failed", "server_error"),
-    ("[sim:slow] stalls", 4, "failed", "timeout"),
+    # Timed out after sending, so perhaps billed: limits.max_unconfirmed_per_item (2) stops it.
+    ("[sim:slow] stalls", 2, "failed", "timeout"),
 ]
 
 
@@ -106,8 +107,8 @@ def test_every_fault_is_classified_and_sent_exactly_as_often_as_it_should(
         if error_class:
             assert failures[f"i{k}"]["class"] == error_class, prompt
     assert report["requests_sent"] == sum(requests for _, requests, *_ in CASES)
-    # drop and cut happen after the request was sent; four slow attempts timed out after sending.
-    assert report["unconfirmed_attempts"] == 2 + 4
+    # drop and cut happen after the request was sent; two slow attempts timed out after sending.
+    assert report["unconfirmed_attempts"] == 2 + 2
     assert report["status"] == "partial"
     assert failures["i1"]["retryable"] is False
     assert failures["i14"]["message"] == "HTTP 502: HTML page: 502 Bad Gateway"

@@ -25,6 +25,7 @@ def outcome(k: int, status: ItemStatus, error_class: ErrorClass = ErrorClass.SAF
         requests_sent=2,
         unconfirmed=k % 2,
         estimated_cost=0.5 if status is S else 0.0,
+        unconfirmed_cost=0.25 * (k % 2),
     )
 
 
@@ -66,11 +67,14 @@ def test_shape_counts_and_failures() -> None:
         "requests_sent",
         "unconfirmed_attempts",
         "estimated_cost",
+        "unconfirmed_cost",
         "failures",
         "items",
     ]
     assert report["counts"] == {"total": 5, "succeeded": 1, "failed": 2, "skipped": 1, "pending": 1}
     assert (report["requests_sent"], report["unconfirmed_attempts"], report["estimated_cost"]) == (10, 2, 0.5)
+    assert report["unconfirmed_cost"] == 0.5
+    assert "2 unconfirmed: perhaps billed, ~$0.50" in summary_lines(report, "out/j")[1]
     assert report["started_at"] == "2023-11-14T22:13:20Z"
     assert report["duration_s"] == 12.5
     assert report["failures"][0] == {

@@ -40,6 +40,36 @@ from .conftest import png_bytes
         (503, "", ErrorClass.SERVER_ERROR),
         (599, "", ErrorClass.SERVER_ERROR),
         (302, "", ErrorClass.INVALID_RESPONSE),
+        # Gemini's refusal reasons, as gateways pass them on, whatever the status.
+        (400, "request blocked by Gemini API: PROHIBITED_CONTENT prompt_blocked", ErrorClass.SAFETY_FILTER),
+        (400, "request blocked by Gemini API: OTHER", ErrorClass.SAFETY_FILTER),
+        (500, "upstream error: finishReason=IMAGE_SAFETY", ErrorClass.SAFETY_FILTER),
+        (500, "finish_reason: IMAGE_PROHIBITED_CONTENT", ErrorClass.SAFETY_FILTER),
+        (500, "blockReason: SAFETY", ErrorClass.SAFETY_FILTER),
+        (200, "blockReason BLOCKLIST", ErrorClass.SAFETY_FILTER),
+        (500, "finishReason SPII", ErrorClass.SAFETY_FILTER),
+        (500, "finishReason: RECITATION", ErrorClass.SAFETY_FILTER),
+        (500, "finishReason: IMAGE_RECITATION", ErrorClass.SAFETY_FILTER),
+        (400, "the answer was stopped: content_filter", ErrorClass.SAFETY_FILTER),
+        (500, "finishReason: NO_IMAGE", ErrorClass.NO_IMAGE),
+        (500, "finishReason=IMAGE_OTHER", ErrorClass.NO_IMAGE),
+        (500, "No images generated", ErrorClass.NO_IMAGE),
+        # Ordinary words are not Gemini's reasons: a 500 that mentions safety in prose is retried.
+        (500, "safety-net worker restarted", ErrorClass.SERVER_ERROR),
+        (503, "MAX_TOKENS_SAFETYNET overloaded", ErrorClass.SERVER_ERROR),
+        # No credit left: stops the job, and is not a rate limit or a bad key.
+        (429, "You exceeded your current quota insufficient_quota", ErrorClass.QUOTA_EXHAUSTED),
+        (429, "insufficient_quota", ErrorClass.QUOTA_EXHAUSTED),
+        (
+            401,
+            "该令牌额度已用尽 TokenStatusExhausted[sk-abc***xyz] new_api_error",
+            ErrorClass.QUOTA_EXHAUSTED,
+        ),
+        (403, "用户额度不足, 剩余额度: ＄0.001 insufficient_user_quota", ErrorClass.QUOTA_EXHAUSTED),  # noqa: RUF001
+        (403, "pre_consume_token_quota_failed", ErrorClass.QUOTA_EXHAUSTED),
+        (402, "", ErrorClass.QUOTA_EXHAUSTED),
+        (401, "无效的令牌 new_api_error", ErrorClass.AUTH),
+        (429, "您已达到请求数限制：1分钟内最多请求60次", ErrorClass.RATE_LIMITED),  # noqa: RUF001
     ],
 )
 def test_classify(status: int, text: str, expected: ErrorClass) -> None:
@@ -53,6 +83,7 @@ def test_classify(status: int, text: str, expected: ErrorClass) -> None:
         (ErrorClass.NO_IMAGE, False),
         (ErrorClass.INVALID_REQUEST, False),
         (ErrorClass.AUTH, False),
+        (ErrorClass.QUOTA_EXHAUSTED, False),
         (ErrorClass.REFERENCE_ERROR, False),
         (ErrorClass.RATE_LIMITED, True),
         (ErrorClass.SERVER_ERROR, True),

@@ -15,6 +15,8 @@ RUN, ONLY, ALL, FORCE = Mode.RUN, Mode.ONLY_FAILED, Mode.ALL_FAILED, Mode.FORCE
 DONE = Entry("a", "succeeded", "fp", "p", 1, (JournalFile("images/a.png", "h", 3),))
 FAILED_RETRYABLE = Entry("a", "failed", "fp", "p", 4, error_class="server_error", retryable=True)
 REFUSED = Entry("a", "failed", "fp", "p", 1, error_class="safety_filter", retryable=False)
+NO_CREDIT = Entry("a", "failed", "fp", "p", 1, error_class="quota_exhausted", retryable=False)
+BAD_KEY = Entry("a", "failed", "fp", "p", 1, error_class="auth", retryable=False)
 
 
 @pytest.mark.parametrize(
@@ -42,6 +44,9 @@ REFUSED = Entry("a", "failed", "fp", "p", 1, error_class="safety_filter", retrya
         (REFUSED, "fp", False, ONLY, KEEP),
         (REFUSED, "fp", False, ALL, SEND),
         (REFUSED, "fp", False, FORCE, SEND),
+        # failed because the account did, not the item: retry sends them once that is fixed
+        (NO_CREDIT, "fp", False, ONLY, SEND),
+        (BAD_KEY, "fp", False, ONLY, SEND),
     ],
 )
 def test_decide(entry: Entry | None, fingerprint: str, intact: bool, mode: Mode, action: Action) -> None:

@@ -129,3 +129,34 @@ async def test_a_stopped_job_makes_no_retry() -> None:
     )
     assert (calls, waits) == (1, [])
     assert isinstance(outcome, RequestError)
+
+
+@pytest.mark.parametrize(
+    ("error", "unconfirmed"),
+    [
+        (RequestError(ErrorClass.TIMEOUT, "read timeout"), True),
+        (RequestError(ErrorClass.TIMEOUT, "connect timeout", sent=False), False),
+        (RequestError(ErrorClass.CONNECTION, "reset"), True),
+        (RequestError(ErrorClass.CONNECTION, "refused", sent=False), False),
+        (RequestError(ErrorClass.SERVER_ERROR, "gateway timeout", http_status=504), True),
+        (RequestError(ErrorClass.SERVER_ERROR, "a timeout occurred", http_status=524), True),
+        (RequestError(ErrorClass.SERVER_ERROR, "bad", http_status=500, upstream_status=524), True),
+        (RequestError(ErrorClass.SERVER_ERROR, "bad gateway", http_status=502), False),
+        (RequestError(ErrorClass.SERVER_ERROR, "unavailable", http_status=503), False),
+    ],
+)
+def test_what_may_have_been_billed(error: RequestError, unconfirmed: bool) -> None:
+    from batchgen.retry import is_unconfirmed
+
+    assert is_unconfirmed(error) is unconfirmed
+
+
+def test_a_gateway_naming_the_upstream_524_is_unconfirmed() -> None:
+    from batchgen.responses import error_from_response
+    from batchgen.retry import is_unconfirmed
+
+    body = b'{"error": {"message": "bad response status code 524", "type": "upstream_error",'
+    body += b' "param": "524", "code": "bad_response_status_code"}}'
+    error = error_from_response(500, {}, body)
+    assert error.upstream_status == 524
+    assert is_unconfirmed(error)

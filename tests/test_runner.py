@@ -168,9 +168,36 @@ async def test_unconfirmed_attempts_count_only_what_may_have_been_billed(tmp_pat
             ]
         }
     )
-    result = await run(runner(tmp_path, client), [make_spec(0, "a", "p")])
+    result = await run(runner(tmp_path, client, max_unconfirmed=3), [make_spec(0, "a", "p")])
     (outcome,) = result.outcomes
     assert (outcome.attempts, outcome.requests_sent, outcome.unconfirmed) == (4, 3, 2)
+    assert outcome.unconfirmed_cost == pytest.approx(2 * outcome.estimated_cost)
+
+
+@pytest.mark.parametrize(
+    ("max_unconfirmed", "retry_after_send", "attempts"),
+    [(2, True, 2), (3, True, 3), (1, True, 1), (5, False, 1)],
+)
+async def test_an_item_stops_at_its_unconfirmed_cap(
+    tmp_path: Path, max_unconfirmed: int, retry_after_send: bool, attempts: int
+) -> None:
+    # A gateway's 504 arrives after the upstream did (and billed) the work: it counts as unconfirmed.
+    gave_up = error(ErrorClass.SERVER_ERROR, http_status=504, sent=True)
+    client = FakeClient({"p": [gave_up] * 5 + [OK]})
+    r = runner(
+        tmp_path, client, max_attempts=8, max_unconfirmed=max_unconfirmed, retry_after_send=retry_after_send
+    )
+    (outcome,) = (await run(r, [make_spec(0, "a", "p")])).outcomes
+    assert client.calls_for("p") == attempts
+    assert (outcome.status, outcome.unconfirmed) == (ItemStatus.FAILED, attempts)
+    assert outcome.unconfirmed_cost == pytest.approx(attempts * 0.039)  # nano-banana-2 1K, shipped prices
+
+
+async def test_a_failure_that_never_left_does_not_count_toward_the_cap(tmp_path: Path) -> None:
+    refused = error(ErrorClass.SERVER_ERROR, http_status=504, sent=False)
+    client = FakeClient({"p": [refused, refused, refused, OK]})
+    (outcome,) = (await run(runner(tmp_path, client, max_unconfirmed=1), [make_spec(0, "a", "p")])).outcomes
+    assert (outcome.status, outcome.unconfirmed, client.calls_for("p")) == (ItemStatus.SUCCEEDED, 0, 4)
 
 
 async def test_auth_failure_stops_the_job_and_leaves_the_rest_pending(tmp_path: Path) -> None:
@@ -184,6 +211,23 @@ async def test_auth_failure_stops_the_job_and_leaves_the_rest_pending(tmp_path: 
     assert result.aborted is not None
     assert "check the API key" in result.aborted
     assert sum(isinstance(e, JobStopping) for e in events) == 1
+
+
+async def test_exhausted_quota_stops_the_job_and_says_to_top_up(tmp_path: Path) -> None:
+    events: list[Event] = []
+    no_credit = error(ErrorClass.QUOTA_EXHAUSTED, http_status=429)
+    client = FakeClient({f"prompt {k}": [no_credit] for k in range(100)})
+    r = runner(tmp_path, client, concurrency=3, events=events, max_attempts=4)
+    result = await run(r, [make_spec(k) for k in range(100)])
+    assert len(client.calls) <= 3  # only what was already in flight; none of them retried
+    failed = [o for o in result.outcomes if o.status is ItemStatus.FAILED]
+    assert failed
+    assert all(o.failure is not None and o.failure.error_class is ErrorClass.QUOTA_EXHAUSTED for o in failed)
+    assert [o.status for o in result.outcomes].count(ItemStatus.PENDING) >= 97
+    assert result.aborted is not None
+    assert "credit ran out" in result.aborted
+    assert f"batchgen retry {tmp_path / 'out' / 'job'}" in result.aborted
+    assert not any(isinstance(e, ItemRetrying) for e in events)
 
 
 async def test_auth_failure_cancels_another_items_pending_retry(tmp_path: Path) -> None:
