@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, config, shard
-from .simulator import ALL_FAULTS, TRANSIENT_FAULTS
+from .simulator import ALL_FAULTS, RESPONSE_SHAPES, TRANSIENT_FAULTS
 
 EXIT_HELP = """exit status:
   0    every item succeeded or was already done
@@ -168,6 +168,17 @@ def _simulator_flags(parser: Any, prefix: str) -> None:
     )
     add(f"--{prefix}seed", type=int, metavar="S", help="fault seed, for reproducible runs")
     add(f"--{prefix}payload-kb", type=int, metavar="KB", help="pad each image to about this size")
+    add(
+        f"--{prefix}response",
+        choices=RESPONSE_SHAPES,
+        help="answer with b64_json, an inline data: URI in url, or a link (default: as response_format asks)",
+    )
+    add(
+        f"--{prefix}max-body-mb",
+        type=float,
+        metavar="MB",
+        help="answer 413 to a larger request body, as the proxy in front of a relay does",
+    )
 
 
 def _shard(text: str) -> tuple[int, int]:

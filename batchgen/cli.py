@@ -56,6 +56,8 @@ def _simulator_config(args: argparse.Namespace, prefix: str, **extra: Any) -> Si
         "fault_rate": getattr(args, f"{prefix}fault_rate"),
         "seed": getattr(args, f"{prefix}seed"),
         "payload_kb": getattr(args, f"{prefix}payload_kb"),
+        "response": getattr(args, f"{prefix}response"),
+        "max_body_mb": getattr(args, f"{prefix}max_body_mb"),
     }
     faults = getattr(args, f"{prefix}faults")
     if faults is not None:

@@ -14,7 +14,9 @@ from .errors import UsageError
 DEFAULT_BASE_URL = "https://api.qhaigc.net/v1"
 DEFAULT_KEY_ENV = "BATCHGEN_API_KEY"
 BASE_URL_ENV = "BATCHGEN_BASE_URL"
-DEFAULT_REFERENCE_FIELD = "image_urls"
+# Where the relay reads reference images: public integrations with it send this key, and it ignores
+# keys it does not know (generating without the references), so it stays a setting: api.reference_field.
+DEFAULT_REFERENCE_FIELD = "reference_images"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

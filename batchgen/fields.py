@@ -95,7 +95,16 @@ def item_warnings(
             ("size", f"{size} is not a size the service knows; it answers at its default resolution")
         )
     for key in extra:
-        if key not in provider.KNOWN_EXTRA_FIELDS and key != reference_field:
+        if key in provider.REFERENCE_LIKE_FIELDS and key != reference_field:
+            found.append(
+                (
+                    f"extra_fields.{key}",
+                    f"looks like reference images, but references are sent (and read) under"
+                    f" extra_fields.{reference_field}; the service ignores {key} and generates without"
+                    " them. List them under references: instead",
+                )
+            )
+        elif key not in provider.KNOWN_EXTRA_FIELDS and key != reference_field:
             found.append((f"extra_fields.{key}", "not a field the service documents; passed through as is"))
     image_size = extra.get("image_size")
     if image_size is not None and image_size not in provider.IMAGE_SIZES:

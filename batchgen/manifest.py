@@ -210,7 +210,7 @@ class _Builder:
             env = api.api_key_env
         field = raw.get("reference_field", api.reference_field)
         if not isinstance(field, str) or not re.match(r"^[A-Za-z0-9_.-]+$", field):
-            self.error(f"must be a field name like 'image_urls', not {field!r}", "api.reference_field")
+            self.error(f"must be a field name like 'reference_images', not {field!r}", "api.reference_field")
             field = api.reference_field
         return ApiSettings(api.base_url, env, field)
 

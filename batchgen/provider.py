@@ -24,6 +24,17 @@ ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9"
 # Extra ratios only nano-banana-2 takes.
 EXTREME_RATIOS = ("1:4", "4:1", "1:8", "8:1")
 KNOWN_EXTRA_FIELDS = ("image_size", "aspect_ratio")
+# Keys other tools use for reference images; under any key but api.reference_field they are ignored.
+REFERENCE_LIKE_FIELDS = (
+    "reference_images",
+    "image_urls",
+    "images",
+    "image",
+    "image_url",
+    "reference_image",
+    "ref_images",
+    "input_images",
+)
 
 WXH = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
 _LONG_SIDE = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}

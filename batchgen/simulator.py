@@ -1,9 +1,14 @@
-"""A stand-in for the image service: a real aiohttp server on 127.0.0.1 (SPEC §6).
+"""A stand-in for the relay: a real aiohttp server on 127.0.0.1 (README "The simulator").
 
-It speaks SPEC §1's contract with valid PNGs of the requested size class and
-injects faults, reproducibly: each request's fate is drawn from a random
-generator seeded with (seed, Idempotency-Key, attempt number), so it does not
-depend on the order requests arrive in. A prompt can also ask for a fault:
+It imitates the real relay, not an idealised one (README "The real service"):
+it reads reference images only under ``extra_fields.reference_images`` and
+draws them into the picture it returns, answers with ``b64_json``, an inline
+``data:`` URI or a link, refuses in Gemini's words, runs out of quota, gives
+up like a proxy after the work was done, and answers 413 over a body limit.
+
+Faults are reproducible: each request's fate is drawn from a random generator
+seeded with (seed, Idempotency-Key, attempt number), so it does not depend on
+the order requests arrive in. A prompt can also ask for a fault:
 ``[sim:safety]`` always refuses; ``[sim:500*2]`` fails the first two attempts.
 It is a server, not a client, so it is the one other module that imports aiohttp.
 """
@@ -11,24 +16,20 @@ It is a server, not a client, so it is the one other module that imports aiohttp
 from __future__ import annotations
 
 import asyncio
-import colorsys
 import hashlib
 import random
 import re
-import struct
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import orjson
 import pybase64
 from aiohttp import web
 
-from . import provider
+from . import provider, sim_images
 
 # Faults a random draw picks from: the ones a healthy client recovers from by retrying.
 TRANSIENT_FAULTS = ("429", "500", "502", "503", "drop", "cut", "truncated")
@@ -45,19 +46,59 @@ ALL_FAULTS = (
     "notimage",
     "empty",
     "slow",
+    # The relay's own answers (README "The real service").
+    "blocked",  # new-api's 400 prompt_blocked: Gemini refused the prompt
+    "image_safety",  # a 500 carrying Gemini's finishReason IMAGE_SAFETY
+    "no_images",  # Gemini answered without an image part
+    "filtered",  # a 200 whose body is an error: content_filter
+    "quota",  # OpenAI-style 429 insufficient_quota
+    "token_exhausted",  # new-api's 401: this key's quota is used up
+    "user_quota",  # new-api's 403 insufficient_user_quota
+    "504",  # the gateway gave up waiting; the upstream finished the image (billed) anyway
+    "524",  # a CDN gave up after 100 s; likewise billed
+    "413",  # the proxy in front refused the body
+    "deadlink",  # success, as a link that cannot be fetched (billed)
+    "flakylink",  # success, as a link whose first fetch fails (billed)
 )
+RESPONSE_SHAPES = ("asked", "b64", "dataurl", "url")
+# Where the relay reads reference images; any other key is ignored, as the real service does.
+REFERENCE_KEY = "reference_images"
+KNOWN_EXTRA = ("image_size", "aspect_ratio", REFERENCE_KEY)
 _DIRECTIVE = re.compile(r"\[sim:([a-z0-9_]+)(?:\*(\d+))?\]")
-_ERRORS: dict[str, tuple[int, str, str]] = {
-    "429": (429, "Rate limit reached for requests", "rate_limit_exceeded"),
-    "500": (500, "internal server error", "server_error"),
-    "503": (503, "the model is overloaded", "server_error"),
-    "safety": (500, "chat response contains no choices", "upstream_error"),
-    "no_image": (500, "no base64 image found in response", "upstream_error"),
-    "upload": (500, "failed to upload image", "upstream_error"),
-    "400": (400, "invalid size", "invalid_request_error"),
-    "401": (401, "Incorrect API key provided", "invalid_api_key"),
-    "403": (403, "this key may not use this model", "permission_denied"),
+_ERRORS: dict[str, tuple[int, str, str, str]] = {
+    "429": (429, "Rate limit reached for requests", "rate_limit_exceeded", ""),
+    "500": (500, "internal server error", "server_error", ""),
+    "503": (503, "the model is overloaded", "server_error", ""),
+    "safety": (500, "chat response contains no choices", "upstream_error", ""),
+    "no_image": (500, "no base64 image found in response", "upstream_error", ""),
+    "upload": (500, "failed to upload image", "upstream_error", ""),
+    "400": (400, "invalid size", "invalid_request_error", ""),
+    "401": (401, "无效的令牌", "new_api_error", ""),
+    "403": (403, "this key may not use this model", "new_api_error", ""),
+    "blocked": (400, "request blocked by Gemini API: PROHIBITED_CONTENT", "prompt_blocked", "prompt_blocked"),
+    "image_safety": (
+        500,
+        "upstream returned no image: finishReason=IMAGE_SAFETY",
+        "upstream_error",
+        "empty_response",
+    ),
+    "no_images": (500, "no images generated", "new_api_error", "empty_response"),
+    "quota": (
+        429,
+        "You exceeded your current quota, please check your plan and billing details.",
+        "insufficient_quota",
+        "insufficient_quota",
+    ),
+    "token_exhausted": (401, "该令牌额度已用尽 TokenStatusExhausted[sk-abc***xyz]", "new_api_error", ""),
+    "user_quota": (403, "用户额度不足, 剩余额度: ＄0.000000", "new_api_error", "insufficient_user_quota"),  # noqa: RUF001
 }
+_PAGES = {
+    "502": (502, "502 Bad Gateway", "nginx"),
+    "504": (504, "504 Gateway Time-out", "openresty"),
+    "524": (524, "524: A timeout occurred", "cloudflare"),
+    "413": (413, "413 Request Entity Too Large", "nginx"),
+}
+BILLED_FAULTS = frozenset({"504", "524", "deadlink", "flakylink"})
 
 
 @dataclass(frozen=True)
@@ -72,11 +113,16 @@ class SimulatorConfig:
     retry_after_s: int = 1
     slow_ms: float = 10_000.0  # how long a "slow" fault stalls
     api_key: str | None = None  # when set, any other key gets 401
+    response: str = "asked"  # b64, dataurl, url: answer so whatever was asked; asked: as response_format says
+    max_body_mb: float | None = None  # like the proxy in front of a relay: 413 for a larger body
+    record_bodies: bool = False  # keep every request body in stats.bodies (tests look at what was sent)
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(ALL_FAULTS)
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(ALL_FAULTS)}")
+        if self.response not in RESPONSE_SHAPES:
+            raise ValueError(f"response must be one of {', '.join(RESPONSE_SHAPES)}, not {self.response!r}")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError(f"fault rate must be between 0 and 1, not {self.fault_rate}")
 
@@ -88,7 +134,12 @@ class SimulatorStats:
     by_prompt: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     downloads: int = 0
+    failed_downloads: int = 0
+    billed: Counter[str] = field(default_factory=Counter)  # per prompt: generations the service did
+    references: Counter[str] = field(default_factory=Counter)  # per prompt: references it read
+    ignored_fields: Counter[str] = field(default_factory=Counter)  # extra_fields keys it does not know
     arrivals: list[float] = field(default_factory=list)  # monotonic seconds, for rate-limit checks
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # with SimulatorConfig.record_bodies
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +148,10 @@ class SimulatorStats:
             "by_prompt": dict(self.by_prompt),
             "faults": dict(self.faults),
             "downloads": self.downloads,
+            "failed_downloads": self.failed_downloads,
+            "billed": dict(self.billed),
+            "references": dict(self.references),
+            "ignored_fields": dict(self.ignored_fields),
         }
 
 
@@ -106,7 +161,8 @@ class Simulator:
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.config = config or SimulatorConfig()
         self.stats = SimulatorStats()
-        self._files: dict[str, bytes] = {}
+        self._files: dict[str, tuple[bytes, int]] = {}  # token -> (image, fetches still to fail)
+        self._rendered: dict[tuple[Any, ...], bytes] = {}  # pictures with references, by their digests
         self._runner: web.AppRunner | None = None
         self.port = 0
         # Called with the running request count on each request: lets a test act at a chosen point.
@@ -148,24 +204,38 @@ class Simulator:
     async def _arrivals(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.arrivals)
 
-    async def _file(self, request: web.Request) -> web.Response:
-        data = self._files.get(request.match_info["token"])
-        if data is None:
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        token = request.match_info["token"]
+        stored = self._files.get(token)
+        if stored is None:
+            self.stats.failed_downloads += 1
             return web.Response(status=404, text="no such file")
+        data, failing = stored
+        if failing:
+            self._files[token] = (data, failing - 1)
+            self.stats.failed_downloads += 1
+            return web.Response(status=503, text="<html><title>503 Service Unavailable</title></html>")
         self.stats.downloads += 1
         return web.Response(body=data, content_type="image/png")
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         cfg = self.config
         key = request.headers.get("Idempotency-Key", "")
+        arrived = time.monotonic()  # before anything that could wait
+        limit = cfg.max_body_mb
+        if limit is not None and (request.content_length or 0) > limit * 1024 * 1024:
+            # The proxy answers before the relay sees anything: nothing is generated or billed.
+            self.stats.faults["413"] += 1
+            return _page("413")
         try:
-            arrived = time.monotonic()  # before anything that could wait
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             return _error(400, "request body is not JSON", "invalid_request_error")
         if not isinstance(body, dict):
             return _error(400, "request body must be a JSON object", "invalid_request_error")
         prompt = body.get("prompt")
+        if cfg.record_bodies:
+            self.stats.bodies.append(body)
         self.stats.requests += 1
         self.stats.arrivals.append(arrived)
         attempt = self.stats.by_key[key] = self.stats.by_key[key] + 1
@@ -174,7 +244,7 @@ class Simulator:
         if self.on_request is not None:
             self.on_request(self.stats.requests)
         if cfg.api_key is not None and request.headers.get("Authorization") != f"Bearer {cfg.api_key}":
-            return _error(401, "Incorrect API key provided", "invalid_api_key")
+            return _error(401, "无效的令牌", "new_api_error")
         if not isinstance(prompt, str) or not prompt.strip():
             return _error(400, "prompt is required", "invalid_request_error")
         if cfg.latency_ms:
@@ -182,8 +252,13 @@ class Simulator:
         fault = self._fault_for(prompt, key, attempt)
         if fault is not None:
             self.stats.faults[fault] += 1
+            if fault in BILLED_FAULTS:
+                self.stats.billed[prompt] += 1
+            if fault in ("deadlink", "flakylink"):
+                return await self._success(body, prompt, link_fails=-1 if fault == "deadlink" else 1)
             return await self._inject(fault, request)
-        return await self._success(body, prompt, request)
+        self.stats.billed[prompt] += 1
+        return await self._success(body, prompt)
 
     def _fault_for(self, prompt: str, key: str, attempt: int) -> str | None:
         directive = _DIRECTIVE.search(prompt)
@@ -199,16 +274,17 @@ class Simulator:
 
     async def _inject(self, fault: str, request: web.Request) -> web.StreamResponse:
         if fault in _ERRORS:
-            status, message, kind = _ERRORS[fault]
+            status, message, kind, code = _ERRORS[fault]
             headers = {"Retry-After": str(self.config.retry_after_s)} if fault == "429" else None
-            return _error(status, message, kind, headers)
-        if fault == "502":
-            page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
-            return web.Response(status=502, text=page, content_type="text/html")
+            return _error(status, message, kind, headers, code)
+        if fault in _PAGES:
+            return _page(fault)
         if fault == "html":
             return web.Response(
                 status=200, text="<html><body>Please wait</body></html>", content_type="text/html"
             )
+        if fault == "filtered":
+            return web.json_response({"error": {"message": "finish_reason: content_filter", "type": "stop"}})
         if fault == "drop":
             assert request.transport is not None
             request.transport.close()
@@ -235,70 +311,91 @@ class Simulator:
             return web.json_response({"created": 1, "data": []})
         if fault == "slow":
             await asyncio.sleep(self.config.slow_ms / 1000)
-            return _error(504, "upstream timed out", "server_error")
+            return _page("504")
         raise AssertionError(f"unhandled fault {fault}")
 
-    async def _success(self, body: dict[str, Any], prompt: str, request: web.Request) -> web.Response:
+    async def _success(self, body: dict[str, Any], prompt: str, link_fails: int = 0) -> web.Response:
         extra = body.get("extra_fields")
         extra = extra if isinstance(extra, dict) else {}
+        for name in extra:
+            if name not in KNOWN_EXTRA:
+                self.stats.ignored_fields[str(name)] += 1
         size = str(body.get("size") or provider.DEFAULT_SIZE)
         image_size = extra.get("image_size")
         image_size = image_size if image_size in provider.IMAGE_SIZES else None
         ratio = extra.get("aspect_ratio")
         ratio = ratio if isinstance(ratio, str) else None
         width, height = provider.dimensions(size, image_size, ratio)
-        hue = int(hashlib.sha256(prompt.encode()).hexdigest()[:2], 16) % 12
+        hue = sim_images.hue_of(prompt)
         n = body.get("n")
         n = n if isinstance(n, int) and 1 <= n <= 10 else 1
-        if body.get("response_format") == "url":
+        refs = extra.get(REFERENCE_KEY)
+        refs = [r for r in refs if isinstance(r, str)] if isinstance(refs, list) else []
+        self.stats.references[prompt] += len(refs)
+        shape = self.config.response
+        if shape == "asked":
+            shape = "url" if body.get("response_format") == "url" else "b64"
+        if link_fails:
+            shape = "url"
+        if not refs and shape != "url":
             # Rendering a new image size takes ~100 ms of zlib (which releases the GIL): in a
             # thread, so a cache miss never stalls the other requests.
-            png = await asyncio.to_thread(_png, width, height, hue, self.config.payload_kb)
-            entries = []
-            for _ in range(n):
-                token = hashlib.sha256(f"{time.monotonic_ns()}{len(self._files)}".encode()).hexdigest()[:24]
-                if len(self._files) > 256:
-                    self._files.pop(next(iter(self._files)))
-                self._files[token] = png
-                entries.append({"url": f"http://{self.config.host}:{self.port}/files/{token}"})
-            return web.json_response({"created": int(time.time()), "data": entries})
-        payload = await asyncio.to_thread(_b64_response, width, height, hue, self.config.payload_kb, n)
-        return web.Response(body=payload, content_type="application/json")
+            payload = await asyncio.to_thread(
+                sim_images.b64_response, width, height, hue, self.config.payload_kb, n, shape == "dataurl"
+            )
+            return web.Response(body=payload, content_type="application/json")
+        picture = await self._picture(width, height, hue, refs)
+        if shape == "url":
+            entries = [{"url": self._link(picture, link_fails)} for _ in range(n)]
+        else:
+            b64 = pybase64.b64encode(picture).decode("ascii")
+            value = f"data:image/png;base64,{b64}" if shape == "dataurl" else b64
+            entries = [{"url" if shape == "dataurl" else "b64_json": value}] * n
+        return web.json_response({"created": int(time.time()), "data": entries}, dumps=_dumps)
+
+    async def _picture(self, width: int, height: int, hue: int, refs: list[str]) -> bytes:
+        payload_kb = self.config.payload_kb
+        if not refs:
+            return await asyncio.to_thread(sim_images.png, width, height, hue, payload_kb)
+        key = (width, height, hue, payload_kb, *(hashlib.sha256(r.encode()).digest() for r in refs))
+        found = self._rendered.get(key)
+        if found is None:
+            found = await asyncio.to_thread(sim_images.with_references, width, height, hue, payload_kb, refs)
+            if len(self._rendered) >= 64:
+                self._rendered.pop(next(iter(self._rendered)))
+            self._rendered[key] = found
+        return found
+
+    def _link(self, picture: bytes, fails: int) -> str:
+        """A link to ``picture``; ``fails`` fetches of it fail first (-1: every one, a dead link)."""
+        token = hashlib.sha256(f"{time.monotonic_ns()}{len(self._files)}".encode()).hexdigest()[:24]
+        if fails >= 0:
+            if len(self._files) > 256:
+                self._files.pop(next(iter(self._files)))
+            self._files[token] = (picture, fails)
+        return f"http://{self.config.host}:{self.port}/files/{token}"
 
 
-def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind}}, status=status, headers=headers)
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
-@lru_cache(maxsize=256)
-def _b64_response(width: int, height: int, hue: int, payload_kb: int, n: int) -> bytes:
-    # Cached whole: serving 100+ multi-megabyte answers a second must cost no encoding.
-    b64 = pybase64.b64encode(_png(width, height, hue, payload_kb)).decode("ascii")
-    return orjson.dumps({"created": 1_700_000_000, "data": [{"b64_json": b64}] * n})
+def _page(kind: str) -> web.Response:
+    """An error page of the proxy in front, as nginx, openresty or a CDN write them."""
+    status, title, server = _PAGES[kind]
+    page = f"<html><head><title>{title}</title></head><body><center><h1>{title}</h1></center>"
+    return web.Response(
+        status=status, text=f"{page}<hr><center>{server}</center></body></html>", content_type="text/html"
+    )
 
 
-@lru_cache(maxsize=256)
-def _png(width: int, height: int, hue: int, payload_kb: int) -> bytes:
-    """A real PNG: a vertical gradient in one of 12 hues, padded with a private chunk."""
-    rows = []
-    for y in range(height):
-        r, g, b = colorsys.hsv_to_rgb(hue / 12, 0.55, 0.95 - 0.5 * y / max(1, height - 1))
-        rows.append(b"\x00" + bytes((int(r * 255), int(g * 255), int(b * 255))) * width)
-    parts = [
-        b"\x89PNG\r\n\x1a\n",
-        _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)),
-        _chunk(b"IDAT", zlib.compress(b"".join(rows), 6)),
-    ]
-    size = sum(len(p) for p in parts) + 12
-    if payload_kb * 1024 > size + 12:
-        # An ancillary, private, safe-to-copy chunk: decoders skip it.
-        parts.append(_chunk(b"pdNg", random.Random(hue).randbytes(payload_kb * 1024 - size - 12)))
-    parts.append(_chunk(b"IEND", b""))
-    return b"".join(parts)
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+def _error(
+    status: int, message: str, kind: str, headers: dict[str, str] | None = None, code: str = ""
+) -> web.Response:
+    # new-api's shape: {"error": {"message": "... (request id: ...)", "type", "param", "code"}}
+    request_id = hashlib.sha256(f"{time.monotonic_ns()}".encode()).hexdigest()[:20]
+    error = {"message": f"{message} (request id: {request_id})", "type": kind, "param": "", "code": code}
+    return web.json_response({"error": error}, status=status, headers=headers)
 
 
 async def serve_forever(config: SimulatorConfig, ready: Callable[[str], None]) -> None:

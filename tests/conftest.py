@@ -15,7 +15,8 @@ import pytest
 import yaml
 from aioresponses import aioresponses
 
-from batchgen.simulator import Simulator, SimulatorConfig, _png
+from batchgen.sim_images import png as _png
+from batchgen.simulator import Simulator, SimulatorConfig
 
 CANARY_KEY = "sk-canary-7f3a9c1e5b2d4f6a8c0e"
 

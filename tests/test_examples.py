@@ -35,7 +35,7 @@ def test_the_catalog_example_runs_against_the_simulator(
     assert report["counts"]["succeeded"] == 216
     sidecar = orjson.loads((tmp_path / "catalog/images/mug-1002-detail-portrait.json").read_bytes())
     assert sidecar["request"]["extra_fields"]["aspect_ratio"] == "4:5"
-    assert sidecar["request"]["extra_fields"]["image_urls"][0].startswith(
+    assert sidecar["request"]["extra_fields"]["reference_images"][0].startswith(
         "file:catalog/refs/mug-1002.png sha256:"
     )
 

@@ -50,7 +50,10 @@ def test_field_checks(field: str, value: Any, normal: Any, error: str | None) ->
     ("model", "size", "extra", "warned"),
     [
         ("nano-banana-2", "1K", {}, []),
-        ("nano-banana-2", "1K", {"aspect_ratio": "4:5", "image_size": "2K", "image_urls": []}, []),
+        ("nano-banana-2", "1K", {"aspect_ratio": "4:5", "image_size": "2K", "reference_images": []}, []),
+        # references under a key the relay does not read: generated without them
+        ("nano-banana-2", "1K", {"image_urls": ["https://cdn.test/a.png"]}, ["extra_fields.image_urls"]),
+        ("nano-banana-2", "1K", {"images": []}, ["extra_fields.images"]),
         ("nano-banana-2", "1K", {"aspect_ratio": "1:8"}, []),
         ("nano-banana-pro", "1K", {"aspect_ratio": "1:8"}, ["aspect_ratio"]),
         ("nano-banana-2", "1K", {"aspect_ratio": "5:1"}, ["aspect_ratio"]),
@@ -64,4 +67,13 @@ def test_field_checks(field: str, value: Any, normal: Any, error: str | None) ->
     ],
 )
 def test_item_warnings(model: str, size: str, extra: dict[str, Any], warned: list[str]) -> None:
-    assert [f for f, _ in fields.item_warnings(model, size, extra, "image_urls")] == warned
+    assert [f for f, _ in fields.item_warnings(model, size, extra, "reference_images")] == warned
+
+
+def test_a_reference_key_the_relay_ignores_says_where_references_go() -> None:
+    ((field, message),) = fields.item_warnings("nano-banana-2", "1K", {"image_urls": []}, "reference_images")
+    assert field == "extra_fields.image_urls"
+    assert "extra_fields.reference_images" in message
+    assert "generates without them" in message
+    # A relay that reads image_urls is configured with api.reference_field, and then nothing warns.
+    assert fields.item_warnings("nano-banana-2", "1K", {"image_urls": []}, "image_urls") == []

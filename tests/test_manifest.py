@@ -63,8 +63,8 @@ def problems_of(write_manifest: Callable[..., Path], data: dict[str, Any] | str)
             ": items[0] (id a): aspect_ratio: conflicts with extra_fields.aspect_ratio ('4:3')",
         ),
         (
-            {"items": [item(references=["https://x.test/a.png"], extra_fields={"image_urls": ["u"]})]},
-            ": items[0] (id a): extra_fields.image_urls: conflicts with references",
+            {"items": [item(references=["https://x.test/a.png"], extra_fields={"reference_images": ["u"]})]},
+            ": items[0] (id a): extra_fields.reference_images: conflicts with references",
         ),
         (
             {"items": [item(references=[f"https://x.test/{k}.png" for k in range(15)])]},

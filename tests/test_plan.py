@@ -28,7 +28,7 @@ def spec(**overrides: object) -> ItemSpec:
 
 
 def test_plain_request_has_no_extra_fields() -> None:
-    planned = plan_item(spec(), "image_urls", PRICES)
+    planned = plan_item(spec(), "reference_images", PRICES)
     assert build_body(planned, []) == {
         "model": "nano-banana-2",
         "prompt": "a tote",

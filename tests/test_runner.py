@@ -65,7 +65,9 @@ def runner(
 
 
 async def run(r: Runner, specs: list) -> JobRun:  # type: ignore[type-arg]
-    return await r.run(specs, partial(plan_item, reference_field="image_urls", prices=PriceTable.default()))
+    return await r.run(
+        specs, partial(plan_item, reference_field="reference_images", prices=PriceTable.default())
+    )
 
 
 async def test_success_writes_images_and_a_sidecar_without_reference_bytes(
@@ -81,11 +83,11 @@ async def test_success_writes_images_and_a_sidecar_without_reference_bytes(
     assert (outcome.attempts, outcome.requests_sent, outcome.unconfirmed) == (1, 1, 0)
     # The request that went out carries the reference as a data URI of the file's bytes.
     ((_, body, _),) = client.calls
-    sent_refs = body["extra_fields"]["image_urls"]
+    sent_refs = body["extra_fields"]["reference_images"]
     assert sent_refs[0].startswith("data:image/png;base64,")
     assert sent_refs[1] == "https://cdn.test/x.png"
     sidecar = orjson.loads((tmp_path / "out/job/images/sku-1.json").read_bytes())
-    assert sidecar["request"]["extra_fields"]["image_urls"][0].startswith("file:refs/style.png sha256:")
+    assert sidecar["request"]["extra_fields"]["reference_images"][0].startswith("file:refs/style.png sha256:")
     assert "base64" not in orjson.dumps(sidecar).decode()
     assert [f["path"] for f in sidecar["files"]] == list(outcome.files)
     assert sidecar["attempts"] == 1
