@@ -37,17 +37,26 @@ USER_AGENT = "batchgen/0.1"
 
 @dataclass(frozen=True, slots=True)
 class Generation:
-    """An attempt's images. They hold one of the client's memory slots until ``release()``:
-    call it once they are written (the runner does), so images in memory stay bounded."""
+    """An attempt's answer: images that came inline, and links to the ones that did not.
+
+    Both were generated and billed. The answer holds one of the client's memory slots until
+    ``release()``: call it once its images are written (the runner does), so images in
+    memory stay bounded.
+    """
 
     images: tuple[GeneratedImage, ...]
     created: int | None
     release: Callable[[], None] = lambda: None
+    links: tuple[str, ...] = ()
 
 
 class ImageClient(Protocol):
     async def generate(self, body: Mapping[str, Any], idempotency_key: str) -> Generation:
-        """One attempt; raises RequestError classified per SPEC §2."""
+        """One attempt; raises RequestError with its ErrorClass (README "Failures")."""
+        ...
+
+    async def download(self, url: str) -> GeneratedImage:
+        """One attempt at fetching an image link; raises RequestError(DOWNLOAD_FAILED)."""
         ...
 
 
@@ -83,6 +92,7 @@ class HttpImageClient:
         self._session: aiohttp.ClientSession | None = None
         self._images = asyncio.Semaphore(images_at_once)
         self._download_session: aiohttp.ClientSession | None = None
+        self._warned_hosts: set[str] = set()
 
     async def __aenter__(self) -> HttpImageClient:
         headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json"}
@@ -147,39 +157,53 @@ class HttpImageClient:
             except RequestError as exc:
                 raise self._scrubbed(exc) from exc
             del raw  # the encoded body is not needed once decoded: let it go before the images are written
-            images = list(parsed.images)
-            for url in parsed.urls:
-                images.append(await self._fetch(url))
         except BaseException:
             release()
             raise
-        return Generation(tuple(images), parsed.created, release)
+        return Generation(parsed.images, parsed.created, release, parsed.links)
 
-    async def _fetch(self, url: str) -> GeneratedImage:
+    async def download(self, url: str) -> GeneratedImage:
+        """Fetch an image the service answered with as a link: https, or plain http with a warning,
+        never to a private, link-local or (unless the API is there) loopback address."""
         session = self._downloads()
         policy = self._download
         target = URL(url)
         try:
             for _ in range(policy.max_redirects + 1):
                 _check_download_url(target, policy.allow_loopback)
+                self._warn_if_plain(target)
                 async with session.get(target, allow_redirects=False) as resp:
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                         target = target.join(URL(resp.headers["Location"]))
                         continue
                     if resp.status != 200:
-                        raise _download_failed(f"image url answered HTTP {resp.status}")
+                        raise _download_failed(f"image url answered HTTP {resp.status}", resp.status)
                     data = await _read_capped(resp, policy.max_bytes, ErrorClass.DOWNLOAD_FAILED)
                     break
             else:
-                raise _download_failed(f"image url redirected more than {policy.max_redirects} times")
+                raise _download_failed(
+                    f"image url redirected more than {policy.max_redirects} times", final=True
+                )
         except RequestError:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            cause = getattr(exc, "os_error", exc)
+            if isinstance(cause, _RefusedAddress):
+                raise _download_failed(f"image url refused: {cause}", final=True) from exc
             raise _download_failed(f"image url could not be fetched: {type(exc).__name__}: {exc}") from exc
         fmt = sniff(data[:SNIFF_BYTES])
         if fmt is None:
             raise _download_failed("image url did not return a PNG, JPEG, WebP or GIF image")
         return GeneratedImage(data, fmt)
+
+    def _warn_if_plain(self, url: URL) -> None:
+        host = url.host or ""
+        if url.scheme == "http" and not _is_loopback_host(host) and host not in self._warned_hosts:
+            self._warned_hosts.add(host)
+            log.warning(
+                "image links from %s are plain http: fetched, but anyone on the way could read or alter them",
+                host,
+            )
 
     def _scrubbed(self, error: RequestError) -> RequestError:
         """The same error, with the key cut out of its message should a proxy echo it."""
@@ -222,19 +246,22 @@ async def _read_capped(
     if resp.content_length is not None:
         if resp.content_length > cap:
             raise RequestError(
-                error_class, f"response of {resp.content_length} bytes is over the {cap}-byte cap"
+                error_class,
+                f"response of {resp.content_length} bytes is over the {cap}-byte cap",
+                should_retry=False,  # it would be again
             )
         return await resp.read()
     chunks = bytearray()
     async for chunk in resp.content.iter_chunked(1 << 20):
         chunks += chunk
         if len(chunks) > cap:
-            raise RequestError(error_class, f"response is over the {cap}-byte cap")
+            raise RequestError(error_class, f"response is over the {cap}-byte cap", should_retry=False)
     return bytes(chunks)
 
 
-def _download_failed(message: str) -> RequestError:
-    return RequestError(ErrorClass.DOWNLOAD_FAILED, message)
+def _download_failed(message: str, status: int | None = None, *, final: bool = False) -> RequestError:
+    """``final``: fetching again cannot help (a refused address, a file over the cap)."""
+    return RequestError(ErrorClass.DOWNLOAD_FAILED, message, http_status=status, should_retry=not final)
 
 
 def _is_loopback_host(host: str) -> bool:
@@ -257,19 +284,22 @@ def _address_allowed(address: str, allow_loopback: bool) -> bool:
 
 def _check_download_url(url: URL, allow_loopback: bool) -> None:
     host = url.host or ""
-    loopback = _is_loopback_host(host)
-    if url.scheme == "http" and not (loopback and allow_loopback):
-        raise _download_failed("image url is plain http; only https is fetched")
     if url.scheme not in ("http", "https"):
-        raise _download_failed(f"image url has scheme {url.scheme!r}; only https is fetched")
+        raise _download_failed(
+            f"image url has scheme {url.scheme!r}; only https and http are fetched", final=True
+        )
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        if loopback and not allow_loopback:
-            raise _download_failed("image url points at a loopback address") from None
+        if _is_loopback_host(host) and not allow_loopback:
+            raise _download_failed("image url points at a loopback address", final=True) from None
         return  # a name: the resolver filters what it resolves to
     if not _address_allowed(host.strip("[]"), allow_loopback):
-        raise _download_failed(f"image url points at a non-public address {host}")
+        raise _download_failed(f"image url points at a non-public address {host}", final=True)
+
+
+class _RefusedAddress(OSError):
+    """A link's host resolves only to addresses batchgen does not fetch from."""
 
 
 class _FilteringResolver(AbstractResolver):
@@ -289,7 +319,7 @@ class _FilteringResolver(AbstractResolver):
         found = await self._inner.resolve(host, port, family)
         allowed = [r for r in found if _address_allowed(r["host"], self._allow_loopback)]
         if not allowed:
-            raise OSError(f"{host} resolves only to non-public addresses")
+            raise _RefusedAddress(f"{host} resolves only to non-public addresses")
         return allowed
 
     async def close(self) -> None:

@@ -5,7 +5,8 @@
     ├── UsageError             the command line or environment is wrong
     ├── JobLockedError         another run holds the job folder
     ├── RequestError           one attempt at one item failed (carries an ErrorClass)
-    │   └── ReferenceImageError   a local reference could not be read at send time
+    │   ├── ReferenceImageError   a local reference could not be read at send time
+    │   └── LinkError             the image was made and billed, but its link could not be fetched
     └── StoreError             an output could not be written safely
 
 Errors of the libraries underneath (aiohttp, asyncio, OSError while reading
@@ -32,7 +33,9 @@ class ErrorClass(enum.StrEnum):
     TIMEOUT = "timeout"  # connect or read timeout
     CONNECTION = "connection"  # refused, reset, dropped, DNS, TLS
     INVALID_RESPONSE = "invalid_response"  # 200 that is not a usable answer
-    DOWNLOAD_FAILED = "download_failed"  # a returned image url could not be fetched
+    # A returned image link could not be fetched. The image was made and billed: it is fetched
+    # again (free), never generated again unless asked (`retry --all-failed`).
+    DOWNLOAD_FAILED = "download_failed"
     REFERENCE_ERROR = "reference_error"  # a local reference image went bad before sending
 
     @property
@@ -54,7 +57,6 @@ _RETRYABLE = frozenset(
         ErrorClass.TIMEOUT,
         ErrorClass.CONNECTION,
         ErrorClass.INVALID_RESPONSE,
-        ErrorClass.DOWNLOAD_FAILED,
     }
 )
 
@@ -158,3 +160,15 @@ class ReferenceImageError(RequestError):
 
     def __init__(self, message: str) -> None:
         super().__init__(ErrorClass.REFERENCE_ERROR, message, sent=False)
+
+
+class LinkError(RequestError):
+    """The service made (and billed) the images, but a link to one could not be fetched.
+
+    ``links`` are all of the answer's links, kept in the journal and report so
+    that a later run fetches them again instead of paying for a new generation.
+    """
+
+    def __init__(self, message: str, links: Sequence[str], http_status: int | None = None) -> None:
+        super().__init__(ErrorClass.DOWNLOAD_FAILED, message, http_status=http_status, should_retry=False)
+        self.links = tuple(links)

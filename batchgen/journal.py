@@ -47,6 +47,7 @@ class Entry:
     http_status: int | None = None
     retryable: bool | None = None
     estimated_cost: float = 0.0
+    links: tuple[str, ...] = ()  # download_failed: the links of images made and billed, to fetch again
 
     @property
     def resent_by_retry(self) -> bool:
@@ -118,6 +119,8 @@ def entry_record(entry: Entry, finished_at: float) -> dict[str, Any]:
                 "retryable": entry.retryable,
             }
         )
+        if entry.links:
+            record["links"] = list(entry.links)
     return record
 
 
@@ -184,6 +187,7 @@ def _entry(record: dict[str, Any]) -> Entry | None:
             http_status=record.get("http_status"),
             retryable=record.get("retryable"),
             estimated_cost=float(record.get("estimated_cost", 0.0)),
+            links=tuple(str(link) for link in record.get("links", ())),
         )
     except (KeyError, TypeError, ValueError):
         return None

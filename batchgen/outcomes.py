@@ -27,6 +27,7 @@ class Failure:
     message: str
     http_status: int | None
     retryable: bool
+    links: tuple[str, ...] = ()  # download_failed: the image links the service answered with
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ def build_report(
                 "http_status": o.failure.http_status,
                 "attempts": o.attempts,
                 "retryable": o.failure.retryable,
+                **({"links": list(o.failure.links)} if o.failure.links else {}),
             }
             for o in failures
             if o.failure is not None

@@ -6,6 +6,7 @@ import enum
 import os
 from pathlib import Path
 
+from .errors import ErrorClass
 from .journal import Entry
 
 
@@ -20,6 +21,7 @@ class Action(enum.StrEnum):
     SEND = "send"
     SKIP = "skip"  # done by an earlier run: report it as skipped
     KEEP = "keep"  # failed earlier and not to be resent: report that failure
+    FETCH = "fetch"  # made and billed earlier, but its link failed: fetch it, do not make it again
 
 
 def decide(entry: Entry | None, fingerprint: str, files_intact: bool, mode: Mode) -> Action:
@@ -32,6 +34,10 @@ def decide(entry: Entry | None, fingerprint: str, files_intact: bool, mode: Mode
         if mode is Mode.RUN and entry.fingerprint != fingerprint:
             return Action.SEND  # the prompt, size or a reference changed
         return Action.SKIP
+    if entry.links and entry.error_class == ErrorClass.DOWNLOAD_FAILED.value:
+        if mode is not Mode.RUN or entry.fingerprint == fingerprint:
+            return Action.FETCH  # with --all-failed, made again should the links be dead
+        return Action.SEND  # the request changed since: that image is not the one wanted now
     if mode in (Mode.RUN, Mode.ALL_FAILED) or entry.resent_by_retry:
         return Action.SEND
     return Action.KEEP

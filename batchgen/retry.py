@@ -23,6 +23,9 @@ class RetryPolicy:
     max_retry_after_s: float = 120.0  # a server's Retry-After is honoured up to this
     retry_after_send: bool = True  # false: an attempt that may have been billed is not repeated
     max_unconfirmed: int = 2  # an item that may have been billed this often without an image stops
+    download_attempts: int = 3  # fetching an image link: its own budget, never a new generation
+    download_base_s: float = 1.0
+    download_cap_s: float = 10.0
 
     @classmethod
     def from_limits(cls, limits: Limits) -> RetryPolicy:
@@ -33,6 +36,8 @@ class RetryPolicy:
             max_retry_after_s=limits.max_retry_after_s,
             retry_after_send=limits.retry_after_send,
             max_unconfirmed=limits.max_unconfirmed_per_item,
+            download_base_s=min(1.0, limits.retry_base_s),
+            download_cap_s=min(10.0, limits.retry_cap_s),
         )
 
     def should_retry(self, exc: BaseException, unconfirmed: int = 0) -> bool:
@@ -70,6 +75,17 @@ class RetryPolicy:
             retry=retry_if_exception(lambda exc: self.should_retry(exc, unconfirmed())),
             sleep=sleep,
             before_sleep=before_sleep,
+            reraise=True,
+        )
+
+    def downloading(self, *, sleep: Callable[[float], Awaitable[None]]) -> AsyncRetrying:
+        """A tenacity controller for fetching one image link. Not stopped by a stopping job:
+        the image is paid for, and fetching it costs nothing more."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.download_attempts),
+            wait=wait_random_exponential(multiplier=self.download_base_s, max=self.download_cap_s),
+            retry=retry_if_exception(lambda exc: isinstance(exc, RequestError) and exc.retryable),
+            sleep=sleep,
             reraise=True,
         )
 

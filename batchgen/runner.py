@@ -23,9 +23,11 @@ from tenacity import RetryCallState
 
 from . import scheduler
 from .client import Generation, ImageClient
-from .errors import ErrorClass, RequestError, StoreError
+from .errors import ErrorClass, LinkError, RequestError, StoreError
 from .guards import Guards
+from .images import GeneratedImage
 from .journal import Entry, Journal, JournalFile, entry_record
+from .links import fetch_all
 from .manifest import ItemSpec
 from .outcomes import (
     Event,
@@ -161,7 +163,16 @@ class Runner:
             request_fingerprint = fingerprint(request, [r.digest for r in loaded])
             entry = self.previous.get(request.id)
             action = decide(entry, request_fingerprint, files_intact(self.store.root, entry), self.mode)
-            if action is not Action.SEND:
+            if action is Action.FETCH:
+                assert entry is not None
+                try:
+                    return await self._refetch(request, entry, loaded)
+                except LinkError as exc:
+                    if self.mode is not Mode.ALL_FAILED:
+                        counts.attempts = entry.attempts
+                        return await self._failed(request, exc, counts, entry.fingerprint)
+                    # --all-failed: the links are dead, so the image is made again (and paid again).
+            elif action is not Action.SEND:
                 assert entry is not None
                 return _from_journal(request, entry, action)
             return await self._send(request, loaded, request_fingerprint, counts, release)
@@ -189,11 +200,16 @@ class Runner:
             produced = True  # billed, whatever happens to the bytes now
             release()
             try:
+                images = generation.images
+                if generation.links:
+                    images += await self._fetch(request, generation.links)
                 stored = await self._blocking(
-                    self._save, request, generation, loaded, counts, self.clock() - started
+                    self._save, request, images, generation.created, loaded, counts, self.clock() - started
                 )
             finally:
                 generation.release()  # the images are on disk (or lost): their memory slot is free
+        except LinkError as exc:
+            return await self._failed(request, exc, counts, request_fingerprint, request.estimated_cost)
         except RequestError as exc:
             return await self._failed(request, exc, counts, request_fingerprint)
         except _NotSent:
@@ -204,18 +220,52 @@ class Runner:
             return self._pending(request, counts)
         finally:
             self.guards.settle(request.estimated_cost, produced=produced, unconfirmed=counts.unconfirmed)
+        return await self._succeeded(request, stored, request_fingerprint, counts, request.estimated_cost)
+
+    async def _succeeded(
+        self,
+        request: PlannedRequest,
+        stored: list[StoredFile],
+        request_fingerprint: str,
+        counts: _Counts,
+        cost: float,
+    ) -> ItemOutcome:
         if len(stored) < request.n:
             log.warning("%s: asked for %d images, the service sent %d", request.id, request.n, len(stored))
         files = tuple(JournalFile(f.path, f.sha256, f.bytes) for f in stored)
-        entry = Entry(request.id, "succeeded", request_fingerprint, request.prompt, counts.attempts, files)
+        entry = Entry(
+            request.id,
+            "succeeded",
+            request_fingerprint,
+            request.prompt,
+            counts.attempts,
+            files,
+            estimated_cost=cost,
+        )
         await self._journal(entry)
         return _outcome(
-            request,
-            ItemStatus.SUCCEEDED,
-            counts,
-            files=tuple(f.path for f in stored),
-            estimated_cost=request.estimated_cost,
+            request, ItemStatus.SUCCEEDED, counts, files=tuple(f.path for f in stored), estimated_cost=cost
         )
+
+    async def _refetch(
+        self, request: PlannedRequest, entry: Entry, loaded: list[LoadedReference]
+    ) -> ItemOutcome:
+        """An image made and billed by an earlier run whose link failed then: fetched, not made again."""
+        counts = _Counts(attempts=entry.attempts)
+        started = self.clock()
+        images = await self._fetch(request, entry.links)
+        try:
+            stored = await self._blocking(
+                self._save, request, images, None, loaded, counts, self.clock() - started
+            )
+        except StoreError as exc:
+            self.abort(f"cannot write the output: {exc}")
+            return self._pending(request, counts)
+        log.info("%s: fetched the image an earlier run paid for", request.id)
+        return await self._succeeded(request, stored, entry.fingerprint, counts, 0.0)
+
+    async def _fetch(self, request: PlannedRequest, links: tuple[str, ...]) -> tuple[GeneratedImage, ...]:
+        return await fetch_all(self.client, request.id, links, self.policy, self.sleep or asyncio.sleep)
 
     async def _attempts(
         self, request: PlannedRequest, body: dict[str, Any], key: str, counts: _Counts
@@ -284,12 +334,13 @@ class Runner:
     def _save(
         self,
         request: PlannedRequest,
-        generation: Generation,
+        images: Sequence[GeneratedImage],
+        created: int | None,
         loaded: Sequence[LoadedReference],
         counts: _Counts,
         latency: float,
     ) -> list[StoredFile]:
-        stored = self.store.write_images(request.image_stems, generation.images)
+        stored = self.store.write_images(request.image_stems, images)
         shown = [_describe(ref, got) for ref, got in zip(request.references, loaded, strict=True)]
         # The sidecar is metadata the journal also holds (files, sizes, sha256): it is renamed
         # into place whole, and made durable with the rest of the job's files at the end.
@@ -299,7 +350,7 @@ class Runner:
                 "id": request.id,
                 "request": build_body(request, shown),
                 "model": request.model,
-                "created": generation.created,
+                "created": created,
                 "attempts": counts.attempts,
                 "latency_s": round(latency, 3),
                 "files": [
@@ -312,15 +363,22 @@ class Runner:
         return stored
 
     async def _failed(
-        self, request: PlannedRequest, exc: RequestError, counts: _Counts, request_fingerprint: str
+        self,
+        request: PlannedRequest,
+        exc: RequestError,
+        counts: _Counts,
+        request_fingerprint: str,
+        cost: float = 0.0,
     ) -> ItemOutcome:
+        """``cost``: what the item was billed for nonetheless (images made, then lost)."""
         if self.stop.is_set() and self.policy.should_retry(exc, counts.unconfirmed):
             return self._pending(request, counts)  # it would have been retried had the job not stopped
         log.warning(
             "%s: failed (%s) after %d attempt(s): %s",
             *(request.id, exc.error_class.value, counts.attempts, exc.message),
         )
-        failure = Failure(exc.error_class, exc.message, exc.http_status, exc.retryable)
+        links = exc.links if isinstance(exc, LinkError) else ()
+        failure = Failure(exc.error_class, exc.message, exc.http_status, exc.retryable, links)
         entry = Entry(
             request.id,
             "failed",
@@ -331,12 +389,14 @@ class Runner:
             message=exc.message,
             http_status=exc.http_status,
             retryable=exc.retryable,
+            estimated_cost=cost,
+            links=links,
         )
         await self._journal(entry)
         verdict = self.guards.item_failed()
         if verdict:
             self.abort(verdict)
-        return _outcome(request, ItemStatus.FAILED, counts, failure=failure)
+        return _outcome(request, ItemStatus.FAILED, counts, failure=failure, estimated_cost=cost)
 
     def _pending(self, request: PlannedRequest, counts: _Counts, cut_off: bool = False) -> ItemOutcome:
         if cut_off and counts.attempts > counts.sent:
@@ -383,6 +443,7 @@ def _from_journal(request: PlannedRequest, entry: Entry, action: Action) -> Item
         entry.message or "",
         entry.http_status,
         bool(entry.retryable),
+        entry.links,
     )
     return ItemOutcome(
         request.index, request.id, request.prompt, ItemStatus.FAILED, attempts=entry.attempts, failure=failure

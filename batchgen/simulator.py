@@ -115,6 +115,7 @@ class SimulatorConfig:
     api_key: str | None = None  # when set, any other key gets 401
     response: str = "asked"  # b64, dataurl, url: answer so whatever was asked; asked: as response_format says
     max_body_mb: float | None = None  # like the proxy in front of a relay: 413 for a larger body
+    link_failures: int = 1  # how many fetches of a "flakylink" link fail before one works
     record_bodies: bool = False  # keep every request body in stats.bodies (tests look at what was sent)
 
     def __post_init__(self) -> None:
@@ -255,7 +256,8 @@ class Simulator:
             if fault in BILLED_FAULTS:
                 self.stats.billed[prompt] += 1
             if fault in ("deadlink", "flakylink"):
-                return await self._success(body, prompt, link_fails=-1 if fault == "deadlink" else 1)
+                fails = -1 if fault == "deadlink" else cfg.link_failures
+                return await self._success(body, prompt, link_fails=fails)
             return await self._inject(fault, request)
         self.stats.billed[prompt] += 1
         return await self._success(body, prompt)

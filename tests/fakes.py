@@ -18,6 +18,7 @@ from batchgen.references import Reference
 from .conftest import png_bytes
 
 OK = "ok"  # a scripted success
+LINKS = "links"  # a scripted success answered with links (https://cdn.test/<prompt>/<k>.png)
 
 
 def make_spec(
@@ -58,6 +59,8 @@ class FakeClient:
     images_per_call: int | None = None
     calls: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
     released: list[str] = field(default_factory=list)  # prompts whose results were released
+    link_scripts: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    downloads: list[str] = field(default_factory=list)
     _position: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def calls_for(self, prompt: str) -> int:
@@ -78,5 +81,19 @@ class FakeClient:
         if isinstance(entry, RequestError):
             raise entry
         count = self.images_per_call or int(body.get("n", 1))
+        if entry == LINKS:
+            links = tuple(f"https://cdn.test/{prompt}/{k}.png" for k in range(count))
+            return Generation((), created=123, release=lambda: self.released.append(prompt), links=links)
         images = tuple(GeneratedImage(png_bytes(hue=k), PNG) for k in range(count))
         return Generation(images, created=123, release=lambda: self.released.append(prompt))
+
+    async def download(self, url: str) -> GeneratedImage:
+        """Links answer from ``link_scripts`` in turn (OK or a RequestError; the last repeats)."""
+        self.downloads.append(url)
+        script = self.link_scripts.get(url, [OK])
+        k = self._position[url]
+        self._position[url] = k + 1
+        entry = script[min(k, len(script) - 1)]
+        if isinstance(entry, RequestError):
+            raise entry
+        return GeneratedImage(png_bytes(hue=5), PNG)

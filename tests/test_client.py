@@ -11,6 +11,7 @@ import pytest
 from aiohttp.client_reqrep import ConnectionKey
 from yarl import URL
 
+from batchgen import client as client_module
 from batchgen.client import DownloadPolicy, HttpImageClient, _check_download_url
 from batchgen.config import Secret
 from batchgen.errors import ErrorClass, RequestError
@@ -38,6 +39,28 @@ async def failure(client: HttpImageClient) -> RequestError:
     return caught.value
 
 
+class FakeResolver:
+    """A DNS that answers every name with the given addresses."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses = addresses
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, object]]:
+        return [
+            {"hostname": host, "host": a, "port": port, "family": 0, "proto": 0, "flags": 0}
+            for a in self.addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+async def download_failure(client: HttpImageClient, url: str) -> RequestError:
+    with pytest.raises(RequestError) as caught:
+        await client.download(url)
+    return caught.value
+
+
 async def test_b64_json_success_sends_key_body_and_idempotency_key(
     client: HttpImageClient, mocked: MockedApi
 ) -> None:
@@ -52,14 +75,60 @@ async def test_b64_json_success_sends_key_body_and_idempotency_key(
     assert call.kwargs["headers"]["Idempotency-Key"] == "idem-123"
 
 
-async def test_url_success_downloads_the_image(mocked: MockedApi) -> None:
-    jpeg = b"\xff\xd8\xff\xe0" + b"\0" * 100
-    mocked.post(URL_GEN, payload={"data": [{"url": "https://cdn.test/img/1"}]})
-    mocked.get("https://cdn.test/img/1", body=jpeg, content_type="image/jpeg")
+JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 100
+
+
+def escaped(b64: str) -> str:
+    """The same base64 with every "/" written as JSON's "\\/": valid JSON that the fast path
+    leaves to the full parser."""
+    assert "/" in b64
+    return b64.replace("/", "\\/")
+
+
+def shapes() -> list[tuple[str, bytes, int]]:
+    """(name, raw 200 body, images inline) for every success shape the relay sends, on both paths."""
+    png = png_bytes(64, 64)
+    b64 = pybase64.b64encode(png).decode()
+    while "/" not in b64:  # the escaped variants need a slash to escape
+        png += b"\0"
+        b64 = pybase64.b64encode(png).decode()
+    data_uri = "data:image/png;base64," + b64
+    link = "https://cdn.test/img/1"
+    return [
+        ("b64_json", orjson.dumps({"created": 9, "data": [{"b64_json": b64}]}), 1),
+        ("b64_json, full parse", b'{"created": 9, "data": [{"b64_json": "%s"}]}' % escaped(b64).encode(), 1),
+        ("data: URI in b64_json", orjson.dumps({"created": 9, "data": [{"b64_json": data_uri}]}), 1),
+        ("data: URI in url", orjson.dumps({"created": 9, "data": [{"url": data_uri}]}), 1),
+        (
+            "data: URI in url, full parse",
+            b'{"created": 9, "data": [{"url": "%s"}]}' % escaped(data_uri).encode(),
+            1,
+        ),
+        (
+            "data: URI and revised_prompt, as new-api writes them",
+            orjson.dumps({"created": 9, "data": [{"url": data_uri, "b64_json": "", "revised_prompt": "p"}]}),
+            1,
+        ),
+        ("link", orjson.dumps({"created": 9, "data": [{"url": link}]}), 0),
+        ("link and inline", orjson.dumps({"created": 9, "data": [{"url": link}, {"b64_json": b64}]}), 1),
+    ]
+
+
+@pytest.mark.parametrize(("name", "raw", "inline"), shapes(), ids=[s[0] for s in shapes()])
+async def test_every_success_shape(name: str, raw: bytes, inline: int, mocked: MockedApi) -> None:
+    mocked.post(URL_GEN, body=raw, content_type="application/json")
+    mocked.get("https://cdn.test/img/1", body=JPEG, content_type="image/jpeg")
     async with HttpImageClient(BASE, Secret("k"), timeout_s=5) as client:
         result = await client.generate(BODY, "k")
-    assert result.images[0].data == jpeg
-    assert result.images[0].format.ext == "jpg"
+        assert len(result.images) == inline
+        assert all(i.format.ext == "png" and i.data.startswith(b"\x89PNG") for i in result.images)
+        assert result.created == 9
+        # A link is not fetched as part of the generation: the runner fetches it with its own budget.
+        assert result.links == (("https://cdn.test/img/1",) if "link" in name else ())
+        assert len(mocked.requests) == 1
+        if result.links:
+            image = await client.download(result.links[0])
+            assert (image.data, image.format.ext) == (JPEG, "jpg")
 
 
 @pytest.mark.parametrize(
@@ -205,39 +274,42 @@ class TestDownloads:
             mocked.get(f"https://cdn.test/{k}", status=302, headers={"Location": f"/{k + 1}"})
         mocked.get("https://cdn.test/3", body=png)
         async with HttpImageClient(BASE, None, timeout_s=5) as client:
-            assert (await client.generate(BODY, "k")).images[0].data == png
+            assert (await client.download("https://cdn.test/0")).data == png
 
     async def test_a_fourth_redirect_fails_the_item(self, mocked: MockedApi) -> None:
         mocked.post(URL_GEN, payload={"data": [{"url": "https://cdn.test/0"}]})
         for k in range(4):
             mocked.get(f"https://cdn.test/{k}", status=302, headers={"Location": f"/{k + 1}"})
         async with HttpImageClient(BASE, None, timeout_s=5) as client:
-            error = await failure(client)
+            error = await download_failure(client, "https://cdn.test/0")
         assert error.error_class is ErrorClass.DOWNLOAD_FAILED
         assert "more than 3 times" in error.message
+        assert not error.retryable
 
     @pytest.mark.parametrize(
-        ("body", "status", "fragment"),
+        ("body", "status", "fragment", "worth_again"),
         [
-            (b"<html>login</html>", 200, "did not return a PNG"),
-            (b"", 404, "answered HTTP 404"),
-            (b"\x89PNG\r\n\x1a\n" + b"\0" * 2000, 200, "over the 1000-byte cap"),
+            (b"<html>login</html>", 200, "did not return a PNG", True),
+            (b"", 404, "answered HTTP 404", True),  # a CDN may not have the file yet
+            (b"", 503, "answered HTTP 503", True),
+            (b"\x89PNG\r\n\x1a\n" + b"\0" * 2000, 200, "over the 1000-byte cap", False),
         ],
     )
-    async def test_bad_downloads(self, mocked: MockedApi, body: bytes, status: int, fragment: str) -> None:
-        mocked.post(URL_GEN, payload={"data": [{"url": "https://cdn.test/x"}]})
+    async def test_bad_downloads(
+        self, mocked: MockedApi, body: bytes, status: int, fragment: str, worth_again: bool
+    ) -> None:
         mocked.get("https://cdn.test/x", status=status, body=body)
         async with HttpImageClient(
             BASE, None, timeout_s=5, download=DownloadPolicy(max_bytes=1000)
         ) as client:
-            error = await failure(client)
+            error = await download_failure(client, "https://cdn.test/x")
         assert error.error_class is ErrorClass.DOWNLOAD_FAILED
         assert fragment in error.message
+        assert error.retryable is worth_again
 
     @pytest.mark.parametrize(
         "url",
         [
-            "http://cdn.test/a.png",  # plain http to a public host
             "https://10.0.0.5/a.png",
             "https://192.168.1.1/a.png",
             "https://172.16.0.1/a.png",
@@ -249,26 +321,71 @@ class TestDownloads:
             "file:///etc/passwd",
         ],
     )
-    def test_private_and_plain_http_urls_are_refused(self, url: str) -> None:
+    def test_private_addresses_are_refused(self, url: str) -> None:
         with pytest.raises(RequestError) as caught:
             _check_download_url(URL(url), allow_loopback=False)
         assert caught.value.error_class is ErrorClass.DOWNLOAD_FAILED
+        assert not caught.value.retryable  # asking again will not make it public
 
-    @pytest.mark.parametrize("url", ["https://cdn.test/a.png", "https://8.8.8.8/a.png"])
-    def test_public_https_is_allowed(self, url: str) -> None:
+    @pytest.mark.parametrize(
+        "url",
+        ["https://cdn.test/a.png", "https://8.8.8.8/a.png", "http://cdn.test/a.png", "http://8.8.8.8/a"],
+    )
+    def test_public_hosts_are_allowed(self, url: str) -> None:
         _check_download_url(URL(url), allow_loopback=False)
+
+    async def test_plain_http_from_a_public_host_is_fetched_with_one_warning(
+        self, mocked: MockedApi, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        for k in range(2):
+            mocked.get(f"http://cdn.test/{k}.png", body=png_bytes())
+        async with HttpImageClient(BASE, None, timeout_s=5) as client:
+            for k in range(2):
+                assert (await client.download(f"http://cdn.test/{k}.png")).data == png_bytes()
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warnings == [
+            "image links from cdn.test are plain http: fetched, but anyone on the way could read or alter them"
+        ]
 
     def test_loopback_http_only_when_the_api_is_on_loopback(self) -> None:
         _check_download_url(URL("http://127.0.0.1:8787/files/x"), allow_loopback=True)
         with pytest.raises(RequestError):
             _check_download_url(URL("http://127.0.0.1:8787/files/x"), allow_loopback=False)
 
-    async def test_a_private_url_fails_the_item_not_the_job(self, mocked: MockedApi) -> None:
-        mocked.post(URL_GEN, payload={"data": [{"url": "https://10.1.2.3/a.png"}]})
+    @pytest.mark.parametrize(
+        ("answers", "allow_loopback", "kept"),
+        [
+            (["10.0.0.7"], False, []),
+            (["10.0.0.7", "93.184.216.34"], False, ["93.184.216.34"]),
+            (["169.254.169.254"], False, []),
+            (["fd00::1", "2606:4700::1"], False, ["2606:4700::1"]),
+            (["127.0.0.1"], False, []),
+            (["127.0.0.1"], True, ["127.0.0.1"]),
+        ],
+    )
+    async def test_the_resolver_drops_non_public_addresses(
+        self, monkeypatch: pytest.MonkeyPatch, answers: list[str], allow_loopback: bool, kept: list[str]
+    ) -> None:
+        monkeypatch.setattr(client_module.aiohttp, "ThreadedResolver", lambda: FakeResolver(answers))
+        resolver = client_module._FilteringResolver(allow_loopback)
+        if kept:
+            assert [r["host"] for r in await resolver.resolve("cdn.test", 443)] == kept
+        else:
+            with pytest.raises(OSError, match="non-public"):
+                await resolver.resolve("cdn.test", 443)
+
+    async def test_a_name_that_resolves_to_a_private_address_is_never_fetched(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # DNS rebinding: a public-looking name answering with the cloud metadata address.
+        monkeypatch.setattr(
+            client_module.aiohttp, "ThreadedResolver", lambda: FakeResolver(["169.254.169.254"])
+        )
         async with HttpImageClient(BASE, None, timeout_s=5) as client:
-            error = await failure(client)
+            error = await download_failure(client, "https://images.cdn.test/a.png")
         assert error.error_class is ErrorClass.DOWNLOAD_FAILED
-        assert error.retryable
+        assert "non-public" in error.message
+        assert not error.retryable
 
 
 class TestMemorySlots:
@@ -290,7 +407,6 @@ class TestMemorySlots:
             {"status": 500, "payload": {"error": {"message": "boom"}}},
             {"status": 200, "body": "<html>"},
             {"exception": aiohttp.ServerDisconnectedError()},
-            {"status": 200, "payload": {"data": [{"url": "https://10.0.0.1/x.png"}]}},
         ],
     )
     async def test_every_failure_gives_its_slot_back(

@@ -135,3 +135,145 @@ def test_the_simulator_draws_the_references_it_read(
     assert bottom_strip_colours(images / "wrong-key.png") == bottom_strip_colours(images / "without.png")
     assert (images / "wrong-key.png").read_bytes() == (images / "without.png").read_bytes()
     assert png_bytes()[:8] == (images / "with.png").read_bytes()[:8]
+
+
+RELAY_CASES = [
+    # prompt, generation requests, billed by the service, status, class, unconfirmed
+    ("[sim:blocked] a prompt Gemini blocks", 1, 0, "failed", "safety_filter", 0),
+    ("[sim:image_safety] an image Gemini withholds", 1, 0, "failed", "safety_filter", 0),
+    ("[sim:filtered] a 200 that is a refusal", 1, 0, "failed", "safety_filter", 0),
+    ("[sim:no_images] no image part", 1, 0, "failed", "no_image", 0),
+    ("[sim:504*1] the gateway gave up once", 2, 2, "succeeded", None, 1),
+    ("[sim:524] the CDN always gives up", 2, 2, "failed", "server_error", 2),
+    ("[sim:deadlink] a link that never works", 1, 1, "failed", "download_failed", 0),
+    ("[sim:flakylink] a link that works the second time", 1, 1, "succeeded", None, 0),
+    ("[sim:413] a proxy refuses the body", 1, 0, "failed", "invalid_request", 0),
+]
+
+
+def test_every_relay_behaviour_is_classified_and_paid_for_once(
+    threaded_simulator: Callable[..., Simulator], write_manifest: Callable[..., Path], tmp_path: Path
+) -> None:
+    sim = threaded_simulator()
+    items = [{"id": f"i{k}", "prompt": prompt} for k, (prompt, *_) in enumerate(RELAY_CASES)]
+    path = write_manifest({"job": "relay", "limits": {**FAST_LIMITS, "max_attempts": 4}, "items": items})
+    assert run(path, sim, tmp_path / "out") == 1
+    report = report_at(tmp_path / "out/relay")
+    by_id = {item["id"]: item for item in report["items"]}
+    failures = {f["id"]: f for f in report["failures"]}
+    for k, (prompt, requests, billed, status, error_class, _) in enumerate(RELAY_CASES):
+        assert sim.stats.by_prompt[prompt] == requests, prompt
+        assert sim.stats.billed[prompt] == billed, prompt
+        assert by_id[f"i{k}"]["status"] == status, prompt
+        if error_class:
+            assert failures[f"i{k}"]["class"] == error_class, prompt
+            assert failures[f"i{k}"]["retryable"] is (error_class == "server_error"), prompt
+    assert report["unconfirmed_attempts"] == sum(case[-1] for case in RELAY_CASES)
+    assert report["unconfirmed_cost"] == pytest.approx(3 * 0.039)  # nano-banana-2 at 1K, shipped prices
+    dead = failures["i6"]
+    assert dead["links"][0].startswith(sim.base_url.removesuffix("/v1") + "/files/")
+    assert sim.stats.failed_downloads == 3 + 1  # the dead link's download budget, the flaky link's one
+    assert sim.stats.downloads == 1
+    # Three images were made: two kept, and the dead link's, billed all the same.
+    assert report["estimated_cost"] == pytest.approx(3 * 0.039)
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [("quota", 429), ("token_exhausted", 401), ("user_quota", 403)],
+)
+def test_no_credit_stops_the_job_at_once_and_says_what_to_do(
+    threaded_simulator: Callable[..., Simulator],
+    write_manifest: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    fault: str,
+    status: int,
+) -> None:
+    sim = threaded_simulator(fault_rate=1.0, faults=(fault,))
+    items = [{"id": f"i{k}", "prompt": f"p{k}"} for k in range(200)]
+    path = write_manifest({"job": "broke", "limits": {**FAST_LIMITS, "concurrency": 4}, "items": items})
+    code = main(["run", str(path), "--base-url", sim.base_url, "--output", str(tmp_path / "out")])
+    assert code == 3
+    assert sim.stats.requests <= 4  # only what was in flight; none retried
+    report = report_at(tmp_path / "out/broke")
+    assert report["status"] == "aborted"
+    assert {f["class"] for f in report["failures"]} == {"quota_exhausted"}
+    assert {f["http_status"] for f in report["failures"]} == {status}
+    assert report["counts"]["pending"] >= 196
+    out = capsys.readouterr().out
+    assert "credit ran out" in out
+    assert f"batchgen retry {tmp_path / 'out' / 'broke'}" in out
+
+
+def test_retry_after_topping_up_sends_what_the_quota_stopped(
+    threaded_simulator: Callable[..., Simulator], write_manifest: Callable[..., Path], tmp_path: Path
+) -> None:
+    items = [{"id": f"i{k}", "prompt": f"p{k}"} for k in range(20)]
+    path = write_manifest({"job": "broke", "limits": {**FAST_LIMITS, "concurrency": 2}, "items": items})
+    empty = threaded_simulator(fault_rate=1.0, faults=("user_quota",))
+    assert run(path, empty, tmp_path / "out") == 3
+    topped_up = threaded_simulator()
+    code = main(["retry", str(tmp_path / "out/broke"), "--base-url", topped_up.base_url, "-q"])
+    assert code == 0
+    assert topped_up.stats.requests == 20
+    assert report_at(tmp_path / "out/broke")["counts"]["succeeded"] == 20
+
+
+def test_a_dead_link_is_fetched_again_by_retry_and_never_made_again(
+    threaded_simulator: Callable[..., Simulator], write_manifest: Callable[..., Path], tmp_path: Path
+) -> None:
+    sim = threaded_simulator(link_failures=3)  # fails the first run's whole download budget
+    path = write_manifest(
+        {"job": "links", "limits": FAST_LIMITS, "items": [{"id": "a", "prompt": "[sim:flakylink] a tote"}]}
+    )
+    assert run(path, sim, tmp_path / "out") == 1
+    folder = tmp_path / "out/links"
+    (failure,) = report_at(folder)["failures"]
+    assert failure["class"] == "download_failed"
+    assert main(["retry", str(folder), "--base-url", sim.base_url, "-q"]) == 0
+    assert sim.stats.by_prompt["[sim:flakylink] a tote"] == 1
+    assert sim.stats.billed["[sim:flakylink] a tote"] == 1
+    assert (sim.stats.failed_downloads, sim.stats.downloads) == (3, 1)
+    report = report_at(folder)
+    assert report["counts"]["succeeded"] == 1
+    assert report["requests_sent"] == 0
+    assert (folder / "images/a.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_retry_all_failed_makes_it_again_when_the_link_stays_dead(
+    threaded_simulator: Callable[..., Simulator], write_manifest: Callable[..., Path], tmp_path: Path
+) -> None:
+    sim = threaded_simulator()
+    path = write_manifest(
+        {"job": "links", "limits": FAST_LIMITS, "items": [{"id": "a", "prompt": "[sim:deadlink*1] a tote"}]}
+    )
+    assert run(path, sim, tmp_path / "out") == 1
+    folder = tmp_path / "out/links"
+    assert main(["retry", str(folder), "--base-url", sim.base_url, "-q"]) == 1  # fetched again: still dead
+    assert sim.stats.by_prompt["[sim:deadlink*1] a tote"] == 1
+    assert main(["retry", str(folder), "--all-failed", "--base-url", sim.base_url, "-q"]) == 0
+    assert sim.stats.by_prompt["[sim:deadlink*1] a tote"] == 2  # asked for, so made (and paid) again
+    assert sim.stats.failed_downloads == 3 * 3
+
+
+@pytest.mark.parametrize("shape", ["b64", "dataurl", "url"])
+def test_every_answer_shape_makes_the_same_images(
+    threaded_simulator: Callable[..., Simulator],
+    write_manifest: Callable[..., Path],
+    tmp_path: Path,
+    ref_png: Path,
+    shape: str,
+) -> None:
+    sim = threaded_simulator(response=shape)
+    items = [
+        {"id": "plain", "prompt": "a tote", "n": 2},
+        {"id": "referenced", "prompt": "a mug", "references": ["refs/style.png"]},
+    ]
+    path = write_manifest({"job": "shapes", "limits": FAST_LIMITS, "items": items})
+    assert run(path, sim, tmp_path / "out") == 0
+    assert sim.stats.requests == 2
+    assert sim.stats.downloads == (3 if shape == "url" else 0)
+    images = tmp_path / "out/shapes/images"
+    with Image.open(images / "plain-1.png") as a, Image.open(images / "referenced.png") as b:
+        assert a.size == b.size == (1024, 1024)

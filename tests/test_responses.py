@@ -9,7 +9,13 @@ import pybase64
 import pytest
 
 from batchgen.errors import ErrorClass, RequestError
-from batchgen.responses import classify, error_from_response, parse_retry_after, parse_success
+from batchgen.responses import (
+    classify,
+    error_from_response,
+    parse_retry_after,
+    parse_success,
+    parse_success_fast,
+)
 
 from .conftest import png_bytes
 
@@ -90,7 +96,7 @@ def test_classify(status: int, text: str, expected: ErrorClass) -> None:
         (ErrorClass.TIMEOUT, True),
         (ErrorClass.CONNECTION, True),
         (ErrorClass.INVALID_RESPONSE, True),
-        (ErrorClass.DOWNLOAD_FAILED, True),
+        (ErrorClass.DOWNLOAD_FAILED, False),  # fetched again, never made again
     ],
 )
 def test_which_classes_are_retried(error_class: ErrorClass, retryable: bool) -> None:
@@ -184,9 +190,69 @@ def test_parse_success_accepts_urls_and_data_uri_b64() -> None:
         }
     )
     parsed = parse_success(body)
-    assert parsed.urls == ("https://cdn.test/a.png",)
+    assert parsed.links == ("https://cdn.test/a.png",)
     assert parsed.images[0].data == png
     assert parsed.created is None
+
+
+def inline_bodies() -> list[tuple[str, bytes]]:
+    b64 = pybase64.b64encode(png_bytes()).decode()
+    uri = "data:image/png;base64," + b64
+    return [
+        ("b64_json", orjson.dumps({"created": 3, "data": [{"b64_json": b64}]})),
+        ("b64_json x2", orjson.dumps({"created": 3, "data": [{"b64_json": b64}, {"b64_json": b64}]})),
+        ("data: URI in url", orjson.dumps({"created": 3, "data": [{"url": uri}]})),
+        ("data: URI in b64_json", orjson.dumps({"created": 3, "data": [{"b64_json": uri}]})),
+        ("url and empty b64_json", orjson.dumps({"created": 3, "data": [{"b64_json": "", "url": uri}]})),
+        ("url with spaces", b'{"created": 3, "data": [{"url" : "%s"}]}' % uri.encode()),
+        (
+            "inline and a link",
+            orjson.dumps({"created": 3, "data": [{"url": uri}, {"url": "https://cdn.test/b.png"}]}),
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("name", "body"), inline_bodies(), ids=[n for n, _ in inline_bodies()])
+def test_the_fast_path_takes_every_inline_shape_and_agrees_with_the_full_parse(
+    name: str, body: bytes
+) -> None:
+    fast = parse_success_fast(body)
+    assert fast is not None, "the common shapes must not fall back to parsing megabytes of JSON"
+    full = parse_success(body)
+    assert fast == full
+    assert all(image.data == png_bytes() for image in fast.images)
+    assert fast.created == 3
+    assert len(fast.images) + len(fast.links) == len(orjson.loads(body)["data"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": [{"url": "data:image/png;base64,iVBOR\\/w=="}]}',  # an escape: not sure
+        b'{"data": [{"url": "https://cdn.test/a.png"}]}',  # nothing inline
+        b'{"data": [{"url": "data:image/png;base64,iVBOR',  # cut off
+        b'{"note": {"b64_json": "iVBOR"}, "data": []}',  # outside data
+        b'{"data": [{"url": "data:image/png;base64,iVBOR", "b64_json": "iVBOR"}]}',  # two in one
+    ],
+)
+def test_the_fast_path_leaves_what_it_is_not_sure_of_to_the_full_parse(body: bytes) -> None:
+    assert parse_success_fast(body) is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "fragment"),
+    [
+        ("data:image/png;base64,***", "data[0].url is not valid base64"),
+        ("data:image/svg+xml,<svg/>", "not base64"),
+        ("data:text/plain;base64," + pybase64.b64encode(b"hello, no image").decode(), "not a PNG"),
+    ],
+)
+def test_bad_data_uris_in_url(uri: str, fragment: str) -> None:
+    for parse in (parse_success_fast, parse_success):
+        with pytest.raises(RequestError) as caught:
+            parse(orjson.dumps({"data": [{"url": uri}]}))
+        assert caught.value.error_class is ErrorClass.INVALID_RESPONSE
+        assert fragment in caught.value.message
 
 
 @pytest.mark.parametrize(

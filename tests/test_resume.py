@@ -17,6 +17,10 @@ FAILED_RETRYABLE = Entry("a", "failed", "fp", "p", 4, error_class="server_error"
 REFUSED = Entry("a", "failed", "fp", "p", 1, error_class="safety_filter", retryable=False)
 NO_CREDIT = Entry("a", "failed", "fp", "p", 1, error_class="quota_exhausted", retryable=False)
 BAD_KEY = Entry("a", "failed", "fp", "p", 1, error_class="auth", retryable=False)
+LINK_DEAD = Entry(
+    "a", "failed", "fp", "p", 1, error_class="download_failed", retryable=False, links=("https://cdn.test/a",)
+)
+FETCH = Action.FETCH
 
 
 @pytest.mark.parametrize(
@@ -47,6 +51,14 @@ BAD_KEY = Entry("a", "failed", "fp", "p", 1, error_class="auth", retryable=False
         # failed because the account did, not the item: retry sends them once that is fixed
         (NO_CREDIT, "fp", False, ONLY, SEND),
         (BAD_KEY, "fp", False, ONLY, SEND),
+        # made and billed, but its link failed: fetched again, not made again...
+        (LINK_DEAD, "fp", False, RUN, FETCH),
+        (LINK_DEAD, "fp", False, ONLY, FETCH),
+        (LINK_DEAD, "other", False, ONLY, FETCH),
+        (LINK_DEAD, "fp", False, ALL, FETCH),  # (the runner makes it again if the links are dead)
+        # ...unless the request changed since, or --force
+        (LINK_DEAD, "other", False, RUN, SEND),
+        (LINK_DEAD, "fp", False, FORCE, SEND),
     ],
 )
 def test_decide(entry: Entry | None, fingerprint: str, intact: bool, mode: Mode, action: Action) -> None:

@@ -46,7 +46,9 @@ def err(error_class: ErrorClass, **kw: object) -> RequestError:
         ErrorClass.NO_IMAGE,
         ErrorClass.INVALID_REQUEST,
         ErrorClass.AUTH,
+        ErrorClass.QUOTA_EXHAUSTED,
         ErrorClass.REFERENCE_ERROR,
+        ErrorClass.DOWNLOAD_FAILED,  # the image exists: fetched again by its own budget, never made again
     ],
 )
 async def test_final_classes_are_tried_once(error_class: ErrorClass) -> None:
@@ -64,7 +66,6 @@ async def test_final_classes_are_tried_once(error_class: ErrorClass) -> None:
         ErrorClass.TIMEOUT,
         ErrorClass.CONNECTION,
         ErrorClass.INVALID_RESPONSE,
-        ErrorClass.DOWNLOAD_FAILED,
     ],
 )
 async def test_retryable_classes_use_every_attempt_then_raise_the_last(error_class: ErrorClass) -> None:

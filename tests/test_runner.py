@@ -20,7 +20,7 @@ from batchgen.retry import RetryPolicy
 from batchgen.runner import JobRun, Runner
 from batchgen.store import JobStore
 
-from .fakes import OK, FakeClient, error, make_spec
+from .fakes import LINKS, OK, FakeClient, error, make_spec
 
 
 class FakeTime:
@@ -338,3 +338,61 @@ async def test_an_answered_request_frees_its_slot_while_its_images_are_written(t
         io.shutdown()
     assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED] * 4
     assert [prompt for prompt, _, _ in client.calls] == [f"prompt {k}" for k in range(4)]
+
+
+class TestLinks:
+    """An answer with links: the images exist and were billed; fetching them is its own business."""
+
+    async def test_a_link_that_fails_twice_is_fetched_a_third_time_and_never_made_again(
+        self, tmp_path: Path
+    ) -> None:
+        link = "https://cdn.test/p/0.png"
+        flaky = error(ErrorClass.DOWNLOAD_FAILED, should_retry=True)
+        client = FakeClient({"p": [LINKS]}, link_scripts={link: [flaky, flaky, OK]})
+        (outcome,) = (await run(runner(tmp_path, client), [make_spec(0, "a", "p")])).outcomes
+        assert outcome.status is ItemStatus.SUCCEEDED
+        assert (client.calls_for("p"), client.downloads) == (1, [link] * 3)
+        assert (tmp_path / "out/job/images/a.png").read_bytes().startswith(b"\x89PNG")
+
+    async def test_a_dead_link_fails_the_item_once_billed_with_its_links_kept(self, tmp_path: Path) -> None:
+        dead = error(ErrorClass.DOWNLOAD_FAILED, http_status=404, should_retry=True)
+        links = ["https://cdn.test/p/0.png", "https://cdn.test/p/1.png"]
+        client = FakeClient({"p": [LINKS]}, link_scripts={links[0]: [dead]})
+        r = runner(tmp_path, client, max_attempts=4)
+        (outcome,) = (await run(r, [make_spec(0, "a", "p", n=2)])).outcomes
+        assert client.calls_for("p") == 1  # one generation, whatever the link does
+        assert client.downloads == [links[0]] * 3  # the download budget
+        assert outcome.status is ItemStatus.FAILED
+        assert outcome.failure is not None
+        assert outcome.failure.error_class is ErrorClass.DOWNLOAD_FAILED
+        assert outcome.failure.links == tuple(links)
+        assert not outcome.failure.retryable
+        assert "generated (and billed)" in outcome.failure.message
+        assert outcome.estimated_cost == pytest.approx(2 * 0.039)  # two 1K images were made and billed
+        assert not list((tmp_path / "out/job/images").glob("a*"))
+
+    async def test_a_refused_link_is_not_fetched_again(self, tmp_path: Path) -> None:
+        refused = error(ErrorClass.DOWNLOAD_FAILED, should_retry=False)
+        client = FakeClient({"p": [LINKS]}, link_scripts={"https://cdn.test/p/0.png": [refused]})
+        (outcome,) = (await run(runner(tmp_path, client), [make_spec(0, "a", "p")])).outcomes
+        assert (outcome.status, len(client.downloads), client.calls_for("p")) == (ItemStatus.FAILED, 1, 1)
+
+    async def test_a_stopping_job_still_fetches_what_it_paid_for(self, tmp_path: Path) -> None:
+        link = "https://cdn.test/p/0.png"
+        flaky = error(ErrorClass.DOWNLOAD_FAILED, should_retry=True)
+        client = FakeClient({"p": [LINKS]}, link_scripts={link: [flaky, OK]})
+        r = runner(tmp_path, client)
+
+        def stop_on_first_fetch(url: str) -> None:
+            r.abort("a budget ran out")
+
+        original = client.download
+
+        async def download(url: str):  # type: ignore[no-untyped-def]
+            stop_on_first_fetch(url)
+            return await original(url)
+
+        client.download = download  # type: ignore[method-assign]
+        (outcome,) = (await run(r, [make_spec(0, "a", "p")])).outcomes
+        assert outcome.status is ItemStatus.SUCCEEDED
+        assert client.downloads == [link, link]
