@@ -9,6 +9,7 @@ tests of the runner use a fake of it.
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
 import logging
 import socket
@@ -33,6 +34,7 @@ MAX_RESPONSE_BYTES = 512 * 1024 * 1024
 # the concurrency: each can be several megabytes, and holding more than the disk takes gains nothing.
 IMAGES_AT_ONCE = 8
 USER_AGENT = "batchgen/0.1"
+LARGE_BODY = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class HttpImageClient:
         download: DownloadPolicy | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         images_at_once: int = IMAGES_AT_ONCE,
+        max_request_bytes: int | None = None,
     ) -> None:
         self._url = base_url.rstrip("/") + "/images/generations"
         self._key = api_key
@@ -89,6 +92,7 @@ class HttpImageClient:
         host = URL(base_url).host or ""
         self._download = download or DownloadPolicy(allow_loopback=_is_loopback_host(host))
         self._max_response_bytes = max_response_bytes
+        self._max_request_bytes = max_request_bytes
         self._session: aiohttp.ClientSession | None = None
         self._images = asyncio.Semaphore(images_at_once)
         self._download_session: aiohttp.ClientSession | None = None
@@ -122,11 +126,22 @@ class HttpImageClient:
 
     async def generate(self, body: Mapping[str, Any], idempotency_key: str) -> Generation:
         assert self._session is not None, "use HttpImageClient as an async context manager"
+        data = orjson.dumps(body)
+        if self._max_request_bytes is not None and len(data) > self._max_request_bytes:
+            raise RequestError(
+                ErrorClass.INVALID_REQUEST,
+                f"the request body is {len(data) / 1048576:.1f} MB, over api.max_request_mb"
+                f" ({self._max_request_bytes / 1048576:g}); not sent",
+                sent=False,
+                should_retry=False,
+            )
         release = _once(self._images.release)
         try:
             async with self._session.post(
                 self._url,
-                data=orjson.dumps(body),
+                # Bodies with reference images run to megabytes: aiohttp writes a stream in chunks,
+                # where raw bytes of that size would hold the loop (and make it warn).
+                data=io.BytesIO(data) if len(data) > LARGE_BODY else data,
                 headers={"Idempotency-Key": idempotency_key},
                 allow_redirects=False,
             ) as resp:

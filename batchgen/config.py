@@ -41,6 +41,8 @@ _LIMIT_RANGES: dict[str, _Range] = {
     "grace_s": _Range(float, 0, 3600),
     "retry_after_send": _Range(bool, 0, 1),
     "max_unconfirmed_per_item": _Range(int, 1, 20),
+    "reference_max_side": _Range(int, 64, 16384),
+    "reference_max_mb": _Range(float, 0, 1024, low_open=True),
 }
 
 
@@ -78,6 +80,8 @@ class Limits:
     grace_s: float = 10.0  # after Ctrl-C/SIGTERM, how long in-flight requests may finish
     retry_after_send: bool = True  # false: never retry a timeout/disconnect that may have been billed
     max_unconfirmed_per_item: int = 2  # an item stops being retried after this many perhaps-billed attempts
+    reference_max_side: int = 2048  # a local reference with a longer side is downscaled before sending
+    reference_max_mb: float = 4.0  # ... and one larger than this is re-encoded smaller
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -88,6 +92,10 @@ class Limits:
     @property
     def max_reference_bytes(self) -> int:
         return int(self.max_reference_mb * 1024 * 1024)
+
+    @property
+    def reference_send_bytes(self) -> int:
+        return int(self.reference_max_mb * 1024 * 1024)
 
 
 LIMIT_NAMES = tuple(f.name for f in fields(Limits))
@@ -112,6 +120,11 @@ class ApiSettings:
     base_url: str = DEFAULT_BASE_URL
     api_key_env: str = DEFAULT_KEY_ENV
     reference_field: str = DEFAULT_REFERENCE_FIELD
+    max_request_mb: float = 32.0  # a larger request body is never sent: the proxy in front would refuse it
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1024 * 1024)
 
 
 class Secret:
@@ -150,6 +163,7 @@ class RunSettings:
     limits: Limits
     output_dir: Path
     reference_field: str
+    max_request_bytes: int
 
 
 def resolve(
@@ -180,4 +194,5 @@ def resolve(
         limits=replace(limits, **overrides.limits),
         output_dir=overrides.output_dir or Path("output"),
         reference_field=api.reference_field,
+        max_request_bytes=api.max_request_bytes,
     )

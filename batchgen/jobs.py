@@ -141,7 +141,11 @@ async def run_manifest(
                     client=active,
                     store=store,
                     policy=RetryPolicy.from_limits(limits),
-                    references=ReferenceLoader(limits.max_reference_bytes),
+                    references=ReferenceLoader(
+                        limits.max_reference_bytes,
+                        max_side=limits.reference_max_side,
+                        send_bytes=limits.reference_send_bytes,
+                    ),
                     concurrency=limits.concurrency,
                     on_event=on_event,
                     sleep=sleep,
@@ -268,5 +272,10 @@ async def _client(
             sim = await stack.enter_async_context(Simulator(options.simulator))
             base_url = sim.base_url
             log.info("simulating the service at %s", base_url)
-        http = HttpImageClient(base_url, settings.api_key, timeout_s=settings.limits.timeout_s)
+        http = HttpImageClient(
+            base_url,
+            settings.api_key,
+            timeout_s=settings.limits.timeout_s,
+            max_request_bytes=settings.max_request_bytes,
+        )
         yield await stack.enter_async_context(http)

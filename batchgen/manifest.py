@@ -39,7 +39,7 @@ ITEM_KEYS = (
     "references",
     "extra_fields",
 )
-API_KEYS = ("base_url", "api_key_env", "reference_field")
+API_KEYS = ("base_url", "api_key_env", "reference_field", "max_request_mb")
 ID_RULE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
 ID_HELP = "must be 1-100 of A-Z a-z 0-9 . _ -, not start with '.', and contain no '..'"
 MAX_REFERENCES = 14
@@ -105,7 +105,11 @@ class _Builder:
         self.extras: dict[tuple[Any, ...], Mapping[str, Any]] = {}
         self.ref_tuples: dict[tuple[Reference, ...], tuple[Reference, ...]] = {}
         self.local_refs: dict[Path, LocalReference] = {}
+        self.ref_bytes: dict[Path, int] = {}  # sizes of the local references, for the request size bound
+        self.ref_bounds: dict[tuple[Reference, ...], int] = {}
         self.max_reference_bytes = Limits().max_reference_bytes
+        self.send_bytes = Limits().reference_send_bytes
+        self.max_request_bytes = ApiSettings().max_request_bytes
 
     def problem(self, message: str, field: str | None, where: Where | None) -> Problem:
         if where is None:
@@ -133,7 +137,9 @@ class _Builder:
             self.error(f"job name {job!r} {ID_HELP}", "job")
         limits = self.limits(self.mapping(data, "limits"))
         self.max_reference_bytes = limits.max_reference_bytes
+        self.send_bytes = limits.reference_send_bytes
         api = self.api(self.mapping(data, "api"))
+        self.max_request_bytes = api.max_request_bytes
         prices = self.prices(data.get("prices"))
         defaults = self.fields(self.mapping(data, "defaults"), "defaults.", None, api.reference_field)
         items = self.items(data.get("items"), data.get("generate"), defaults, api.reference_field)
@@ -212,7 +218,13 @@ class _Builder:
         if not isinstance(field, str) or not re.match(r"^[A-Za-z0-9_.-]+$", field):
             self.error(f"must be a field name like 'reference_images', not {field!r}", "api.reference_field")
             field = api.reference_field
-        return ApiSettings(api.base_url, env, field)
+        cap = raw.get("max_request_mb", api.max_request_mb)
+        if isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 < cap <= 1024:
+            self.error(
+                f"must be a number of megabytes above 0 and at most 1024, not {cap!r}", "api.max_request_mb"
+            )
+            cap = api.max_request_mb
+        return ApiSettings(api.base_url, env, field, float(cap))
 
     def items(self, raw: Any, blocks: Any, defaults: dict[str, Any], ref_field: str) -> tuple[ItemSpec, ...]:
         if blocks is not None and not isinstance(blocks, list):
@@ -279,8 +291,36 @@ class _Builder:
             extra_fields=self.shared(merged["extra_fields"]),
             references=self.shared_refs(merged.get("references", ())),
         )
-        self.check_extra(spec, where if where.id else where.named(spec.id), ref_field)
+        here = where if where.id else where.named(spec.id)
+        self.check_extra(spec, here, ref_field)
+        self.check_request_size(spec, here)
         return spec
+
+    def check_request_size(self, spec: ItemSpec, where: Where) -> None:
+        """The largest body this item can make, references as they will be sent, against
+        api.max_request_mb: a body the proxy in front would refuse is never sent."""
+        if not spec.references:
+            return
+        refs = self.ref_bounds.get(spec.references)
+        if refs is None:
+            refs = self.ref_bounds[spec.references] = sum(self.sent_size(r) for r in spec.references)
+        # Worst case for the rest: every prompt character escaped, and room for the other fields.
+        bound = refs + 6 * len(spec.prompt) + 4096
+        if bound > self.max_request_bytes:
+            self.error(
+                f"the request would be up to {bound / 1048576:.1f} MB with its references, over"
+                f" api.max_request_mb ({self.max_request_bytes / 1048576:g}); send fewer or smaller"
+                " references, or lower limits.reference_max_mb",
+                "references",
+                where,
+            )
+
+    def sent_size(self, ref: Reference) -> int:
+        if isinstance(ref, UrlReference):
+            return len(ref.url) + 4
+        # A local file is sent as it is, or re-encoded no larger than it was or reference_max_mb.
+        size = min(self.ref_bytes.get(ref.path, 0), self.send_bytes)
+        return 4 * -(-size // 3) + 40
 
     def shared(self, extra: dict[str, Any]) -> Mapping[str, Any]:
         """One read-only mapping for every item with the same extra fields (a catalog's are few)."""
@@ -375,7 +415,9 @@ class _Builder:
                     ok = False
                 else:
                     if path not in self.local_refs:
-                        self.local_refs[path] = LocalReference(path.resolve(), entry)
+                        resolved = path.resolve()
+                        self.local_refs[path] = LocalReference(resolved, entry)
+                        self.ref_bytes[resolved] = resolved.stat().st_size
                     refs.append(self.local_refs[path])
         return refs if ok else None
 

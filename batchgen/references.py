@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pybase64
 
+from . import shrink
 from .errors import ReferenceImageError
-from .images import SNIFF_BYTES, sniff
+from .images import SNIFF_BYTES, ImageFormat, sniff
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +87,29 @@ class LoadedReference:
 
 
 class ReferenceLoader:
-    """Reads local references at send time, caching the encoded ones up to a byte budget."""
+    """Reads local references at send time, caching the encoded ones up to a byte budget.
 
-    def __init__(self, max_bytes: int, cache_bytes: int = 64 * 1024 * 1024) -> None:
+    A reference over ``max_side`` pixels or ``send_bytes`` is sent downscaled and
+    re-encoded (the file itself is never touched); its digest, and so the item's
+    fingerprint, then names those settings too.
+    """
+
+    def __init__(
+        self,
+        max_bytes: int,
+        cache_bytes: int = 64 * 1024 * 1024,
+        *,
+        max_side: int = 2048,
+        send_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
         self._max_bytes = max_bytes
         self._cache_bytes = cache_bytes
+        self._max_side = max_side
+        self._send_bytes = send_bytes
         self._cache: OrderedDict[tuple[Path, int, int], LoadedReference] = OrderedDict()
         self._cached = 0
+        self._shrunk: OrderedDict[str, LoadedReference] = OrderedDict()  # by the original's content
+        self.shrink_count = 0  # how many times an image was actually re-encoded
         self._lock = threading.Lock()  # load() runs in worker threads
 
     def load(self, ref: Reference) -> LoadedReference:
@@ -120,11 +137,30 @@ class ReferenceLoader:
         fmt = sniff(data[:SNIFF_BYTES])
         if fmt is None or len(data) > self._max_bytes:
             raise ReferenceImageError(f"reference {ref.written}: no longer a readable image")
-        loaded = LoadedReference(
-            uri=f"data:{fmt.mime};base64,{pybase64.b64encode(data).decode('ascii')}",
-            digest="sha256:" + hashlib.sha256(data).hexdigest(),
-        )
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if shrink.too_large(data, self._max_side, self._send_bytes):
+            loaded = self._shrunk_version(ref, data, digest)
+        else:
+            loaded = LoadedReference(_data_uri(data, fmt), digest)
         self._remember(key, loaded)
+        return loaded
+
+    def _shrunk_version(self, ref: LocalReference, data: bytes, digest: str) -> LoadedReference:
+        with self._lock:
+            hit = self._shrunk.get(digest)
+        if hit is not None:
+            return hit
+        try:
+            small, fmt = shrink.shrink(data, self._max_side, self._send_bytes)
+        except shrink.ShrinkError as exc:
+            raise ReferenceImageError(f"reference {ref.written}: {exc}") from exc
+        settings = f"@{self._max_side}px,{self._send_bytes}B"
+        loaded = LoadedReference(_data_uri(small, fmt), digest + settings)
+        with self._lock:
+            self.shrink_count += 1
+            self._shrunk[digest] = loaded
+            while len(self._shrunk) > 32:
+                self._shrunk.popitem(last=False)
         return loaded
 
     def _remember(self, key: tuple[Path, int, int], loaded: LoadedReference) -> None:
@@ -139,3 +175,7 @@ class ReferenceLoader:
             while self._cached > self._cache_bytes:
                 _, old = self._cache.popitem(last=False)
                 self._cached -= len(old.uri)
+
+
+def _data_uri(data: bytes, fmt: ImageFormat) -> str:
+    return f"data:{fmt.mime};base64,{pybase64.b64encode(data).decode('ascii')}"

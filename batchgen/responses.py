@@ -109,6 +109,11 @@ def error_from_response(status: int, headers: Mapping[str, str], raw: bytes) -> 
     message, kind = describe_body(raw)
     error_class = classify(status, f"{message} {kind}")
     upstream = _UPSTREAM_STATUS.search(kind)
+    if status == 413:
+        message += (
+            " (the relay or a proxy in front of it refused the request's size:"
+            " lower limits.reference_max_mb or api.max_request_mb)"
+        )
     return RequestError(
         error_class,
         f"HTTP {status}: {message}" if message else f"HTTP {status}",

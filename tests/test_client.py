@@ -417,3 +417,17 @@ class TestMemorySlots:
             with pytest.raises(RequestError):
                 await client.generate(BODY, "a")
             assert not client._images.locked()
+
+
+async def test_a_body_over_max_request_bytes_is_never_sent(mocked: MockedApi) -> None:
+    mocked.post(URL_GEN, payload=b64_payload(png_bytes()))
+    big = {**BODY, "extra_fields": {"reference_images": ["data:image/png;base64," + "A" * 3000]}}
+    async with HttpImageClient(BASE, None, timeout_s=5, max_request_bytes=2000) as client:
+        with pytest.raises(RequestError) as caught:
+            await client.generate(big, "k")
+        assert (await client.generate(BODY, "k")).images  # a small one still goes
+    assert caught.value.error_class is ErrorClass.INVALID_REQUEST
+    assert (caught.value.sent, caught.value.retryable) == (False, False)
+    assert "api.max_request_mb" in caught.value.message
+    ((_, calls),) = mocked.requests.items()
+    assert len(calls) == 1
