@@ -26,9 +26,13 @@ def describe(job: Manifest, prices: PriceTable) -> list[str]:
         klass = provider.size_class(item.size, item.image_size)
         groups[(item.model, klass)][0] += 1
         groups[(item.model, klass)][1] += item.n
-        shape = (
-            item.size if item.aspect_ratio is None else f"{item.image_size or item.size} {item.aspect_ratio}"
-        )
+        # What the service will make: the resolution class it bills, and the shape.
+        if item.aspect_ratio is not None:
+            shape = f"{klass} {item.aspect_ratio}"
+        elif provider.WXH.match(item.size) and item.image_size is None:
+            shape = item.size
+        else:
+            shape = klass
         sizes[shape] += item.n
     images = sum(item.n for item in job.items)
     lines = [

@@ -115,11 +115,34 @@ def item_warnings(
     extreme_ok = ratio in provider.EXTREME_RATIOS and model == "nano-banana-2"
     if ratio is not None and ratio not in provider.ASPECT_RATIOS and not extreme_ok:
         found.append(("aspect_ratio", f"{ratio!r} is not a ratio {model} is known to take; may be ignored"))
+    return found
+
+
+def contradictions(size: str | None, image_size: Any, ratio: Any) -> list[tuple[str, str]]:
+    """(field, message) where one level (defaults, or one item) says two different things.
+
+    Across levels there is no contradiction: the more specific level wins.
+    """
+    if size is None:
+        return []
+    found = []
+    klass = provider.SIZES.get(size)
+    if klass is not None and image_size is not None and image_size != klass:
+        found.append(
+            (
+                "image_size",
+                f"{image_size} disagrees with size {size} set beside it; the service goes by image_size",
+            )
+        )
     shape = provider.WXH.match(size)
-    if shape and ratio in provider.ASPECT_RATIOS + provider.EXTREME_RATIOS and image_size is None:
-        w, h = (int(x) for x in ratio.split(":"))
+    if shape and ratio in provider.ASPECT_RATIOS + provider.EXTREME_RATIOS:
+        w, h = (int(x) for x in str(ratio).split(":"))
         if abs(int(shape.group(1)) / int(shape.group(2)) - w / h) > 0.02:
             found.append(
-                ("aspect_ratio", f"{ratio} disagrees with size {size}; which one wins is the service's call")
+                (
+                    "aspect_ratio",
+                    f"{ratio} disagrees with size {size} set beside it; set one of them"
+                    " (which wins without image_size is the service's call)",
+                )
             )
     return found

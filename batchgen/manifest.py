@@ -272,7 +272,7 @@ class _Builder:
                 where = where.named(item_id)
         own = self.fields({k: v for k, v in entry.items() if k != "id"}, "", where, ref_field)
         merged = {**defaults, **own}
-        merged["extra_fields"] = {**defaults.get("extra_fields", {}), **own.get("extra_fields", {})}
+        merged["extra_fields"] = {**inherited_extra(defaults, own), **own.get("extra_fields", {})}
         prompt = merged.get("prompt")
         if prompt is None:
             if "prompt" not in entry:
@@ -377,6 +377,9 @@ class _Builder:
                 if short in extra and extra[short] != value:
                     bad(short, f"conflicts with extra_fields.{short} ({extra[short]!r}); set one of them")
                 extra[short] = value
+        size, image_size, ratio = out.get("size"), extra.get("image_size"), extra.get("aspect_ratio")
+        for field, message in fields.contradictions(size, image_size, ratio):
+            self.warn(message, prefix + field, item)
         if ref_field in extra and "references" in out:
             bad(f"extra_fields.{ref_field}", "conflicts with references; list every reference there")
         return out
@@ -456,6 +459,21 @@ class _Builder:
                         here,
                     )
                 taken[stem.casefold()] = spec
+
+
+def inherited_extra(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults' extra fields an item keeps: the most specific level wins, across ``size`` and
+    the shorthands alike. An item's own ``size: 4K`` drops an inherited ``image_size``, and its
+    own ``WxH`` an inherited ``aspect_ratio`` too, so they are not sent to override it."""
+    inherited = dict(defaults.get("extra_fields", {}))
+    size = own.get("size")
+    if size is not None:
+        own_extra = own.get("extra_fields", {})
+        if "image_size" not in own_extra:
+            inherited.pop("image_size", None)
+        if provider.WXH.match(size) and "aspect_ratio" not in own_extra:
+            inherited.pop("aspect_ratio", None)
+    return inherited
 
 
 def output_stems(item_id: str, n: int) -> tuple[str, ...]:

@@ -61,9 +61,6 @@ def test_field_checks(field: str, value: Any, normal: Any, error: str | None) ->
         ("nano-banana-2", "1K", {"seed": 1}, ["extra_fields.seed"]),
         ("gpt-image-1", "1K", {}, ["model"]),
         ("nano-banana-2", "640x480", {}, ["size"]),
-        ("nano-banana-2", "1024x1792", {"aspect_ratio": "9:16"}, []),
-        ("nano-banana-2", "1024x1792", {"aspect_ratio": "16:9"}, ["aspect_ratio"]),
-        ("nano-banana-2", "1024x1792", {"aspect_ratio": "16:9", "image_size": "2K"}, []),
     ],
 )
 def test_item_warnings(model: str, size: str, extra: dict[str, Any], warned: list[str]) -> None:
@@ -77,3 +74,24 @@ def test_a_reference_key_the_relay_ignores_says_where_references_go() -> None:
     assert "generates without them" in message
     # A relay that reads image_urls is configured with api.reference_field, and then nothing warns.
     assert fields.item_warnings("nano-banana-2", "1K", {"image_urls": []}, "image_urls") == []
+
+
+@pytest.mark.parametrize(
+    ("size", "image_size", "ratio", "warned"),
+    [
+        (None, "1K", "16:9", []),  # nothing beside them to contradict
+        ("4K", None, None, []),
+        ("4K", "4K", "4:5", []),
+        ("4K", "1K", None, ["image_size"]),
+        ("1024x1792", "1K", "9:16", []),
+        ("1024x1792", "2K", None, ["image_size"]),
+        ("1024x1792", None, "16:9", ["aspect_ratio"]),
+        ("1024x1792", "1K", "16:9", ["aspect_ratio"]),
+        ("2K", None, "21:9", []),  # a class says nothing of the shape
+        ("640x480", None, "4:3", []),
+    ],
+)
+def test_contradictions_within_one_level(
+    size: str | None, image_size: str | None, ratio: str | None, warned: list[str]
+) -> None:
+    assert [f for f, _ in fields.contradictions(size, image_size, ratio)] == warned

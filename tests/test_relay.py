@@ -277,3 +277,62 @@ def test_every_answer_shape_makes_the_same_images(
     images = tmp_path / "out/shapes/images"
     with Image.open(images / "plain-1.png") as a, Image.open(images / "referenced.png") as b:
         assert a.size == b.size == (1024, 1024)
+
+
+class TestEffectiveSize:
+    """The most specific level wins across size and the shorthands; what it overrides is not sent."""
+
+    ITEMS = (
+        # id, the item's own fields, what is sent (size, extra_fields), image dimensions
+        ("inherits", {}, ("1K", {"image_size": "512", "aspect_ratio": "4:5"}), (456, 576)),
+        ("own-class", {"size": "2K"}, ("2K", {"aspect_ratio": "4:5"}), (1832, 2288)),
+        ("own-wxh", {"size": "1024x1792"}, ("1024x1792", {}), (1024, 1792)),
+        (
+            "own-shorthand",
+            {"image_size": "1K"},
+            ("1K", {"image_size": "1K", "aspect_ratio": "4:5"}),
+            (912, 1144),
+        ),
+        (
+            "own-both",
+            {"size": "2K", "image_size": "512"},
+            ("2K", {"image_size": "512", "aspect_ratio": "4:5"}),
+            (456, 576),
+        ),
+    )
+
+    def manifest(self, write_manifest: Callable[..., Path]) -> Path:
+        return write_manifest(
+            {
+                "job": "sizes",
+                "limits": FAST_LIMITS,
+                "defaults": {"image_size": "512", "aspect_ratio": "4:5"},
+                "items": [{"id": i, "prompt": f"p {i}", **own} for i, own, _, _ in self.ITEMS],
+            }
+        )
+
+    def test_what_is_sent_and_made(
+        self,
+        threaded_simulator: Callable[..., Simulator],
+        write_manifest: Callable[..., Path],
+        tmp_path: Path,
+    ) -> None:
+        sim = threaded_simulator(record_bodies=True)
+        assert run(self.manifest(write_manifest), sim, tmp_path / "out") == 0
+        sent = {body["prompt"]: body for body in sim.stats.bodies}
+        for item_id, _, (size, extra), dimensions in self.ITEMS:
+            body = sent[f"p {item_id}"]
+            assert (body["size"], body.get("extra_fields", {})) == (size, extra), item_id
+            with Image.open(tmp_path / f"out/sizes/images/{item_id}.png") as image:
+                assert image.size == dimensions, item_id
+
+    def test_validate_prices_what_will_be_made_and_warns_within_one_level(
+        self, write_manifest: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(["validate", str(self.manifest(write_manifest))]) == 0
+        captured = capsys.readouterr()
+        assert "sizes: 1024x1792 x1, 1K 4:5 x1, 2K 4:5 x1, 512 4:5 x2" in captured.out
+        assert "nano-banana-2      512       2 requests      2 images" in captured.out
+        assert "nano-banana-2       2K       1 requests      1 images" in captured.out
+        (warning,) = captured.err.strip().splitlines()
+        assert "items[4] (id own-both): image_size: 512 disagrees with size 2K set beside it" in warning
