@@ -76,6 +76,12 @@ def parser() -> argparse.ArgumentParser:
     )
     retry.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR")
     retry.add_argument("--all-failed", action="store_true", help="also resend refusals and invalid requests")
+    retry.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help="the job's manifest, when it is no longer where the job folder says (moved or copied)",
+    )
     _sending_flags(retry)
     retry.set_defaults(command="retry")
 

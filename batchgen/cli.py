@@ -113,7 +113,7 @@ def manifest_paths(given: Sequence[Path]) -> list[Path]:
 
 def _retry(args: argparse.Namespace) -> int:
     mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED
-    job, options = jobs.load_for_retry(args.job_dir, _options(args, None, mode))
+    job, options = jobs.load_for_retry(args.job_dir, _options(args, None, mode), args.manifest)
     return _send(args, [job], options)
 
 

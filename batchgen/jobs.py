@@ -69,21 +69,45 @@ def load_all(paths: list[Path]) -> list[manifest.Manifest]:
     return loaded
 
 
-def load_for_retry(job_dir: Path, options: RunOptions) -> tuple[manifest.Manifest, RunOptions]:
-    """The manifest an output folder was made from, and options that write back into that folder."""
+def load_for_retry(
+    job_dir: Path, options: RunOptions, given: Path | None = None
+) -> tuple[manifest.Manifest, RunOptions]:
+    """The manifest an output folder was made from (or ``given``), and options that write back
+    into that folder."""
     state = journal.read(job_dir)
     if state.manifest is None:
         raise UsageError(f"{job_dir}: no {journal.JOURNAL} with a run in it; is this a batchgen job folder?")
-    job = manifest.load(Path(state.manifest))
+    job = manifest.load(given or find_manifest(job_dir, state))
     job_folder, sharded = job_dir, None
     if state.shard and shard.FOLDER.match(job_dir.name):
         job_folder, sharded = job_dir.parent, shard.parse(state.shard)
     if job.job != job_folder.name:
-        raise UsageError(
-            f"{state.manifest} now names job {job.job!r}, not {job_folder.name!r}; run it with `run`"
-        )
+        raise UsageError(f"{job.path} now names job {job.job!r}, not {job_folder.name!r}; run it with `run`")
     overrides = replace(options.overrides, output_dir=job_folder.parent)
     return job, replace(options, overrides=overrides, shard=sharded)
+
+
+def find_manifest(job_dir: Path, state: journal.JournalState) -> Path:
+    """Where the manifest is now: relative to the job folder first (a moved or copied project
+    finds its own copy), then where the run recorded it (a job folder moved on its own)."""
+    assert state.manifest is not None
+    relative = job_dir / state.manifest_relative if state.manifest_relative else None
+    if relative is not None and relative.is_file():
+        return relative
+    recorded = Path(state.manifest)
+    if recorded.is_file():
+        if relative is not None:
+            log.warning(
+                "%s: no manifest at %s (where it was relative to this folder); using %s, where the run"
+                " recorded it (give another with --manifest FILE)",
+                *(job_dir, os.path.normpath(relative), recorded),
+            )
+        return recorded
+    if relative is not None:
+        where = f"neither at {os.path.normpath(relative)} (relative to this folder) nor at {recorded}"
+    else:
+        where = f"no longer at {recorded}"
+    raise UsageError(f"{job_dir}: the manifest it was made from is {where}; give it with --manifest FILE")
 
 
 def price_table(job: manifest.Manifest, options: RunOptions) -> pricing.PriceTable:

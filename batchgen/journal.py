@@ -88,14 +88,26 @@ class Journal:
         os.fsync(self._fd)
 
     def run_started(self, manifest: Path, started_at: float, shard: str | None = None) -> None:
-        record: dict[str, Any] = {
-            "type": "run",
-            "manifest": str(manifest.resolve()),
-            "started_at": started_at,
-        }
-        if shard:
-            record["shard"] = shard
-        self.append(record)
+        self.append(run_record(manifest, self.path.parent, started_at, shard))
+
+
+def run_record(
+    manifest: Path, folder: Path, started_at: float, shard: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A run's first line: its manifest, absolute and relative to the job folder, so that a job
+    folder moved or copied along with its manifest (a project moved, a backup restored) still
+    finds its own copy."""
+    where = manifest.resolve()
+    record: dict[str, Any] = {
+        "type": "run",
+        "manifest": str(where),
+        "manifest_relative": os.path.relpath(where, folder.resolve()),
+        "started_at": started_at,
+        **extra,
+    }
+    if shard:
+        record["shard"] = shard
+    return record
 
 
 def entry_record(entry: Entry, finished_at: float) -> dict[str, Any]:
@@ -130,6 +142,7 @@ class JournalState:
     manifest: str | None  # the manifest of the latest run, as an absolute path
     damaged_lines: int
     shard: str | None = None  # "K/N" when the latest run was a shard
+    manifest_relative: str | None = None  # the same manifest, relative to the job folder
 
 
 def read(folder: Path) -> JournalState:
@@ -144,6 +157,8 @@ def read(folder: Path) -> JournalState:
                     state.damaged_lines += 1
                 elif record.get("type") == "run":
                     state.manifest = str(record.get("manifest") or "") or state.manifest
+                    relative = record.get("manifest_relative")
+                    state.manifest_relative = relative if isinstance(relative, str) else None
                     state.shard = record.get("shard")
                 elif record.get("type") == "item":
                     entry = _entry(record)

@@ -69,7 +69,7 @@ def merge(paths: Sequence[Path], output: Path) -> tuple[dict[str, Any], Path]:
         merged = merge_reports(reports, missing)
         lines = []
         if manifest:
-            lines.append(orjson.dumps({"type": "run", "manifest": manifest, "started_at": 0, "merged": True}))
+            lines.append(orjson.dumps(journal.run_record(Path(manifest), target, 0, merged=True)))
         lines += [orjson.dumps(journal.entry_record(e, 0)) for e in entries.values()]
         store.write_bytes(journal.JOURNAL, b"".join(line + b"\n" for line in lines))
         store.write_json("report.json", merged)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,67 @@ def test_a_second_run_of_the_same_job_is_refused(
     assert "is in use by another batchgen run (pid " in err
     assert sim.stats.requests == 0
     assert job.run() == 0
+
+
+class TestRetryInAMovedFolder:
+    """`batchgen retry` finds the manifest relative to the job folder, or is told where it is."""
+
+    def made(self, tmp_path: Path, sim: Simulator) -> Job:
+        job = Job(tmp_path / "project", sim, [*items(2), {"id": "flaky", "prompt": "[sim:500] always"}])
+        assert job.run() == 1
+        return job
+
+    def retry(self, folder: Path, sim: Simulator, *flags: str) -> int:
+        return main(["retry", str(folder), "--base-url", sim.base_url, "-q", *flags])
+
+    def test_a_moved_project_retries_with_its_own_manifest(self, tmp_path: Path, sim: Simulator) -> None:
+        job = self.made(tmp_path, sim)
+        moved = tmp_path / "elsewhere"
+        (tmp_path / "project").rename(moved)
+        (moved / "jobs/cat.yaml").write_text(
+            (moved / "jobs/cat.yaml").read_text().replace("[sim:500] always", "fixed now")
+        )
+        assert self.retry(moved / "out/cat", sim, "--all-failed") == 0
+        assert job.requests()["fixed now"] == 1  # the moved manifest, as edited there
+
+    def test_a_copied_project_uses_its_copy_not_the_original(self, tmp_path: Path, sim: Simulator) -> None:
+        job = self.made(tmp_path, sim)
+        copy = tmp_path / "copy"
+        shutil.copytree(tmp_path / "project", copy)
+        (copy / "jobs/cat.yaml").write_text(
+            (copy / "jobs/cat.yaml").read_text().replace("[sim:500] always", "the copied prompt")
+        )
+        assert self.retry(copy / "out/cat", sim, "--all-failed") == 0
+        assert job.requests().get("the copied prompt") == 1
+        assert job.requests()["[sim:500] always"] == 4  # the original's was not sent again
+
+    def test_a_job_folder_moved_alone_uses_the_recorded_manifest_and_says_so(
+        self, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        job = self.made(tmp_path, sim)
+        alone = tmp_path / "archive" / "2026" / "cat"
+        alone.parent.mkdir(parents=True)
+        (job.out / "cat").rename(alone)
+        assert main(["retry", str(alone), "--base-url", sim.base_url]) == 1
+        err = capsys.readouterr().err
+        assert f"using {job.path.resolve()}, where the run recorded it" in err
+        assert job.requests()["[sim:500] always"] == 8
+
+    def test_neither_there_is_a_clear_error_and_manifest_fixes_it(
+        self, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        job = self.made(tmp_path, sim)
+        kept = tmp_path / "kept.yaml"
+        job.path.rename(kept)
+        folder = job.out / "cat"
+        before = sim.stats.requests
+        assert main(["retry", str(folder), "--base-url", sim.base_url]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line == (
+            f"batchgen: error: {folder}: the manifest it was made from is neither at"
+            f" {tmp_path / 'project/jobs/cat.yaml'} (relative to this folder) nor at {job.path.resolve()};"
+            " give it with --manifest FILE"
+        )
+        assert sim.stats.requests == before
+        assert self.retry(folder, sim, "--manifest", str(kept)) == 1
+        assert sim.stats.requests == before + 4
