@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import yaml
 from batchgen import jobs
 from batchgen.arguments import parser as _parser
 from batchgen.cli import main, manifest_paths
+from batchgen.simulator import Simulator
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "jobs" / "deploy"
@@ -38,6 +39,22 @@ def test_the_catalog_example_runs_against_the_simulator(
     assert sidecar["request"]["extra_fields"]["reference_images"][0].startswith(
         "file:catalog/refs/mug-1002.png sha256:"
     )
+
+
+def test_the_reference_key_check_makes_one_cheap_request_with_its_probe(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator]
+) -> None:
+    (check,) = jobs.load_all([REPO / "jobs/check/reference-key.yaml"])
+    (item,) = check.items
+    assert (item.size, len(item.references)) == ("512", 1)  # the cheapest class, one reference
+    sim = threaded_simulator(record_bodies=True)
+    argv = ["run", str(check.path), "--base-url", sim.base_url, "--output", str(tmp_path), "-q"]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BATCHGEN_API_KEY", "k")
+        env.delenv("BATCHGEN_BASE_URL", raising=False)
+        assert main(argv) == 0
+    assert sim.stats.requests == 1
+    assert sim.stats.references == {item.prompt: 1}  # read where the relay reads references
 
 
 def _containers(node: Any) -> Iterator[dict[str, Any]]:
