@@ -1,3 +1,3 @@
 """batchgen: YAML manifests in, generated images and a classified report out."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

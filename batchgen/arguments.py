@@ -17,8 +17,8 @@ EXIT_HELP = """exit status:
   0    every item succeeded or was already done
   1    some items failed or never finished
   2    invalid manifest or usage: nothing was sent
-  3    aborted: the API key was refused, a budget was reached, the service kept
-       failing, or another run holds the job folder
+  3    aborted: the API key was refused, the credit ran out, a budget was reached,
+       the service kept failing, or another run holds the job folder
   130  interrupted by Ctrl-C (SIGINT); 143 by SIGTERM
 """
 

@@ -22,7 +22,7 @@ import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from . import responses
+from . import __version__, responses
 from .config import Secret
 from .errors import ErrorClass, RequestError
 from .images import SNIFF_BYTES, GeneratedImage, sniff
@@ -33,7 +33,7 @@ MAX_RESPONSE_BYTES = 512 * 1024 * 1024
 # How many answers may be in memory at once (read, decoded, or waiting to be written), whatever
 # the concurrency: each can be several megabytes, and holding more than the disk takes gains nothing.
 IMAGES_AT_ONCE = 8
-USER_AGENT = "batchgen/0.1"
+USER_AGENT = f"batchgen/{__version__}"
 LARGE_BODY = 1 << 20
 
 
