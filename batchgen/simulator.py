@@ -122,6 +122,10 @@ class SimulatorConfig:
         unknown = set(self.faults) - set(ALL_FAULTS)
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(ALL_FAULTS)}")
+        if self.max_body_mb is not None and not self.max_body_mb > 0:
+            raise ValueError(f"max body must be above 0 MB, not {self.max_body_mb:g}")
+        if self.link_failures < 0:
+            raise ValueError(f"link failures must be 0 or more, not {self.link_failures}")
         if self.response not in RESPONSE_SHAPES:
             raise ValueError(f"response must be one of {', '.join(RESPONSE_SHAPES)}, not {self.response!r}")
         if not 0.0 <= self.fault_rate <= 1.0:

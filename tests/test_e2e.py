@@ -254,6 +254,11 @@ def test_bad_simulator_settings_are_usage_errors(
     path = write_manifest({"items": [{"prompt": "p"}]})
     assert main(["run", str(path), "--simulate", "--sim-faults", "500,meteor"]) == 2
     assert "unknown fault kinds ['meteor']" in capsys.readouterr().err
+    assert main(["run", str(path), "--simulate", "--sim-max-body-mb", "-3"]) == 2
+    assert "max body must be above 0 MB, not -3" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(path), "--simulate", "--sim-response", "json"])
+    assert exited.value.code == 2
 
 
 def test_validate_prints_counts_sizes_and_cost(capsys: pytest.CaptureFixture[str]) -> None:
@@ -307,6 +312,17 @@ def test_python_dash_m_runs_the_demo_in_a_subprocess(tmp_path: Path) -> None:
         (
             "items:\n  - {id: a, prompt: x, references: [nope.png]}\n",
             ": items[0] (id a): references[0]: nope.png: file not found",
+        ),
+        ("api: {max_request_mb: 0}\nitems: [{prompt: x}]\n", ": api.max_request_mb: must be a number"),
+        ('api: {max_request_mb: "32MB"}\nitems: [{prompt: x}]\n', ": api.max_request_mb: must be a number"),
+        ("limits: {reference_max_side: 10}\nitems: [{prompt: x}]\n", ": limits.reference_max_side: must be"),
+        (
+            "limits: {reference_max_mb: 0}\nitems: [{prompt: x}]\n",
+            ": limits.reference_max_mb: must be above 0",
+        ),
+        (
+            "limits: {max_unconfirmed_per_item: 0}\nitems: [{prompt: x}]\n",
+            ": limits.max_unconfirmed_per_item: must be at least 1",
         ),
     ],
 )
