@@ -69,8 +69,10 @@ def parser() -> argparse.ArgumentParser:
     retry = commands.add_parser(
         "retry",
         help="resend the failed and unfinished items of an output folder",
-        description="Resend the pending items and retryable failures of a job, from its output"
-        " folder; successes are never sent again.",
+        description="Resend the pending items of a job, from its output folder, with its retryable"
+        " failures and those the key or the credit caused (auth, quota_exhausted); fetch again the"
+        " images whose links failed (download_failed), without making them again. Successes are"
+        " never sent again.",
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
