@@ -12,6 +12,7 @@ import asyncio
 import io
 import ipaddress
 import logging
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ MAX_RESPONSE_BYTES = 512 * 1024 * 1024
 IMAGES_AT_ONCE = 8
 USER_AGENT = f"batchgen/{__version__}"
 LARGE_BODY = 1 << 20
+_MASKED_KEY = re.compile(r"sk-[A-Za-z0-9_-]*\*{2,}[A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,10 +223,15 @@ class HttpImageClient:
             )
 
     def _scrubbed(self, error: RequestError) -> RequestError:
-        """The same error, with the key cut out of its message should a proxy echo it."""
-        if self._key is not None and self._key.reveal() in error.message:
-            error.message = error.message.replace(self._key.reveal(), "********")
-            error.args = (error.message,)
+        """The same error, with the key cut out of its message should a proxy echo it, and the
+        ends of it that new-api shows in its quota messages ("[sk-abcd***wxyz]") too."""
+        message = error.message
+        if self._key is not None and self._key.reveal() in message:
+            message = message.replace(self._key.reveal(), "********")
+        message = _MASKED_KEY.sub("sk-********", message)
+        if message != error.message:
+            error.message = message
+            error.args = (message,)
         return error
 
 

@@ -431,3 +431,14 @@ async def test_a_body_over_max_request_bytes_is_never_sent(mocked: MockedApi) ->
     assert "api.max_request_mb" in caught.value.message
     ((_, calls),) = mocked.requests.items()
     assert len(calls) == 1
+
+
+async def test_the_ends_of_a_key_in_new_apis_quota_message_are_cut_out_too(
+    client: HttpImageClient, mocked: MockedApi
+) -> None:
+    message = f"该令牌额度已用尽 TokenStatusExhausted[{CANARY_KEY[:7]}***{CANARY_KEY[-4:]}] (request id: 7)"
+    mocked.post(URL_GEN, status=401, payload={"error": {"message": message, "type": "new_api_error"}})
+    error = await failure(client)
+    assert error.error_class is ErrorClass.QUOTA_EXHAUSTED
+    assert CANARY_KEY[-4:] not in error.message
+    assert "TokenStatusExhausted[sk-********]" in error.message
