@@ -240,7 +240,7 @@ def _would_send(entry: journal.Entry | None, mode: Mode) -> bool:
         return True
     if entry.status == "succeeded":
         return False
-    if entry.links and mode in (Mode.RUN, Mode.ONLY_FAILED):
+    if entry.refetchable and mode in (Mode.RUN, Mode.ONLY_FAILED):
         return False  # made and billed already: its link is fetched again, for free
     return mode is not Mode.ONLY_FAILED or entry.resent_by_retry
 

@@ -50,6 +50,11 @@ class Entry:
     links: tuple[str, ...] = ()  # download_failed: the links of images made and billed, to fetch again
 
     @property
+    def refetchable(self) -> bool:
+        """Made and billed, but its links failed: a later run fetches them, it does not make it again."""
+        return self.status == "failed" and bool(self.links) and self.error_class == ErrorClass.DOWNLOAD_FAILED
+
+    @property
     def resent_by_retry(self) -> bool:
         """``batchgen retry`` sends it again: worth retrying, or failed only because the key or the
         credit did (fixed, presumably, by whoever runs retry)."""

@@ -6,7 +6,6 @@ import enum
 import os
 from pathlib import Path
 
-from .errors import ErrorClass
 from .journal import Entry
 
 
@@ -34,7 +33,7 @@ def decide(entry: Entry | None, fingerprint: str, files_intact: bool, mode: Mode
         if mode is Mode.RUN and entry.fingerprint != fingerprint:
             return Action.SEND  # the prompt, size or a reference changed
         return Action.SKIP
-    if entry.links and entry.error_class == ErrorClass.DOWNLOAD_FAILED.value:
+    if entry.refetchable:
         if mode is not Mode.RUN or entry.fingerprint == fingerprint:
             return Action.FETCH  # with --all-failed, made again should the links be dead
         return Action.SEND  # the request changed since: that image is not the one wanted now
