@@ -48,6 +48,7 @@ class Entry:
     retryable: bool | None = None
     estimated_cost: float = 0.0
     links: tuple[str, ...] = ()  # download_failed: the links of images made and billed, to fetch again
+    version: int = 1  # how many times its image was made; earlier versions are in history/
 
     @property
     def refetchable(self) -> bool:
@@ -127,6 +128,8 @@ def entry_record(entry: Entry, finished_at: float) -> dict[str, Any]:
         "estimated_cost": entry.estimated_cost,
         "finished_at": finished_at,
     }
+    if entry.version > 1:
+        record["version"] = entry.version
     if entry.status == "failed":
         record.update(
             {
@@ -208,6 +211,7 @@ def _entry(record: dict[str, Any]) -> Entry | None:
             retryable=record.get("retryable"),
             estimated_cost=float(record.get("estimated_cost", 0.0)),
             links=tuple(str(link) for link in record.get("links", ())),
+            version=int(record.get("version", 1)),
         )
     except (KeyError, TypeError, ValueError):
         return None

@@ -43,6 +43,7 @@ class ItemOutcome:
     unconfirmed: int = 0  # of those, ones cut off after sending: perhaps billed, no image
     estimated_cost: float = 0.0  # of the images this item produced (billed, even if they were lost)
     unconfirmed_cost: float = 0.0  # of its unconfirmed attempts: perhaps billed
+    version: int = 1  # of its image: 2 and up once redone (earlier ones are in history/)
 
 
 @dataclass(frozen=True, slots=True)

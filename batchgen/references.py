@@ -109,6 +109,7 @@ class ReferenceLoader:
         self._cache: OrderedDict[tuple[Path, int, int], LoadedReference] = OrderedDict()
         self._cached = 0
         self._shrunk: OrderedDict[str, LoadedReference] = OrderedDict()  # by the original's content
+        self._digests: dict[tuple[Path, int, int], str] = {}  # a few dozen bytes per file, never evicted
         self.shrink_count = 0  # how many times an image was actually re-encoded
         self._lock = threading.Lock()  # load() runs in worker threads
 
@@ -144,6 +145,22 @@ class ReferenceLoader:
             loaded = LoadedReference(_data_uri(data, fmt), digest)
         self._remember(key, loaded)
         return loaded
+
+    def digest(self, ref: Reference) -> str:
+        """What ``load(ref).digest`` would be, without encoding the file or keeping its bytes: a
+        re-run decides what is done by fingerprint, and a catalog of 20,000 product photos must not
+        hold them all. Read once per file and modification time."""
+        if isinstance(ref, UrlReference):
+            return self.load(ref).digest
+        try:
+            st = os.stat(ref.path)
+        except OSError as exc:
+            raise ReferenceImageError(f"reference {ref.written}: {exc.strerror}") from exc
+        key = (ref.path, st.st_size, st.st_mtime_ns)
+        found = self._digests.get(key)
+        if found is None:
+            found = self._digests[key] = self.load(ref).digest
+        return found
 
     def _shrunk_version(self, ref: LocalReference, data: bytes, digest: str) -> LoadedReference:
         with self._lock:

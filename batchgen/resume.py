@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import enum
-import os
-from pathlib import Path
 
 from .journal import Entry
 
@@ -14,6 +12,7 @@ class Mode(enum.StrEnum):
     ONLY_FAILED = "only_failed"  # send pending items and retryable failures
     ALL_FAILED = "all_failed"  # ... and refusals and invalid requests too
     FORCE = "force"  # send everything
+    REDO = "redo"  # send only the items a person named (as FORCE); leave every other item as it is
 
 
 class Action(enum.StrEnum):
@@ -21,10 +20,15 @@ class Action(enum.StrEnum):
     SKIP = "skip"  # done by an earlier run: report it as skipped
     KEEP = "keep"  # failed earlier and not to be resent: report that failure
     FETCH = "fetch"  # made and billed earlier, but its link failed: fetch it, do not make it again
+    LEAVE = "leave"  # never finished, and this run is not the one to send it: report it pending
 
 
 def decide(entry: Entry | None, fingerprint: str, files_intact: bool, mode: Mode) -> Action:
     """Pure: the journal's last word on an item, and this run's request, to an action."""
+    if mode is Mode.REDO:  # an item the redo does not name
+        if entry is None or (entry.status == "succeeded" and not files_intact):
+            return Action.LEAVE
+        return Action.SKIP if entry.status == "succeeded" else Action.KEEP
     if mode is Mode.FORCE or entry is None:
         return Action.SEND
     if entry.status == "succeeded":
@@ -40,21 +44,3 @@ def decide(entry: Entry | None, fingerprint: str, files_intact: bool, mode: Mode
     if mode in (Mode.RUN, Mode.ALL_FAILED) or entry.resent_by_retry:
         return Action.SEND
     return Action.KEEP
-
-
-def files_intact(folder: Path, entry: Entry | None) -> bool:
-    """Every file the journal recorded is there with its size.
-
-    Size, not a hash: files are written atomically, so a damaged one is a
-    missing or truncated one, and re-hashing gigabytes on every run would
-    make re-runs of large catalogs slow.
-    """
-    if entry is None or not entry.files:
-        return False
-    for f in entry.files:
-        try:
-            if os.stat(folder / f.path).st_size != f.bytes:
-                return False
-        except OSError:
-            return False
-    return True

@@ -12,9 +12,9 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,13 +42,14 @@ from .outcomes import (
 from .plan import PlannedRequest, build_body, fingerprint
 from .ratelimit import RateLimiter
 from .references import LoadedReference, LocalReference, Reference, ReferenceLoader
-from .resume import Action, Mode, decide, files_intact
+from .resume import Action, Mode, decide
 from .retry import RetryPolicy, is_unconfirmed
 from .store import JobStore, StoredFile
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+TRIAGE_CHUNK = 512  # items decided per trip to the I/O threads
 T = TypeVar("T")
 
 
@@ -70,6 +71,21 @@ class _Counts:
     unconfirmed: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """An item that needs a request or a download, as triage found it."""
+
+    request: PlannedRequest
+    action: Action  # SEND or FETCH
+    entry: Entry | None  # the journal's last word on it
+    intact: bool = False  # and that entry's files are all there
+
+    @property
+    def replaces(self) -> bool:
+        """It has an image already: the new one is a new version, the old one kept in history/."""
+        return self.entry is not None and self.entry.status == "succeeded" and self.intact
+
+
 class _NotSent(Exception):
     """The job stopped before this attempt could go out."""
 
@@ -88,6 +104,7 @@ class Runner:
     journal: Journal | None = None
     previous: Mapping[str, Entry] = field(default_factory=dict)
     mode: Mode = Mode.RUN
+    redo: frozenset[str] = frozenset()  # ids to make again whatever the journal says (batchgen redo)
     guards: Guards = field(default_factory=Guards)
     requests_per_minute: float | None = None
     io: Executor | None = None  # threads for blocking file work (None: the loop's default)
@@ -107,10 +124,10 @@ class Runner:
         done: dict[int, ItemOutcome] = {}
         self.on_event(JobStarted(self.job, len(items)))
 
-        async def work(spec: ItemSpec, release: scheduler.Release) -> None:
-            request = planner(spec)
+        async def work(job: _Work, release: scheduler.Release) -> None:
+            request = job.request
             counts = _Counts()
-            task = asyncio.create_task(self.process(request, counts, release))
+            task = asyncio.create_task(self.process(job, counts, release))
             self._inflight[request.id] = (task, counts)
             try:
                 outcome = await task
@@ -121,15 +138,58 @@ class Runner:
                 outcome = self._pending(request, counts, cut_off=True)  # halted mid-request
             finally:
                 del self._inflight[request.id]
-            done[spec.index] = outcome
+            done[request.index] = outcome
             self.on_event(ItemFinished(outcome))
 
-        await scheduler.run_all(items, work, concurrency=self.concurrency, stop=self.stop)
+        await scheduler.run_all(
+            self._triaged(items, planner, done), work, concurrency=self.concurrency, stop=self.stop
+        )
         outcomes = [
             done.get(spec.index) or ItemOutcome(spec.index, spec.id, spec.prompt, ItemStatus.PENDING)
             for spec in items
         ]
         return JobRun(outcomes, self.aborted, self.interrupted, started, time.time())
+
+    async def _triaged(
+        self,
+        items: Sequence[ItemSpec],
+        planner: Callable[[ItemSpec], PlannedRequest],
+        done: dict[int, ItemOutcome],
+    ) -> AsyncIterator[_Work]:
+        """The items that need work, decided before any is scheduled, a chunk at a time in the I/O
+        threads: an item already done is never a task, and a re-run of a finished catalog is a
+        pass over the journal, not 100,000 coroutines."""
+        for start in range(0, len(items), TRIAGE_CHUNK):
+            chunk = items[start : start + TRIAGE_CHUNK]
+            # Not in the I/O threads: behind a burst of image writes, triage would hold up sending.
+            todo, left = await asyncio.get_running_loop().run_in_executor(None, self._triage, chunk, planner)
+            for outcome in left:
+                done[outcome.index] = outcome
+                self.on_event(ItemFinished(outcome))
+            for job in todo:
+                yield job
+
+    def _triage(
+        self, chunk: Sequence[ItemSpec], planner: Callable[[ItemSpec], PlannedRequest]
+    ) -> tuple[list[_Work], list[ItemOutcome]]:
+        todo: list[_Work] = []
+        left: list[ItemOutcome] = []
+        for spec in chunk:
+            request = planner(spec)
+            entry = self.previous.get(request.id)
+            try:
+                digests = [self.references.digest(ref) for ref in request.references]
+            except RequestError:
+                todo.append(_Work(request, Action.SEND, entry))  # sending it reports why not
+                continue
+            mode = Mode.FORCE if request.id in self.redo else self.mode
+            intact = entry is not None and self.store.intact([(f.path, f.bytes) for f in entry.files])
+            action = decide(entry, fingerprint(request, digests), intact, mode)
+            if action in (Action.SEND, Action.FETCH):
+                todo.append(_Work(request, action, entry, intact))
+            else:
+                left.append(_from_journal(request, entry, action))
+        return todo, left
 
     def abort(self, reason: str) -> None:
         """The job stops itself: nothing new starts, no retry is made; in-flight requests finish."""
@@ -152,18 +212,15 @@ class Runner:
         for task, _ in list(self._inflight.values()):
             task.cancel()
 
-    async def process(
-        self, request: PlannedRequest, counts: _Counts, release: scheduler.Release
-    ) -> ItemOutcome:
+    async def process(self, job: _Work, counts: _Counts, release: scheduler.Release) -> ItemOutcome:
         """One item from its references to its journal line. ``release`` is called once its
         request is answered: concurrency counts requests at the service, and writing the
         answer down should not keep the next request waiting."""
+        request, entry = job.request, job.entry
         try:
             loaded = await self._blocking(_load_all, self.references, request) if request.references else []
             request_fingerprint = fingerprint(request, [r.digest for r in loaded])
-            entry = self.previous.get(request.id)
-            action = decide(entry, request_fingerprint, files_intact(self.store.root, entry), self.mode)
-            if action is Action.FETCH:
+            if job.action is Action.FETCH:
                 assert entry is not None
                 try:
                     return await self._refetch(request, entry, loaded)
@@ -172,10 +229,8 @@ class Runner:
                         counts.attempts = entry.attempts
                         return await self._failed(request, exc, counts, entry.fingerprint)
                     # --all-failed: the links are dead, so the image is made again (and paid again).
-            elif action is not Action.SEND:
-                assert entry is not None
-                return _from_journal(request, entry, action)
-            return await self._send(request, loaded, request_fingerprint, counts, release)
+            replacing = entry if job.replaces else None
+            return await self._send(request, loaded, request_fingerprint, counts, release, replacing)
         except RequestError as exc:  # a reference that went bad before sending
             return await self._failed(request, exc, counts, "")
 
@@ -186,7 +241,9 @@ class Runner:
         request_fingerprint: str,
         counts: _Counts,
         release: scheduler.Release,
+        replacing: Entry | None = None,
     ) -> ItemOutcome:
+        """``replacing``: the entry of the image this one replaces (a redo, a changed request, --force)."""
         refusal = self.guards.reserve(request.estimated_cost)
         if refusal:
             self.abort(refusal)
@@ -195,7 +252,10 @@ class Runner:
         started = self.clock()
         try:
             body = build_body(request, [ref.uri for ref in loaded])
-            key = idempotency_key(self.job, request.id, request_fingerprint)
+            version = replacing.version + 1 if replacing else 1
+            # A new version needs a key of its own: under the old one, the service may answer with
+            # the image it made for it, the very one being replaced.
+            key = idempotency_key(self.job, request.id, request_fingerprint, version)
             generation = await self._attempts(request, body, key, counts)
             produced = True  # billed, whatever happens to the bytes now
             release()
@@ -203,15 +263,17 @@ class Runner:
                 images = generation.images
                 if generation.links:
                     images += await self._fetch(request, generation.links)
+                latency = self.clock() - started
                 stored = await self._blocking(
-                    self._save, request, images, generation.created, loaded, counts, self.clock() - started
+                    self._save, request, images, generation.created, loaded, counts, latency, replacing
                 )
             finally:
                 generation.release()  # the images are on disk (or lost): their memory slot is free
         except LinkError as exc:
-            return await self._failed(request, exc, counts, request_fingerprint, request.estimated_cost)
+            cost = request.estimated_cost
+            return await self._failed(request, exc, counts, request_fingerprint, cost, replacing)
         except RequestError as exc:
-            return await self._failed(request, exc, counts, request_fingerprint)
+            return await self._failed(request, exc, counts, request_fingerprint, replacing=replacing)
         except _NotSent:
             return self._pending(request, counts)
         except StoreError as exc:
@@ -220,7 +282,9 @@ class Runner:
             return self._pending(request, counts)
         finally:
             self.guards.settle(request.estimated_cost, produced=produced, unconfirmed=counts.unconfirmed)
-        return await self._succeeded(request, stored, request_fingerprint, counts, request.estimated_cost)
+        return await self._succeeded(
+            request, stored, request_fingerprint, counts, request.estimated_cost, version
+        )
 
     async def _succeeded(
         self,
@@ -229,6 +293,7 @@ class Runner:
         request_fingerprint: str,
         counts: _Counts,
         cost: float,
+        version: int = 1,
     ) -> ItemOutcome:
         if len(stored) < request.n:
             log.warning("%s: asked for %d images, the service sent %d", request.id, request.n, len(stored))
@@ -241,10 +306,16 @@ class Runner:
             counts.attempts,
             files,
             estimated_cost=cost,
+            version=version,
         )
         await self._journal(entry)
         return _outcome(
-            request, ItemStatus.SUCCEEDED, counts, files=tuple(f.path for f in stored), estimated_cost=cost
+            request,
+            ItemStatus.SUCCEEDED,
+            counts,
+            files=tuple(f.path for f in stored),
+            estimated_cost=cost,
+            version=version,
         )
 
     async def _refetch(
@@ -262,7 +333,7 @@ class Runner:
             self.abort(f"cannot write the output: {exc}")
             return self._pending(request, counts)
         log.info("%s: fetched the image an earlier run paid for", request.id)
-        return await self._succeeded(request, stored, entry.fingerprint, counts, 0.0)
+        return await self._succeeded(request, stored, entry.fingerprint, counts, 0.0, entry.version)
 
     async def _fetch(self, request: PlannedRequest, links: tuple[str, ...]) -> tuple[GeneratedImage, ...]:
         return await fetch_all(self.client, request.id, links, self.policy, self.sleep or asyncio.sleep)
@@ -339,7 +410,10 @@ class Runner:
         loaded: Sequence[LoadedReference],
         counts: _Counts,
         latency: float,
+        replacing: Entry | None = None,
     ) -> list[StoredFile]:
+        if replacing is not None:
+            self.store.archive([*(f.path for f in replacing.files), request.sidecar], replacing.version)
         stored = self.store.write_images(request.image_stems, images)
         shown = [_describe(ref, got) for ref, got in zip(request.references, loaded, strict=True)]
         # The sidecar is metadata the journal also holds (files, sizes, sha256): it is renamed
@@ -369,8 +443,11 @@ class Runner:
         counts: _Counts,
         request_fingerprint: str,
         cost: float = 0.0,
+        replacing: Entry | None = None,
     ) -> ItemOutcome:
-        """``cost``: what the item was billed for nonetheless (images made, then lost)."""
+        """``cost``: what the item was billed for nonetheless (images made, then lost).
+        ``replacing``: the entry of an image it was to replace, which stays: the failure is
+        reported, but not journaled, so that no later run forgets the image it still has."""
         if self.stop.is_set() and self.policy.should_retry(exc, counts.unconfirmed):
             return self._pending(request, counts)  # it would have been retried had the job not stopped
         log.warning(
@@ -392,7 +469,10 @@ class Runner:
             estimated_cost=cost,
             links=links,
         )
-        await self._journal(entry)
+        if replacing is None:
+            await self._journal(entry)
+        else:
+            failure = replace(failure, message=f"{exc.message} (its earlier image is kept)")
         verdict = self.guards.item_failed()
         if verdict:
             self.abort(verdict)
@@ -427,8 +507,10 @@ def _outcome(request: PlannedRequest, status: ItemStatus, counts: _Counts, **res
     )
 
 
-def _from_journal(request: PlannedRequest, entry: Entry, action: Action) -> ItemOutcome:
+def _from_journal(request: PlannedRequest, entry: Entry | None, action: Action) -> ItemOutcome:
     """An item this run leaves alone, reported as the journal has it."""
+    if entry is None or action is Action.LEAVE:
+        return ItemOutcome(request.index, request.id, request.prompt, ItemStatus.PENDING)
     if action is Action.SKIP:
         return ItemOutcome(
             request.index,
@@ -437,6 +519,7 @@ def _from_journal(request: PlannedRequest, entry: Entry, action: Action) -> Item
             ItemStatus.SKIPPED,
             attempts=entry.attempts,
             files=tuple(f.path for f in entry.files),
+            version=entry.version,
         )
     failure = Failure(
         ErrorClass(entry.error_class or ErrorClass.INVALID_RESPONSE.value),
@@ -459,9 +542,11 @@ def _stop_reason(item_id: str, exc: RequestError, folder: Path) -> str:
     return f"{item_id}: {exc.message} (check the API key)"
 
 
-def idempotency_key(job: str, item_id: str, request_fingerprint: str) -> str:
-    """The same on every attempt of an item, and across runs for the same request."""
-    digest = hashlib.sha256(f"{job}\0{item_id}\0{request_fingerprint}".encode()).hexdigest()
+def idempotency_key(job: str, item_id: str, request_fingerprint: str, version: int = 1) -> str:
+    """The same on every attempt of an item, and across runs for the same request and version
+    (so a run that stopped after sending gets the image it paid for); another for each version."""
+    seed = f"{job}\0{item_id}\0{request_fingerprint}" + (f"\0v{version}" if version > 1 else "")
+    digest = hashlib.sha256(seed.encode()).hexdigest()
     return f"batchgen-{digest[:32]}"
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -12,7 +12,7 @@ Release = Callable[[], None]
 
 
 async def run_all(
-    items: Iterable[T],
+    items: Iterable[T] | AsyncIterable[T],
     work: Callable[[T, Release], Awaitable[None]],
     *,
     concurrency: int,
@@ -27,12 +27,13 @@ async def run_all(
     at most ``concurrency`` more may be finishing after giving theirs up.
 
     Items are pulled lazily, once a slot is free, so a generator of 100,000 is never
-    materialised. Once ``stop`` is set no new item starts; those already started finish.
+    materialised; an async iterable may do work of its own between items (deciding which
+    items need any work at all). Once ``stop`` is set no new item starts; those already started finish.
     An exception from ``work`` cancels the rest and propagates.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
-    source = iter(items)
+    source = _aiter(items)
     stop = stop or asyncio.Event()
     slots = asyncio.Semaphore(concurrency)
     started = asyncio.Semaphore(2 * concurrency)  # holding a slot, or finishing after release
@@ -56,7 +57,7 @@ async def run_all(
         while True:
             await started.acquire()
             await slots.acquire()
-            item = _DONE if stop.is_set() else next(source, _DONE)
+            item = _DONE if stop.is_set() else await anext(source, _DONE)
             if item is _DONE:
                 slots.release()
                 started.release()
@@ -65,3 +66,12 @@ async def run_all(
 
 
 _DONE = object()
+
+
+async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

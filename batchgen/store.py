@@ -22,6 +22,7 @@ import orjson
 from .errors import StoreError
 from .images import GIF, JPEG, PNG, WEBP, GeneratedImage
 
+HISTORY = "history"
 TEMP_PREFIX = ".batchgen-"
 TEMP_SUFFIX = ".tmp"
 _IMAGE_EXTS = tuple(f.ext for f in (PNG, JPEG, WEBP, GIF))
@@ -141,11 +142,64 @@ class JobStore:
                 with contextlib.suppress(FileNotFoundError):
                     self.path(name).unlink()
 
+    def intact(self, files: Sequence[tuple[str, int]]) -> bool:
+        """Every ``(path, size)`` is there with that size.
+
+        Size, not a hash: files are written atomically, so a damaged one is a missing or
+        truncated one, and re-hashing gigabytes on every run would make re-runs of large
+        catalogs slow.
+        """
+        if not files:
+            return False
+        root = str(self.root)
+        for relative, size in files:
+            try:
+                if os.stat(f"{root}/{relative}").st_size != size:
+                    return False
+            except OSError:
+                return False
+        return True
+
+    def archive(self, files: Sequence[str], version: int) -> None:
+        """Keep ``files`` (an item's images and sidecar) as version ``version`` in ``history/``,
+        before a new version replaces them: ``images/a.png`` becomes ``history/a.<version>.png``.
+
+        A hard link, so the file stays where it is until the new one is renamed over it: a crash
+        at any point leaves the old image or the new one under ``images/``, never neither.
+        Never deletes or overwrites anything already in ``history/``.
+        """
+        (self.root / HISTORY).mkdir(exist_ok=True)
+        for relative in files:
+            source = self.path(relative)
+            stem, dot, ext = PurePosixPath(relative).name.rpartition(".")
+            target = self.path(
+                f"{HISTORY}/{stem}.{version}{dot}{ext}" if dot else f"{HISTORY}/{ext}.{version}"
+            )
+            try:
+                os.link(source, target)
+            except FileExistsError:
+                continue  # kept by an earlier redo that stopped before its journal line
+            except FileNotFoundError:
+                continue
+            except OSError:
+                # A file system without hard links: a copy, renamed into place whole.
+                try:
+                    self.write_bytes(str(target.relative_to(self.root)), source.read_bytes())
+                except FileNotFoundError:
+                    continue
+        _fsync_dir(self.root / HISTORY)
+
     def sync(self) -> None:
         """Make this run's files durable: once per job, not once per file."""
         os.sync()  # the sidecars written without their own fsync
         for folder in (self.root / "images", self.root):
             _fsync_dir(folder)
+
+
+def history_name(relative: str, version: int) -> str:
+    """Where version ``version`` of ``images/a.png`` is kept: ``history/a.<version>.png``."""
+    stem, dot, ext = PurePosixPath(relative).name.rpartition(".")
+    return f"{HISTORY}/{stem}.{version}.{ext}" if dot else f"{HISTORY}/{ext}.{version}"
 
 
 def _fsync_dir(folder: Path) -> None:

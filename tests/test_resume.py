@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from batchgen.journal import Entry, JournalFile
-from batchgen.resume import Action, Mode, decide, files_intact
+from batchgen.resume import Action, Mode, decide
+from batchgen.store import JobStore
 
-SEND, SKIP, KEEP = Action.SEND, Action.SKIP, Action.KEEP
-RUN, ONLY, ALL, FORCE = Mode.RUN, Mode.ONLY_FAILED, Mode.ALL_FAILED, Mode.FORCE
+SEND, SKIP, KEEP, LEAVE = Action.SEND, Action.SKIP, Action.KEEP, Action.LEAVE
+RUN, ONLY, ALL, FORCE, REDO = Mode.RUN, Mode.ONLY_FAILED, Mode.ALL_FAILED, Mode.FORCE, Mode.REDO
 
 DONE = Entry("a", "succeeded", "fp", "p", 1, (JournalFile("images/a.png", "h", 3),))
 FAILED_RETRYABLE = Entry("a", "failed", "fp", "p", 4, error_class="server_error", retryable=True)
@@ -59,18 +60,25 @@ FETCH = Action.FETCH
         # ...unless the request changed since, or --force
         (LINK_DEAD, "other", False, RUN, SEND),
         (LINK_DEAD, "fp", False, FORCE, SEND),
+        # An item a redo does not name is left as it is, whatever changed.
+        (DONE, "other", True, REDO, SKIP),
+        (DONE, "fp", False, REDO, LEAVE),
+        (REFUSED, "fp", False, REDO, KEEP),
+        (None, "fp", False, REDO, LEAVE),
+        (LINK_DEAD, "fp", False, REDO, KEEP),
     ],
 )
 def test_decide(entry: Entry | None, fingerprint: str, intact: bool, mode: Mode, action: Action) -> None:
     assert decide(entry, fingerprint, intact, mode) is action
 
 
-def test_files_intact_checks_presence_and_size(tmp_path: Path) -> None:
+def test_the_store_checks_presence_and_size(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
-    assert not files_intact(tmp_path, DONE)  # missing
+    store = JobStore(tmp_path)
+    files = [(f.path, f.bytes) for f in DONE.files]
+    assert not store.intact(files)  # missing
     (tmp_path / "images/a.png").write_bytes(b"abc")
-    assert files_intact(tmp_path, DONE)
+    assert store.intact(files)
     (tmp_path / "images/a.png").write_bytes(b"ab")  # truncated
-    assert not files_intact(tmp_path, DONE)
-    assert not files_intact(tmp_path, None)
-    assert not files_intact(tmp_path, REFUSED)
+    assert not store.intact(files)
+    assert not store.intact([])  # nothing recorded is nothing to keep
