@@ -87,6 +87,33 @@ def parser() -> argparse.ArgumentParser:
     _sending_flags(retry)
     retry.set_defaults(command="retry")
 
+    redo = commands.add_parser(
+        "redo",
+        help="make again the images a reviewer rejected",
+        description="Make again exactly the named items of a job, each with a fresh Idempotency-Key."
+        " The image each replaces is kept in history/<id>.<version>.<ext>, never deleted; the journal"
+        " and report record the new version. Nothing else is sent. The gallery (report.html) hands"
+        " out the list as redo.txt, or this command ready to copy.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    redo.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR")
+    redo.add_argument("ids", nargs="*", metavar="ID", help="the items to make again")
+    redo.add_argument(
+        "--ids-file",
+        type=Path,
+        metavar="FILE",
+        help="a file of ids, one per line (blank lines and # comments ignored), as the gallery exports it",
+    )
+    redo.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help="the job's manifest, when it is no longer where the job folder says (moved or copied)",
+    )
+    _sending_flags(redo)
+    redo.set_defaults(command="redo")
+
     validate = commands.add_parser("validate", help="check manifests and estimate cost; sends nothing")
     validate.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST|DIR")
     validate.add_argument("--prices", type=Path, metavar="FILE", help="price table for the estimate")

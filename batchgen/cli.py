@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ log = logging.getLogger("batchgen")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = arguments.parser().parse_args(argv)
-    if args.command in ("run", "retry"):
+    if args.command in ("run", "retry", "redo"):
         memory.tune_allocator()
     _setup_logging(args)
     try:
@@ -86,7 +87,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
-    sending = args.command in ("run", "retry")
+    sending = args.command in ("run", "retry", "redo")
     return sending and not args.quiet and args.log_format == "text" and sys.stderr.isatty()
 
 
@@ -115,6 +116,12 @@ def _retry(args: argparse.Namespace) -> int:
     mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED
     job, options = jobs.load_for_retry(args.job_dir, _options(args, None, mode), args.manifest)
     return _send(args, [job], options)
+
+
+def _redo(args: argparse.Namespace) -> int:
+    job, options = jobs.load_for_retry(args.job_dir, _options(args, None, Mode.REDO), args.manifest)
+    ids = jobs.redo_ids(job, options, args.ids, args.ids_file)
+    return _send(args, [job], replace(options, redo=ids))
 
 
 def _options(args: argparse.Namespace, output: Path | None, mode: Mode) -> jobs.RunOptions:
@@ -228,6 +235,7 @@ def _simulator(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _run,
     "retry": _retry,
+    "redo": _redo,
     "validate": _validate,
     "report": _report,
     "merge": _merge,

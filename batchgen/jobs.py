@@ -46,6 +46,7 @@ class RunOptions:
     max_cost: float | None = None
     shard: tuple[int, int] | None = None  # (K, N): run the K-th of N slices
     prices: Path | None = None  # a price table replacing the manifest's and the shipped one
+    redo: frozenset[str] = frozenset()  # Mode.REDO: the ids to make again
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,39 @@ def load_for_retry(
         raise UsageError(f"{job.path} now names job {job.job!r}, not {job_folder.name!r}; run it with `run`")
     overrides = replace(options.overrides, output_dir=job_folder.parent)
     return job, replace(options, overrides=overrides, shard=sharded)
+
+
+def redo_ids(
+    job: manifest.Manifest, options: RunOptions, given: Sequence[str], ids_file: Path | None
+) -> frozenset[str]:
+    """The ids a redo names, checked against the job: an unknown one is an error, and nothing is sent."""
+    wanted = list(given)
+    if ids_file is not None:
+        try:
+            text = ids_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"{ids_file}: cannot be read ({getattr(exc, 'strerror', None) or exc})"
+            ) from None
+        wanted += [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    wanted = [w for w in wanted if w]
+    if not wanted:
+        raise UsageError(
+            "name the items to make again: batchgen redo OUTPUT_JOB_DIR ID... or --ids-file FILE"
+        )
+    items = job.items
+    if options.shard is not None:
+        k, n = options.shard
+        items = tuple(i for i in items if shard.shard_of(i.id, n) == k)
+    known = {item.id for item in items}
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        where = f"shard {options.shard[0]}/{options.shard[1]} of " if options.shard else ""
+        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise UsageError(
+            f"{len(unknown)} id(s) not in {where}job {job.job!r} ({job.path}): {shown}; nothing was sent"
+        )
+    return frozenset(wanted)
 
 
 def find_manifest(job_dir: Path, state: journal.JournalState) -> Path:
@@ -176,6 +210,7 @@ async def run_manifest(
                     journal=book,
                     previous=state.entries,
                     mode=options.mode,
+                    redo=options.redo,
                     requests_per_minute=limits.requests_per_minute,
                     io=io,
                     guards=Guards(
@@ -227,7 +262,11 @@ def _check_budget(
     """Refuse to start a job whose estimate for what it will send is over --max-cost."""
     if options.max_cost is None:
         return
-    cost = estimate.total_cost((i for i in items if _would_send(done.get(i.id), options.mode)), prices)
+    if options.mode is Mode.REDO:
+        sent = (i for i in items if i.id in options.redo)
+    else:
+        sent = (i for i in items if _would_send(done.get(i.id), options.mode))
+    cost = estimate.total_cost(sent, prices)
     if cost > options.max_cost + 1e-9:
         raise UsageError(
             f"{job.path}: the items to send are estimated at ~{prices.currency} {cost:,.2f},"

@@ -168,6 +168,9 @@ class Simulator:
         self.stats = SimulatorStats()
         self._files: dict[str, tuple[bytes, int]] = {}  # token -> (image, fetches still to fail)
         self._rendered: dict[tuple[Any, ...], bytes] = {}  # pictures with references, by their digests
+        # Every Idempotency-Key a prompt came with: a new key is a new take, drawn in another hue,
+        # as a real model makes a different picture each time (what a redo is for).
+        self._takes: dict[str, list[str]] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
         # Called with the running request count on each request: lets a test act at a chosen point.
@@ -261,10 +264,10 @@ class Simulator:
                 self.stats.billed[prompt] += 1
             if fault in ("deadlink", "flakylink"):
                 fails = -1 if fault == "deadlink" else cfg.link_failures
-                return await self._success(body, prompt, link_fails=fails)
+                return await self._success(body, prompt, key, link_fails=fails)
             return await self._inject(fault, request)
         self.stats.billed[prompt] += 1
-        return await self._success(body, prompt)
+        return await self._success(body, prompt, key)
 
     def _fault_for(self, prompt: str, key: str, attempt: int) -> str | None:
         directive = _DIRECTIVE.search(prompt)
@@ -320,7 +323,9 @@ class Simulator:
             return _page("504")
         raise AssertionError(f"unhandled fault {fault}")
 
-    async def _success(self, body: dict[str, Any], prompt: str, link_fails: int = 0) -> web.Response:
+    async def _success(
+        self, body: dict[str, Any], prompt: str, key: str, link_fails: int = 0
+    ) -> web.Response:
         extra = body.get("extra_fields")
         extra = extra if isinstance(extra, dict) else {}
         for name in extra:
@@ -332,7 +337,7 @@ class Simulator:
         ratio = extra.get("aspect_ratio")
         ratio = ratio if isinstance(ratio, str) else None
         width, height = provider.dimensions(size, image_size, ratio)
-        hue = sim_images.hue_of(prompt)
+        hue = (sim_images.hue_of(prompt) + self._take(prompt, key)) % 12
         n = body.get("n")
         n = n if isinstance(n, int) and 1 <= n <= 10 else 1
         refs = extra.get(REFERENCE_KEY)
@@ -358,6 +363,12 @@ class Simulator:
             value = f"data:image/png;base64,{b64}" if shape == "dataurl" else b64
             entries = [{"url" if shape == "dataurl" else "b64_json": value}] * n
         return web.json_response({"created": int(time.time()), "data": entries}, dumps=_dumps)
+
+    def _take(self, prompt: str, key: str) -> int:
+        keys = self._takes.setdefault(prompt, [])
+        if key not in keys:
+            keys.append(key)
+        return keys.index(key)
 
     async def _picture(self, width: int, height: int, hue: int, refs: list[str]) -> bytes:
         payload_kb = self.config.payload_kb
