@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,18 @@ EXIT_HELP = """exit status:
        the service kept failing, or another run holds the job folder
   130  interrupted by Ctrl-C (SIGINT); 143 by SIGTERM
 """
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, read. A redo's ids may come after its options too (argparse alone would
+    take ``redo DIR --simulate a b`` for unknown arguments ``a b``)."""
+    root = parser()
+    args, extra = root.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "redo" and not any(e.startswith("-") for e in extra):
+        args.ids = [*args.ids, *extra]
+    elif extra:
+        root.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def parser() -> argparse.ArgumentParser:

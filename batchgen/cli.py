@@ -29,7 +29,7 @@ log = logging.getLogger("batchgen")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = arguments.parser().parse_args(argv)
+    args = arguments.parse(argv)
     if args.command in ("run", "retry", "redo"):
         memory.tune_allocator()
     _setup_logging(args)

@@ -63,7 +63,13 @@ def build_report(
             if o.failure is not None
         ],
         "items": [
-            {"id": o.id, "status": o.status.value, "files": list(o.files), "attempts": o.attempts}
+            {
+                "id": o.id,
+                "status": o.status.value,
+                "files": list(o.files),
+                "attempts": o.attempts,
+                **({"version": o.version} if o.version > 1 else {}),
+            }
             for o in outcomes
         ],
     }

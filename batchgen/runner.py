@@ -83,7 +83,19 @@ class _Work:
     @property
     def replaces(self) -> bool:
         """It has an image already: the new one is a new version, the old one kept in history/."""
-        return self.entry is not None and self.entry.status == "succeeded" and self.intact
+        return self.made and self.intact
+
+    @property
+    def made(self) -> bool:
+        return self.entry is not None and self.entry.status == "succeeded"
+
+    @property
+    def version(self) -> int:
+        """Of the image this run makes: one more than the last one made, kept or not (a fresh
+        Idempotency-Key: under the old one the service may answer with the image being replaced)."""
+        if self.entry is None:
+            return 1
+        return self.entry.version + 1 if self.made else self.entry.version
 
 
 class _NotSent(Exception):
@@ -230,7 +242,9 @@ class Runner:
                         return await self._failed(request, exc, counts, entry.fingerprint)
                     # --all-failed: the links are dead, so the image is made again (and paid again).
             replacing = entry if job.replaces else None
-            return await self._send(request, loaded, request_fingerprint, counts, release, replacing)
+            return await self._send(
+                request, loaded, request_fingerprint, counts, release, job.version, replacing
+            )
         except RequestError as exc:  # a reference that went bad before sending
             return await self._failed(request, exc, counts, "")
 
@@ -241,9 +255,11 @@ class Runner:
         request_fingerprint: str,
         counts: _Counts,
         release: scheduler.Release,
+        version: int = 1,
         replacing: Entry | None = None,
     ) -> ItemOutcome:
-        """``replacing``: the entry of the image this one replaces (a redo, a changed request, --force)."""
+        """``replacing``: the entry of the image this one replaces (a redo, a changed request, --force),
+        kept in history/ as it is replaced."""
         refusal = self.guards.reserve(request.estimated_cost)
         if refusal:
             self.abort(refusal)
@@ -252,9 +268,6 @@ class Runner:
         started = self.clock()
         try:
             body = build_body(request, [ref.uri for ref in loaded])
-            version = replacing.version + 1 if replacing else 1
-            # A new version needs a key of its own: under the old one, the service may answer with
-            # the image it made for it, the very one being replaced.
             key = idempotency_key(self.job, request.id, request_fingerprint, version)
             generation = await self._attempts(request, body, key, counts)
             produced = True  # billed, whatever happens to the bytes now
