@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from . import arguments, config, estimate, gallery, jobs, logs, memory, merge
+from . import arguments, config, estimate, gallery, jobs, logs, memory, merge, thumbs
 from .errors import JobLockedError, ManifestError, StoreError, UsageError
 from .manifest import Manifest
 from .outcomes import Event, JobStatus
@@ -207,6 +207,10 @@ def _report(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.job_dir}/report.json cannot be read ({exc}); is this a job folder?"
         ) from None
+    images = [f for item in report["items"] for f in item["files"] if not f.endswith(".json")]
+    made = thumbs.backfill(args.job_dir, images)
+    if made:
+        log.info("made %d missing thumbnail(s)", made)
     gallery.write(args.job_dir, report)
     if not args.quiet:
         print("\n".join(summary_lines(report, str(args.job_dir))))

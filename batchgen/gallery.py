@@ -1,20 +1,27 @@
 """report.html: a gallery of the job for people, one self-contained file that works from disk.
 
-Everything that came from a manifest or a response is escaped: text by
-``html.escape``, data for the script as JSON with ``<``, ``>`` and ``&``
-escaped, and the script writes it with ``textContent`` only. A Content
-Security Policy with a per-file nonce stops any script or inline handler
-that is not ours, and any network request, should escaping ever fail.
+At catalog scale the page cannot be a card per item: 100,000 cards of markup take a
+browser minutes to lay out. The page carries the items as one compact JSON block
+(request parameters shared between items are written once) and its script draws only
+the cards on screen. Cards show ``thumbs/`` previews; the viewer shows the full image
+and the versions a redo kept in ``history/``. A reviewer marks cards, and the page hands
+out ``redo.txt`` and the ``batchgen redo`` command.
+
+Everything that came from a manifest or a response is escaped: text by ``html.escape``,
+the data block as JSON with ``<``, ``>`` and ``&`` escaped, and the script writes it
+with ``textContent`` only. A Content Security Policy with a per-file nonce stops any
+script or inline handler that is not ours, and any network request.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import os
 import re
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,11 +29,15 @@ from typing import Any
 
 import orjson
 
-from .store import JobStore
+from .journal import Entry
+from .store import HISTORY, JobStore
+from .thumbs import thumb_path
 
 log = logging.getLogger(__name__)
 
 REPORT_HTML = "report.html"
+STATUSES = ("succeeded", "failed", "skipped", "pending")
+FAILURES_SHOWN = 50  # rows per failure class in the table above the grid; the grid shows them all
 
 
 @dataclass(frozen=True)
@@ -34,49 +45,54 @@ class Card:
     id: str
     status: str
     attempts: int
-    image: str | None = None  # relative to the job folder
-    files: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # relative to the job folder
     prompt: str = ""
-    shape: str = ""  # "2K · 4:5"
+    params: Mapping[str, Any] = field(default_factory=dict)  # shared by items asked the same way
     error_class: str | None = None
     message: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    version: int = 1
 
 
-def collect(folder: Path, report: dict[str, Any]) -> Iterator[Card]:
-    """A card per item, made as they are written: the report's word on it, and the sidecar's
-    record of what was sent (a 100,000-item job never holds them all)."""
+def request_params(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the viewer lists about a request: all of it but the prompt and the reference images."""
+    extra = dict(body.get("extra_fields") or {})
+    params = {
+        "model": body.get("model"),
+        "size": body.get("size"),
+        "image_size": extra.pop("image_size", None),
+        "aspect_ratio": extra.pop("aspect_ratio", None),
+        "n": body.get("n"),
+        "response_format": body.get("response_format"),
+        **{f"extra_fields.{k}": v for k, v in extra.items()},
+    }
+    return {k: v for k, v in params.items() if v not in (None, "", [])}
+
+
+def collect(
+    folder: Path, report: dict[str, Any], entries: Mapping[str, Entry] | None = None
+) -> Iterator[Card]:
+    """Cards for a job folder on its own (``batchgen report``, ``merge``): the report's word on each
+    item, its prompt and version from the journal, what was sent from its sidecar."""
+    entries = entries or {}
     failures = {f["id"]: f for f in report["failures"]}
+    shared: dict[bytes, dict[str, Any]] = {}
     for item in report["items"]:
         sidecar = _sidecar(folder, item["id"]) if item["files"] else {}
-        request = sidecar.get("request", {}) if isinstance(sidecar, dict) else {}
+        request = sidecar.get("request", {}) if isinstance(sidecar.get("request"), dict) else {}
         failure = failures.get(item["id"], {})
-        extra = dict(request.get("extra_fields") or {})
-        params = {
-            "model": request.get("model"),
-            "size": request.get("size"),
-            "image_size": extra.pop("image_size", None),
-            "aspect_ratio": extra.pop("aspect_ratio", None),
-            "n": request.get("n"),
-            "response_format": request.get("response_format"),
-            **{f"extra_fields.{k}": v for k, v in extra.items()},
-            "created": sidecar.get("created") if isinstance(sidecar, dict) else None,
-            "latency_s": sidecar.get("latency_s") if isinstance(sidecar, dict) else None,
-            "http_status": failure.get("http_status"),
-        }
+        entry = entries.get(item["id"])
+        params = request_params(request)
+        key = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
         yield Card(
             id=item["id"],
             status=item["status"],
             attempts=item["attempts"],
-            image=next((f for f in item["files"] if not f.endswith(".json")), None),
             files=tuple(item["files"]),
-            prompt=str(request.get("prompt") or failure.get("prompt") or ""),
-            shape=" · ".join(
-                str(v) for v in (params["image_size"] or params["size"], params["aspect_ratio"]) if v
-            ),
+            prompt=str(request.get("prompt") or failure.get("prompt") or (entry.prompt if entry else "")),
+            params=shared.setdefault(key, params),
             error_class=failure.get("class"),
             message=failure.get("message"),
-            params={k: v for k, v in params.items() if v not in (None, "", [])},
+            version=int(item.get("version") or (entry.version if entry else 1)),
         )
 
 
@@ -88,21 +104,45 @@ def _sidecar(folder: Path, item_id: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def write(folder: Path, report: dict[str, Any]) -> Path:
-    """Render the gallery of the job in ``folder`` next to its report.json, streaming it to disk."""
-    with JobStore(folder).open_atomic(REPORT_HTML) as out:
-        for piece in pieces(report, collect(folder, report)):
-            out.write(piece.encode())
+def write(folder: Path, report: dict[str, Any], cards: Iterable[Card] | None = None) -> Path:
+    """Render the gallery of the job in ``folder`` next to its report.json (``cards``: from the run;
+    without, read from the folder's files)."""
+    if cards is None:
+        from .journal import read
+
+        cards = collect(folder, report, read(folder).entries)
+    page = render(report, cards, folder=str(folder), history=_history(folder))
+    with JobStore(folder).open_atomic(REPORT_HTML, durable=False) as out:
+        out.write(page.encode())
     return folder / REPORT_HTML
 
 
-def render(report: dict[str, Any], cards: Iterable[Card]) -> str:
-    """The whole page as one string (for tests; ``write`` streams the same pieces)."""
-    return "".join(pieces(report, cards))
+def _history(folder: Path) -> dict[str, list[str]]:
+    """The earlier versions kept of each item, oldest first: one listing of history/."""
+    try:
+        names = os.listdir(folder / HISTORY)
+    except OSError:
+        return {}
+    # history/<stem>.<v>.<ext>: the stem is the item's id, or <id>-<k> for its k-th image;
+    # each version's sidecar, history/<id>.<v>.json, says which ids there are.
+    split = [parts for parts in (n.rsplit(".", 2) for n in names if not n.startswith(".")) if len(parts) == 3]
+    ids = {stem for stem, v, ext in split if ext == "json" and v.isdigit()}
+    kept: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+    for stem, v, ext in split:
+        if ext != "json" and v.isdigit():
+            item = stem if stem in ids else stem.rpartition("-")[0] or stem
+            kept[item].append((int(v), stem, f"{HISTORY}/{stem}.{v}.{ext}"))
+    return {item: [path for *_, path in sorted(versions)] for item, versions in kept.items()}
 
 
-def pieces(report: dict[str, Any], cards: Iterable[Card]) -> Iterator[str]:
-    """The page, in order: the template's text with its slots filled, one card at a time."""
+def render(
+    report: dict[str, Any],
+    cards: Iterable[Card],
+    *,
+    folder: str = ".",
+    history: Mapping[str, list[str]] | None = None,
+) -> str:
+    """The whole page as one string."""
     nonce = secrets.token_urlsafe(16)
     e = html.escape
     counts = report["counts"]
@@ -126,7 +166,7 @@ def pieces(report: dict[str, Any], cards: Iterable[Card]) -> Iterator[str]:
     status_buttons = "".join(
         f'<button type="button" data-status="{s}"{" aria-pressed=true" if s == "all" else ""}>'
         f"{s} <small>{counts['total'] if s == 'all' else counts.get(s, 0)}</small></button>"
-        for s in ("all", "succeeded", "failed", "skipped", "pending")
+        for s in ("all", *STATUSES)
     )
     slots: dict[str, str] = {
         "nonce": nonce,
@@ -137,43 +177,65 @@ def pieces(report: dict[str, Any], cards: Iterable[Card]) -> Iterator[str]:
         "status_buttons": status_buttons,
         "class_options": "".join(f'<option value="{e(c)}">{e(c)}</option>' for c in classes),
         "failures": _failures(report["failures"]),
+        "data": _data(report, cards, folder, history or {}),
     }
     template = resources.files("batchgen").joinpath("gallery.html").read_text(encoding="utf-8")
-    # One pass over the template: text already put into a slot is never scanned for slots
-    # again (a prompt saying "{{grid}}" must stay those eight characters).
-    last = 0
-    for slot in _SLOT.finditer(template):
-        yield template[last : slot.start()]
-        if slot.group(1) == "grid":
-            for card in cards:
-                yield _card(card) + "\n"
-        else:
-            yield slots[slot.group(1)]
-        last = slot.end()
-    yield template[last:]
+    # One pass over the template: text already put into a slot is never scanned for slots again.
+    return _SLOT.sub(lambda m: slots[m.group(1)], template)
 
 
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
+_SAFE_IN_SCRIPT = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"}
 
 
-def _card(c: Card) -> str:
-    e = html.escape
-    search = e(f"{c.id} {c.prompt}".lower())
-    view = orjson.dumps(
-        {"prompt": c.prompt, "params": c.params, "files": c.files, "message": c.message}
-    ).decode()
-    if c.image:
-        picture = f'<img loading="lazy" decoding="async" src="{e(c.image)}" alt="{e(c.id)}">'
-    else:
-        picture = f'<div class="empty">{e(c.error_class or c.status)}</div>'
-    badge = f'<span class="badge {e(c.status)}">{e(c.error_class or c.status)}</span>'
-    return (
-        f'<figure class="card" tabindex="0" data-id="{e(c.id)}" data-status="{e(c.status)}"'
-        f' data-class="{e(c.error_class or "")}" data-search="{search}" data-view="{e(view)}">'
-        f"{picture}<figcaption><b>{e(c.id)}</b>{badge}"
-        f"<small>{e(c.shape or '—')} · {c.attempts} attempt{'s' if c.attempts != 1 else ''}</small>"
-        "</figcaption></figure>"
-    )
+def _data(
+    report: dict[str, Any], cards: Iterable[Card], folder: str, history: Mapping[str, list[str]]
+) -> str:
+    """The items as the page's script reads them: one array per item, shared values written once.
+
+    ``[id, status, class, attempts, params, prompt, files, version, message]``, where status,
+    class and params index the tables beside it, files is just the extension when the item
+    has the one image ``images/<id>.<ext>``, and trailing empty values are left out.
+    """
+    params: dict[int, int] = {}
+    params_table: list[Mapping[str, Any]] = []
+    classes: dict[str, int] = {}
+    rows: list[list[Any]] = []
+    for c in cards:
+        shared = params.get(id(c.params))
+        if shared is None:
+            shared = params[id(c.params)] = len(params_table)
+            params_table.append(c.params)
+        files: Any = list(c.files)
+        if len(c.files) == 1 and c.files[0].startswith(f"images/{c.id}."):
+            files = c.files[0].rpartition(".")[2]
+        row: list[Any] = [
+            c.id,
+            STATUSES.index(c.status),
+            classes.setdefault(c.error_class, len(classes)) if c.error_class else -1,
+            c.attempts,
+            shared,
+            c.prompt,
+            files,
+            c.version,
+            c.message,
+        ]
+        if c.message is None:
+            row.pop()
+            if c.version == 1:
+                row.pop()
+        rows.append(row)
+    data = {
+        "job": report["job"],
+        "folder": folder,
+        "thumbs": thumb_path("images/x.png").rpartition("/")[0],
+        "statuses": STATUSES,
+        "classes": list(classes),
+        "params": params_table,
+        "history": {k: v for k, v in history.items()},
+        "items": rows,
+    }
+    return orjson.dumps(data).decode().translate(_SAFE_IN_SCRIPT)
 
 
 def _failures(failures: list[dict[str, Any]]) -> str:
@@ -188,8 +250,11 @@ def _failures(failures: list[dict[str, Any]]) -> str:
         rows = "".join(
             f"<tr><td>{e(f['id'])}</td><td>{e(str(f.get('message') or ''))}</td>"
             f"<td>{f.get('attempts', '')}</td><td>{e(str(f.get('prompt') or ''))}</td></tr>"
-            for f in group
+            for f in group[:FAILURES_SHOWN]
         )
+        more = len(group) - FAILURES_SHOWN
+        if more > 0:
+            rows += f'<tr><td colspan="4">… and {more:,} more: filter the images below by {e(name)}</td></tr>'
         sections.append(
             f'<details class="failure-group" data-class="{e(name)}" open><summary>{e(name)}'
             f" <small>{len(group)}</small></summary><table><thead><tr><th>id</th><th>message</th>"

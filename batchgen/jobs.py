@@ -21,7 +21,7 @@ from .client import HttpImageClient, ImageClient
 from .errors import ManifestError, Problem, StoreError, UsageError
 from .guards import Guards
 from .lock import JobLock
-from .outcomes import Event
+from .outcomes import Event, ItemOutcome
 from .plan import plan_item
 from .references import ReferenceLoader
 from .report import build_report
@@ -238,8 +238,37 @@ async def run_manifest(
             shard=shard_label,
         )
         store.write_json("report.json", report)
-        gallery.write(folder, report)
+        gallery.write(folder, report, _cards(run.outcomes, items))
     return JobOutput(report, folder, caught.signum)
+
+
+def _cards(outcomes: Sequence[ItemOutcome], items: Sequence[manifest.ItemSpec]) -> Iterator[gallery.Card]:
+    """The gallery's cards, from the run's outcomes and the items as asked (never re-read from disk)."""
+    shared: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for outcome, spec in zip(outcomes, items, strict=True):
+        key = (spec.model, spec.size, spec.n, spec.response_format, id(spec.extra_fields))
+        params = shared.get(key)
+        if params is None:
+            body = {
+                "model": spec.model,
+                "size": spec.size,
+                "n": spec.n,
+                "response_format": spec.response_format,
+                "extra_fields": spec.extra_fields,
+            }
+            params = shared[key] = gallery.request_params(body)
+        failure = outcome.failure
+        yield gallery.Card(
+            id=outcome.id,
+            status=outcome.status.value,
+            attempts=outcome.attempts,
+            files=outcome.files,
+            prompt=outcome.prompt,
+            params=params,
+            error_class=failure.error_class.value if failure else None,
+            message=failure.message if failure else None,
+            version=outcome.version,
+        )
 
 
 def _background_priority() -> None:

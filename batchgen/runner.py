@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from tenacity import RetryCallState
 
-from . import scheduler
+from . import scheduler, thumbs
 from .client import Generation, ImageClient
 from .errors import ErrorClass, LinkError, RequestError, StoreError
 from .guards import Guards
@@ -428,6 +428,11 @@ class Runner:
         if replacing is not None:
             self.store.archive([*(f.path for f in replacing.files), request.sidecar], replacing.version)
         stored = self.store.write_images(request.image_stems, images)
+        for image, kept in zip(images, stored, strict=False):
+            try:
+                thumbs.write(self.store.root, kept.path, image.data)
+            except OSError as exc:  # the image is safe; the gallery shows it in full instead
+                log.debug("%s: no thumbnail (%s)", kept.path, exc.strerror)
         shown = [_describe(ref, got) for ref, got in zip(request.references, loaded, strict=True)]
         # The sidecar is metadata the journal also holds (files, sizes, sha256): it is renamed
         # into place whole, and made durable with the rest of the job's files at the end.

@@ -89,26 +89,45 @@ def hostile_page(tmp_path: Path) -> str:
     return gallery.render(report(items, failures), gallery.collect(tmp_path, report(items, failures)))
 
 
-def views(page: str) -> dict[str, Any]:
-    """What the page's script reads for its viewer: each card's data-view, unescaped as a browser does."""
-    parser = Tags()
-    parser.feed(page)
-    return {a["data-id"]: orjson.loads(a["data-view"] or "") for t, a in parser.tags if t == "figure"}
+def data(page: str) -> dict[str, Any]:
+    """The page's data block, read as its script reads it (JSON.parse of the element's text)."""
+    found = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)
+    assert found is not None
+    return dict(orjson.loads(found.group(1)))
 
 
-def test_cards_filters_and_failure_groups_are_all_there(tmp_path: Path) -> None:
+def cards(page: str) -> dict[str, dict[str, Any]]:
+    """Each item as the script sees it, keyed by id."""
+    d = data(page)
+    out = {}
+    for row in d["items"]:
+        row = [*row, *[None] * (9 - len(row))]
+        out[row[0]] = {
+            "status": d["statuses"][row[1]],
+            "class": d["classes"][row[2]] if row[2] >= 0 else "",
+            "attempts": row[3],
+            "params": d["params"][row[4]],
+            "prompt": row[5],
+            "files": row[6],
+            "version": row[7] or 1,
+            "message": row[8],
+        }
+    return out
+
+
+def test_items_filters_and_failure_groups_are_all_there(tmp_path: Path) -> None:
     page = hostile_page(tmp_path)
     parser = Tags()
     parser.feed(page)
-    cards = [a for t, a in parser.tags if t == "figure"]
-    assert [(c["data-id"], c["data-status"], c["data-class"]) for c in cards] == [
+    shown = cards(page)
+    assert [(k, c["status"], c["class"]) for k, c in shown.items()] == [
         ("ok", "succeeded", ""),
         ("bad", "failed", "safety_filter"),
         ("flaky", "failed", "server_error"),
         ("later", "pending", ""),
     ]
-    assert [a["src"] for t, a in parser.tags if t == "img" and "loading" in a] == ["images/ok.png"]
-    assert all(a["loading"] == "lazy" for t, a in parser.tags if t == "img" and "loading" in a)
+    assert shown["ok"]["files"] == "png"  # images/ok.png, written as its extension alone
+    assert shown["flaky"]["attempts"] == 4
     assert [a["data-class"] for t, a in parser.tags if t == "details"] == ["safety_filter", "server_error"]
     assert [a["data-status"] for t, a in parser.tags if t == "button" and "data-status" in a] == [
         "all",
@@ -120,6 +139,7 @@ def test_cards_filters_and_failure_groups_are_all_there(tmp_path: Path) -> None:
     assert [a["value"] for t, a in parser.tags if t == "option"] == ["", "safety_filter", "server_error"]
     assert "<b>9.0 s</b>" in page
     assert "<b>$0.12</b>" in page
+    assert not any(t == "figure" for t, _ in parser.tags)  # the script draws the cards on screen only
 
 
 def test_nothing_from_a_manifest_or_a_response_becomes_markup(tmp_path: Path) -> None:
@@ -127,13 +147,16 @@ def test_nothing_from_a_manifest_or_a_response_becomes_markup(tmp_path: Path) ->
     parser = Tags()
     parser.feed(page)
     scripts = [a for t, a in parser.tags if t == "script"]
-    assert len(scripts) == 1  # ours, nothing else
+    assert [a.get("type") for a in scripts] == ["application/json", None]  # data, and ours
+    assert "nonce" not in scripts[0]  # the data block is never run
     assert not any(k.startswith("on") for _, attrs in parser.tags for k in attrs)
     assert not any(t == "img" and a.get("src") == "x" for t, a in parser.tags)
     assert "<title>j&lt;b&gt; · partial</title>" in page
-    assert views(page)["bad"]["prompt"] == HOSTILE[2]  # the text survives intact, as text
-    assert views(page)["flaky"]["prompt"] == HOSTILE[3]  # slot names inside text are left alone
-    assert page.count("<figure") == 4  # "{{grid}}" in a prompt did not repeat the grid
+    shown = cards(page)
+    assert shown["bad"]["prompt"] == HOSTILE[2]  # the text survives intact, as text
+    assert shown["flaky"]["prompt"] == HOSTILE[3]  # slot names inside text are left alone
+    assert shown["bad"]["message"] == HOSTILE[1]
+    assert page.count("</script>") == 2  # a prompt's "</script>" did not end the data block
 
 
 def test_a_nonce_csp_locks_scripts_styles_and_the_network(tmp_path: Path) -> None:
@@ -153,12 +176,63 @@ def test_a_nonce_csp_locks_scripts_styles_and_the_network(tmp_path: Path) -> Non
 
 
 def test_the_viewer_gets_request_parameters_from_the_sidecar(tmp_path: Path) -> None:
-    data = views(hostile_page(tmp_path))
-    assert data["ok"]["params"] == {
+    shown = cards(hostile_page(tmp_path))
+    assert shown["ok"]["params"] == {
         "model": "nano-banana-2",
         "size": "1K",
         "aspect_ratio": "4:5",
         "extra_fields.style": HOSTILE[1],
     }
-    assert data["ok"]["files"] == ["images/ok.png"]
-    assert data["flaky"]["params"] == {"http_status": 502}
+    assert shown["flaky"]["params"] == {}
+
+
+def test_items_asked_the_same_way_share_one_parameter_entry() -> None:
+    params = {"model": "nano-banana-2", "size": "1K"}
+    many = [
+        gallery.Card(f"i{k}", "succeeded", 1, (f"images/i{k}.png",), f"p {k}", params) for k in range(500)
+    ]
+    items = [{"id": c.id, "status": c.status, "files": list(c.files), "attempts": 1} for c in many]
+    page = gallery.render(report(items, []), many)
+    assert data(page)["params"] == [params]
+    assert len(page) < 500 * 40 + 30_000  # about 30 bytes per item beyond its id and prompt
+
+
+def test_redone_items_list_their_kept_versions(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "history").mkdir()
+    for name in (
+        "a.1.png",
+        "a.1.json",
+        "a.2.jpg",
+        "a.2.json",
+        "b-x.1.png",
+        "b-x.1.json",
+        "c-1.1.png",
+        "c-2.1.png",
+        "c.1.json",
+    ):
+        (tmp_path / "history" / name).write_bytes(b"x")
+    items = [
+        {"id": i, "status": "succeeded", "files": [f"images/{i}.png"], "attempts": 1, "version": v}
+        for i, v in (("a", 3), ("b-x", 2), ("c", 2), ("d", 1))
+    ]
+    path = gallery.write(tmp_path, report(items, []))
+    d = data(path.read_text())
+    assert d["history"] == {
+        "a": ["history/a.1.png", "history/a.2.jpg"],
+        "b-x": ["history/b-x.1.png"],  # an id with a dash is not an image number
+        "c": ["history/c-1.1.png", "history/c-2.1.png"],
+    }
+    assert {k: c["version"] for k, c in cards(path.read_text()).items()} == {"a": 3, "b-x": 2, "c": 2, "d": 1}
+
+
+def test_a_long_failure_class_is_cut_short_in_the_table(tmp_path: Path) -> None:
+    failures = [
+        {"id": f"f{k}", "prompt": "p", "class": "timeout", "message": "m", "attempts": 1, "retryable": True}
+        for k in range(gallery.FAILURES_SHOWN + 7)
+    ]
+    items = [{"id": f["id"], "status": "failed", "files": [], "attempts": 1} for f in failures]
+    page = gallery.render(report(items, failures), gallery.collect(tmp_path, report(items, failures)))
+    assert page.count("<tr><td>f") == gallery.FAILURES_SHOWN
+    assert "… and 7 more" in page
+    assert len(data(page)["items"]) == len(failures)  # the grid has them all

@@ -130,6 +130,7 @@ def test_the_simulator_draws_the_references_it_read(
     path = write_manifest({"job": "draw", "limits": FAST_LIMITS, "items": items})
     assert run(path, sim, tmp_path / "out") == 0
     images = tmp_path / "out/draw/images"
+
     def reds(name: str) -> list[tuple[int, ...]]:
         colours = bottom_strip_colours(images / name)
         return [c for c in colours if c[0] > 180 and c[1] < 80 and c[2] < 80]
