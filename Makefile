@@ -41,13 +41,6 @@ test: lint
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# The README's picture of the catalog gallery (needs chromium). Images are decoded eagerly here only:
-# headless Chromium may otherwise take the shot before lazily loaded images are painted.
+# The README's picture of the review loop (needs chromium): the catalog gallery with three cards marked.
 screenshot: demo
-	sed 's/loading="lazy" decoding="async" //' output/catalog/report.html > output/catalog/.screenshot.html
-	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-	  --disable-background-networking --disable-component-update --disable-sync \
-	  --user-data-dir=$$(mktemp -d) --hide-scrollbars --window-size=1280,860 \
-	  --run-all-compositor-stages-before-draw --virtual-time-budget=8000 \
-	  --screenshot=docs/report-catalog.png file://$(CURDIR)/output/catalog/.screenshot.html
-	rm output/catalog/.screenshot.html
+	$(BIN)/python docs/screenshot.py
