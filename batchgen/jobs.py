@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import config, estimate, gallery, journal, manifest, pricing, shard
+from . import config, estimate, gallery, journal, manifest, pricing, shard, thumbs
 from .client import HttpImageClient, ImageClient
 from .errors import ManifestError, Problem, StoreError, UsageError
 from .guards import Guards
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 IO_THREADS = 16
 IO_THREAD_NICE = 10
+THUMBNAIL_WAIT_MIN_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,7 @@ async def run_manifest(
     except OSError as exc:
         raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
     prices = price_table(job, options)
+    started = time.time()
     with JobLock(folder):
         store = JobStore(folder)
         store.prepare()
@@ -190,6 +192,7 @@ async def run_manifest(
         io = ThreadPoolExecutor(
             max_workers=IO_THREADS, thread_name_prefix="batchgen-io", initializer=_background_priority
         )
+        previews = thumbs.Background(folder)
         try:
             book.run_started(job.path, time.time(), shard_label)
             async with _client(settings, options, client) as active:
@@ -213,6 +216,7 @@ async def run_manifest(
                     redo=options.redo,
                     requests_per_minute=limits.requests_per_minute,
                     io=io,
+                    thumbnails=previews,
                     guards=Guards(
                         max_consecutive_failures=limits.max_consecutive_failures,
                         pause_s=limits.retry_cap_s,
@@ -227,6 +231,10 @@ async def run_manifest(
             io.shutdown(wait=True)
             book.close()
             store.sync()
+            # Never more than a twentieth of the run (and a quarter second) waiting for previews.
+            left = previews.close(max(THUMBNAIL_WAIT_MIN_S, (time.time() - started) / 20))
+            if left:
+                log.info("%d thumbnail(s) left to make: `batchgen report %s` makes them", left, folder)
         report = build_report(
             job=job.job,
             manifest=str(job.path),

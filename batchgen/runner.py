@@ -120,6 +120,7 @@ class Runner:
     guards: Guards = field(default_factory=Guards)
     requests_per_minute: float | None = None
     io: Executor | None = None  # threads for blocking file work (None: the loop's default)
+    thumbnails: thumbs.Background | None = None  # makes the gallery's previews of what is written
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     aborted: str | None = None
     interrupted: str | None = None
@@ -428,11 +429,9 @@ class Runner:
         if replacing is not None:
             self.store.archive([*(f.path for f in replacing.files), request.sidecar], replacing.version)
         stored = self.store.write_images(request.image_stems, images)
-        for image, kept in zip(images, stored, strict=False):
-            try:
-                thumbs.write(self.store.root, kept.path, image.data)
-            except OSError as exc:  # the image is safe; the gallery shows it in full instead
-                log.debug("%s: no thumbnail (%s)", kept.path, exc.strerror)
+        if self.thumbnails is not None:
+            for kept in stored:
+                self.thumbnails.add(kept.path)
         shown = [_describe(ref, got) for ref, got in zip(request.references, loaded, strict=True)]
         # The sidecar is metadata the journal also holds (files, sizes, sha256): it is renamed
         # into place whole, and made durable with the rest of the job's files at the end.

@@ -11,9 +11,13 @@ cannot be read gets none (the gallery then shows the image itself).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import queue
 import secrets
+import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -23,8 +27,8 @@ from PIL import ExifTags, Image
 LONG_SIDE = 384
 FOLDER = "thumbs"
 QUALITY = 80
-# WebP effort 0-6. At 384 px, 4 (Pillow's default) costs ~4 ms and 6 about 13 ms more per
-# thumbnail than 2 for ~2-8% fewer bytes; below 2 the files grow faster than the time falls.
+# WebP effort 0-6. Measured at 384 x 384: 2 encodes in ~10 ms, Pillow's default 4 in ~20 ms and
+# 6 in ~55 ms for 1-2% fewer bytes; 0 and 1 save 2-3 ms and make files 8-10% larger.
 METHOD = 2
 # Resize in two steps: an integer box reduction (for JPEG: DCT scaling while decoding) to at
 # least twice the final size, then Lanczos. Far faster than Lanczos from the full image, and
@@ -147,8 +151,9 @@ def _thumbnail(opened: Image.Image) -> bytes:
     width, height = opened.size
     scale = min(1.0, LONG_SIDE / max(width, height))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if opened.format == "JPEG" and scale < 1.0:
-        # Decode at 1/2, 1/4 or 1/8 scale, still at least REDUCING_GAP times the final size.
+    if scale < 1.0:
+        # JPEG (and MPO) decode at 1/2, 1/4 or 1/8 scale, still at least REDUCING_GAP times the
+        # final size: far faster. Other formats ignore it.
         opened.draft(None, (int(size[0] * REDUCING_GAP), int(size[1] * REDUCING_GAP)))
     upright = _UPRIGHT.get(_orientation(opened))
     # A colour profile describes RGB data; one for CMYK or grey would be wrong once converted.
@@ -179,3 +184,51 @@ def _rgb_or_rgba(image: Image.Image) -> Image.Image:
         # convert() would clip 0-65535 to 0-255 (nearly all white): scale down instead.
         return image.convert("I").point(lambda value: value / 256).convert("L").convert("RGB")
     return image.convert("RGBA" if image.has_transparency_data else "RGB")
+
+
+class Background:
+    """Thumbnails made by one thread of their own, at the lowest priority, from the images on disk.
+
+    Writing an image never waits for its thumbnail: at full speed (a fast service, large
+    images) thumbnails would otherwise take as much CPU as the run itself. A run that ends
+    with thumbnails still to make waits for them only a little (``close``); the rest are
+    left for ``batchgen report``, and the gallery shows the image itself meanwhile.
+    """
+
+    def __init__(self, folder: Path, backlog: int = 50_000) -> None:
+        self.folder = folder
+        self.made = 0
+        self._queue: queue.Queue[str] = queue.Queue(maxsize=backlog)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="batchgen-thumbs", daemon=True)
+        self._thread.start()
+
+    def add(self, image: str) -> None:
+        """Queue ``image`` (relative to the job folder); a full backlog leaves it for later."""
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(image)
+
+    def close(self, wait_s: float) -> int:
+        """Stop, after at most ``wait_s`` more for the queued ones; how many were left undone."""
+        deadline = time.monotonic() + wait_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._stop.set()
+        self._thread.join()
+        return self._queue.qsize()
+
+    def _work(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        while not self._stop.is_set():
+            try:
+                image = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            try:
+                if write(self.folder, image, (self.folder / image).read_bytes()) is not None:
+                    self.made += 1
+            except OSError:
+                pass  # the image is safe; the gallery shows it in full instead
+            finally:
+                self._queue.task_done()
