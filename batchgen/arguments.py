@@ -90,12 +90,7 @@ def parser() -> argparse.ArgumentParser:
     )
     retry.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR")
     retry.add_argument("--all-failed", action="store_true", help="also resend refusals and invalid requests")
-    retry.add_argument(
-        "--manifest",
-        type=Path,
-        metavar="FILE",
-        help="the job's manifest, when it is no longer where the job folder says (moved or copied)",
-    )
+    _manifest_flag(retry)
     _sending_flags(retry)
     retry.set_defaults(command="retry")
 
@@ -117,12 +112,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a file of ids, one per line (blank lines and # comments ignored), as the gallery exports it",
     )
-    redo.add_argument(
-        "--manifest",
-        type=Path,
-        metavar="FILE",
-        help="the job's manifest, when it is no longer where the job folder says (moved or copied)",
-    )
+    _manifest_flag(redo)
     _sending_flags(redo)
     redo.set_defaults(command="redo")
 
@@ -160,6 +150,15 @@ def parser() -> argparse.ArgumentParser:
     _logging_flags(simulator)
     simulator.set_defaults(command="simulator")
     return root
+
+
+def _manifest_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help="the job's manifest, when it is no longer where the job folder says (moved or copied)",
+    )
 
 
 def _sending_flags(parser: argparse.ArgumentParser) -> None:

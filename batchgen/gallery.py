@@ -29,9 +29,9 @@ from typing import Any
 
 import orjson
 
+from . import journal, thumbs
 from .journal import Entry
 from .store import HISTORY, JobStore
-from .thumbs import thumb_path
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,7 @@ def write(folder: Path, report: dict[str, Any], cards: Iterable[Card] | None = N
     """Render the gallery of the job in ``folder`` next to its report.json (``cards``: from the run;
     without, read from the folder's files)."""
     if cards is None:
-        from .journal import read
-
-        cards = collect(folder, report, read(folder).entries)
+        cards = collect(folder, report, journal.read(folder).entries)
     page = render(report, cards, folder=str(folder), history=_history(folder))
     with JobStore(folder).open_atomic(REPORT_HTML, durable=False) as out:
         out.write(page.encode())
@@ -228,11 +226,11 @@ def _data(
     data = {
         "job": report["job"],
         "folder": folder,
-        "thumbs": thumb_path("images/x.png").rpartition("/")[0],
+        "thumbs": thumbs.FOLDER,
         "statuses": STATUSES,
         "classes": list(classes),
         "params": params_table,
-        "history": {k: v for k, v in history.items()},
+        "history": dict(history),
         "items": rows,
     }
     return orjson.dumps(data).decode().translate(_SAFE_IN_SCRIPT)

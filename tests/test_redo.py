@@ -20,6 +20,7 @@ from batchgen.simulator import Simulator
 
 from .conftest import assert_png_whole
 from .test_rerun import Job, items
+from .test_signals import when_requests_reach
 
 pytestmark = pytest.mark.usefixtures("api_key")
 
@@ -152,7 +153,7 @@ def test_kill_9_mid_redo_leaves_the_old_image_or_the_new_one(
     assert job.run() == 0
     folder = job.out / "cat"
     old = {k: (folder / f"images/i{k}.png").read_bytes() for k in range(12)}
-    reached = _when_requests_reach(sim, 12 + random.Random(seed).randint(1, 10))
+    reached = when_requests_reach(sim, 12 + random.Random(seed).randint(1, 10))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHGEN_")}
     ids = [f"i{k}" for k in range(12)]
     command = [sys.executable, "-m", "batchgen", "redo", str(folder), *ids, "--base-url", sim.base_url, "-q"]
@@ -178,16 +179,3 @@ def test_kill_9_mid_redo_leaves_the_old_image_or_the_new_one(
     for k in range(12):
         assert (folder / f"history/i{k}.1.png").read_bytes() == old[k]
         assert_png_whole(folder / f"images/i{k}.png")
-
-
-def _when_requests_reach(sim: Simulator, count: int):  # type: ignore[no-untyped-def]
-    import threading
-
-    reached = threading.Event()
-
-    def hook(seen: int) -> None:
-        if seen >= count:
-            reached.set()
-
-    sim.on_request = hook
-    return reached
