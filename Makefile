@@ -27,13 +27,13 @@ demo: $(STAMP)
 	@echo "Open the gallery in a browser: $(CURDIR)/output/demo/report.html"
 
 lint: $(STAMP)
-	$(BIN)/ruff check batchgen tests
-	$(BIN)/ruff format --check batchgen tests
+	$(BIN)/ruff check batchgen tests docs
+	$(BIN)/ruff format --check batchgen tests docs
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format batchgen tests
-	$(BIN)/ruff check --fix batchgen tests
+	$(BIN)/ruff format batchgen tests docs
+	$(BIN)/ruff check --fix batchgen tests docs
 
 test: lint
 	$(BIN)/pytest

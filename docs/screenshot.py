@@ -1,6 +1,6 @@
 """The README's picture of the review loop: the catalog's gallery with three cards marked.
 
-    make screenshot      # runs make demo first; needs chromium
+make screenshot      # runs make demo first; needs chromium
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def main() -> int:
         return 2
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         page = browser.new_page(viewport={"width": 1280, "height": 860})
         page.goto(PAGE.as_uri())
