@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, config, shard
-from .simulator import ALL_FAULTS, RESPONSE_SHAPES, TRANSIENT_FAULTS
+from .simconfig import ALL_FAULTS, RESPONSE_SHAPES, TRANSIENT_FAULTS
 
 EXIT_HELP = """exit status:
   0    every item succeeded or was already done

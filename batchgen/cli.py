@@ -16,12 +16,11 @@ import orjson
 
 from . import arguments, config, estimate, gallery, jobs, logs, memory, merge, thumbs
 from .errors import JobLockedError, ManifestError, StoreError, UsageError
-from .manifest import Manifest
 from .outcomes import Event, JobStatus
 from .progress import ProgressBar, TqdmLogHandler
 from .report import summary_lines
 from .resume import Mode
-from .simulator import SimulatorConfig, serve_forever
+from .simconfig import SimulatorConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -95,7 +94,8 @@ def _run(args: argparse.Namespace) -> int:
     mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED if args.only_failed else Mode.RUN
     if args.force:
         mode = Mode.FORCE
-    return _send(args, jobs.load_all(manifest_paths(args.manifests)), _options(args, args.output, mode))
+    options = _options(args, args.output, mode)
+    return _send(args, jobs.load_for_run(manifest_paths(args.manifests), options), options)
 
 
 def manifest_paths(given: Sequence[Path]) -> list[Path]:
@@ -142,7 +142,7 @@ def _options(args: argparse.Namespace, output: Path | None, mode: Mode) -> jobs.
     )
 
 
-def _send(args: argparse.Namespace, manifests: list[Manifest], options: jobs.RunOptions) -> int:
+def _send(args: argparse.Namespace, manifests: Sequence[jobs.Loaded], options: jobs.RunOptions) -> int:
     as_json = args.log_format == "json"
     done: list[tuple[jobs.JobOutput, int]] = []
     for job in manifests:
@@ -227,6 +227,8 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _simulator(args: argparse.Namespace) -> int:
+    from .simulator import serve_forever  # aiohttp's server: only this command and --simulate need it
+
     cfg = _simulator_config(args, "", port=args.port)
 
     def ready(message: str) -> None:

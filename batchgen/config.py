@@ -144,6 +144,9 @@ class Secret:
     __str__ = __repr__
 
 
+DEFAULT_OUTPUT = Path("output")
+
+
 @dataclass(frozen=True)
 class Overrides:
     """What the command line says; None means "not given"."""
@@ -192,7 +195,7 @@ def resolve(
         base_url=base_url.rstrip("/"),
         api_key=key,
         limits=replace(limits, **overrides.limits),
-        output_dir=overrides.output_dir or Path("output"),
+        output_dir=overrides.output_dir or DEFAULT_OUTPUT,
         reference_field=api.reference_field,
         max_request_bytes=api.max_request_bytes,
     )

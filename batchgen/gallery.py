@@ -22,10 +22,10 @@ import re
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -40,14 +40,15 @@ STATUSES = ("succeeded", "failed", "skipped", "pending")
 FAILURES_SHOWN = 50  # rows per failure class in the table above the grid; the grid shows them all
 
 
-@dataclass(frozen=True)
-class Card:
+class Card(NamedTuple):
+    """One item as the gallery shows it (a tuple: a catalog's page is made of 100,000 of them)."""
+
     id: str
     status: str
     attempts: int
     files: tuple[str, ...] = ()  # relative to the job folder
     prompt: str = ""
-    params: Mapping[str, Any] = field(default_factory=dict)  # shared by items asked the same way
+    params: Mapping[str, Any] = MappingProxyType({})  # shared by items asked the same way
     error_class: str | None = None
     message: str | None = None
     version: int = 1

@@ -24,6 +24,7 @@ import csv
 import hashlib
 import io
 import itertools
+import os
 import re
 import stat
 import string
@@ -38,6 +39,9 @@ MAX_CSV_BYTES = 256 * 1024 * 1024
 BLOCK_KEYS = ("rows", "matrix", "template")
 
 Report = Callable[[str, str, "Where | None"], None]  # (message, field, where)
+
+
+Read = Callable[[Path, os.stat_result], None]  # told of each file read, with its stat from before
 
 
 class Where(NamedTuple):
@@ -68,9 +72,16 @@ _FORMATTER = string.Formatter()
 
 
 def expand(
-    block: Any, number: int, root: Path, manifest: str, error: Report, first_index: int
+    block: Any,
+    number: int,
+    root: Path,
+    manifest: str,
+    error: Report,
+    first_index: int,
+    read: Read = lambda path, st: None,
 ) -> Iterator[Generated]:
-    """The items of generate block ``number``; problems go to ``error`` and end the block."""
+    """The items of generate block ``number``; problems go to ``error`` and end the block, and
+    ``read`` is told of each file the block reads, with its stat before it was read."""
     prefix = f"generate[{number}]"
     if not isinstance(block, dict):
         error("must be a mapping with rows and template", prefix, None)
@@ -88,7 +99,7 @@ def expand(
         error("is required: a mapping of item fields", f"{prefix}.template", None)
         return
     matrix = _matrix(block.get("matrix"), f"{prefix}.matrix", error)
-    source = _rows(block.get("rows"), f"{prefix}.rows", root, error)
+    source = _rows(block.get("rows"), f"{prefix}.rows", root, error, read)
     if matrix is None or source is None:
         return
     columns, rows, rows_file = source
@@ -147,9 +158,11 @@ def _matrix(raw: Any, field: str, error: Report) -> dict[str, list[Any]] | None:
 _Row = tuple[str, int | None, dict[str, Any]]
 
 
-def _rows(raw: Any, field: str, root: Path, error: Report) -> tuple[list[str], list[_Row], str | None] | None:
+def _rows(
+    raw: Any, field: str, root: Path, error: Report, read: Read
+) -> tuple[list[str], list[_Row], str | None] | None:
     if isinstance(raw, str):
-        return _csv(root / raw, raw, field, root, error)
+        return _csv(root / raw, raw, field, root, error, read)
     if not isinstance(raw, list) or not raw:
         error("is required: a CSV file name, or a non-empty list of mappings", field, None)
         return None
@@ -165,11 +178,12 @@ def _rows(raw: Any, field: str, root: Path, error: Report) -> tuple[list[str], l
 
 
 def _csv(
-    path: Path, written: str, field: str, root: Path, error: Report
+    path: Path, written: str, field: str, root: Path, error: Report, read: Read
 ) -> tuple[list[str], list[_Row], str] | None:
     try:
         real = path.resolve(strict=True)
         st = real.stat()
+        read(real, st)
     except OSError:
         error(f"{written}: file not found", field, None)
         return None

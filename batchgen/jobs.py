@@ -9,33 +9,44 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import config, estimate, gallery, journal, manifest, pricing, shard, thumbs
-from .client import HttpImageClient, ImageClient
+from . import config, estimate, gallery, journal, manifest, memory, pricing, shard, thumbs, unchanged
 from .errors import ManifestError, Problem, StoreError, UsageError
 from .guards import Guards
 from .lock import JobLock
-from .outcomes import Event, ItemOutcome
+from .outcomes import Event, ItemFinished, ItemOutcome, ItemStatus, JobStarted
 from .plan import plan_item
 from .references import ReferenceLoader
 from .report import build_report
 from .resume import Mode
 from .retry import RetryPolicy
-from .runner import Runner, Sleep
-from .simulator import Simulator, SimulatorConfig
+from .simconfig import SimulatorConfig
 from .store import JobStore
+from .unchanged import Unchanged
+
+if TYPE_CHECKING:
+    # The modules that bring in aiohttp (the runner, the client, the simulator) are imported
+    # where a run may send: a nightly re-run with nothing to do starts without them.
+    from .client import ImageClient
+    from .runner import Runner, Sleep
 
 log = logging.getLogger(__name__)
 
 IO_THREADS = 16
 IO_THREAD_NICE = 10
 THUMBNAIL_WAIT_MIN_S = 0.25
+# A job finished in one of these modes, with nothing changed since, sends nothing: its stamp says so.
+TRUSTS_STAMP = frozenset({Mode.RUN, Mode.ONLY_FAILED, Mode.ALL_FAILED})
+# Runs in these modes compare every item with its journal entry: what they end with can be stamped.
+STAMPS = frozenset({Mode.RUN, Mode.FORCE})
+
+Loaded = manifest.Manifest | Unchanged
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,9 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class JobOutput:
-    report: dict[str, Any]
+    # Not in the repr: asyncio.run formats the main task, result and all, as it restores the
+    # SIGINT handler, and a 100,000-item report takes a third of a second to format.
+    report: dict[str, Any] = field(repr=False)
     folder: Path
     signal: int | None = None  # the signal that interrupted the run, if one did
 
@@ -63,12 +76,46 @@ def load_all(paths: list[Path]) -> list[manifest.Manifest]:
     problems: list[Problem] = []
     for path in paths:
         try:
-            loaded.append(manifest.load(path))
+            with memory.bulk():
+                loaded.append(manifest.load(path))
         except ManifestError as exc:
             problems.extend(exc.problems)
     if problems:
         raise ManifestError(problems)
     return loaded
+
+
+def load_for_run(paths: list[Path], options: RunOptions) -> list[Loaded]:
+    """As ``load_all``, but a job whose last run finished it, with nothing changed since, is known
+    by its header and stamp alone: a nightly re-run of a 100,000-item catalog expands nothing."""
+    if options.mode not in TRUSTS_STAMP:
+        return list(load_all(paths))
+    loaded: list[Loaded] = []
+    problems: list[Problem] = []
+    for path in paths:
+        try:
+            with memory.bulk():
+                loaded.append(_unchanged(path, options) or manifest.load(path))
+        except ManifestError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ManifestError(problems)
+    return loaded
+
+
+def _unchanged(path: Path, options: RunOptions) -> Unchanged | None:
+    header = manifest.load_header(path)
+    if header is None:
+        return None
+    output = options.overrides.output_dir or config.DEFAULT_OUTPUT
+    folder = job_folder(output, header.job, options.shard)
+    stamp = unchanged.find(folder, unchanged.key(header, options.shard, options.prices))
+    return Unchanged(header, stamp) if stamp else None
+
+
+def job_folder(output_dir: Path, job: str, sharded: tuple[int, int] | None) -> Path:
+    folder = output_dir / job
+    return folder / shard.folder(*sharded) if sharded is not None else folder
 
 
 def load_for_retry(
@@ -152,7 +199,7 @@ def price_table(job: manifest.Manifest, options: RunOptions) -> pricing.PriceTab
 
 
 async def run_manifest(
-    job: manifest.Manifest,
+    job: Loaded,
     options: RunOptions,
     environ: Mapping[str, str],
     *,
@@ -162,28 +209,41 @@ async def run_manifest(
     handle_signals: bool = False,
 ) -> JobOutput:
     """Send what ``job`` still needs, write its images, journal and report; returns the report."""
-    for warning in job.warnings:
-        log.warning("%s", warning)
-    settings = config.resolve(job.api, job.limits, options.overrides, environ)
-    folder = settings.output_dir / job.job
-    items = job.items
-    shard_label = None
-    if options.shard is not None:
-        k, n = options.shard
-        folder = folder / shard.folder(k, n)
-        items = tuple(item for item in job.items if shard.shard_of(item.id, n) == k)
-        shard_label = f"{k}/{n}"
+    header = job.header if isinstance(job, Unchanged) else job
+    settings = config.resolve(header.api, header.limits, options.overrides, environ)
+    folder = job_folder(settings.output_dir, header.job, options.shard)
+    shard_label = f"{options.shard[0]}/{options.shard[1]}" if options.shard else None
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
-    prices = price_table(job, options)
     started = time.time()
     with JobLock(folder):
         store = JobStore(folder)
+        if isinstance(job, Unchanged):
+            store.tidy()
+            output = await _replay(job, store, shard_label, on_event, started)
+            if output is not None:
+                return output
+            # An image went missing, or another run wrote the journal, since the load looked.
+            log.info("%s: changed since the job's last run; expanding the manifest", folder)
+            with memory.bulk():
+                job = manifest.load(header.path)
+        from .runner import Runner  # see TYPE_CHECKING above
+
         store.prepare()
-        state = journal.read(folder)
+        for warning in job.warnings:
+            log.warning("%s", warning)
+        items = job.items
+        if options.shard is not None:
+            k, n = options.shard
+            items = tuple(item for item in job.items if shard.shard_of(item.id, n) == k)
+        sources = _sources(job, options)
+        prices = price_table(job, options)
+        with memory.bulk():
+            state = journal.read(folder)
         _check_budget(job, items, state.entries, options, prices)
+        unchanged.forget(store)  # what this run changes, no stamp of the last one vouches for
         book = journal.Journal(folder)
         book.open()
         caught = _Caught()
@@ -235,28 +295,81 @@ async def run_manifest(
             left = previews.close(max(THUMBNAIL_WAIT_MIN_S, (time.time() - started) / 20))
             if left:
                 log.info("%d thumbnail(s) left to make: `batchgen report %s` makes them", left, folder)
-        report = build_report(
-            job=job.job,
-            manifest=str(job.path),
-            outcomes=run.outcomes,
-            aborted=run.aborted,
-            interrupted=run.interrupted,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            shard=shard_label,
-        )
-        store.write_json("report.json", report)
-        gallery.write(folder, report, _cards(run.outcomes, items))
+        with memory.bulk():
+            report = build_report(
+                job=job.job,
+                manifest=str(job.path),
+                outcomes=run.outcomes,
+                aborted=run.aborted,
+                interrupted=run.interrupted,
+                started_at=run.started_at,
+                finished_at=run.finished_at,
+                shard=shard_label,
+            )
+            store.write_json("report.json", report)
+            table, param_of = _params(items)
+            gallery.write(folder, report, _cards(run.outcomes, (table[k] for k in param_of)))
+            finished = run.aborted is None and run.interrupted is None
+            if finished and options.mode in STAMPS and unchanged.stampable(run.outcomes):
+                wanted = unchanged.key(job, options.shard, options.prices)
+                unchanged.write(store, wanted, sources, run.outcomes, table, param_of, job.warnings)
     return JobOutput(report, folder, caught.signum)
 
 
-def _cards(outcomes: Sequence[ItemOutcome], items: Sequence[manifest.ItemSpec]) -> Iterator[gallery.Card]:
-    """The gallery's cards, from the run's outcomes and the items as asked (never re-read from disk)."""
-    shared: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for outcome, spec in zip(outcomes, items, strict=True):
+async def _replay(
+    job: Unchanged,
+    store: JobStore,
+    shard_label: str | None,
+    on_event: Callable[[Event], None],
+    started: float,
+) -> JobOutput | None:
+    """A re-run of a job its stamp says is finished and unchanged: the report and gallery written
+    as the long way would write them, nothing sent. None if the stamp no longer holds."""
+    with memory.bulk():
+        stamp = job.stamp
+        outcomes = await asyncio.to_thread(unchanged.outcomes, stamp, store)
+        if outcomes is None:
+            return None
+        for warning in stamp.warnings:
+            log.warning("%s", warning)
+        on_event(JobStarted(job.job, len(outcomes)))
+        for outcome in outcomes:
+            on_event(ItemFinished(outcome))
+        # Nothing is added to the journal: it records what runs change, and this one changes nothing
+        # (so the stamp stays true for the next night as it is).
+        report = build_report(
+            job=job.job,
+            manifest=str(job.path),
+            outcomes=outcomes,
+            aborted=None,
+            started_at=started,
+            finished_at=time.time(),
+            shard=shard_label,
+        )
+        store.write_json("report.json", report)
+        gallery.write(store.root, report, _cards(outcomes, unchanged.param_rows(stamp)))
+        return JobOutput(report, store.root)
+
+
+def _sources(job: manifest.Manifest, options: RunOptions) -> list[tuple[str, manifest.Signature]]:
+    """The files this run's items are made from, signed before they are read."""
+    sources = list(job.sources)
+    if options.prices is not None:
+        with contextlib.suppress(OSError):  # price_table says what is wrong with it
+            sources.append((os.path.abspath(options.prices), manifest.signature(os.stat(options.prices))))
+    return sources
+
+
+def _params(items: Sequence[manifest.ItemSpec]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The parameters each item is asked with, as the gallery lists them: each distinct set once,
+    and the index of each item's."""
+    table: list[dict[str, Any]] = []
+    seen: dict[tuple[Any, ...], int] = {}
+    param_of: list[int] = []
+    for spec in items:
         key = (spec.model, spec.size, spec.n, spec.response_format, id(spec.extra_fields))
-        params = shared.get(key)
-        if params is None:
+        k = seen.get(key)
+        if k is None:
             body = {
                 "model": spec.model,
                 "size": spec.size,
@@ -264,15 +377,24 @@ def _cards(outcomes: Sequence[ItemOutcome], items: Sequence[manifest.ItemSpec]) 
                 "response_format": spec.response_format,
                 "extra_fields": spec.extra_fields,
             }
-            params = shared[key] = gallery.request_params(body)
+            k = seen[key] = len(table)
+            table.append(gallery.request_params(body))
+        param_of.append(k)
+    return table, param_of
+
+
+def _cards(outcomes: Sequence[ItemOutcome], params: Iterable[Mapping[str, Any]]) -> Iterator[gallery.Card]:
+    """The gallery's cards, from the run's outcomes and each item's parameters (never re-read from disk)."""
+    value = {status: status.value for status in ItemStatus}  # Enum.value is slow, 100,000 times
+    for outcome, asked in zip(outcomes, params, strict=True):
         failure = outcome.failure
         yield gallery.Card(
             id=outcome.id,
-            status=outcome.status.value,
+            status=value[outcome.status],
             attempts=outcome.attempts,
             files=outcome.files,
             prompt=outcome.prompt,
-            params=params,
+            params=asked,
             error_class=failure.error_class.value if failure else None,
             message=failure.message if failure else None,
             version=outcome.version,
@@ -363,6 +485,9 @@ def _signals(runner: Runner, grace_s: float, caught: _Caught) -> Iterator[None]:
 async def _client(
     settings: config.RunSettings, options: RunOptions, given: ImageClient | None
 ) -> AsyncIterator[ImageClient]:
+    from .client import HttpImageClient
+    from .simulator import Simulator
+
     if given is not None:
         yield given
         return

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -79,6 +81,19 @@ class Manifest:
     api: ApiSettings
     warnings: tuple[Problem, ...]
     prices: Path | None = None  # the manifest's own price table, if it names one
+    # Every file the items are made from (the manifest, its CSVs, its local references, its price
+    # table), each with its signature taken before it was read: what a re-run compares to know
+    # that nothing changed since (see ``unchanged``).
+    sources: tuple[tuple[str, Signature], ...] = ()
+
+
+Signature = tuple[int, int, int, int]  # size, modification and change times (ns), inode
+
+
+def signature(st: os.stat_result) -> Signature:
+    """What tells a file from its edited self without reading it: an edit changes the change time
+    (which no user can set back), a replacement the inode."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def check_id(value: str) -> str | None:
@@ -90,7 +105,17 @@ def check_id(value: str) -> str | None:
 
 def load(path: Path) -> Manifest:
     """Read and validate the manifest at ``path``; ManifestError lists every problem."""
-    return _Builder(path).build(read_yaml(path))
+    builder = _Builder(path)
+    builder.sign(path)  # before reading it: an edit made while it is read is not taken for it
+    return builder.build(read_yaml(path))
+
+
+def load_header(path: Path) -> Manifest | None:
+    """The manifest without its items (job, api, limits, prices): what a run needs before it knows
+    whether the items must be expanded at all. None if the header has a problem (``load`` says which)."""
+    builder = _Builder(path)
+    header = builder.header(read_yaml(path))
+    return None if builder.problems else header
 
 
 class _Builder:
@@ -106,10 +131,15 @@ class _Builder:
         self.ref_tuples: dict[tuple[Reference, ...], tuple[Reference, ...]] = {}
         self.local_refs: dict[Path, LocalReference] = {}
         self.ref_bytes: dict[Path, int] = {}  # sizes of the local references, for the request size bound
+        self.sources: dict[str, Signature] = {}  # absolute path: signature, before it was read
         self.ref_bounds: dict[tuple[Reference, ...], int] = {}
         self.max_reference_bytes = Limits().max_reference_bytes
         self.send_bytes = Limits().reference_send_bytes
         self.max_request_bytes = ApiSettings().max_request_bytes
+
+    def sign(self, path: Path, st: os.stat_result | None = None) -> None:
+        with contextlib.suppress(OSError):
+            self.sources.setdefault(os.path.abspath(path), signature(st or os.stat(path)))
 
     def problem(self, message: str, field: str | None, where: Where | None) -> Problem:
         if where is None:
@@ -128,6 +158,20 @@ class _Builder:
         self.warnings[key] = (first, count + 1)
 
     def build(self, data: dict[str, Any]) -> Manifest:
+        header = self.header(data)
+        defaults = self.fields(self.mapping(data, "defaults"), "defaults.", None, header.api.reference_field)
+        items = self.items(data.get("items"), data.get("generate"), defaults, header.api.reference_field)
+        if self.problems:
+            raise ManifestError(self.problems)
+        warnings = tuple(
+            dataclasses.replace(p, message=p.message + (f" (and {n - 1} more)" if n > 1 else ""))
+            for p, n in self.warnings.values()
+        )
+        sources = tuple(self.sources.items())
+        return dataclasses.replace(header, items=items, warnings=warnings, sources=sources)
+
+    def header(self, data: dict[str, Any]) -> Manifest:
+        """Everything but the items."""
         self.unknown_keys(data, TOP_KEYS, "")
         version = data.get("version", 1)
         if version != 1:
@@ -141,15 +185,7 @@ class _Builder:
         api = self.api(self.mapping(data, "api"))
         self.max_request_bytes = api.max_request_bytes
         prices = self.prices(data.get("prices"))
-        defaults = self.fields(self.mapping(data, "defaults"), "defaults.", None, api.reference_field)
-        items = self.items(data.get("items"), data.get("generate"), defaults, api.reference_field)
-        if self.problems:
-            raise ManifestError(self.problems)
-        warnings = tuple(
-            dataclasses.replace(p, message=p.message + (f" (and {n - 1} more)" if n > 1 else ""))
-            for p, n in self.warnings.values()
-        )
-        return Manifest(self.path, str(job), items, limits, api, warnings, prices)
+        return Manifest(self.path, str(job), (), limits, api, (), prices)
 
     def prices(self, value: Any) -> Path | None:
         if value is None:
@@ -157,6 +193,7 @@ class _Builder:
         if not isinstance(value, str) or not (self.root / value).is_file():
             self.error(f"must name a price table file next to the manifest; {value!r} is not one", "prices")
             return None
+        self.sign(self.root / value)
         return self.root / value
 
     def mapping(self, data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -245,7 +282,8 @@ class _Builder:
                 specs.append(spec)
         index = len(raw)
         for number, block in enumerate(blocks or []):
-            for made in generate.expand(block, number, self.root, self.file, self.error, index):
+            read = self.sign
+            for made in generate.expand(block, number, self.root, self.file, self.error, index, read):
                 spec = self.item(made.where.position, made.item, defaults, ref_field, made.where)
                 if spec is not None:
                     specs.append(spec)
@@ -420,7 +458,9 @@ class _Builder:
                     if path not in self.local_refs:
                         resolved = path.resolve()
                         self.local_refs[path] = LocalReference(resolved, entry)
-                        self.ref_bytes[resolved] = resolved.stat().st_size
+                        st = resolved.stat()
+                        self.ref_bytes[resolved] = st.st_size
+                        self.sign(resolved, st)  # it is read later, as its item is sent
                     refs.append(self.local_refs[path])
         return refs if ok else None
 

@@ -39,6 +39,7 @@ class ItemOutcome:
     attempts: int = 0
     files: tuple[str, ...] = ()
     failure: Failure | None = None
+    sizes: tuple[int, ...] = ()  # of each file, as journaled
     requests_sent: int = 0  # attempts that may have reached the service
     unconfirmed: int = 0  # of those, ones cut off after sending: perhaps billed, no image
     estimated_cost: float = 0.0  # of the images this item produced (billed, even if they were lost)

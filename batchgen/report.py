@@ -17,6 +17,18 @@ def job_status(outcomes: Sequence[ItemOutcome], aborted: bool) -> JobStatus:
     return JobStatus.COMPLETED if all(o.status in ok for o in outcomes) else JobStatus.PARTIAL
 
 
+def _items(outcomes: Sequence[ItemOutcome]) -> list[dict[str, Any]]:
+    # A plain loop and each status's value looked up once: a catalog report lists 100,000 items.
+    value = {status: status.value for status in ItemStatus}
+    items = []
+    for o in outcomes:
+        item = {"id": o.id, "status": value[o.status], "files": list(o.files), "attempts": o.attempts}
+        if o.version > 1:
+            item["version"] = o.version
+        items.append(item)
+    return items
+
+
 def build_report(
     *,
     job: str,
@@ -62,16 +74,7 @@ def build_report(
             for o in failures
             if o.failure is not None
         ],
-        "items": [
-            {
-                "id": o.id,
-                "status": o.status.value,
-                "files": list(o.files),
-                "attempts": o.attempts,
-                **({"version": o.version} if o.version > 1 else {}),
-            }
-            for o in outcomes
-        ],
+        "items": _items(outcomes),
     }
     if aborted:
         report["aborted_reason"] = aborted

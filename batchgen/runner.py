@@ -328,6 +328,7 @@ class Runner:
             ItemStatus.SUCCEEDED,
             counts,
             files=tuple(f.path for f in stored),
+            sizes=tuple(f.bytes for f in stored),
             estimated_cost=cost,
             version=version,
         )
@@ -536,6 +537,7 @@ def _from_journal(request: PlannedRequest, entry: Entry | None, action: Action) 
             ItemStatus.SKIPPED,
             attempts=entry.attempts,
             files=tuple(f.path for f in entry.files),
+            sizes=tuple(f.bytes for f in entry.files),
             version=entry.version,
         )
     failure = Failure(

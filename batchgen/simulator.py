@@ -30,37 +30,17 @@ import pybase64
 from aiohttp import web
 
 from . import provider, sim_images
+from .simconfig import ALL_FAULTS, RESPONSE_SHAPES, TRANSIENT_FAULTS, SimulatorConfig
 
-# Faults a random draw picks from: the ones a healthy client recovers from by retrying.
-TRANSIENT_FAULTS = ("429", "500", "502", "503", "drop", "cut", "truncated")
-ALL_FAULTS = (
-    *TRANSIENT_FAULTS,
-    "safety",
-    "no_image",
-    "upload",
-    "400",
-    "401",
-    "403",
-    "html",
-    "badb64",
-    "notimage",
-    "empty",
-    "slow",
-    # The relay's own answers (README "The real service").
-    "blocked",  # new-api's 400 prompt_blocked: Gemini refused the prompt
-    "image_safety",  # a 500 carrying Gemini's finishReason IMAGE_SAFETY
-    "no_images",  # Gemini answered without an image part
-    "filtered",  # a 200 whose body is an error: content_filter
-    "quota",  # OpenAI-style 429 insufficient_quota
-    "token_exhausted",  # new-api's 401: this key's quota is used up
-    "user_quota",  # new-api's 403 insufficient_user_quota
-    "504",  # the gateway gave up waiting; the upstream finished the image (billed) anyway
-    "524",  # a CDN gave up after 100 s; likewise billed
-    "413",  # the proxy in front refused the body
-    "deadlink",  # success, as a link that cannot be fetched (billed)
-    "flakylink",  # success, as a link whose first fetch fails (billed)
-)
-RESPONSE_SHAPES = ("asked", "b64", "dataurl", "url")
+__all__ = [
+    "ALL_FAULTS",
+    "RESPONSE_SHAPES",
+    "TRANSIENT_FAULTS",
+    "Simulator",
+    "SimulatorConfig",
+    "serve_forever",
+]
+
 # Where the relay reads reference images; any other key is ignored, as the real service does.
 REFERENCE_KEY = "reference_images"
 KNOWN_EXTRA = ("image_size", "aspect_ratio", REFERENCE_KEY)
@@ -99,37 +79,6 @@ _PAGES = {
     "413": (413, "413 Request Entity Too Large", "nginx"),
 }
 BILLED_FAULTS = frozenset({"504", "524", "deadlink", "flakylink"})
-
-
-@dataclass(frozen=True)
-class SimulatorConfig:
-    host: str = "127.0.0.1"
-    port: int = 0  # 0: any free port
-    latency_ms: float = 0.0
-    fault_rate: float = 0.0
-    faults: tuple[str, ...] = TRANSIENT_FAULTS
-    seed: int = 0
-    payload_kb: int = 0  # pad each PNG to about this size; 0: the bare image
-    retry_after_s: int = 1
-    slow_ms: float = 10_000.0  # how long a "slow" fault stalls
-    api_key: str | None = None  # when set, any other key gets 401
-    response: str = "asked"  # b64, dataurl, url: answer so whatever was asked; asked: as response_format says
-    max_body_mb: float | None = None  # like the proxy in front of a relay: 413 for a larger body
-    link_failures: int = 1  # how many fetches of a "flakylink" link fail before one works
-    record_bodies: bool = False  # keep every request body in stats.bodies (tests look at what was sent)
-
-    def __post_init__(self) -> None:
-        unknown = set(self.faults) - set(ALL_FAULTS)
-        if unknown:
-            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(ALL_FAULTS)}")
-        if self.max_body_mb is not None and not self.max_body_mb > 0:
-            raise ValueError(f"max body must be above 0 MB, not {self.max_body_mb:g}")
-        if self.link_failures < 0:
-            raise ValueError(f"link failures must be 0 or more, not {self.link_failures}")
-        if self.response not in RESPONSE_SHAPES:
-            raise ValueError(f"response must be one of {', '.join(RESPONSE_SHAPES)}, not {self.response!r}")
-        if not 0.0 <= self.fault_rate <= 1.0:
-            raise ValueError(f"fault rate must be between 0 and 1, not {self.fault_rate}")
 
 
 @dataclass

@@ -36,6 +36,18 @@ class StoredFile:
     mime: str
 
 
+def _remove_stale(folder: Path, names: list[str]) -> list[str]:
+    """Delete the temp files a crashed run left in ``folder`` (listed as ``names``); the other names."""
+    kept = []
+    for name in names:
+        if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / name)
+        else:
+            kept.append(name)
+    return kept
+
+
 class JobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -51,11 +63,14 @@ class JobStore:
             raise StoreError(f"cannot create {self.root / 'images'}: {exc.strerror}") from exc
         self._real_root = self.root.resolve()
         self._folders.clear()
-        for folder in (self.root, self.root / "images"):
-            for stale in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
-                with contextlib.suppress(FileNotFoundError):
-                    stale.unlink()
-        self._existing = {f"images/{name}" for name in os.listdir(self.root / "images")}
+        self.tidy()
+        # One listing: images/ of a catalog holds 200,000 names.
+        names = _remove_stale(self.root / "images", os.listdir(self.root / "images"))
+        self._existing = {f"images/{name}" for name in names}
+
+    def tidy(self) -> None:
+        """Remove the temp files a crashed write left in the job folder itself (not in images/)."""
+        _remove_stale(self.root, os.listdir(self.root))
 
     def path(self, relative: str) -> Path:
         """The path of ``relative``, refused if it would leave the job folder.
