@@ -110,9 +110,10 @@ def write(folder: Path, report: dict[str, Any], cards: Iterable[Card] | None = N
     without, read from the folder's files)."""
     if cards is None:
         cards = collect(folder, report, journal.read(folder).entries)
-    page = render(report, cards, folder=str(folder), history=_history(folder))
+    parts = render_parts(report, cards, folder=str(folder), history=_history(folder))
     with JobStore(folder).open_atomic(REPORT_HTML, durable=False) as out:
-        out.write(page.encode())
+        for part in parts:  # written in parts: the page of a catalog is 19 MB, never one more copy
+            out.write(part)
     return folder / REPORT_HTML
 
 
@@ -142,6 +143,17 @@ def render(
     history: Mapping[str, list[str]] | None = None,
 ) -> str:
     """The whole page as one string."""
+    return b"".join(render_parts(report, cards, folder=folder, history=history)).decode()
+
+
+def render_parts(
+    report: dict[str, Any],
+    cards: Iterable[Card],
+    *,
+    folder: str = ".",
+    history: Mapping[str, list[str]] | None = None,
+) -> tuple[bytes, bytes, bytes]:
+    """The page as the text before the item data, the data, and the text after."""
     nonce = secrets.token_urlsafe(16)
     e = html.escape
     counts = report["counts"]
@@ -176,20 +188,23 @@ def render(
         "status_buttons": status_buttons,
         "class_options": "".join(f'<option value="{e(c)}">{e(c)}</option>' for c in classes),
         "failures": _failures(report["failures"]),
-        "data": _data(report, cards, folder, history or {}),
     }
     template = resources.files("batchgen").joinpath("gallery.html").read_text(encoding="utf-8")
-    # One pass over the template: text already put into a slot is never scanned for slots again.
-    return _SLOT.sub(lambda m: slots[m.group(1)], template)
+    before, after = template.split("{{data}}")
+    # One pass over each part of the template: text put into a slot is never scanned for slots again.
+    return (
+        _SLOT.sub(lambda m: slots[m.group(1)], before).encode(),
+        _data(report, cards, folder, history or {}),
+        _SLOT.sub(lambda m: slots[m.group(1)], after).encode(),
+    )
 
 
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
-_SAFE_IN_SCRIPT = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"}
 
 
 def _data(
     report: dict[str, Any], cards: Iterable[Card], folder: str, history: Mapping[str, list[str]]
-) -> str:
+) -> bytes:
     """The items as the page's script reads them: one array per item, shared values written once.
 
     ``[id, status, class, attempts, params, prompt, files, version, message]``, where status,
@@ -234,7 +249,9 @@ def _data(
         "history": dict(history),
         "items": rows,
     }
-    return orjson.dumps(data).decode().translate(_SAFE_IN_SCRIPT)
+    # "</script>" or "<!--" in a prompt must not end the block: JSON's own escapes for < > &
+    # (ASCII bytes, never part of a UTF-8 sequence, so replaced in the bytes directly).
+    return orjson.dumps(data).replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
 
 
 def _failures(failures: list[dict[str, Any]]) -> str:

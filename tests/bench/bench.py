@@ -338,17 +338,33 @@ def nightly_noop(res: Results, rows: int) -> None:
                     first.rss_mb < 300,
                 )
             )
-        runs = [
-            batchgen(["run", str(manifest), "--base-url", url, "--output", str(output), "-q"])
-            for _ in range(3)
-        ]
-    for run in runs:
+        again = ["run", str(manifest), "--base-url", url, "--output", str(output), "-q"]
+        runs = [batchgen(again) for _ in range(3)]
+        # The long way, for comparison: a touched CSV (nothing in it changed) ends the stamp, so the
+        # manifest is expanded and every request compared with the journal; that run stamps again.
+        os.utime(manifest.with_name("products.csv"))
+        long_way = batchgen(again)
+    for run in [*runs, long_way]:
         if run.code != 0:
             raise SystemExit(f"bench: the nightly re-run failed (exit {run.code}): {run.stderr[-2000:]}")
     seconds = statistics.median(r.seconds for r in runs)
     rss = max(r.rss_mb for r in runs)
     res.rows.append((f"nightly no-op, {items} items", "batchgen", "-", f"{seconds:.2f}", f"{rss:.0f}"))
-    res.raw["nightly_noop"] = {"items": items, "seconds": [r.seconds for r in runs], "rss_mb": rss}
+    res.rows.append(
+        (
+            f"nightly re-run, {items} items, CSV touched",
+            "batchgen",
+            "-",
+            f"{long_way.seconds:.2f}",
+            f"{long_way.rss_mb:.0f}",
+        )
+    )
+    res.raw["nightly_noop"] = {
+        "items": items,
+        "seconds": [r.seconds for r in runs],
+        "rss_mb": [r.rss_mb for r in runs],
+        "long_way": {"seconds": long_way.seconds, "rss_mb": long_way.rss_mb},
+    }
     res.bars.append(Bar(f"nightly no-op of {items:,} items: time", f"{seconds:.2f} s", "< 3 s", seconds < 3))
     res.bars.append(
         Bar(f"nightly no-op of {items:,} items: peak RSS", f"{rss:.0f} MB", "< 300 MB", rss < 300)
