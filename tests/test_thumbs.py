@@ -331,3 +331,53 @@ def test_backfill_makes_only_the_missing_thumbnails(tmp_path: Path) -> None:
     assert (folder / "thumbs/c.webp").read_bytes() == b"kept as it was"
     assert thumbs.missing(folder, images) == ["images/d.png", "images/e.png"]  # tried again next time
     assert thumbs.backfill(folder, images) == 0
+
+
+def images_in(folder: Path, count: int, side: int = 1024) -> list[str]:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    names = []
+    for k in range(count):
+        picture = Image.new("RGB", (side, side // 2), (k * 40 % 256, 90, 160))
+        (folder / "images" / f"i{k}.png").write_bytes(encoded(picture, "PNG"))
+        names.append(f"images/i{k}.png")
+    return names
+
+
+def test_the_background_maker_makes_each_queued_thumbnail_in_a_process_of_its_own(tmp_path: Path) -> None:
+    maker = thumbs.Background(tmp_path)
+    for image in images_in(tmp_path, 3):
+        maker.add(image)
+    worker = maker._worker
+    assert worker is not None
+    assert worker.pid != os.getpid()
+
+    assert maker.close(wait_s=60) == 0
+
+    assert worker.poll() == 0  # it finished its list and ended
+    assert maker.made == 3
+    assert sorted(os.listdir(tmp_path / "thumbs")) == ["i0.webp", "i1.webp", "i2.webp"]
+    assert decoded((tmp_path / "thumbs/i0.webp").read_bytes()).size == (384, 192)
+
+
+def test_closing_without_waiting_stops_the_maker_and_counts_what_it_left(tmp_path: Path) -> None:
+    maker = thumbs.Background(tmp_path)
+    images = images_in(tmp_path, 40, side=2048)
+    for image in images:
+        maker.add(image)
+
+    left = maker.close(wait_s=0)
+
+    assert maker._worker is not None
+    assert maker._worker.poll() is not None
+    made = sorted(os.listdir(tmp_path / "thumbs")) if (tmp_path / "thumbs").exists() else []
+    assert all(name.endswith(".webp") for name in made)  # no temp file left by the stop
+    assert left == len(images) - len(made) > 0
+    assert maker.made == len(made)
+    maker.add(images[0])  # after close: ignored, nothing started again
+    assert thumbs.missing(tmp_path, images) == [i for i in images if f"{Path(i).stem}.webp" not in made]
+
+
+def test_a_job_without_images_never_starts_the_maker(tmp_path: Path) -> None:
+    maker = thumbs.Background(tmp_path)
+    assert maker.close(wait_s=0) == 0
+    assert maker._worker is None
