@@ -56,6 +56,9 @@ def test_redo_sends_exactly_the_named_items_with_fresh_keys_and_keeps_the_old_im
         assert (folder / f"images/i{k}.png").read_bytes() != first[k]  # a new picture (another take)
         assert_png_whole(folder / f"images/i{k}.png")
     assert sorted(os.listdir(folder / "history")) == ["i1.1.json", "i1.1.png", "i3.1.json", "i3.1.png"]
+    # A run waits for its thumbnails only briefly: `batchgen report` makes whatever was left.
+    assert set(os.listdir(folder / "thumbs")) <= {f"i{k}.webp" for k in range(5)}
+    assert main(["report", str(folder), "-q"]) == 0
     assert sorted(os.listdir(folder / "thumbs")) == [f"i{k}.webp" for k in range(5)]
     for k in (0, 2, 4):
         assert (folder / f"images/i{k}.png").read_bytes() == first[k]
