@@ -211,13 +211,13 @@ class Background:
         self._lock = threading.Lock()
         self._worker: subprocess.Popen[bytes] | None = None
         self._feeder: threading.Thread | None = None
-        self._failed = False
+        self._closed = False  # by close(), or a maker that could not start
 
     def add(self, image: str) -> None:
         """Queue ``image`` (relative to the job folder); a full backlog leaves it for later.
         Called from the I/O threads."""
         with self._lock:
-            if self._worker is None and not self._failed:
+            if self._worker is None and not self._closed:
                 self._start()
             if self._worker is None:
                 return
@@ -242,7 +242,7 @@ class Background:
                 env=env,
             )
         except OSError as exc:
-            self._failed = True
+            self._closed = True
             log.warning("cannot start the thumbnail maker (%s): `batchgen report` makes them later", exc)
             return
         self._feeder = threading.Thread(target=self._feed, name="batchgen-thumbs", daemon=True)
@@ -263,7 +263,7 @@ class Background:
     def close(self, wait_s: float) -> int:
         """Stop, after at most ``wait_s`` more for the queued ones; how many were left undone."""
         with self._lock:
-            worker, self._failed = self._worker, True  # no new ones from here on
+            worker, self._closed = self._worker, True  # no new ones from here on
         if worker is None or self._feeder is None:
             return 0
         self._queue.put(None)  # the end of the list, after every image queued

@@ -112,20 +112,13 @@ def outcomes(stamp: Stamp, store: JobStore) -> list[ItemOutcome] | None:
     (the long way makes it again) or the journal was written since the stamp."""
     if journal_signature(store.root) != stamp.journal:
         return None
-    root = str(store.root) + "/"
-    stat = os.stat
     skipped = ItemStatus.SKIPPED
     made: list[ItemOutcome] = []
-    # One tight loop: it runs once per item of a 100,000-item catalog, every night.
     for index, (item_id, prompt, attempts, version, files) in enumerate(
         zip(stamp.ids, stamp.prompts, stamp.attempts, stamp.versions, stamp.files, strict=True)
     ):
-        for relative, size in files:
-            try:
-                if stat(root + relative).st_size != size:
-                    return None
-            except OSError:
-                return None
+        if not store.intact([(path, size) for path, size in files]):
+            return None
         if len(files) == 1:
             paths, sizes = (files[0][0],), (files[0][1],)
         else:
