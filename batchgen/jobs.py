@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 IO_THREADS = 16
 IO_THREAD_NICE = 10
-THUMBNAIL_WAIT_MIN_S = 0.25
 # A job finished in one of these modes, with nothing changed since, sends nothing: its stamp says so.
 TRUSTS_STAMP = frozenset({Mode.RUN, Mode.ONLY_FAILED, Mode.ALL_FAILED})
 # Runs in these modes compare every item with its journal entry: what they end with can be stamped.
@@ -291,10 +290,9 @@ async def run_manifest(
             io.shutdown(wait=True)
             book.close()
             store.sync()
-            # Never more than a twentieth of the run (and a quarter second) waiting for previews.
-            left = previews.close(max(THUMBNAIL_WAIT_MIN_S, (time.time() - started) / 20))
+            left = previews.close()  # the run never waits for its previews
             if left:
-                log.info("%d thumbnail(s) left to make: `batchgen report %s` makes them", left, folder)
+                log.info("%d thumbnail(s) to make after the run; meanwhile the gallery shows the image", left)
         with memory.bulk():
             report = build_report(
                 job=job.job,

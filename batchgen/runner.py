@@ -429,6 +429,7 @@ class Runner:
     ) -> list[StoredFile]:
         if replacing is not None:
             self.store.archive([*(f.path for f in replacing.files), request.sidecar], replacing.version)
+            thumbs.forget(self.store.root, (f.path for f in replacing.files))  # never the old picture's
         stored = self.store.write_images(request.image_stems, images)
         if self.thumbnails is not None:
             for kept in stored:

@@ -4,9 +4,10 @@ This module owns the ``thumbs/`` folder of a job: where an image's thumbnail liv
 made (Pillow: upright, transparency kept, never upscaled, WebP) and put in place whole, and
 which images still lack one. Everything here blocks and is CPU-bound (Pillow releases the GIL
 while it decodes, resizes and encodes): during a run they are made by a process of its own
-(``Background``) as each image is written, and ``batchgen report`` backfills older job folders. A
-thumbnail is only ever looked at and can always be made again: no fsync, and an image that
-cannot be read gets none (the gallery then shows the image itself).
+(``Background``) as each image is written, finishing after the run if it must, and ``batchgen
+report`` backfills what is still missing. A thumbnail is only ever looked at and can always be
+made again: no fsync, and an image that cannot be read gets none (the gallery then shows the
+image itself).
 """
 
 from __future__ import annotations
@@ -133,6 +134,29 @@ def missing(folder: Path, images: Iterable[str]) -> list[str]:
     return [i for i in dict.fromkeys(images) if present(i) and not present(thumb_path(i))]
 
 
+def from_disk(folder: Path, image: str) -> str | None:
+    """``write`` for the image as it is on disk now: made again if a new version of the image
+    was renamed over it while its thumbnail was being made, so that a slow maker never leaves
+    the thumbnail of a picture that is gone."""
+    while True:
+        before = _identity(folder / image)
+        made = write(folder, image, (folder / image).read_bytes())
+        if made is None or _identity(folder / image) == before:
+            return made
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def forget(folder: Path, images: Iterable[str]) -> None:
+    """Remove the thumbnails of ``images``: they are about to be replaced by new versions."""
+    for image in images:
+        with contextlib.suppress(FileNotFoundError):
+            (folder / thumb_path(image)).unlink()
+
+
 def backfill(folder: Path, images: Iterable[str], workers: int = 4) -> int:
     """Make the thumbnails that ``images`` lack, reading each from disk; how many were made.
 
@@ -144,7 +168,7 @@ def backfill(folder: Path, images: Iterable[str], workers: int = 4) -> int:
 
     def one(image: str) -> bool:
         try:
-            return write(folder, image, (folder / image).read_bytes()) is not None
+            return from_disk(folder, image) is not None
         except OSError:
             return False
 
@@ -198,14 +222,14 @@ class Background:
     thread hands the paths to the process over a pipe. A process, not a thread: a thread at the
     lowest priority that the OS preempts while it holds the GIL keeps the event loop waiting,
     and measured on 2 cores with 3 MB images, thumbnails made in a thread cut the run's
-    throughput by a sixth (69 -> 59 items/s; 2.26x -> 1.8x the bare loop). A run that ends with
-    thumbnails still to make waits for them only a little (``close``); the rest are left for
-    ``batchgen report``, and the gallery shows the image itself meanwhile.
+    throughput by a sixth (69 -> 59 items/s; 2.26x -> 1.8x the bare loop). The run does not
+    wait for it either (``close``): the process finishes its list after the run has ended, in a
+    session of its own, and the gallery shows the image itself until a thumbnail is there. Any
+    it could not make (a machine shut down first, a container stopped) ``batchgen report`` makes.
     """
 
     def __init__(self, folder: Path, backlog: int = 50_000) -> None:
         self.folder = folder
-        self.made = 0
         self._added: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue(maxsize=backlog)
         self._lock = threading.Lock()
@@ -228,6 +252,7 @@ class Background:
             self._added.append(image)
 
     def _start(self) -> None:
+        _reap()
         # The batchgen the parent runs, whatever the environment says.
         here = str(Path(__file__).resolve().parent.parent)
         env = {
@@ -238,13 +263,19 @@ class Background:
             self._worker = subprocess.Popen(
                 [sys.executable, "-m", "batchgen.thumbs", str(self.folder)],
                 stdin=subprocess.PIPE,
+                # Nothing of the caller's: a pipe it left open would keep whoever reads the run's
+                # output (a CI step, `| tee`) waiting until the last thumbnail; a Ctrl-C or a
+                # closed terminal that stops the run does not stop the thumbnails of what it made.
                 stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
                 env=env,
             )
         except OSError as exc:
             self._closed = True
             log.warning("cannot start the thumbnail maker (%s): `batchgen report` makes them later", exc)
             return
+        _running.append(self._worker)
         self._feeder = threading.Thread(target=self._feed, name="batchgen-thumbs", daemon=True)
         self._feeder.start()
 
@@ -252,7 +283,7 @@ class Background:
         assert self._worker is not None
         pipe = self._worker.stdin
         assert pipe is not None
-        with contextlib.suppress(OSError):  # the maker was stopped: the rest is left for later
+        with contextlib.suppress(OSError):  # the maker is gone: the rest is left for `report`
             while (image := self._queue.get()) is not None:
                 pipe.write(image.encode() + b"\n")
                 if self._queue.empty():
@@ -260,27 +291,42 @@ class Background:
         with contextlib.suppress(OSError):
             pipe.close()
 
-    def close(self, wait_s: float) -> int:
-        """Stop, after at most ``wait_s`` more for the queued ones; how many were left undone."""
+    def close(self, wait_s: float = 0.0, hand_over_s: float = 5.0) -> int:
+        """Hand the maker the rest of the list and let it finish on its own, after waiting at
+        most ``wait_s`` for it; how many thumbnails it had still to make then.
+
+        Handing over takes milliseconds (the maker reads its pipe as fast as it is written);
+        at most ``hand_over_s`` for a maker that gets no CPU at all, and what it was not
+        handed then is left for ``batchgen report``.
+        """
         with self._lock:
             worker, self._closed = self._worker, True  # no new ones from here on
         if worker is None or self._feeder is None:
             return 0
         self._queue.put(None)  # the end of the list, after every image queued
-        try:
-            worker.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            worker.terminate()  # it finishes the thumbnail it is writing, and leaves no temp file
-            worker.wait()
-        self._feeder.join()
-        left = len(missing(self.folder, self._added))
-        self.made = len(self._added) - left
-        return left
+        self._feeder.join(timeout=hand_over_s)
+        if wait_s > 0:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.wait(timeout=wait_s)
+        return len(missing(self.folder, self._added))
+
+
+# Makers still running: kept referenced until seen to end, so that none is reported as leaked
+# (a Popen dropped while its process runs warns) and each ended one is reaped.
+_running: list[subprocess.Popen[bytes]] = []
+
+
+def _reap() -> None:
+    _running[:] = [worker for worker in _running if worker.poll() is None]
 
 
 def _serve(folder: Path) -> None:
-    """The thumbnail maker's process: an image path per line on stdin, until the end of it or
-    SIGTERM (which ends the current thumbnail cleanly: ``write`` removes its temp file)."""
+    """The thumbnail maker's process: an image path per line on stdin, made until the end of it
+    or SIGTERM (which ends the current thumbnail cleanly: ``write`` removes its temp file).
+
+    A thread reads the pipe as it comes, so that the run writing into it never waits for the
+    thumbnails and can hand over the rest of its list the moment it ends.
+    """
 
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(0)
@@ -288,10 +334,19 @@ def _serve(folder: Path) -> None:
     signal.signal(signal.SIGTERM, stop)
     with contextlib.suppress(AttributeError, OSError):
         os.nice(19)  # a whole process: the scheduler, not the GIL, decides who waits
-    for line in sys.stdin.buffer:
-        image = line.rstrip(b"\n").decode()
+    todo: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            for line in sys.stdin.buffer:
+                todo.put(line.rstrip(b"\n").decode())
+        finally:
+            todo.put(None)
+
+    threading.Thread(target=read, name="batchgen-thumbs-reader", daemon=True).start()
+    while (image := todo.get()) is not None:
         with contextlib.suppress(OSError):  # the image is safe; the gallery shows it in full instead
-            write(folder, image, (folder / image).read_bytes())
+            from_disk(folder, image)
 
 
 if __name__ == "__main__":

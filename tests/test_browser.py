@@ -91,8 +91,8 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Simula
     with ThreadedSimulator(SimulatorConfig()) as sim:
         run = ["run", str(manifest), "--output", str(folder / "out"), "-q", "--base-url", sim.base_url]
         assert cli(*run) == 1
-        # A run waits only so long for its thumbnails (on a loaded machine some are left);
-        # `batchgen report` makes the rest, so every card below has one.
+        # A run does not wait for its thumbnails (its maker finishes them after it);
+        # `batchgen report` makes any not there yet, so every card below has one.
         assert cli("report", str(folder / "out" / "g")) == 1
         yield folder / "out" / "g", sim
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import signal
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from PIL import Image, ImageStat
 
+from batchgen import thumbs
 from batchgen.cli import main
 from batchgen.journal import read as read_journal
 from batchgen.simulator import Simulator
@@ -56,8 +59,7 @@ def test_redo_sends_exactly_the_named_items_with_fresh_keys_and_keeps_the_old_im
         assert (folder / f"images/i{k}.png").read_bytes() != first[k]  # a new picture (another take)
         assert_png_whole(folder / f"images/i{k}.png")
     assert sorted(os.listdir(folder / "history")) == ["i1.1.json", "i1.1.png", "i3.1.json", "i3.1.png"]
-    # A run waits for its thumbnails only briefly: `batchgen report` makes whatever was left.
-    assert set(os.listdir(folder / "thumbs")) <= {f"i{k}.webp" for k in range(5)}
+    # A run never waits for its thumbnails: `batchgen report` makes whatever is not there yet.
     assert main(["report", str(folder), "-q"]) == 0
     assert sorted(os.listdir(folder / "thumbs")) == [f"i{k}.webp" for k in range(5)]
     for k in (0, 2, 4):
@@ -91,6 +93,33 @@ def test_redo_sends_exactly_the_named_items_with_fresh_keys_and_keeps_the_old_im
     assert (folder / "history/i1.1.png").read_bytes() == first[1]
     assert read_journal(folder).entries["i1"].version == 3
     assert len(set(keys_by_prompt(sim)["p 1"])) == 3
+
+
+def mean_colour(data: bytes) -> tuple[float, ...]:
+    with Image.open(io.BytesIO(data)) as opened:
+        return tuple(ImageStat.Stat(opened.convert("RGB").resize((64, 64))).mean)
+
+
+def test_a_redo_never_leaves_the_old_pictures_thumbnail(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = Job(tmp_path, sim, items(3))
+    assert job.run() == 0
+    folder = job.out / "cat"
+    assert main(["report", str(folder), "-q"]) == 0
+    old = (folder / "thumbs/i1.webp").read_bytes()
+    # No maker during the redo (one that is stopped, or behind): what is on disk is what it left.
+    monkeypatch.setattr(thumbs.Background, "add", lambda self, image: None)
+
+    assert redo(job, "i1") == 0
+
+    assert not (folder / "thumbs/i1.webp").exists()  # the gallery shows the new image in full
+    assert (folder / "thumbs/i0.webp").exists()
+    assert main(["report", str(folder), "-q"]) == 0
+    new = (folder / "thumbs/i1.webp").read_bytes()
+    picture = mean_colour((folder / "images/i1.png").read_bytes())
+    assert max(abs(a - b) for a, b in zip(mean_colour(new), picture, strict=True)) < 8
+    assert max(abs(a - b) for a, b in zip(mean_colour(old), picture, strict=True)) > 20  # another take
 
 
 def test_unknown_ids_are_named_and_nothing_is_sent(

@@ -333,6 +333,28 @@ def test_backfill_makes_only_the_missing_thumbnails(tmp_path: Path) -> None:
     assert thumbs.backfill(folder, images) == 0
 
 
+def test_a_thumbnail_made_while_its_image_was_replaced_is_made_again_from_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "images").mkdir()
+    image = tmp_path / "images/a.png"
+    image.write_bytes(encoded(Image.new("RGB", (800, 400), RED), "PNG"))
+    new = tmp_path / "images/.new.png"
+    new.write_bytes(encoded(Image.new("RGB", (800, 400), BLUE), "PNG"))
+    real_make = thumbs.make
+
+    def make_while_a_redo_lands(data: bytes) -> bytes | None:
+        if new.exists():
+            os.replace(new, image)  # a new version renamed over the image as its old bytes are read
+        return real_make(data)
+
+    monkeypatch.setattr(thumbs, "make", make_while_a_redo_lands)
+
+    assert thumbs.from_disk(tmp_path, "images/a.png") == "thumbs/a.webp"
+
+    assert close(decoded((tmp_path / "thumbs/a.webp").read_bytes()).getpixel((10, 10)), BLUE)  # type: ignore[arg-type]
+
+
 def images_in(folder: Path, count: int, side: int = 1024) -> list[str]:
     (folder / "images").mkdir(parents=True, exist_ok=True)
     names = []
@@ -350,31 +372,51 @@ def test_the_background_maker_makes_each_queued_thumbnail_in_a_process_of_its_ow
     worker = maker._worker
     assert worker is not None
     assert worker.pid != os.getpid()
+    assert os.getsid(worker.pid) == worker.pid  # a session of its own: a Ctrl-C to the run spares it
 
     assert maker.close(wait_s=60) == 0
 
     assert worker.poll() == 0  # it finished its list and ended
-    assert maker.made == 3
     assert sorted(os.listdir(tmp_path / "thumbs")) == ["i0.webp", "i1.webp", "i2.webp"]
     assert decoded((tmp_path / "thumbs/i0.webp").read_bytes()).size == (384, 192)
 
 
-def test_closing_without_waiting_stops_the_maker_and_counts_what_it_left(tmp_path: Path) -> None:
+def test_closing_hands_the_rest_over_at_once_and_the_maker_finishes_it_after_the_run(tmp_path: Path) -> None:
     maker = thumbs.Background(tmp_path)
     images = images_in(tmp_path, 40, side=2048)
     for image in images:
         maker.add(image)
 
-    left = maker.close(wait_s=0)
+    left = maker.close()  # no wait: 40 thumbnails of 2048-px images take seconds
 
-    assert maker._worker is not None
-    assert maker._worker.poll() is not None
+    worker = maker._worker
+    assert worker is not None
+    assert left > 0
+    assert worker.poll() is None  # still at it, with its whole list
+    maker.add(images[0])  # after close: ignored, nothing started again
+    assert worker.wait(timeout=120) == 0
+    assert thumbs.missing(tmp_path, images) == []
+    assert sorted(os.listdir(tmp_path / "thumbs")) == sorted(f"{Path(i).stem}.webp" for i in images)
+
+
+def test_a_maker_stopped_by_sigterm_leaves_whole_thumbnails_and_report_makes_the_rest(tmp_path: Path) -> None:
+    maker = thumbs.Background(tmp_path)
+    images = images_in(tmp_path, 40, side=2048)
+    for image in images:
+        maker.add(image)
+    maker.close()
+    worker = maker._worker
+    assert worker is not None
+
+    worker.terminate()  # a machine shutting down, a container stopped
+    worker.wait(timeout=60)
+
     made = sorted(os.listdir(tmp_path / "thumbs")) if (tmp_path / "thumbs").exists() else []
     assert all(name.endswith(".webp") for name in made)  # no temp file left by the stop
-    assert left == len(images) - len(made) > 0
-    assert maker.made == len(made)
-    maker.add(images[0])  # after close: ignored, nothing started again
-    assert thumbs.missing(tmp_path, images) == [i for i in images if f"{Path(i).stem}.webp" not in made]
+    left = thumbs.missing(tmp_path, images)
+    assert len(left) == len(images) - len(made) > 0
+    assert thumbs.backfill(tmp_path, images) == len(left)
+    assert thumbs.missing(tmp_path, images) == []
 
 
 def test_a_job_without_images_never_starts_the_maker(tmp_path: Path) -> None:
