@@ -12,7 +12,9 @@ image itself).
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import errno
 import io
 import logging
 import os
@@ -22,9 +24,11 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from PIL import ExifTags, Image
 
@@ -104,6 +108,8 @@ def write(folder: Path, image: str, data: bytes) -> str | None:
         return None
     relative = thumb_path(image)
     target = folder / relative
+    if not folder.is_dir():  # the job folder was removed meanwhile: never made again for a thumbnail
+        raise FileNotFoundError(errno.ENOENT, "the job folder is gone", str(folder))
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f"{_TEMP_PREFIX}{secrets.token_hex(8)}{_TEMP_SUFFIX}")
     try:
@@ -216,42 +222,75 @@ def _rgb_or_rgba(image: Image.Image) -> Image.Image:
 
 
 class Background:
-    """Thumbnails made by a process of its own, at the lowest CPU priority, from the images on disk.
+    """Thumbnails made by a process of its own, from the images on disk, while the run leaves the
+    CPU to it, and finished after the run when it did not.
 
-    Writing an image never waits for its thumbnail: the image's path goes on a queue, and one
-    thread hands the paths to the process over a pipe. A process, not a thread: a thread at the
-    lowest priority that the OS preempts while it holds the GIL keeps the event loop waiting,
-    and measured on 2 cores with 3 MB images, thumbnails made in a thread cut the run's
-    throughput by a sixth (69 -> 59 items/s; 2.26x -> 1.8x the bare loop). The run does not
-    wait for it either (``close``): the process finishes its list after the run has ended, in a
-    session of its own, and the gallery shows the image itself until a thumbnail is there. Any
-    it could not make (a machine shut down first, a container stopped) ``batchgen report`` makes.
+    Writing an image never waits for its thumbnail: its path goes on a queue, and one thread
+    hands the paths to the maker over a pipe. A process, not a thread: a low-priority thread
+    that the OS preempts while it holds the GIL keeps the event loop waiting. Neither is nice 19
+    enough on a small machine: measured on 2 cores with 3 MB images at zero latency, a maker
+    working beside a CPU-bound run cut its throughput by a third (86 -> 55 items/s). So the
+    thread hands the maker an image only while this process used less than ``busy_share`` of a
+    core over the last ``tick_s``, and never more than ``OUTSTANDING`` at a time (the maker
+    tells it each one it finished). Against a real service a run mostly waits, and thumbnails
+    are made as the images arrive; a run that keeps the CPU busy gets them at its end.
+
+    The run does not wait for them (``close``): the maker is handed the rest and finishes it
+    after the run, in a session of its own, and the gallery shows the image itself until its
+    thumbnail is there. Any it could not make (a machine shut down first, a container stopped)
+    ``batchgen report`` makes.
     """
 
-    def __init__(self, folder: Path, backlog: int = 50_000) -> None:
+    TICK_S = 0.1
+    BUSY_SHARE = 0.5
+    OUTSTANDING = 2
+
+    def __init__(
+        self,
+        folder: Path,
+        backlog: int = 50_000,
+        *,
+        tick_s: float = TICK_S,
+        busy_share: float = BUSY_SHARE,
+        cpu_share: Callable[[], float] | None = None,
+    ) -> None:
         self.folder = folder
+        self.handed = 0  # images handed to the maker
+        self.made = 0  # of those, how many it said it finished (made, or could not be)
+        self._tick_s = tick_s
+        self._busy_share = busy_share
+        self._cpu_share = cpu_share or _CpuShare()
         self._added: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue(maxsize=backlog)
         self._lock = threading.Lock()
+        self._finished = threading.Condition()
         self._worker: subprocess.Popen[bytes] | None = None
         self._feeder: threading.Thread | None = None
-        self._closed = False  # by close(), or a maker that could not start
+        self._closed = False  # by close()
 
     def add(self, image: str) -> None:
         """Queue ``image`` (relative to the job folder); a full backlog leaves it for later.
         Called from the I/O threads."""
         with self._lock:
-            if self._worker is None and not self._closed:
-                self._start()
-            if self._worker is None:
+            if self._closed:
                 return
+            if self._feeder is None:
+                self._feeder = threading.Thread(target=self._feed, name="batchgen-thumbs", daemon=True)
+                self._feeder.start()
             try:
                 self._queue.put_nowait(image)
             except queue.Full:
                 return
             self._added.append(image)
 
-    def _start(self) -> None:
+    def wait_made(self, count: int, timeout: float) -> bool:
+        """Whether the maker said it finished ``count`` images within ``timeout`` seconds."""
+        with self._finished:
+            return self._finished.wait_for(lambda: self.made >= count, timeout=timeout)
+
+    def _start(self) -> subprocess.Popen[bytes] | None:
+        """The maker, started when it is first handed an image: its start (an interpreter,
+        Pillow) costs a few hundred milliseconds of CPU that a busy run should not share."""
         _reap()
         # The batchgen the parent runs, whatever the environment says.
         here = str(Path(__file__).resolve().parent.parent)
@@ -263,33 +302,68 @@ class Background:
             self._worker = subprocess.Popen(
                 [sys.executable, "-m", "batchgen.thumbs", str(self.folder)],
                 stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,  # a line per image finished, while this process listens
                 # Nothing of the caller's: a pipe it left open would keep whoever reads the run's
                 # output (a CI step, `| tee`) waiting until the last thumbnail; a Ctrl-C or a
                 # closed terminal that stops the run does not stop the thumbnails of what it made.
-                stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
                 env=env,
             )
         except OSError as exc:
-            self._closed = True
             log.warning("cannot start the thumbnail maker (%s): `batchgen report` makes them later", exc)
-            return
+            return None
         _running.append(self._worker)
-        self._feeder = threading.Thread(target=self._feed, name="batchgen-thumbs", daemon=True)
-        self._feeder.start()
+        threading.Thread(target=self._listen, name="batchgen-thumbs-done", daemon=True).start()
+        return self._worker
+
+    def _listen(self) -> None:
+        assert self._worker is not None
+        assert self._worker.stdout is not None
+        with contextlib.suppress(OSError, ValueError), self._worker.stdout as told:
+            for _ in told:
+                with self._finished:
+                    self.made += 1
+                    self._finished.notify_all()
 
     def _feed(self) -> None:
-        assert self._worker is not None
-        pipe = self._worker.stdin
-        assert pipe is not None
+        pending: collections.deque[str] = collections.deque()
+        ending = False
+        decided = time.monotonic()
+        pipe = None
         with contextlib.suppress(OSError):  # the maker is gone: the rest is left for `report`
-            while (image := self._queue.get()) is not None:
-                pipe.write(image.encode() + b"\n")
-                if self._queue.empty():
-                    pipe.flush()
-        with contextlib.suppress(OSError):
-            pipe.close()
+            while not ending:
+                with contextlib.suppress(queue.Empty):
+                    first = self._queue.get(timeout=self._tick_s)
+                    for image in (first, *_drain(self._queue)):
+                        if image is None:
+                            ending = True
+                        else:
+                            pending.append(image)
+                if ending or not pending or time.monotonic() - decided < self._tick_s:
+                    continue
+                decided = time.monotonic()
+                if self._cpu_share() >= self._busy_share:
+                    continue  # the run needs the CPU: its thumbnails wait
+                if pipe is None and (pipe := self._pipe()) is None:
+                    return  # no maker: `batchgen report` makes them
+                while pending and self.handed - self.made < self.OUTSTANDING:
+                    pipe.write(pending.popleft().encode() + b"\n")
+                    self.handed += 1
+                pipe.flush()
+            # The end of the run: the maker gets the rest at once, and makes it after the run.
+            if pending and pipe is None:
+                pipe = self._pipe()
+            if pipe is not None:
+                pipe.write(b"".join(image.encode() + b"\n" for image in pending))
+                self.handed += len(pending)
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+    def _pipe(self) -> IO[bytes] | None:
+        worker = self._start()
+        return None if worker is None else worker.stdin
 
     def close(self, wait_s: float = 0.0, hand_over_s: float = 5.0) -> int:
         """Hand the maker the rest of the list and let it finish on its own, after waiting at
@@ -300,15 +374,37 @@ class Background:
         handed then is left for ``batchgen report``.
         """
         with self._lock:
-            worker, self._closed = self._worker, True  # no new ones from here on
-        if worker is None or self._feeder is None:
+            feeder, self._closed = self._feeder, True  # no new ones from here on
+        if feeder is None:
             return 0
         self._queue.put(None)  # the end of the list, after every image queued
-        self._feeder.join(timeout=hand_over_s)
-        if wait_s > 0:
+        feeder.join(timeout=hand_over_s)
+        worker = self._worker
+        if worker is not None and wait_s > 0:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.wait(timeout=wait_s)
         return len(missing(self.folder, self._added))
+
+
+class _CpuShare:
+    """How much of one core this process (all its threads) used since the last call."""
+
+    def __init__(self) -> None:
+        self._cpu, self._wall = time.process_time(), time.monotonic()
+
+    def __call__(self) -> float:
+        cpu, wall = time.process_time(), time.monotonic()
+        share = (cpu - self._cpu) / max(wall - self._wall, 1e-6)
+        self._cpu, self._wall = cpu, wall
+        return share
+
+
+def _drain(source: queue.Queue[str | None]) -> Iterator[str | None]:
+    while True:
+        try:
+            yield source.get_nowait()
+        except queue.Empty:
+            return
 
 
 # Makers still running: kept referenced until seen to end, so that none is reported as leaked
@@ -344,9 +440,16 @@ def _serve(folder: Path) -> None:
             todo.put(None)
 
     threading.Thread(target=read, name="batchgen-thumbs-reader", daemon=True).start()
-    while (image := todo.get()) is not None:
+    told = True  # the run listens for a line per image finished, until it ends
+    while (image := todo.get()) is not None and folder.is_dir():  # a removed job: nothing to do
         with contextlib.suppress(OSError):  # the image is safe; the gallery shows it in full instead
             from_disk(folder, image)
+        if told:
+            try:
+                sys.stdout.buffer.write(b"\n")
+                sys.stdout.buffer.flush()
+            except OSError:  # the run has ended
+                told = False
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -369,13 +370,12 @@ def test_the_background_maker_makes_each_queued_thumbnail_in_a_process_of_its_ow
     maker = thumbs.Background(tmp_path)
     for image in images_in(tmp_path, 3):
         maker.add(image)
-    worker = maker._worker
-    assert worker is not None
-    assert worker.pid != os.getpid()
-    assert os.getsid(worker.pid) == worker.pid  # a session of its own: a Ctrl-C to the run spares it
 
     assert maker.close(wait_s=60) == 0
 
+    worker = maker._worker
+    assert worker is not None
+    assert worker.pid != os.getpid()
     assert worker.poll() == 0  # it finished its list and ended
     assert sorted(os.listdir(tmp_path / "thumbs")) == ["i0.webp", "i1.webp", "i2.webp"]
     assert decoded((tmp_path / "thumbs/i0.webp").read_bytes()).size == (384, 192)
@@ -393,7 +393,10 @@ def test_closing_hands_the_rest_over_at_once_and_the_maker_finishes_it_after_the
     assert worker is not None
     assert left > 0
     assert worker.poll() is None  # still at it, with its whole list
-    maker.add(images[0])  # after close: ignored, nothing started again
+    assert os.getsid(worker.pid) == worker.pid  # a session of its own: a Ctrl-C to the run spares it
+    assert maker.handed == len(images)  # all of it, before close returned
+    maker.add(images[0])  # after close: ignored
+    assert maker.handed == len(images)
     assert worker.wait(timeout=120) == 0
     assert thumbs.missing(tmp_path, images) == []
     assert sorted(os.listdir(tmp_path / "thumbs")) == sorted(f"{Path(i).stem}.webp" for i in images)
@@ -417,6 +420,64 @@ def test_a_maker_stopped_by_sigterm_leaves_whole_thumbnails_and_report_makes_the
     assert len(left) == len(images) - len(made) > 0
     assert thumbs.backfill(tmp_path, images) == len(left)
     assert thumbs.missing(tmp_path, images) == []
+
+
+class Clock:
+    """A run's CPU share as the maker's feeder sees it: busy or quiet, and how often it looked."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.looked = threading.Semaphore(0)
+
+    def __call__(self) -> float:
+        self.looked.release()
+        return self.share
+
+
+def test_while_the_run_is_quiet_each_image_gets_its_thumbnail_during_the_run(tmp_path: Path) -> None:
+    quiet = Clock(0.1)
+    maker = thumbs.Background(tmp_path, tick_s=0.001, cpu_share=quiet)
+    images = images_in(tmp_path, 5)
+    for image in images:
+        maker.add(image)
+
+    assert maker.wait_made(5, timeout=60)  # before the run ends, not after
+
+    assert thumbs.missing(tmp_path, images) == []
+    assert maker.close() == 0
+
+
+def test_while_the_run_keeps_the_cpu_busy_its_thumbnails_wait_for_its_end(tmp_path: Path) -> None:
+    busy = Clock(thumbs.Background.BUSY_SHARE)
+    maker = thumbs.Background(tmp_path, tick_s=0.001, cpu_share=busy)
+    images = images_in(tmp_path, 5)
+    for image in images:
+        maker.add(image)
+    for _ in range(20):  # twenty looks at a busy run
+        assert busy.looked.acquire(timeout=60)
+
+    assert maker.handed == 0
+    assert maker._worker is None  # not even started: starting it takes CPU too
+    assert not (tmp_path / "thumbs").exists()
+
+    maker.close()
+
+    worker = maker._worker
+    assert worker is not None
+    assert maker.handed == 5  # all of it at the end
+    assert worker.wait(timeout=60) == 0
+    assert thumbs.missing(tmp_path, images) == []
+
+
+def test_the_maker_is_handed_no_more_than_it_can_keep_up_with(tmp_path: Path) -> None:
+    quiet = Clock(0.0)
+    maker = thumbs.Background(tmp_path, tick_s=0.001, cpu_share=quiet)
+    for image in images_in(tmp_path, 12, side=2048):
+        maker.add(image)
+    for _ in range(50):
+        assert quiet.looked.acquire(timeout=60)
+        assert maker.handed - maker.made <= thumbs.Background.OUTSTANDING
+    maker.close()
 
 
 def test_a_job_without_images_never_starts_the_maker(tmp_path: Path) -> None:
