@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -10,6 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import UsageError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.qhaigc.net/v1"
 DEFAULT_KEY_ENV = "BATCHGEN_API_KEY"
@@ -21,35 +25,69 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
-class _Range:
+class LimitRule:
+    """What one limit takes: ``check_limit`` judges by it, and the manifest schema is made from it."""
+
     kind: type
     low: float
     high: float
+    help: str  # what an editor shows beside the limit
     low_open: bool = False  # true: the value must be strictly above ``low``
+    nullable: bool = False  # true: None (null) means "no limit"
 
 
-_LIMIT_RANGES: dict[str, _Range] = {
-    "concurrency": _Range(int, 1, 1024),
-    "requests_per_minute": _Range(float, 0, 1_000_000, low_open=True),
-    "max_attempts": _Range(int, 1, 20),
-    "timeout_s": _Range(float, 0, 3600, low_open=True),
-    "retry_base_s": _Range(float, 0, 600),
-    "retry_cap_s": _Range(float, 0, 3600),
-    "max_retry_after_s": _Range(float, 0, 3600),
-    "max_reference_mb": _Range(float, 0, 1024, low_open=True),
-    "max_consecutive_failures": _Range(int, 1, 100_000),
-    "grace_s": _Range(float, 0, 3600),
-    "retry_after_send": _Range(bool, 0, 1),
-    "max_unconfirmed_per_item": _Range(int, 1, 20),
-    "reference_max_side": _Range(int, 64, 16384),
-    "reference_max_mb": _Range(float, 0, 1024, low_open=True),
+LIMIT_RULES: dict[str, LimitRule] = {
+    "concurrency": LimitRule(int, 1, 1024, "Requests at the service at once."),
+    "requests_per_minute": LimitRule(
+        float,
+        0,
+        1_000_000,
+        "Holds the whole job, retries included, to this many requests in any 60 seconds;"
+        " --rpm overrides it. Without it, a 429 still slows the job down.",
+        low_open=True,
+        nullable=True,
+    ),
+    "max_attempts": LimitRule(int, 1, 20, "Attempts per item, retries included."),
+    "timeout_s": LimitRule(float, 0, 3600, "Seconds per request.", low_open=True),
+    "retry_base_s": LimitRule(float, 0, 600, "Backoff: the first wait before a retry, in seconds."),
+    "retry_cap_s": LimitRule(float, 0, 3600, "Backoff: the longest wait before a retry, in seconds."),
+    "max_retry_after_s": LimitRule(float, 0, 3600, "The longest Retry-After from the server honoured."),
+    "max_reference_mb": LimitRule(
+        float, 0, 1024, "The largest reference image file accepted at all, in MB.", low_open=True
+    ),
+    "max_consecutive_failures": LimitRule(
+        int,
+        1,
+        100_000,
+        "After this many retryable failures in a row the job pauses, sends one probe, and stops"
+        " if the probe fails too.",
+    ),
+    "grace_s": LimitRule(
+        float, 0, 3600, "After Ctrl-C or SIGTERM, how long requests in flight may finish, in seconds."
+    ),
+    "retry_after_send": LimitRule(
+        bool, 0, 1, "false: never retry an attempt cut off after it was sent (it may have been billed)."
+    ),
+    "max_unconfirmed_per_item": LimitRule(
+        int, 1, 20, "An item stops being retried after this many attempts that may have been billed."
+    ),
+    "reference_max_side": LimitRule(
+        int, 64, 16384, "A local reference with a longer side (pixels) is downscaled before it is sent."
+    ),
+    "reference_max_mb": LimitRule(
+        float,
+        0,
+        1024,
+        "A local reference file larger than this (MB) is re-encoded smaller before it is sent.",
+        low_open=True,
+    ),
 }
 
 
 def check_limit(name: str, value: Any) -> tuple[Any, str | None]:
     """``value`` as limit ``name`` takes it, or an error message saying what is wanted."""
-    spec = _LIMIT_RANGES[name]
-    if value is None and name == "requests_per_minute":
+    spec = LIMIT_RULES[name]
+    if value is None and spec.nullable:
         return None, None
     if spec.kind is bool:
         return (value, None) if isinstance(value, bool) else (None, f"must be true or false, not {value!r}")
@@ -99,6 +137,22 @@ class Limits:
 
 
 LIMIT_NAMES = tuple(f.name for f in fields(Limits))
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address: traffic that never leaves the machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# What check_base_url accepts, as a JSON Schema pattern for editors: an http(s) URL with a host and
+# no credentials. check_base_url stays the judge; the two agree but on oddities (an IPv6 host with
+# a zone, leading spaces, an empty user name).
+BASE_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://([^/?#@:\[\]]+|\[[0-9A-Fa-f:.]+\])(:[^/?#@]*)?([/?#].*)?$"
 
 
 def check_base_url(url: Any) -> str | None:
@@ -174,14 +228,21 @@ def resolve(
 ) -> RunSettings:
     """The one place batchgen reads environment variables."""
     base_url = overrides.base_url or environ.get(BASE_URL_ENV) or api.base_url
+    source = (
+        "--base-url"
+        if overrides.base_url
+        else (BASE_URL_ENV if environ.get(BASE_URL_ENV) else "api.base_url")
+    )
     error = check_base_url(base_url)
     if error:
-        source = (
-            "--base-url"
-            if overrides.base_url
-            else (BASE_URL_ENV if environ.get(BASE_URL_ENV) else "api.base_url")
-        )
         raise UsageError(f"{source} {error}")
+    host = urlsplit(base_url).hostname or ""
+    if urlsplit(base_url).scheme == "http" and not is_loopback_host(host) and not overrides.simulate:
+        log.warning(
+            "%s is plain http to %s: the API key, prompts and images travel unencrypted; use https",
+            source,
+            host,
+        )
     key: Secret | None = None
     if not overrides.simulate:
         value = environ.get(api.api_key_env, "").strip()

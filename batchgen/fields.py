@@ -6,13 +6,22 @@ finished item, once defaults are applied, by ``item_warnings``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from . import provider
 
 MAX_N = 10
 MAX_PROMPT_CHARS = 32_000
+MAX_REFERENCES = 14
+RESPONSE_FORMATS = ("b64_json", "url")
+ID_RULE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
+ID_HELP = "must be 1-100 of A-Z a-z 0-9 . _ -, not start with '.', and contain no '..'"
+# ID_RULE and the "no '..'" that ``check_id`` adds, as one pattern: what a JSON Schema can carry.
+ID_PATTERN = r"^(?!.*\.\.)" + ID_RULE.pattern.removeprefix("^")
+DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,")
 
 Checked = tuple[Any, str | None]  # (normalised value, error message or None)
 
@@ -52,7 +61,7 @@ def check_n(value: Any) -> Checked:
 
 
 def check_response_format(value: Any) -> Checked:
-    if value not in ("b64_json", "url"):
+    if value not in RESPONSE_FORMATS:
         return None, f"must be b64_json or url, not {value!r}"
     return value, None
 
@@ -71,15 +80,108 @@ def check_shorthand(value: Any) -> Checked:
     return text, None
 
 
+@dataclass(frozen=True)
+class Key:
+    """One key of a manifest mapping, in a table its owning module keeps.
+
+    The validator reads the table to know which keys exist (and, here, which check each
+    gets); ``schema`` reads the same table for the JSON Schema, so a key added to a table
+    appears in both. ``json`` says in JSON Schema what the check accepts, as far as JSON
+    Schema can say it; the check function stays the judge, with its own messages.
+    """
+
+    help: str  # what an editor shows beside the key
+    json: Mapping[str, Any]
+    check: Callable[[Any], Checked] | None = None  # None: its owner checks it, with more context
+    required: bool = False  # refused without it (an item: unless defaults set it)
+    text: bool = False  # a generate template may build the value from {placeholders}
+
+
+_TEXT = r"\S"  # a pattern for "not empty once stripped"
+_SHORTHAND = {"anyOf": [{"type": "string", "pattern": _TEXT}, {"type": "integer"}]}
+_REFERENCE = {
+    "type": "string",
+    "pattern": _TEXT,
+    "if": {"pattern": "^data:"},
+    "then": {"pattern": DATA_URI.pattern},
+}
+
+# Every item field, in the order messages list them ("known: id, prompt, ...").
+ITEM_FIELDS: Mapping[str, Key] = {
+    "id": Key(
+        "Names the output files: 1-100 of A-Z a-z 0-9 . _ -, no leading '.', no '..'; unique, also"
+        " ignoring case. Without one, an id is made from the prompt, stable across runs.",
+        {"type": ["string", "null"], "pattern": ID_PATTERN},
+        text=True,
+    ),
+    "prompt": Key(
+        "The text of the request (required, in each item or in defaults).",
+        {"type": "string", "pattern": _TEXT, "maxLength": MAX_PROMPT_CHARS},
+        check_prompt,
+        required=True,
+        text=True,
+    ),
+    "model": Key(
+        f"The model id; another than {' or '.join(provider.KNOWN_MODELS)} is sent as is, with a warning.",
+        {
+            "type": "string",
+            "pattern": _TEXT,
+            "default": provider.DEFAULT_MODEL,
+            "examples": list(provider.KNOWN_MODELS),
+        },
+        check_model,
+        text=True,
+    ),
+    "size": Key(
+        f"One of {', '.join(provider.SIZES)}; another WxH is sent as is with a warning (the service"
+        " answers it at its default resolution).",
+        {
+            "anyOf": [
+                {"enum": [*provider.SIZES, *(int(s) for s in provider.SIZES if s.isdigit())]},
+                {"type": "string", "pattern": provider.WXH.pattern},
+            ],
+            "default": provider.DEFAULT_SIZE,
+        },
+        check_size,
+        text=True,
+    ),
+    "n": Key(
+        f"Images per request, 1-{MAX_N}; files are <id>-1.png, <id>-2.png, ...",
+        {"type": "integer", "minimum": 1, "maximum": MAX_N, "default": 1},
+        check_n,
+    ),
+    "response_format": Key(
+        "How the service answers; either kind of answer is handled.",
+        {"enum": list(RESPONSE_FORMATS), "default": RESPONSE_FORMATS[0]},
+        check_response_format,
+        text=True,
+    ),
+    "aspect_ratio": Key(
+        "Shorthand for extra_fields.aspect_ratio; an unusual ratio only warns.",
+        {**_SHORTHAND, "examples": [*provider.ASPECT_RATIOS, *provider.EXTREME_RATIOS]},
+        check_shorthand,
+        text=True,
+    ),
+    "image_size": Key(
+        "Shorthand for extra_fields.image_size; it beats what size implies.",
+        {**_SHORTHAND, "examples": list(provider.IMAGE_SIZES)},
+        check_shorthand,
+        text=True,
+    ),
+    "references": Key(
+        f"Up to {MAX_REFERENCES} reference images: URLs and data: URIs are sent as written; anything"
+        " else is a file path relative to the manifest's folder (PNG, JPEG, WebP or GIF).",
+        {"anyOf": [_REFERENCE, {"type": "array", "maxItems": MAX_REFERENCES, "items": _REFERENCE}]},
+    ),
+    "extra_fields": Key(
+        "Any provider field, sent verbatim; unknown keys and unusual values only warn.",
+        {"type": "object"},
+        check_extra_fields,
+    ),
+}
+
 CHECKS: Mapping[str, Callable[[Any], Checked]] = {
-    "prompt": check_prompt,
-    "model": check_model,
-    "size": check_size,
-    "n": check_n,
-    "response_format": check_response_format,
-    "extra_fields": check_extra_fields,
-    "aspect_ratio": check_shorthand,
-    "image_size": check_shorthand,
+    name: key.check for name, key in ITEM_FIELDS.items() if key.check is not None
 }
 
 

@@ -28,15 +28,52 @@ import os
 import re
 import stat
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 
+from .fields import Key
+
 MAX_CSV_BYTES = 256 * 1024 * 1024
-BLOCK_KEYS = ("rows", "matrix", "template")
+MATRIX_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The keys of a block, read by ``expand`` and by ``schema``. The template's own keys are the item
+# fields (fields.ITEM_FIELDS): its items are checked as hand-written ones are.
+BLOCK_FIELDS: Mapping[str, Key] = {
+    "rows": Key(
+        "A CSV file next to the manifest (UTF-8, a header line), or a list of mappings: the values"
+        " of {column} placeholders, one row at a time.",
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "minItems": 1, "items": {"type": "object"}},
+            ]
+        },
+        required=True,
+    ),
+    "matrix": Key(
+        "Names to lists of choices, all plain values or all mappings ({name.field}); every row is"
+        " made in every combination, in the order written.",
+        {
+            "type": ["object", "null"],
+            "propertyNames": {"pattern": MATRIX_KEY.pattern},
+            "additionalProperties": {
+                "type": "array",
+                "minItems": 1,
+                "anyOf": [{"items": {"type": "object"}}, {"items": {"not": {"type": "object"}}}],
+            },
+        },
+    ),
+    "template": Key(
+        "Item fields; any string in it may use {column}, {matrix_key} or {matrix_key.field};"
+        " {{ and }} are literal braces.",
+        {"type": "object", "minProperties": 1},
+        required=True,
+    ),
+}
+BLOCK_KEYS = tuple(BLOCK_FIELDS)
 
 Report = Callable[[str, str, "Where | None"], None]  # (message, field, where)
 
@@ -142,7 +179,7 @@ def _matrix(raw: Any, field: str, error: Report) -> dict[str, list[Any]] | None:
         error("must be a mapping of names to lists", field, None)
         return None
     for key, values in raw.items():
-        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        if not isinstance(key, str) or not MATRIX_KEY.match(key):
             error(f"matrix key {key!r} must be a name like view or shape", field, None)
             return None
         if not isinstance(values, list) or not values:

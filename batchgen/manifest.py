@@ -16,6 +16,7 @@ from typing import Any
 
 from . import fields, generate, provider, references
 from .config import (
+    BASE_URL_PATTERN,
     ENV_NAME,
     LIMIT_NAMES,
     ApiSettings,
@@ -24,27 +25,74 @@ from .config import (
     check_limit,
 )
 from .errors import ManifestError, Problem
+from .fields import ID_HELP, ID_PATTERN, ID_RULE, MAX_REFERENCES, Key
 from .generate import Where
 from .loader import read_yaml
 from .references import LocalReference, Reference, UrlReference
 
-TOP_KEYS = ("version", "job", "defaults", "limits", "api", "prices", "items", "generate")
-ITEM_KEYS = (
-    "id",
-    "prompt",
-    "model",
-    "size",
-    "n",
-    "response_format",
-    "aspect_ratio",
-    "image_size",
-    "references",
-    "extra_fields",
-)
-API_KEYS = ("base_url", "api_key_env", "reference_field", "max_request_mb")
-ID_RULE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
-ID_HELP = "must be 1-100 of A-Z a-z 0-9 . _ -, not start with '.', and contain no '..'"
-MAX_REFERENCES = 14
+# The keys of each mapping the validator knows, from the tables ``schema`` reads too (see fields.Key).
+# Nested mappings (defaults, limits, api, items, generate) hold their own tables: their keys here
+# give only what the top level accepts in their place (null: as if absent).
+TOP_FIELDS: Mapping[str, Key] = {
+    "version": Key("The manifest format: 1, the only one there is.", {"const": 1, "default": 1}),
+    "job": Key(
+        "Names the job and its folder, output/<job>/; default: the file's name without .yaml."
+        " 1-100 of A-Z a-z 0-9 . _ -, no leading '.', no '..'.",
+        {"type": "string", "pattern": ID_PATTERN},
+    ),
+    "defaults": Key(
+        "Any item field except id; a field an item sets replaces it (references included),"
+        " extra_fields are merged key by key, the item winning.",
+        {"type": ["object", "null"]},
+    ),
+    "limits": Key("How hard and how long to push.", {"type": ["object", "null"]}),
+    "api": Key(
+        "Where requests go; never the key itself, which comes from the variable api_key_env names.",
+        {"type": ["object", "null"]},
+    ),
+    "prices": Key(
+        "A price table file next to the manifest (a copy of batchgen/prices.json with your relay's"
+        " prices), for the cost estimates.",
+        {"type": ["string", "null"], "minLength": 1},
+    ),
+    "items": Key("The requests, one mapping each, with at least a prompt.", {"type": ["array", "null"]}),
+    "generate": Key(
+        "Catalog blocks, one or a list: rows (a CSV file or a list) times a matrix, through a template.",
+        {"type": ["object", "array", "null"]},
+    ),
+}
+TOP_KEYS = tuple(TOP_FIELDS)
+ITEM_KEYS = tuple(fields.ITEM_FIELDS)
+DEFAULT_KEYS = tuple(k for k in ITEM_KEYS if k != "id")  # an id cannot have a default
+REFERENCE_FIELD_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_REQUEST_MB = 1024
+_API_DEFAULTS = ApiSettings()
+API_FIELDS: Mapping[str, Key] = {
+    "base_url": Key(
+        "The OpenAI-compatible endpoint, up to /v1; --base-url and BATCHGEN_BASE_URL override it.",
+        {"type": "string", "pattern": BASE_URL_PATTERN, "default": _API_DEFAULTS.base_url},
+    ),
+    "api_key_env": Key(
+        "The environment variable that holds the API key.",
+        {"type": "string", "pattern": ENV_NAME.pattern, "default": _API_DEFAULTS.api_key_env},
+    ),
+    "reference_field": Key(
+        "The extra_fields key the relay reads reference images from; jobs/check/reference-key.yaml"
+        " checks it with one cheap request.",
+        {"type": "string", "pattern": REFERENCE_FIELD_NAME.pattern, "default": _API_DEFAULTS.reference_field},
+    ),
+    "max_request_mb": Key(
+        "A request body that could be larger (references as they will be sent) is refused before"
+        " anything is sent: the proxy in front would refuse it.",
+        {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": MAX_REQUEST_MB,
+            "default": _API_DEFAULTS.max_request_mb,
+        },
+    ),
+}
+API_KEYS = tuple(API_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +146,7 @@ def signature(st: os.stat_result) -> Signature:
 
 def check_id(value: str) -> str | None:
     """Why ``value`` cannot name an item or a job, or None."""
-    if not ID_RULE.match(value) or ".." in value:
+    if not ID_RULE.fullmatch(value) or ".." in value:  # fullmatch: `$` also matches before a final newline
         return f"{value!r} {ID_HELP}"
     return None
 
@@ -252,13 +300,14 @@ class _Builder:
             self.error(f"must be an environment variable name, not {env!r}", "api.api_key_env")
             env = api.api_key_env
         field = raw.get("reference_field", api.reference_field)
-        if not isinstance(field, str) or not re.match(r"^[A-Za-z0-9_.-]+$", field):
+        if not isinstance(field, str) or not REFERENCE_FIELD_NAME.match(field):
             self.error(f"must be a field name like 'reference_images', not {field!r}", "api.reference_field")
             field = api.reference_field
         cap = raw.get("max_request_mb", api.max_request_mb)
-        if isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 < cap <= 1024:
+        if isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 < cap <= MAX_REQUEST_MB:
             self.error(
-                f"must be a number of megabytes above 0 and at most 1024, not {cap!r}", "api.max_request_mb"
+                f"must be a number of megabytes above 0 and at most {MAX_REQUEST_MB}, not {cap!r}",
+                "api.max_request_mb",
             )
             cap = api.max_request_mb
         return ApiSettings(api.base_url, env, field, float(cap))
@@ -382,7 +431,7 @@ class _Builder:
         A level with any error carries ``_invalid``, so the items it feeds are
         not checked further (their problems would only repeat this one).
         """
-        known = ITEM_KEYS if item is not None else ITEM_KEYS[1:]
+        known = ITEM_KEYS if item is not None else DEFAULT_KEYS
         if item is None and "id" in raw:
             self.error("an id cannot have a default; each item has its own", "defaults.id")
             raw = {k: v for k, v in raw.items() if k != "id"}
@@ -442,7 +491,7 @@ class _Builder:
                 self.error(f"must be a file path or URL, not {entry!r}", where, item)
                 ok = False
             elif references.is_url(entry):
-                if entry.startswith("data:") and not re.match(r"^data:image/[a-z0-9.+-]+;base64,", entry):
+                if entry.startswith("data:") and not fields.DATA_URI.match(entry):
                     self.error("a data: URI must be data:image/<type>;base64,...", where, item)
                     ok = False
                 refs.append(UrlReference(entry))

@@ -145,6 +145,7 @@ def test_invalid_manifest_names_file_item_and_field(
         ("sp ace", "space"),
         ("", "empty"),
         ("é", "non-ascii"),
+        ("abc\n", "a final newline, which a regex's $ lets through: a file name with a newline"),
     ],
 )
 def test_hostile_ids_are_refused(write_manifest: Callable[..., Path], bad_id: str, why: str) -> None:
