@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from . import __version__, config, shard
+from . import __version__, config, logs, shard
 from .simconfig import ALL_FAULTS, RESPONSE_SHAPES, TRANSIENT_FAULTS
 
 EXIT_HELP = """exit status:
@@ -23,9 +24,48 @@ EXIT_HELP = """exit status:
 """
 
 
+# What shells complete for an argument (shtab's names): files, or folders.
+FILE = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
+FOLDER = {"bash": "_shtab_compgen_dirs", "zsh": "_files -/", "tcsh": "d"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in batchgen's voice: ``batchgen: error: ...`` after the usage,
+    or one JSON line when the command line asks for ``--log-format json``."""
+
+    json_errors = False  # set by ``parse`` from the words typed, before they are parsed
+
+    def error(self, message: str, usage: bool = True) -> NoReturn:
+        if Parser.json_errors:
+            sys.stderr.write(logs.json_line("error", {"event": "usage_error", "message": message}) + "\n")
+        else:
+            if usage:
+                self.print_usage(sys.stderr)
+            sys.stderr.write(f"batchgen: error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+class _NoDryRun(argparse.Action):
+    """``--dry-run``, which many type first: there is none, and what does that job is named."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        message = (
+            "there is no --dry-run: `batchgen validate MANIFEST` checks the manifests and estimates"
+            " the cost, sending nothing"
+        )
+        if isinstance(parser, Parser):
+            parser.error(message, usage=False)
+        parser.error(message)
+
+
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line, read. A redo's ids may come after its options too (argparse alone would
     take ``redo DIR --simulate a b`` for unknown arguments ``a b``)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    Parser.json_errors = any(
+        w == "--log-format=json" or (w == "--log-format" and nxt == "json")
+        for w, nxt in zip(words, [*words[1:], ""], strict=True)
+    )
     root = parser()
     args, extra = root.parse_known_args(argv)
     if extra and getattr(args, "command", None) == "redo" and not any(e.startswith("-") for e in extra):
@@ -36,7 +76,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(
+    root = Parser(
         prog="batchgen",
         description="Turn YAML manifests into generated images, with a classified report of every failure.",
     )
@@ -57,8 +97,10 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="MANIFEST|DIR",
         help="manifest files, or folders whose *.yaml/*.yml manifests run in name order (not recursive)",
-    )
-    run.add_argument("--output", type=Path, metavar="DIR", help="output folder (default ./output)")
+    ).complete = FILE  # type: ignore[attr-defined]
+    run.add_argument(
+        "--output", type=Path, metavar="DIR", help="output folder (default ./output)"
+    ).complete = FOLDER  # type: ignore[attr-defined]
     run.add_argument(
         "--shard",
         type=_shard,
@@ -88,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    retry.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR")
+    retry.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
     retry.add_argument("--all-failed", action="store_true", help="also resend refusals and invalid requests")
     _manifest_flag(retry)
     _sending_flags(retry)
@@ -104,28 +146,30 @@ def parser() -> argparse.ArgumentParser:
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    redo.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR")
+    redo.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
     redo.add_argument("ids", nargs="*", metavar="ID", help="the items to make again")
     redo.add_argument(
         "--ids-file",
         type=Path,
         metavar="FILE",
         help="a file of ids, one per line (blank lines and # comments ignored), as the gallery exports it",
-    )
+    ).complete = FILE  # type: ignore[attr-defined]
     _manifest_flag(redo)
     _sending_flags(redo)
     redo.set_defaults(command="redo")
 
     validate = commands.add_parser("validate", help="check manifests and estimate cost; sends nothing")
-    validate.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST|DIR")
-    validate.add_argument("--prices", type=Path, metavar="FILE", help="price table for the estimate")
+    validate.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST|DIR").complete = FILE  # type: ignore[attr-defined]
+    validate.add_argument(
+        "--prices", type=Path, metavar="FILE", help="price table for the estimate"
+    ).complete = FILE  # type: ignore[attr-defined]
     _logging_flags(validate)
     validate.set_defaults(command="validate")
 
     report_cmd = commands.add_parser(
         "report", help="print a job's summary and rebuild its report.html from report.json"
     )
-    report_cmd.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR")
+    report_cmd.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
     _logging_flags(report_cmd)
     report_cmd.set_defaults(command="report")
 
@@ -135,10 +179,10 @@ def parser() -> argparse.ArgumentParser:
         description="Merge shard folders (shard-K-of-N, or job folders holding them) into OUTPUT/<job>:"
         " images, sidecars, journal and one report.json.",
     )
-    merge_cmd.add_argument("folders", nargs="+", type=Path, metavar="OUTPUT_JOB_DIR")
+    merge_cmd.add_argument("folders", nargs="+", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
     merge_cmd.add_argument(
         "--output", type=Path, default=Path("output"), metavar="DIR", help="default ./output"
-    )
+    ).complete = FOLDER  # type: ignore[attr-defined]
     _logging_flags(merge_cmd)
     merge_cmd.set_defaults(command="merge")
 
@@ -149,6 +193,27 @@ def parser() -> argparse.ArgumentParser:
     _simulator_flags(simulator, prefix="")
     _logging_flags(simulator)
     simulator.set_defaults(command="simulator")
+
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of a manifest, for editors",
+        description="Print the JSON Schema of a manifest (draft 2020-12), made from the same tables the"
+        " validator checks. Save it and point your editor at it, e.g. with a first line"
+        " `# yaml-language-server: $schema=manifest.schema.json` in each manifest.",
+    )
+    _logging_flags(schema)
+    schema.set_defaults(command="schema")
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Print a completion script for batchgen's commands, flags and their files."
+        ' bash: `eval "$(batchgen completion bash)"` in ~/.bashrc; zsh: `batchgen completion zsh >'
+        ' "${fpath[1]}/_batchgen"`, then start a new shell.',
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    _logging_flags(completion)
+    completion.set_defaults(command="completion")
     return root
 
 
@@ -158,13 +223,14 @@ def _manifest_flag(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="the job's manifest, when it is no longer where the job folder says (moved or copied)",
-    )
+    ).complete = FILE  # type: ignore[attr-defined]
 
 
 def _sending_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--simulate", action="store_true", help="send to the built-in simulator; no key needed"
     )
+    parser.add_argument("--dry-run", nargs=0, action=_NoDryRun, help=argparse.SUPPRESS)
     parser.add_argument(
         "--base-url",
         metavar="URL",
@@ -185,7 +251,7 @@ def _sending_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--prices", type=Path, metavar="FILE", help="price table for estimates and --max-cost"
-    )
+    ).complete = FILE  # type: ignore[attr-defined]
     _logging_flags(parser)
     _simulator_flags(parser.add_argument_group("simulator (with --simulate)"), prefix="sim-")
 

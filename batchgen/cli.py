@@ -36,17 +36,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = COMMANDS[args.command](args)
         return result
     except ManifestError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
+        logs.problems(log, exc.problems)
         return EXIT_USAGE
     except UsageError as exc:
-        print(f"batchgen: error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return EXIT_USAGE
     except (JobLockedError, StoreError) as exc:
-        print(f"batchgen: error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return EXIT_ABORTED
     except KeyboardInterrupt:
-        print("batchgen: interrupted", file=sys.stderr)
+        log.error("interrupted")
         return EXIT_INTERRUPTED
 
 
@@ -77,9 +76,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
             min(args.verbose, 2)
         ]
     handler: logging.Handler = TqdmLogHandler() if _show_progress(args) else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logs.JsonFormatter() if as_json else logging.Formatter("batchgen: %(levelname)s: %(message)s")
-    )
+    handler.setFormatter(logs.JsonFormatter() if as_json else logs.TextFormatter())
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
@@ -192,37 +189,47 @@ def _severity(code: int) -> int:
 def _validate(args: argparse.Namespace) -> int:
     manifests = jobs.load_all(manifest_paths(args.manifests))
     for job in manifests:
-        for warning in job.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+        logs.problems(log, job.warnings, logging.WARNING)
         if not args.quiet:
-            prices = jobs.price_table(job, jobs.RunOptions(prices=args.prices))
-            print("\n".join(estimate.describe(job, prices)))
+            found = estimate.summary(job, jobs.price_table(job, jobs.RunOptions(prices=args.prices)))
+            if args.log_format == "json":
+                print(orjson.dumps(found.fields()).decode())
+            else:
+                print("\n".join(found.lines()))
     return EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:
     try:
         report = orjson.loads((args.job_dir / "report.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
+    except OSError as exc:
         raise UsageError(
-            f"{args.job_dir}/report.json cannot be read ({exc}); is this a job folder?"
+            f"{args.job_dir}: no report.json here ({exc.strerror}); is this a job folder?"
         ) from None
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"{args.job_dir}/report.json is not valid JSON ({exc})") from None
     images = [f for item in report["items"] for f in item["files"] if not f.endswith(".json")]
     made = thumbs.backfill(args.job_dir, images)
     if made:
         log.info("made %d missing thumbnail(s)", made)
     gallery.write(args.job_dir, report)
-    if not args.quiet:
-        print("\n".join(summary_lines(report, str(args.job_dir))))
+    _summary(args, report, args.job_dir)
     return exit_code(report)
+
+
+def _summary(args: argparse.Namespace, report: dict[str, Any], folder: Path) -> None:
+    """A job's summary on stdout; in JSON mode, its ``job_summary`` event instead."""
+    if args.log_format == "json":
+        logs.job_finished(report, str(folder), exit_code(report), event="job_summary")
+    elif not args.quiet:
+        print("\n".join(summary_lines(report, str(folder))))
 
 
 def _merge(args: argparse.Namespace) -> int:
     report, folder = merge.merge(args.folders, args.output)
     if report.get("missing_shards"):
         log.warning("shards %s are missing from the merge", ", ".join(report["missing_shards"]))
-    if not args.quiet:
-        print("\n".join(summary_lines(report, str(folder))))
+    _summary(args, report, folder)
     return exit_code(report)
 
 
@@ -232,9 +239,25 @@ def _simulator(args: argparse.Namespace) -> int:
     cfg = _simulator_config(args, "", port=args.port)
 
     def ready(message: str) -> None:
+        if args.log_format == "json":
+            message = orjson.dumps({"event": "simulator_ready", "message": message}).decode()
         print(message, flush=True)
 
     asyncio.run(serve_forever(cfg, ready))
+    return EXIT_OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from . import schema
+
+    sys.stdout.write(schema.text())
+    return EXIT_OK
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    sys.stdout.write(shtab.complete(arguments.parser(), shell=args.shell))
     return EXIT_OK
 
 
@@ -246,4 +269,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "report": _report,
     "merge": _merge,
     "simulator": _simulator,
+    "schema": _schema,
+    "completion": _completion,
 }

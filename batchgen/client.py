@@ -24,7 +24,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from . import __version__, responses
-from .config import Secret
+from .config import Secret, is_loopback_host
 from .errors import ErrorClass, RequestError
 from .images import SNIFF_BYTES, GeneratedImage, sniff
 
@@ -92,7 +92,7 @@ class HttpImageClient:
         self._key = api_key
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 30.0))
         host = URL(base_url).host or ""
-        self._download = download or DownloadPolicy(allow_loopback=_is_loopback_host(host))
+        self._download = download or DownloadPolicy(allow_loopback=is_loopback_host(host))
         self._max_response_bytes = max_response_bytes
         self._max_request_bytes = max_request_bytes
         self._session: aiohttp.ClientSession | None = None
@@ -207,7 +207,7 @@ class HttpImageClient:
             cause = getattr(exc, "os_error", exc)
             if isinstance(cause, _RefusedAddress):
                 raise _download_failed(f"image url refused: {cause}", final=True) from exc
-            raise _download_failed(f"image url could not be fetched: {type(exc).__name__}: {exc}") from exc
+            raise _download_failed(f"image url could not be fetched: {plain(exc)}") from exc
         fmt = sniff(data[:SNIFF_BYTES])
         if fmt is None:
             raise _download_failed("image url did not return a PNG, JPEG, WebP or GIF image")
@@ -215,7 +215,7 @@ class HttpImageClient:
 
     def _warn_if_plain(self, url: URL) -> None:
         host = url.host or ""
-        if url.scheme == "http" and not _is_loopback_host(host) and host not in self._warned_hosts:
+        if url.scheme == "http" and not is_loopback_host(host) and host not in self._warned_hosts:
             self._warned_hosts.add(host)
             log.warning(
                 "image links from %s are plain http: fetched, but anyone on the way could read or alter them",
@@ -249,17 +249,44 @@ def _once(fn: Callable[[], None]) -> Callable[[], None]:
 
 def map_exception(exc: BaseException) -> RequestError:
     """aiohttp/asyncio failures as error classes; ``sent`` says whether it may have been billed."""
-    text = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    text = plain(exc)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return RequestError(ErrorClass.TIMEOUT, f"connect timeout ({text})", sent=False)
+        return RequestError(ErrorClass.TIMEOUT, f"could not connect in time ({text})", sent=False)
     if isinstance(exc, TimeoutError):
-        return RequestError(ErrorClass.TIMEOUT, f"timed out waiting for the service ({text})")
+        return RequestError(ErrorClass.TIMEOUT, "timed out waiting for the service")
     if isinstance(exc, aiohttp.ClientConnectorError):
         # DNS, refused, TLS: the request never left.
         return RequestError(ErrorClass.CONNECTION, text, sent=False)
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return RequestError(ErrorClass.CONNECTION, f"response cut off: {text}")
     return RequestError(ErrorClass.CONNECTION, text)
+
+
+def plain(exc: BaseException) -> str:
+    """What went wrong on the connection, in words for the person reading the report: never a
+    library's class name, nor its numbers (aiohttp's ``ContentLengthError: 400, message=...``
+    puts a code where an HTTP status is expected)."""
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer was cut off: the connection closed before all of it arrived"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the service closed the connection without answering"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"the TLS certificate of {exc.host} could not be verified"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve the host name {exc.host}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or 'no reason given'})"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return "too many redirects"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return f"not a valid URL: {exc.url}"
+    if isinstance(exc, ConnectionResetError):
+        return "the connection was reset"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"HTTP {exc.status}" + (f": {exc.message}" if exc.message else "")
+    return "the connection failed"
 
 
 async def _read_capped(
@@ -286,15 +313,6 @@ def _download_failed(message: str, status: int | None = None, *, final: bool = F
     return RequestError(ErrorClass.DOWNLOAD_FAILED, message, http_status=status, should_retry=not final)
 
 
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _address_allowed(address: str, allow_loopback: bool) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -313,7 +331,7 @@ def _check_download_url(url: URL, allow_loopback: bool) -> None:
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        if _is_loopback_host(host) and not allow_loopback:
+        if is_loopback_host(host) and not allow_loopback:
             raise _download_failed("image url points at a loopback address", final=True) from None
         return  # a name: the resolver filters what it resolves to
     if not _address_allowed(host.strip("[]"), allow_loopback):

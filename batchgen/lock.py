@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 
-from .errors import JobLockedError
+from .errors import JobLockedError, UsageError
 
 LOCK_FILE = ".lock"
 
@@ -19,6 +18,7 @@ class JobLock:
         self._fd: int | None = None
 
     def __enter__(self) -> JobLock:
+        fcntl = _fcntl()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -40,7 +40,7 @@ class JobLock:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            _fcntl().flock(self._fd, _fcntl().LOCK_UN)
             os.close(self._fd)
             self._fd = None
 
@@ -51,3 +51,16 @@ def _read_pid(fd: int) -> str:
     except OSError:
         return "unknown"
     return text or "unknown"
+
+
+def _fcntl() -> ModuleType:
+    """The module with flock, imported when a job folder is locked, not when batchgen starts:
+    so that ``--help``, ``validate``, ``schema`` and ``completion`` work on any system."""
+    try:
+        import fcntl
+    except ImportError:
+        raise UsageError(
+            "running a job needs Linux or macOS (job folders are locked with flock);"
+            " on Windows, use WSL or the container image"
+        ) from None
+    return fcntl

@@ -361,8 +361,8 @@ class Runner:
             if isinstance(error, RequestError):
                 wait = state.upcoming_sleep
                 log.info(
-                    "%s: attempt %d failed (%s: %s); retrying in %.1fs",
-                    *(request.id, state.attempt_number, error.error_class.value, error.message, wait),
+                    "%s: attempt %d failed (%s: %s); %s",
+                    *(request.id, state.attempt_number, error.error_class.value, error.message, _when(wait)),
                 )
                 self.on_event(
                     ItemRetrying(request.id, state.attempt_number, error.error_class, error.message, wait)
@@ -581,3 +581,8 @@ def _describe(ref: Reference, loaded: LoadedReference) -> str:
     if ref.url.startswith("data:"):
         return f"{ref.url[:40]}… {loaded.digest}"
     return ref.url
+
+
+def _when(wait_s: float) -> str:
+    """ "retrying in 2.5s", and "retrying now" rather than "in 0.0s"."""
+    return "retrying now" if wait_s < 0.05 else f"retrying in {wait_s:.1f}s"

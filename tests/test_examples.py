@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,46 @@ def test_every_manifest_in_jobs_validates() -> None:
     assert sorted(m.job for m in manifests) == ["catalog", "demo"]
 
 
-def test_the_catalog_example_runs_against_the_simulator(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def readme_demo_output() -> list[str]:
+    """The lines the README says `make demo` ends with."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("and ends with:\n\n```\n", 1)[1].split("```", 1)[0]
+    return block.splitlines()
+
+
+def makefile_demo_command() -> list[str]:
+    """`make demo`'s batchgen command line, after `$(BIN)/batchgen`."""
+    recipe = (REPO / "Makefile").read_text().split("\ndemo:", 1)[1]
+    (line,) = [line for line in recipe.splitlines() if "$(BIN)/batchgen run" in line][:1]
+    return shlex.split(line.split("$(BIN)/batchgen", 1)[1])
+
+
+def without_durations(line: str) -> str:
+    return re.sub(r"in \d+\.\ds:", "in #s:", line)
+
+
+def test_the_readme_demo_prints_what_the_readme_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    shutil.copytree(REPO / "jobs", tmp_path / "jobs", ignore=shutil.ignore_patterns("deploy"))
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BATCHGEN_BASE_URL", raising=False)
-    assert main(["run", str(REPO / "jobs/catalog.yaml"), "--simulate", "--output", str(tmp_path), "-q"]) == 0
-    report = orjson.loads((tmp_path / "catalog/report.json").read_bytes())
+    command = makefile_demo_command()
+    assert command[:2] == ["run", "jobs/"]
+
+    # The same faults as `make demo` (each request's fate depends on the seed, its key and its
+    # attempt, not on timing), without its latency.
+    assert main([*command, "--sim-latency-ms", "0"]) == 0
+
+    out, err = capsys.readouterr()
+    assert err == ""  # the demo warns of nothing in its own files
+    printed = [without_durations(line) for line in out.splitlines()]
+    shown = [without_durations(line) for line in readme_demo_output()]
+    assert len(shown) >= 8
+    assert printed == shown
+    report = orjson.loads((tmp_path / "output/catalog/report.json").read_bytes())
     assert report["counts"]["succeeded"] == 216
-    sidecar = orjson.loads((tmp_path / "catalog/images/mug-1002-detail-portrait.json").read_bytes())
+    sidecar = orjson.loads((tmp_path / "output/catalog/images/mug-1002-detail-portrait.json").read_bytes())
     assert sidecar["request"]["extra_fields"]["aspect_ratio"] == "4:5"
     assert sidecar["request"]["extra_fields"]["reference_images"][0].startswith(
         "file:catalog/refs/mug-1002.png sha256:"
