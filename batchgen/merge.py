@@ -80,8 +80,10 @@ def merge(paths: Sequence[Path], output: Path) -> tuple[dict[str, Any], Path]:
 def _read_report(folder: Path) -> dict[str, Any]:
     try:
         data = orjson.loads((folder / "report.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise UsageError(f"{folder}/report.json cannot be read: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"{folder}/report.json cannot be read: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"{folder}/report.json is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or "items" not in data or "job" not in data:
         raise UsageError(f"{folder}/report.json is not a batchgen report")
     return data
