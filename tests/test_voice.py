@@ -271,4 +271,3 @@ def test_help_and_validate_work_without_fcntl_and_a_run_says_what_it_needs(tmp_p
         "batchgen: error: running a job needs Linux or macOS (job folders are locked with flock);"
         " on Windows, use WSL or the container image"
     )
-
