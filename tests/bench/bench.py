@@ -9,6 +9,7 @@ bar of SPEC §7 is printed with PASS or FAIL. Not a test: nothing in the suite d
     python tests/bench/bench.py --quick    # a smaller run, under 30 seconds
     python tests/bench/bench.py --scaling  # throughput by concurrency and image size (for the README)
     python tests/bench/bench.py --only throughput  # items/s against the bare loop and the SDK
+    python tests/bench/bench.py --only latency     # latency-bound rate and event-loop lag
     python tests/bench/bench.py --only nightly   # re-running a finished 100,000-item catalog
     python tests/bench/bench.py --only gallery   # the first screen of a 100,000-item gallery
 """
@@ -450,12 +451,16 @@ def main() -> int:
         help="rows x 5 views of the nightly no-op's catalog (default 20,000: 100,000 items; made once,"
         " in minutes, and kept in output/bench/)",
     )
-    parser.add_argument("--only", choices=("throughput", "nightly", "gallery"), help="one scenario alone")
+    parser.add_argument(
+        "--only", choices=("throughput", "latency", "nightly", "gallery"), help="one scenario alone"
+    )
     args = parser.parse_args()
     started = time.time()
     res = Results()
     if args.only == "throughput":
         throughput(res, items=150, reps=4)
+    elif args.only == "latency":
+        latency_bound(res, rounds=5, reps=3, with_bare=True)
     elif args.only == "nightly":
         nightly_noop(res, args.catalog_rows)
     elif args.only == "gallery":
