@@ -1,7 +1,7 @@
 """The HTTP boundary: the only module that imports aiohttp.
 
 Every aiohttp/asyncio exception and every error response is translated here
-into a ``RequestError`` with its ``ErrorClass`` (SPEC §2); nothing above this
+into a ``RequestError`` with its ``ErrorClass`` (README "Failures, and what is retried"); nothing above this
 module knows HTTP exists. ``ImageClient`` is the interface the runner uses;
 tests of the runner use a fake of it.
 """

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 
 
 class ErrorClass(enum.StrEnum):
-    """Why an item failed; the values are part of the report format (SPEC §2)."""
+    """Why an item failed; the values are part of the report format.
+
+    README "Failures, and what is retried" lists them for the people and scripts that read them.
+    """
 
     SAFETY_FILTER = "safety_filter"  # refused by a safety filter
     NO_IMAGE = "no_image"  # the model answered without an image

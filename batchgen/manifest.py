@@ -1,4 +1,4 @@
-"""A manifest file, validated into item specs: every mistake found, none sent (SPEC §3)."""
+"""A manifest file, validated into item specs: every mistake found, none sent (README "The manifest")."""
 
 from __future__ import annotations
 

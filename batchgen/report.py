@@ -1,4 +1,4 @@
-"""The job report (SPEC §4) and its one-screen summary: pure functions of the outcomes."""
+"""The job report (README "Outputs") and its one-screen summary: pure functions of the outcomes."""
 
 from __future__ import annotations
 

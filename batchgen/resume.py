@@ -1,4 +1,7 @@
-"""What a re-run does with each item, given what the journal says about it (SPEC §5)."""
+"""What a re-run does with each item, given what the journal says about it.
+
+README "Nightly runs and re-runs" describes the same rules for users.
+"""
 
 from __future__ import annotations
 

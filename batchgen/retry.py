@@ -1,4 +1,7 @@
-"""Where retries are decided: a policy value, handed to tenacity (SPEC §2). One layer only."""
+"""Where retries are decided: a policy value, handed to tenacity. One layer only.
+
+README "Failures, and what is retried" describes the policy for users.
+"""
 
 from __future__ import annotations
 
