@@ -53,9 +53,8 @@ class _NoDryRun(argparse.Action):
             "there is no --dry-run: `batchgen validate MANIFEST` checks the manifests and estimates"
             " the cost, sending nothing"
         )
-        if isinstance(parser, Parser):
-            parser.error(message, usage=False)
-        parser.error(message)
+        assert isinstance(parser, Parser)  # every subcommand's parser is one (add_subparsers' default)
+        parser.error(message, usage=False)
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -251,7 +251,7 @@ def map_exception(exc: BaseException) -> RequestError:
     """aiohttp/asyncio failures as error classes; ``sent`` says whether it may have been billed."""
     text = plain(exc)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return RequestError(ErrorClass.TIMEOUT, f"could not connect in time ({text})", sent=False)
+        return RequestError(ErrorClass.TIMEOUT, "could not connect to the service in time", sent=False)
     if isinstance(exc, TimeoutError):
         return RequestError(ErrorClass.TIMEOUT, "timed out waiting for the service")
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -274,7 +274,7 @@ def plain(exc: BaseException) -> str:
         return f"cannot resolve the host name {exc.host}"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or 'no reason given'})"
-    if isinstance(exc, aiohttp.ConnectionTimeoutError | TimeoutError):
+    if isinstance(exc, TimeoutError):  # aiohttp's connect and read timeouts among them
         return "no answer in time"
     if isinstance(exc, aiohttp.TooManyRedirects):
         return "too many redirects"

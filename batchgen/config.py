@@ -236,12 +236,12 @@ def resolve(
     error = check_base_url(base_url)
     if error:
         raise UsageError(f"{source} {error}")
-    host = urlsplit(base_url).hostname or ""
-    if urlsplit(base_url).scheme == "http" and not is_loopback_host(host) and not overrides.simulate:
+    parts = urlsplit(base_url)
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname or "") and not overrides.simulate:
         log.warning(
             "%s is plain http to %s: the API key, prompts and images travel unencrypted; use https",
             source,
-            host,
+            parts.hostname,
         )
     key: Secret | None = None
     if not overrides.simulate:

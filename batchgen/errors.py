@@ -80,10 +80,15 @@ class Problem:
     line: int | None = None
     label: str | None = None  # names a generated item ("generate[0] row 12"), instead of items[i]
 
+    @property
+    def where_item(self) -> str | None:
+        """Which item: ``items[3]``, a generated one's label, or None for the manifest as a whole."""
+        return self.label if self.label is not None else None if self.item is None else f"items[{self.item}]"
+
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
-        if self.label is not None or self.item is not None:
-            where += f": {self.label}" if self.label is not None else f": items[{self.item}]"
+        if self.where_item is not None:
+            where += f": {self.where_item}"
             if self.item_id:
                 where += f" (id {self.item_id})"
         if self.field:

@@ -40,7 +40,8 @@ class JobLock:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
-            _fcntl().flock(self._fd, _fcntl().LOCK_UN)
+            fcntl = _fcntl()
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
 

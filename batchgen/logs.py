@@ -135,7 +135,7 @@ def problems(logger: logging.Logger, found: Sequence[Problem], level: int = logg
             continue
         where = (
             ("line", problem.line),
-            ("item", problem.label or (f"items[{problem.item}]" if problem.item is not None else None)),
+            ("item", problem.where_item),
             ("id", problem.item_id),
             ("field", problem.field),
         )
