@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import UsageError
+from batchgen.errors import UsageError
 
 log = logging.getLogger(__name__)
 

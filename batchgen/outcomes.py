@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .errors import ErrorClass
+from batchgen.errors import ErrorClass
 
 
 class ItemStatus(enum.StrEnum):

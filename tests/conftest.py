@@ -15,9 +15,9 @@ import pytest
 import yaml
 from aioresponses import aioresponses
 
-from batchgen import thumbs
-from batchgen.sim_images import png as _png
-from batchgen.simulator import Simulator, SimulatorConfig
+from batchgen.output import thumbs
+from batchgen.sim.images import png as _png
+from batchgen.sim.simulator import Simulator, SimulatorConfig
 
 CANARY_KEY = "sk-canary-7f3a9c1e5b2d4f6a8c0e"
 

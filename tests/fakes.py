@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from batchgen.client import Generation
 from batchgen.errors import ErrorClass, RequestError
 from batchgen.images import PNG, GeneratedImage
-from batchgen.manifest import ItemSpec
-from batchgen.references import Reference
+from batchgen.manifest.manifest import ItemSpec
+from batchgen.manifest.references import Reference
+from batchgen.service.client import Generation
 
 from .conftest import png_bytes
 

@@ -21,8 +21,8 @@ import orjson
 import pytest
 import yaml
 
-from batchgen import gallery as gallery_module
-from batchgen.simulator import Simulator, SimulatorConfig
+from batchgen.report import gallery as gallery_module
+from batchgen.sim.simulator import Simulator, SimulatorConfig
 
 from .conftest import FAST_LIMITS, ThreadedSimulator
 

@@ -11,10 +11,10 @@ import pytest
 from aiohttp.client_reqrep import ConnectionKey
 from yarl import URL
 
-from batchgen import client as client_module
-from batchgen.client import DownloadPolicy, HttpImageClient, _check_download_url
 from batchgen.config import Secret
 from batchgen.errors import ErrorClass, RequestError
+from batchgen.service import client as client_module
+from batchgen.service.client import DownloadPolicy, HttpImageClient, _check_download_url
 
 from .conftest import CANARY_KEY, MockedApi, png_bytes
 

@@ -488,14 +488,17 @@ def test_the_wheel_holds_the_package_its_data_and_its_license(installed: Install
         metadata = wheel.read(f"{WHEEL_NAME.split('-py3')[0]}.dist-info/METADATA").decode()
         entry_points = wheel.read(f"{WHEEL_NAME.split('-py3')[0]}.dist-info/entry_points.txt").decode()
     package = installed.context / "batchgen"
-    expected = {f"batchgen/{p.name}" for p in package.glob("*.py")}
-    expected |= {f"batchgen/{name}" for name in ("gallery.html", "prices.json", "py.typed")}
-    if (REPO / "batchgen" / "manifest.schema.json").is_file():
-        expected.add("batchgen/manifest.schema.json")
+    expected = {p.relative_to(installed.context).as_posix() for p in package.rglob("*.py")}
+    expected |= {
+        "batchgen/py.typed",
+        "batchgen/plan/prices.json",
+        "batchgen/report/gallery.html",
+        "batchgen/manifest/manifest.schema.json",
+    }
     assert expected <= names, sorted(expected - names)
     assert not [n for n in names if n.startswith(("tests/", "jobs/", "docs/"))]
     assert re.search(rf"^Version: {re.escape(VERSION)}$", metadata, re.MULTILINE)
-    assert re.search(r"^batchgen = batchgen\.cli:main$", entry_points, re.MULTILINE)
+    assert re.search(r"^batchgen = batchgen\.cli\.main:main$", entry_points, re.MULTILINE)
     if (REPO / "LICENSE").is_file():  # MIT: the notice goes with every copy
         assert [n for n in names if re.search(r"\.dist-info/(?:licenses/)?LICENSE$", n)]
 
@@ -530,7 +533,7 @@ def test_the_wheels_batchgen_validates_and_runs_the_demo_with_its_package_data(i
     report = json.loads((job / "report.json").read_text())
     assert report["counts"]["succeeded"] == items
     gallery = (job / "report.html").read_text()
-    (template,) = installed.venv.glob("lib/python*/site-packages/batchgen/gallery.html")
+    (template,) = installed.venv.glob("lib/python*/site-packages/batchgen/report/gallery.html")
     lines = [line for line in template.read_text().splitlines() if len(line) > 40 and "{{" not in line]
     assert lines
     assert all(line in gallery for line in lines[:5]), "report.html is not made from gallery.html"
@@ -555,7 +558,7 @@ def _wait_for_thumbnail_maker(out: Path) -> None:
             argv = (proc / "cmdline").read_bytes().split(b"\0") if proc.name.isdigit() else []
         except OSError:
             continue
-        if b"batchgen.thumbs" in argv and any(mark in arg for arg in argv):
+        if b"batchgen.output.thumbs" in argv and any(mark in arg for arg in argv):
             try:
                 handle = os.pidfd_open(int(proc.name))
             except ProcessLookupError:

@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from batchgen.cli import main
-from batchgen.simulator import Simulator
+from batchgen.cli.main import main
+from batchgen.sim.simulator import Simulator
 
 from .conftest import CANARY_KEY, FAST_LIMITS
 

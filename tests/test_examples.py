@@ -14,10 +14,10 @@ import orjson
 import pytest
 import yaml
 
-from batchgen import jobs
-from batchgen.arguments import parser as _parser
-from batchgen.cli import main, manifest_paths
-from batchgen.simulator import Simulator
+from batchgen.cli.arguments import parser as _parser
+from batchgen.cli.main import main, manifest_paths
+from batchgen.job import jobs
+from batchgen.sim.simulator import Simulator
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "jobs" / "deploy"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from batchgen import fields
+from batchgen.manifest import fields
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from batchgen import gallery
+from batchgen.report import gallery
 
 HOSTILE = [
     "<script>document.title='pwned'</script>",

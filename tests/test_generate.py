@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from batchgen import manifest
 from batchgen.errors import ManifestError
-from batchgen.references import LocalReference
+from batchgen.manifest import manifest
+from batchgen.manifest.references import LocalReference
 
 CSV = "sku,name,color\nA1,tote bag,red\nB2,mug,navy\n"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from batchgen.guards import Guards
+from batchgen.engine.guards import Guards
 
 
 async def test_breaker_trips_after_n_failures_and_a_good_probe_closes_it() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import batchgen
-from batchgen.cli import main
+from batchgen.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ def test_the_distribution_is_not_named_like_someone_elses_project() -> None:
     project = pyproject()["project"]
     assert isinstance(project, dict)
     assert project["name"] == "batchgen-images"  # `batchgen` on the package index is another project
-    assert project["scripts"] == {"batchgen": "batchgen.cli:main"}
+    assert project["scripts"] == {"batchgen": "batchgen.cli.main:main"}
     assert "License :: OSI Approved :: MIT License" in project["classifiers"]
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
     version = project["version"]
@@ -92,8 +92,8 @@ def test_the_source_distribution_carries_what_its_tests_need_and_nothing_else(sd
         "constraints.txt",
         "LICENSE",
         "CHANGELOG.md",
-        "batchgen/manifest.schema.json",
-        "batchgen/gallery.html",
+        "batchgen/manifest/manifest.schema.json",
+        "batchgen/report/gallery.html",
     ):
         assert needed in names, needed
     assert not [n for n in names if n.startswith(("output/", ".venv/")) or "__pycache__" in n]
@@ -168,5 +168,5 @@ def test_zsh_completion_names_the_command_and_its_subcommands(capsys: pytest.Cap
 
 def test_the_schema_command_prints_the_schema_the_package_ships(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
-    shipped = resources.files("batchgen").joinpath("manifest.schema.json").read_text()
+    shipped = resources.files("batchgen.manifest").joinpath("manifest.schema.json").read_text()
     assert capsys.readouterr().out == shipped

@@ -7,8 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchgen import journal
-from batchgen.journal import Entry, Journal, JournalFile, entry_record
+from batchgen.output import journal
+from batchgen.output.journal import Entry, Journal, JournalFile, entry_record
 
 
 def ok(item_id: str, fingerprint: str = "f1") -> Entry:

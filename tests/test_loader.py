@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.errors import ManifestError
-from batchgen.loader import read_yaml
+from batchgen.manifest.loader import read_yaml
 
 ALIAS_BOMB = """\
 a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]

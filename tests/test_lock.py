@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.errors import JobLockedError
-from batchgen.lock import JobLock
+from batchgen.output.lock import JobLock
 
 
 def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path: Path) -> N
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     code = (
-        "import sys, time; from pathlib import Path; from batchgen.lock import JobLock\n"
+        "import sys, time; from pathlib import Path; from batchgen.output.lock import JobLock\n"
         f"lock = JobLock(Path({str(tmp_path)!r})).__enter__(); print('held', flush=True); sys.stdin.read()"
     )
     with subprocess.Popen(

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from batchgen import manifest
 from batchgen.errors import ManifestError
-from batchgen.references import LocalReference, UrlReference
+from batchgen.manifest import manifest
+from batchgen.manifest.references import LocalReference, UrlReference
 
 
 def item(**fields: Any) -> dict[str, Any]:

@@ -8,11 +8,11 @@ from types import MappingProxyType
 
 import pytest
 
-from batchgen import provider
-from batchgen.manifest import ItemSpec
-from batchgen.plan import build_body, fingerprint, plan_item
-from batchgen.pricing import PriceTable
-from batchgen.references import LocalReference, UrlReference
+from batchgen.manifest import provider
+from batchgen.manifest.manifest import ItemSpec
+from batchgen.manifest.references import LocalReference, UrlReference
+from batchgen.plan.plan import build_body, fingerprint, plan_item
+from batchgen.plan.pricing import PriceTable
 
 from .fakes import make_spec
 

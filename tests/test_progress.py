@@ -6,9 +6,9 @@ import io
 
 import pytest
 
+from batchgen.cli.progress import ProgressBar
 from batchgen.errors import ErrorClass
 from batchgen.outcomes import Failure, ItemFinished, ItemOutcome, ItemRetrying, ItemStatus, JobStarted
-from batchgen.progress import ProgressBar
 
 
 def test_bar_shows_done_failed_and_retrying(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ import bisect
 
 import pytest
 
-from batchgen.ratelimit import RateLimiter
+from batchgen.engine.ratelimit import RateLimiter
 
 
 class FakeTime:

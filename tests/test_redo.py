@@ -16,10 +16,10 @@ import orjson
 import pytest
 from PIL import Image, ImageStat
 
-from batchgen import thumbs
-from batchgen.cli import main
-from batchgen.journal import read as read_journal
-from batchgen.simulator import Simulator
+from batchgen.cli.main import main
+from batchgen.output import thumbs
+from batchgen.output.journal import read as read_journal
+from batchgen.sim.simulator import Simulator
 
 from .conftest import assert_png_whole
 from .test_rerun import Job, items

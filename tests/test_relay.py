@@ -16,8 +16,8 @@ import orjson
 import pytest
 from PIL import Image
 
-from batchgen.cli import main
-from batchgen.simulator import Simulator
+from batchgen.cli.main import main
+from batchgen.sim.simulator import Simulator
 
 from .conftest import FAST_LIMITS, png_bytes
 

@@ -6,7 +6,7 @@ import pytest
 
 from batchgen.errors import ErrorClass
 from batchgen.outcomes import Failure, ItemOutcome, ItemStatus
-from batchgen.report import build_report, summary_lines
+from batchgen.report.report import build_report, summary_lines
 
 S, F, K, P = ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.SKIPPED, ItemStatus.PENDING
 

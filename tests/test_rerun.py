@@ -10,9 +10,9 @@ import orjson
 import pytest
 import yaml
 
-from batchgen.cli import main
-from batchgen.lock import JobLock
-from batchgen.simulator import Simulator
+from batchgen.cli.main import main
+from batchgen.output.lock import JobLock
+from batchgen.sim.simulator import Simulator
 
 from .conftest import FAST_LIMITS, assert_png_whole, png_bytes
 

@@ -9,7 +9,7 @@ import pybase64
 import pytest
 
 from batchgen.errors import ErrorClass, RequestError
-from batchgen.responses import (
+from batchgen.service.responses import (
     classify,
     error_from_response,
     parse_retry_after,

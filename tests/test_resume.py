@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from batchgen.journal import Entry, JournalFile
-from batchgen.resume import Action, Mode, decide
-from batchgen.store import JobStore
+from batchgen.output.journal import Entry, JournalFile
+from batchgen.output.store import JobStore
+from batchgen.plan.resume import Action, Mode, decide
 
 SEND, SKIP, KEEP, LEAVE = Action.SEND, Action.SKIP, Action.KEEP, Action.LEAVE
 RUN, ONLY, ALL, FORCE, REDO = Mode.RUN, Mode.ONLY_FAILED, Mode.ALL_FAILED, Mode.FORCE, Mode.REDO

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from batchgen.engine.retry import RetryPolicy
 from batchgen.errors import ErrorClass, RequestError
-from batchgen.retry import RetryPolicy
 
 
 class RecordingSleep:
@@ -147,14 +147,14 @@ async def test_a_stopped_job_makes_no_retry() -> None:
     ],
 )
 def test_what_may_have_been_billed(error: RequestError, unconfirmed: bool) -> None:
-    from batchgen.retry import is_unconfirmed
+    from batchgen.engine.retry import is_unconfirmed
 
     assert is_unconfirmed(error) is unconfirmed
 
 
 def test_a_gateway_naming_the_upstream_524_is_unconfirmed() -> None:
-    from batchgen.responses import error_from_response
-    from batchgen.retry import is_unconfirmed
+    from batchgen.engine.retry import is_unconfirmed
+    from batchgen.service.responses import error_from_response
 
     body = b'{"error": {"message": "bad response status code 524", "type": "upstream_error",'
     body += b' "param": "524", "code": "bad_response_status_code"}}'

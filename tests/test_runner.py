@@ -11,14 +11,14 @@ from pathlib import Path
 import orjson
 import pytest
 
+from batchgen.engine.retry import RetryPolicy
+from batchgen.engine.runner import JobRun, Runner
 from batchgen.errors import ErrorClass
+from batchgen.manifest.references import LocalReference, ReferenceLoader, UrlReference
 from batchgen.outcomes import Event, ItemFinished, ItemRetrying, ItemStatus, JobStarted, JobStopping
-from batchgen.plan import plan_item
-from batchgen.pricing import PriceTable
-from batchgen.references import LocalReference, ReferenceLoader, UrlReference
-from batchgen.retry import RetryPolicy
-from batchgen.runner import JobRun, Runner
-from batchgen.store import JobStore
+from batchgen.output.store import JobStore
+from batchgen.plan.plan import plan_item
+from batchgen.plan.pricing import PriceTable
 
 from .fakes import LINKS, OK, FakeClient, error, make_spec
 

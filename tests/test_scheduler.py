@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from batchgen.scheduler import Release, run_all
+from batchgen.engine.scheduler import Release, run_all
 
 
 class Spy:

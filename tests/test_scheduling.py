@@ -9,11 +9,11 @@ import orjson
 import pytest
 import yaml
 
-from batchgen import shard
-from batchgen.cli import main
-from batchgen.pricing import PriceTable
-from batchgen.report import merge_reports
-from batchgen.simulator import Simulator
+from batchgen.cli.main import main
+from batchgen.plan import shard
+from batchgen.plan.pricing import PriceTable
+from batchgen.report.report import merge_reports
+from batchgen.sim.simulator import Simulator
 
 from .conftest import FAST_LIMITS, assert_png_whole
 

@@ -18,12 +18,12 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import batchgen
-from batchgen import manifest, schema
 from batchgen.errors import ManifestError
-from batchgen.loader import read_yaml
+from batchgen.manifest import manifest, schema
+from batchgen.manifest.loader import read_yaml
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED = Path(batchgen.__file__).parent / "manifest.schema.json"
+SHIPPED = Path(batchgen.__file__).parent / "manifest" / "manifest.schema.json"
 MANIFESTS = sorted((REPO / "jobs").glob("*.yaml")) + sorted((REPO / "jobs" / "check").glob("*.yaml"))
 SCHEMA_LINE = re.compile(r"^# yaml-language-server: \$schema=(\S+)$")
 VALIDATOR = Draft202012Validator(schema.document())
@@ -52,8 +52,8 @@ def template(**fields: Any) -> dict[str, Any]:
 
 def test_the_shipped_file_is_the_generated_schema() -> None:
     assert SHIPPED.read_text(encoding="utf-8") == schema.text(), (
-        "batchgen/manifest.schema.json is stale; regenerate it with"
-        " `.venv/bin/python -m batchgen.schema > batchgen/manifest.schema.json`"
+        "batchgen/manifest/manifest.schema.json is stale; regenerate it with"
+        " `.venv/bin/python -m batchgen.manifest.schema > batchgen/manifest/manifest.schema.json`"
     )
 
 
@@ -325,7 +325,7 @@ def write_case(write_manifest: Callable[..., Path], ref_png: Path) -> Callable[[
     """Writes a case's manifest beside the files the good cases name."""
     folder = ref_png.parent.parent
     (folder / "catalog.csv").write_text("sku,name\nA1,tote\nB2,cap\n", encoding="utf-8")
-    shutil.copy(Path(batchgen.__file__).parent / "prices.json", folder / "prices.json")
+    shutil.copy(Path(batchgen.__file__).parent / "plan" / "prices.json", folder / "prices.json")
     return lambda data: write_manifest(data, name="case.yaml", folder=folder)
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from batchgen import shard
+from batchgen.plan import shard
 
 GOLDEN_8 = [8, 3, 1, 5]
 GOLDEN_3 = [2, 2, 3, 1]

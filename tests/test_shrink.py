@@ -12,10 +12,10 @@ import pybase64
 import pytest
 from PIL import Image
 
-from batchgen import shrink
-from batchgen.cli import main
-from batchgen.references import LocalReference, ReferenceLoader
-from batchgen.simulator import Simulator
+from batchgen.cli.main import main
+from batchgen.manifest import shrink
+from batchgen.manifest.references import LocalReference, ReferenceLoader
+from batchgen.sim.simulator import Simulator
 
 from .conftest import FAST_LIMITS, png_bytes
 

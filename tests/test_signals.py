@@ -21,9 +21,9 @@ import orjson
 import pytest
 import yaml
 
-from batchgen.cli import main
-from batchgen.journal import read as read_journal
-from batchgen.simulator import Simulator
+from batchgen.cli.main import main
+from batchgen.output.journal import read as read_journal
+from batchgen.sim.simulator import Simulator
 
 from .conftest import FAST_LIMITS, assert_png_whole
 

@@ -9,7 +9,7 @@ import pytest
 
 from batchgen.errors import StoreError
 from batchgen.images import JPEG, PNG, GeneratedImage
-from batchgen.store import JobStore
+from batchgen.output.store import JobStore
 
 from .conftest import png_bytes
 
@@ -101,7 +101,7 @@ def test_files_get_ordinary_permissions_from_the_umask(store: JobStore) -> None:
 def test_the_allocator_settings_apply_on_glibc() -> None:
     import platform
 
-    from batchgen.memory import tune_allocator
+    from batchgen.job.memory import tune_allocator
 
     applied = tune_allocator()
     assert applied is (platform.libc_ver()[0] == "glibc")

@@ -14,12 +14,13 @@ import aiohttp
 import orjson
 import pytest
 
-from batchgen import config, logs
-from batchgen.cli import main
-from batchgen.client import map_exception
+from batchgen import config
+from batchgen.cli import logs
+from batchgen.cli.main import main
+from batchgen.engine.runner import _when
 from batchgen.errors import Problem
-from batchgen.runner import _when
-from batchgen.simulator import Simulator
+from batchgen.service.client import map_exception
+from batchgen.sim.simulator import Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 CANARY = "sk-canary-0123456789abcdef"
@@ -250,7 +251,7 @@ def test_the_demo_manifests_validate_without_a_warning(capsys: pytest.CaptureFix
 WITHOUT_FCNTL = """
 import sys
 sys.modules["fcntl"] = None  # as on Windows: `import fcntl` raises ImportError
-from batchgen.cli import main
+from batchgen.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -381,7 +381,7 @@ def gallery_first_paint(res: Results, items: int) -> None:
     import tempfile
 
     sys.path.insert(0, str(HERE.parent.parent))
-    from batchgen import gallery
+    from batchgen.report import gallery
     from tests.test_browser import FLAGS, big_report
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")

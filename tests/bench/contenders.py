@@ -48,7 +48,10 @@ class Heartbeat:
 async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     import yaml
 
-    from batchgen import config, jobs, manifest, memory, thumbs
+    from batchgen import config
+    from batchgen.job import jobs, memory
+    from batchgen.manifest import manifest
+    from batchgen.output import thumbs
 
     memory.tune_allocator()  # as `batchgen run` does
 

@@ -1,0 +1,328 @@
+"""The command line's words: subcommands, flags, and the checks on their values.
+
+``cli`` decides what each command does; this module only says what may be typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from batchgen import __version__, config
+from batchgen.cli import logs
+from batchgen.plan import shard
+from batchgen.sim.settings import ALL_FAULTS, RESPONSE_SHAPES, TRANSIENT_FAULTS
+
+EXIT_HELP = """exit status:
+  0    every item succeeded or was already done
+  1    some items failed or never finished
+  2    invalid manifest or usage: nothing was sent
+  3    aborted: the API key was refused, the credit ran out, a budget was reached,
+       the service kept failing, or another run holds the job folder
+  130  interrupted by Ctrl-C (SIGINT); 143 by SIGTERM
+"""
+
+
+# What shells complete for an argument (shtab's names): files, or folders.
+FILE = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
+FOLDER = {"bash": "_shtab_compgen_dirs", "zsh": "_files -/", "tcsh": "d"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in batchgen's voice: ``batchgen: error: ...`` after the usage,
+    or one JSON line when the command line asks for ``--log-format json``."""
+
+    json_errors = False  # set by ``parse`` from the words typed, before they are parsed
+
+    def error(self, message: str, usage: bool = True) -> NoReturn:
+        if Parser.json_errors:
+            sys.stderr.write(logs.json_line("error", {"event": "usage_error", "message": message}) + "\n")
+        else:
+            if usage:
+                self.print_usage(sys.stderr)
+            sys.stderr.write(f"batchgen: error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+class _NoDryRun(argparse.Action):
+    """``--dry-run``, which many type first: there is none, and what does that job is named."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        message = (
+            "there is no --dry-run: `batchgen validate MANIFEST` checks the manifests and estimates"
+            " the cost, sending nothing"
+        )
+        assert isinstance(parser, Parser)  # every subcommand's parser is one (add_subparsers' default)
+        parser.error(message, usage=False)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, read. A redo's ids may come after its options too (argparse alone would
+    take ``redo DIR --simulate a b`` for unknown arguments ``a b``)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    Parser.json_errors = any(
+        w == "--log-format=json" or (w == "--log-format" and nxt == "json")
+        for w, nxt in zip(words, [*words[1:], ""], strict=True)
+    )
+    root = parser()
+    args, extra = root.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "redo" and not any(e.startswith("-") for e in extra):
+        args.ids = [*args.ids, *extra]
+    elif extra:
+        root.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def parser() -> argparse.ArgumentParser:
+    root = Parser(
+        prog="batchgen",
+        description="Turn YAML manifests into generated images, with a classified report of every failure.",
+    )
+    root.add_argument("--version", action="version", version=f"batchgen {__version__}")
+    commands = root.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="generate the images of one or more manifests",
+        description="Generate what the manifests still need: items already done with the same"
+        " request are skipped. All manifests are validated before any is sent.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "manifests",
+        nargs="+",
+        type=Path,
+        metavar="MANIFEST|DIR",
+        help="manifest files, or folders whose *.yaml/*.yml manifests run in name order (not recursive)",
+    ).complete = FILE  # type: ignore[attr-defined]
+    run.add_argument(
+        "--output", type=Path, metavar="DIR", help="output folder (default ./output)"
+    ).complete = FOLDER  # type: ignore[attr-defined]
+    run.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="K/N",
+        help="run the K-th of N disjoint slices (stable hash of the id)",
+    )
+    which = run.add_mutually_exclusive_group()
+    which.add_argument(
+        "--only-failed", action="store_true", help="send only pending items and retryable failures"
+    )
+    which.add_argument(
+        "--all-failed",
+        action="store_true",
+        help="like --only-failed, and resend refusals and invalid requests",
+    )
+    which.add_argument("--force", action="store_true", help="regenerate every item, done or not")
+    _sending_flags(run)
+    run.set_defaults(command="run")
+
+    retry = commands.add_parser(
+        "retry",
+        help="resend the failed and unfinished items of an output folder",
+        description="Resend the pending items of a job, from its output folder, with its retryable"
+        " failures and those the key or the credit caused (auth, quota_exhausted); fetch again the"
+        " images whose links failed (download_failed), without making them again. Successes are"
+        " never sent again.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    retry.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    retry.add_argument("--all-failed", action="store_true", help="also resend refusals and invalid requests")
+    _manifest_flag(retry)
+    _sending_flags(retry)
+    retry.set_defaults(command="retry")
+
+    redo = commands.add_parser(
+        "redo",
+        help="make again the images a reviewer rejected",
+        description="Make again exactly the named items of a job, each with a fresh Idempotency-Key."
+        " The image each replaces is kept in history/<id>.<version>.<ext>, never deleted; the journal"
+        " and report record the new version. Nothing else is sent. The gallery (report.html) hands"
+        " out the list as redo.txt, or this command ready to copy.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    redo.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    redo.add_argument("ids", nargs="*", metavar="ID", help="the items to make again")
+    redo.add_argument(
+        "--ids-file",
+        type=Path,
+        metavar="FILE",
+        help="a file of ids, one per line (blank lines and # comments ignored), as the gallery exports it",
+    ).complete = FILE  # type: ignore[attr-defined]
+    _manifest_flag(redo)
+    _sending_flags(redo)
+    redo.set_defaults(command="redo")
+
+    validate = commands.add_parser("validate", help="check manifests and estimate cost; sends nothing")
+    validate.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST|DIR").complete = FILE  # type: ignore[attr-defined]
+    validate.add_argument(
+        "--prices", type=Path, metavar="FILE", help="price table for the estimate"
+    ).complete = FILE  # type: ignore[attr-defined]
+    _logging_flags(validate)
+    validate.set_defaults(command="validate")
+
+    report_cmd = commands.add_parser(
+        "report", help="print a job's summary and rebuild its report.html from report.json"
+    )
+    report_cmd.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    _logging_flags(report_cmd)
+    report_cmd.set_defaults(command="report")
+
+    merge_cmd = commands.add_parser(
+        "merge",
+        help="merge the shard folders of a job into one job folder",
+        description="Merge shard folders (shard-K-of-N, or job folders holding them) into OUTPUT/<job>:"
+        " images, sidecars, journal and one report.json.",
+    )
+    merge_cmd.add_argument("folders", nargs="+", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    merge_cmd.add_argument(
+        "--output", type=Path, default=Path("output"), metavar="DIR", help="default ./output"
+    ).complete = FOLDER  # type: ignore[attr-defined]
+    _logging_flags(merge_cmd)
+    merge_cmd.set_defaults(command="merge")
+
+    simulator = commands.add_parser("simulator", help="run the built-in simulator alone, on 127.0.0.1")
+    simulator.add_argument(
+        "--port", type=int, default=8787, metavar="N", help="port to listen on (default 8787; 0 = any)"
+    )
+    _simulator_flags(simulator, prefix="")
+    _logging_flags(simulator)
+    simulator.set_defaults(command="simulator")
+
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of a manifest, for editors",
+        description="Print the JSON Schema of a manifest (draft 2020-12), made from the same tables the"
+        " validator checks. Save it and point your editor at it, e.g. with a first line"
+        " `# yaml-language-server: $schema=manifest.schema.json` in each manifest.",
+    )
+    _logging_flags(schema)
+    schema.set_defaults(command="schema")
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Print a completion script for batchgen's commands, flags and their files."
+        ' bash: `eval "$(batchgen completion bash)"` in ~/.bashrc; zsh: `batchgen completion zsh >'
+        ' "${fpath[1]}/_batchgen"`, then start a new shell.',
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    _logging_flags(completion)
+    completion.set_defaults(command="completion")
+    return root
+
+
+def _manifest_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help="the job's manifest, when it is no longer where the job folder says (moved or copied)",
+    ).complete = FILE  # type: ignore[attr-defined]
+
+
+def _sending_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--simulate", action="store_true", help="send to the built-in simulator; no key needed"
+    )
+    parser.add_argument("--dry-run", nargs=0, action=_NoDryRun, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help=f"API base URL (env {config.BASE_URL_ENV}; default {config.DEFAULT_BASE_URL})",
+    )
+    parser.add_argument(
+        "--concurrency", type=_limit("concurrency"), metavar="N", help="requests in flight at once"
+    )
+    parser.add_argument(
+        "--rpm", type=_limit("requests_per_minute"), metavar="N", help="requests per minute for the whole job"
+    )
+    parser.add_argument(
+        "--max-attempts", type=_limit("max_attempts"), metavar="N", help="attempts per item, retries included"
+    )
+    parser.add_argument("--max-failures", type=_positive(int), metavar="N", help="stop after N failed items")
+    parser.add_argument(
+        "--max-cost", type=_positive(float), metavar="X", help="stop before the estimated spend passes X"
+    )
+    parser.add_argument(
+        "--prices", type=Path, metavar="FILE", help="price table for estimates and --max-cost"
+    ).complete = FILE  # type: ignore[attr-defined]
+    _logging_flags(parser)
+    _simulator_flags(parser.add_argument_group("simulator (with --simulate)"), prefix="sim-")
+
+
+def _logging_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    group.add_argument("--verbose", "-v", action="count", default=0, help="more log lines (-vv: debug)")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line and per event, for log collectors",
+    )
+
+
+def _simulator_flags(parser: Any, prefix: str) -> None:
+    add = parser.add_argument
+    add(f"--{prefix}latency-ms", type=float, metavar="MS", help="delay before each answer")
+    add(f"--{prefix}fault-rate", type=float, metavar="F", help="share of requests that fail, 0 to 1")
+    add(
+        f"--{prefix}faults",
+        metavar="KINDS",
+        help=f"fault kinds to draw from, comma-separated (default {','.join(TRANSIENT_FAULTS)};"
+        f" all: {','.join(ALL_FAULTS)})",
+    )
+    add(f"--{prefix}seed", type=int, metavar="S", help="fault seed, for reproducible runs")
+    add(f"--{prefix}payload-kb", type=int, metavar="KB", help="pad each image to about this size")
+    add(
+        f"--{prefix}response",
+        choices=RESPONSE_SHAPES,
+        help="answer with b64_json, an inline data: URI in url, or a link (default: as response_format asks)",
+    )
+    add(
+        f"--{prefix}max-body-mb",
+        type=float,
+        metavar="MB",
+        help="answer 413 to a larger request body, as the proxy in front of a relay does",
+    )
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    return parse
+
+
+def _limit(name: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            number = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+        value, error = config.check_limit(name, int(number) if number.is_integer() else number)
+        if error:
+            raise argparse.ArgumentTypeError(error)
+        return value
+
+    return parse

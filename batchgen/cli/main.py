@@ -1,0 +1,281 @@
+"""The command line: parse, set up logging, call the library, turn the result into an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchgen import config
+from batchgen.cli import arguments, logs
+from batchgen.cli.progress import ProgressBar, TqdmLogHandler
+from batchgen.errors import JobLockedError, ManifestError, StoreError, UsageError
+from batchgen.job import jobs, memory
+from batchgen.outcomes import Event, JobStatus
+from batchgen.output import thumbs
+from batchgen.plan import estimate
+from batchgen.plan.resume import Mode
+from batchgen.report import gallery, merge
+from batchgen.report.report import summary_lines
+from batchgen.sim.settings import SimulatorConfig
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+log = logging.getLogger("batchgen")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = arguments.parse(argv)
+    if args.command in ("run", "retry", "redo"):
+        memory.tune_allocator()
+    _setup_logging(args)
+    try:
+        result: int = COMMANDS[args.command](args)
+        return result
+    except ManifestError as exc:
+        logs.problems(log, exc.problems)
+        return EXIT_USAGE
+    except UsageError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    except (JobLockedError, StoreError) as exc:
+        log.error("%s", exc)
+        return EXIT_ABORTED
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _simulator_config(args: argparse.Namespace, prefix: str, **extra: Any) -> SimulatorConfig:
+    given = {
+        "latency_ms": getattr(args, f"{prefix}latency_ms"),
+        "fault_rate": getattr(args, f"{prefix}fault_rate"),
+        "seed": getattr(args, f"{prefix}seed"),
+        "payload_kb": getattr(args, f"{prefix}payload_kb"),
+        "response": getattr(args, f"{prefix}response"),
+        "max_body_mb": getattr(args, f"{prefix}max_body_mb"),
+    }
+    faults = getattr(args, f"{prefix}faults")
+    if faults is not None:
+        given["faults"] = tuple(f.strip() for f in faults.split(",") if f.strip())
+    try:
+        return SimulatorConfig(**{k: v for k, v in given.items() if v is not None}, **extra)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    as_json = args.log_format == "json"
+    if args.quiet:
+        level = logging.ERROR
+    else:
+        level = [logging.INFO if as_json else logging.WARNING, logging.INFO, logging.DEBUG][
+            min(args.verbose, 2)
+        ]
+    handler: logging.Handler = TqdmLogHandler() if _show_progress(args) else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logs.JsonFormatter() if as_json else logs.TextFormatter())
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    sending = args.command in ("run", "retry", "redo")
+    return sending and not args.quiet and args.log_format == "text" and sys.stderr.isatty()
+
+
+def _run(args: argparse.Namespace) -> int:
+    mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED if args.only_failed else Mode.RUN
+    if args.force:
+        mode = Mode.FORCE
+    options = _options(args, args.output, mode)
+    return _send(args, jobs.load_for_run(manifest_paths(args.manifests), options), options)
+
+
+def manifest_paths(given: Sequence[Path]) -> list[Path]:
+    """Files as given; a folder stands for its *.yaml and *.yml files, in name order, not recursing."""
+    paths: list[Path] = []
+    for path in given:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                raise UsageError(f"{path}: no manifests (*.yaml, *.yml) in this folder")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
+
+
+def _retry(args: argparse.Namespace) -> int:
+    mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED
+    job, options = jobs.load_for_retry(args.job_dir, _options(args, None, mode), args.manifest)
+    return _send(args, [job], options)
+
+
+def _redo(args: argparse.Namespace) -> int:
+    job, options = jobs.load_for_retry(args.job_dir, _options(args, None, Mode.REDO), args.manifest)
+    ids = jobs.redo_ids(job, options, args.ids, args.ids_file)
+    return _send(args, [job], replace(options, redo=ids))
+
+
+def _options(args: argparse.Namespace, output: Path | None, mode: Mode) -> jobs.RunOptions:
+    given = {
+        "concurrency": args.concurrency,
+        "max_attempts": args.max_attempts,
+        "requests_per_minute": args.rpm,
+    }
+    limits = {k: v for k, v in given.items() if v is not None}
+    return jobs.RunOptions(
+        overrides=config.Overrides(args.base_url, output, limits, args.simulate),
+        simulator=_simulator_config(args, "sim_"),
+        mode=mode,
+        max_failures=args.max_failures,
+        max_cost=args.max_cost,
+        shard=getattr(args, "shard", None),
+        prices=args.prices,
+    )
+
+
+def _send(args: argparse.Namespace, manifests: Sequence[jobs.Loaded], options: jobs.RunOptions) -> int:
+    as_json = args.log_format == "json"
+    done: list[tuple[jobs.JobOutput, int]] = []
+    for job in manifests:
+        progress = ProgressBar() if _show_progress(args) else None
+        listeners = [f for f in (progress, logs.event_logger(job.job) if as_json else None) if f]
+        try:
+            output = asyncio.run(
+                jobs.run_manifest(job, options, os.environ, on_event=_fan_out(listeners), handle_signals=True)
+            )
+        finally:
+            if progress:
+                progress.close()
+        code = 128 + output.signal if output.signal is not None else exit_code(output.report)
+        if as_json:
+            logs.job_finished(output.report, str(output.folder), code)
+        done.append((output, code))
+        if output.signal is not None:
+            break  # 130 for SIGINT, 143 for SIGTERM; the later manifests do not start
+    if not args.quiet and not as_json:
+        if len(done) > 1:
+            statuses = ", ".join(f"{o.report['job']} {o.report['status']}" for o, _ in done)
+            print(f"{len(done)} jobs: {statuses}")
+        for output, _ in done:
+            print("\n".join(summary_lines(output.report, str(output.folder))))
+    return max((code for _, code in done), key=_severity)
+
+
+def _fan_out(listeners: list[Callable[[Event], None]]) -> Callable[[Event], None]:
+    def on_event(event: Event) -> None:
+        for listener in listeners:
+            listener(event)
+
+    return on_event
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    if report["status"] == JobStatus.ABORTED.value:
+        return EXIT_ABORTED
+    return EXIT_OK if report["status"] == JobStatus.COMPLETED.value else EXIT_FAILED
+
+
+def _severity(code: int) -> int:
+    """How bad an exit code is: interrupted > aborted > failed > ok."""
+    return {EXIT_OK: 0, EXIT_FAILED: 1, EXIT_ABORTED: 2}.get(code, 3)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    manifests = jobs.load_all(manifest_paths(args.manifests))
+    for job in manifests:
+        logs.problems(log, job.warnings, logging.WARNING)
+        if not args.quiet:
+            found = estimate.summary(job, jobs.price_table(job, jobs.RunOptions(prices=args.prices)))
+            if args.log_format == "json":
+                print(orjson.dumps(found.fields()).decode())
+            else:
+                print("\n".join(found.lines()))
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    try:
+        report = orjson.loads((args.job_dir / "report.json").read_bytes())
+    except OSError as exc:
+        raise UsageError(
+            f"{args.job_dir}: no report.json here ({exc.strerror}); is this a job folder?"
+        ) from None
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"{args.job_dir}/report.json is not valid JSON ({exc})") from None
+    images = [f for item in report["items"] for f in item["files"] if not f.endswith(".json")]
+    made = thumbs.backfill(args.job_dir, images)
+    if made:
+        log.info("made %d missing thumbnail(s)", made)
+    gallery.write(args.job_dir, report)
+    _summary(args, report, args.job_dir)
+    return exit_code(report)
+
+
+def _summary(args: argparse.Namespace, report: dict[str, Any], folder: Path) -> None:
+    """A job's summary on stdout; in JSON mode, its ``job_summary`` event instead."""
+    if args.log_format == "json":
+        logs.job_finished(report, str(folder), exit_code(report), event="job_summary")
+    elif not args.quiet:
+        print("\n".join(summary_lines(report, str(folder))))
+
+
+def _merge(args: argparse.Namespace) -> int:
+    report, folder = merge.merge(args.folders, args.output)
+    if report.get("missing_shards"):
+        log.warning("shards %s are missing from the merge", ", ".join(report["missing_shards"]))
+    _summary(args, report, folder)
+    return exit_code(report)
+
+
+def _simulator(args: argparse.Namespace) -> int:
+    from batchgen.sim.simulator import (
+        serve_forever,  # aiohttp's server: only this command and --simulate need it
+    )
+
+    cfg = _simulator_config(args, "", port=args.port)
+
+    def ready(message: str) -> None:
+        if args.log_format == "json":
+            message = orjson.dumps({"event": "simulator_ready", "message": message}).decode()
+        print(message, flush=True)
+
+    asyncio.run(serve_forever(cfg, ready))
+    return EXIT_OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from batchgen.manifest import schema
+
+    sys.stdout.write(schema.text())
+    return EXIT_OK
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    sys.stdout.write(shtab.complete(arguments.parser(), shell=args.shell))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _run,
+    "retry": _retry,
+    "redo": _redo,
+    "validate": _validate,
+    "report": _report,
+    "merge": _merge,
+    "simulator": _simulator,
+    "schema": _schema,
+    "completion": _completion,
+}

@@ -1,0 +1,230 @@
+"""Where files are written: atomically, and only inside the job folder.
+
+Every file appears whole or not at all: written to a temp file in the same
+folder, fsync'd, renamed over the target, and the folder fsync'd, so a crash
+or ``kill -9`` leaves complete images or none. All methods block; the runner
+calls them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import orjson
+
+from batchgen.errors import StoreError
+from batchgen.images import GIF, JPEG, PNG, WEBP, GeneratedImage
+
+HISTORY = "history"
+TEMP_PREFIX = ".batchgen-"
+TEMP_SUFFIX = ".tmp"
+_IMAGE_EXTS = tuple(f.ext for f in (PNG, JPEG, WEBP, GIF))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    path: str  # relative to the job folder
+    sha256: str
+    bytes: int
+    mime: str
+
+
+def _remove_stale(folder: Path, names: list[str]) -> list[str]:
+    """Delete the temp files a crashed run left in ``folder`` (listed as ``names``); the other names."""
+    kept = []
+    for name in names:
+        if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / name)
+        else:
+            kept.append(name)
+    return kept
+
+
+class JobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._real_root = root.resolve()
+        self._folders: dict[Path, bool] = {}
+        self._existing: set[str] = set()  # image files there before this run (relative paths)
+
+    def prepare(self) -> None:
+        """Create the folders and remove temp files a crashed run left behind."""
+        try:
+            (self.root / "images").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.root / 'images'}: {exc.strerror}") from exc
+        self._real_root = self.root.resolve()
+        self._folders.clear()
+        self.tidy()
+        # One listing: images/ of a catalog holds 200,000 names.
+        names = _remove_stale(self.root / "images", os.listdir(self.root / "images"))
+        self._existing = {f"images/{name}" for name in names}
+
+    def tidy(self) -> None:
+        """Remove the temp files a crashed write left in the job folder itself (not in images/)."""
+        _remove_stale(self.root, os.listdir(self.root))
+
+    def path(self, relative: str) -> Path:
+        """The path of ``relative``, refused if it would leave the job folder.
+
+        Lexically (no absolute path, no ``..``), and by where its folder really is; folders
+        are resolved once each, since a catalog writes thousands of files into one.
+        Renames and unlinks act on a symlink itself, never on what it points to.
+        """
+        parts = PurePosixPath(relative).parts
+        if not parts or os.path.isabs(relative) or ".." in parts or "\0" in relative:
+            raise StoreError(f"refusing to write {relative!r}: outside the job folder {self.root}")
+        target = self.root / relative
+        inside = self._folders.get(target.parent)
+        if inside is None:
+            inside = self._folders[target.parent] = target.parent.resolve().is_relative_to(self._real_root)
+        if not inside:
+            raise StoreError(f"refusing to write {relative!r}: outside the job folder {self.root}")
+        return target
+
+    def write_bytes(self, relative: str, data: bytes, *, durable: bool = True) -> None:
+        with self.open_atomic(relative, durable=durable) as f:
+            f.write(data)
+
+    @contextlib.contextmanager
+    def open_atomic(self, relative: str, *, durable: bool = True) -> Iterator[BinaryIO]:
+        """A file to write, which appears under its name whole when the block ends, or never.
+
+        ``durable``: fsync'd before it appears. Without, it is still whole after a crash of
+        the process (the rename is atomic), and ``sync()`` makes it durable at the job's end.
+        """
+        target = self.path(relative)
+        # Not tempfile.mkstemp: its files are 0600, and images are meant to be shared.
+        temp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError as exc:
+            raise StoreError(f"cannot write in {target.parent}: {exc.strerror}") from exc
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                if durable:
+                    os.fsync(f.fileno())
+            os.replace(temp, target)
+        except BaseException as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            if isinstance(exc, OSError):
+                raise StoreError(f"cannot write {target}: {exc.strerror}") from exc
+            raise
+        # No directory fsync per file (one per folder in sync()): a rename lost to a power cut
+        # leaves the old file or none, and the next run's journal-against-files check sends that
+        # item again. The file's own data is fsync'd above, so what appears is always whole.
+
+    def write_json(self, relative: str, data: Any, *, durable: bool = True) -> None:
+        self.write_bytes(relative, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n", durable=durable)
+
+    def write_images(self, stems: Sequence[str], images: Sequence[GeneratedImage]) -> list[StoredFile]:
+        """One file per image, named by stem and the format its bytes show."""
+        if len(images) > len(stems):
+            images = images[: len(stems)]  # the service sent more than asked; keep what was asked
+        stored = []
+        for stem, image in zip(stems, images, strict=False):
+            relative = f"{stem}.{image.format.ext}"
+            self.write_bytes(relative, image.data)
+            self._remove_other_formats(stem, image.format.ext)
+            self._existing.add(relative)
+            stored.append(
+                StoredFile(
+                    relative,
+                    hashlib.sha256(image.data).hexdigest(),
+                    len(image.data),
+                    image.format.mime,
+                )
+            )
+        return stored
+
+    def _remove_other_formats(self, stem: str, keep: str) -> None:
+        # A regenerated image may come back as JPEG where it was PNG; the old one must not linger.
+        # Only files there when the job started can be such leftovers: no failing unlink per image.
+        for ext in _IMAGE_EXTS:
+            name = f"{stem}.{ext}"
+            if ext != keep and name in self._existing:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path(name).unlink()
+
+    def intact(self, files: Sequence[tuple[str, int]]) -> bool:
+        """Every ``(path, size)`` is there with that size.
+
+        Size, not a hash: files are written atomically, so a damaged one is a missing or
+        truncated one, and re-hashing gigabytes on every run would make re-runs of large
+        catalogs slow.
+        """
+        if not files:
+            return False
+        root = str(self.root)
+        for relative, size in files:
+            try:
+                if os.stat(f"{root}/{relative}").st_size != size:
+                    return False
+            except OSError:
+                return False
+        return True
+
+    def archive(self, files: Sequence[str], version: int) -> None:
+        """Keep ``files`` (an item's images and sidecar) as version ``version`` in ``history/``,
+        before a new version replaces them: ``images/a.png`` becomes ``history/a.<version>.png``.
+
+        A hard link, so the file stays where it is until the new one is renamed over it: a crash
+        at any point leaves the old image or the new one under ``images/``, never neither.
+        Never deletes or overwrites anything already in ``history/``.
+        """
+        (self.root / HISTORY).mkdir(exist_ok=True)
+        for relative in files:
+            source = self.path(relative)
+            stem, dot, ext = PurePosixPath(relative).name.rpartition(".")
+            target = self.path(
+                f"{HISTORY}/{stem}.{version}{dot}{ext}" if dot else f"{HISTORY}/{ext}.{version}"
+            )
+            try:
+                os.link(source, target)
+            except FileExistsError:
+                continue  # kept by an earlier redo that stopped before its journal line
+            except FileNotFoundError:
+                continue
+            except OSError:
+                # A file system without hard links: a copy, renamed into place whole.
+                try:
+                    self.write_bytes(str(target.relative_to(self.root)), source.read_bytes())
+                except FileNotFoundError:
+                    continue
+        _fsync_dir(self.root / HISTORY)
+
+    def sync(self) -> None:
+        """Make this run's files durable: once per job, not once per file."""
+        os.sync()  # the sidecars written without their own fsync
+        for folder in (self.root / "images", self.root):
+            _fsync_dir(folder)
+
+
+def history_name(relative: str, version: int) -> str:
+    """Where version ``version`` of ``images/a.png`` is kept: ``history/a.<version>.png``."""
+    stem, dot, ext = PurePosixPath(relative).name.rpartition(".")
+    return f"{HISTORY}/{stem}.{version}.{ext}" if dot else f"{HISTORY}/{ext}.{version}"
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the rename is still atomic
+    finally:
+        os.close(fd)

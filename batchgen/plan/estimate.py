@@ -1,0 +1,98 @@
+"""What a manifest will cost and make: counts, sizes and estimated spend (``validate``, ``--max-cost``)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from batchgen.manifest import provider
+from batchgen.manifest.manifest import ItemSpec, Manifest
+from batchgen.plan.pricing import PriceTable
+
+
+def item_cost(item: ItemSpec, prices: PriceTable) -> float:
+    return prices.cost(item.model, provider.size_class(item.size, item.image_size), item.n)
+
+
+def total_cost(items: Iterable[ItemSpec], prices: PriceTable) -> float:
+    return sum(item_cost(item, prices) for item in items)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What one manifest will make and cost: what ``validate`` prints, as text or as JSON."""
+
+    manifest: str
+    job: str
+    items: int
+    images: int
+    sizes: dict[str, int]  # what the service will make ("2K 16:9", "1024x1792"): images
+    groups: list[tuple[str, str, int, int, float]]  # model, size class, requests, images, cost
+    total: float
+    currency: str
+    source: str
+
+    def lines(self) -> list[str]:
+        lines = [
+            f"{self.manifest}: ok: job {self.job!r}, {self.items} items, {self.items} requests,"
+            f" {self.images} images",
+            "  sizes: " + ", ".join(f"{shape} x{count}" for shape, count in self.sizes.items()),
+        ]
+        for model, klass, requests, count, cost in self.groups:
+            money = f"~{self.currency} {cost:,.2f}"
+            lines.append(f"  {model:<18} {klass:>3}  {requests:>6} requests {count:>6} images  {money}")
+        lines.append(f"  estimated cost ~{self.currency} {self.total:,.2f} (estimates from {self.source})")
+        return lines
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "event": "manifest_ok",
+            "manifest": self.manifest,
+            "job": self.job,
+            "items": self.items,
+            "requests": self.items,
+            "images": self.images,
+            "sizes": self.sizes,
+            "by_model": [
+                {"model": m, "size_class": k, "requests": r, "images": n, "estimated_cost": round(c, 4)}
+                for m, k, r, n, c in self.groups
+            ],
+            "estimated_cost": round(self.total, 4),
+            "currency": self.currency,
+            "prices": self.source,
+        }
+
+
+def summary(job: Manifest, prices: PriceTable) -> Estimate:
+    """Counts, sizes and estimated cost of one manifest."""
+    groups: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    sizes: dict[str, int] = defaultdict(int)
+    for item in job.items:
+        klass = provider.size_class(item.size, item.image_size)
+        groups[(item.model, klass)][0] += 1
+        groups[(item.model, klass)][1] += item.n
+        # What the service will make: the resolution class it bills, and the shape.
+        if item.aspect_ratio is not None:
+            shape = f"{klass} {item.aspect_ratio}"
+        elif provider.WXH.match(item.size) and item.image_size is None:
+            shape = item.size
+        else:
+            shape = klass
+        sizes[shape] += item.n
+    rows = [
+        (model, klass, requests, count, prices.cost(model, klass, count))
+        for (model, klass), (requests, count) in sorted(groups.items())
+    ]
+    return Estimate(
+        manifest=str(job.path),
+        job=job.job,
+        items=len(job.items),
+        images=sum(item.n for item in job.items),
+        sizes=dict(sorted(sizes.items())),
+        groups=rows,
+        total=sum(row[4] for row in rows),
+        currency=prices.currency,
+        source=str(prices.source),
+    )
