@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -26,6 +27,9 @@ from batchgen.plan.resume import Mode
 from batchgen.report import gallery, merge
 from batchgen.report.report import summary_lines
 from batchgen.sim.settings import SimulatorConfig
+
+if TYPE_CHECKING:
+    from batchgen.service.client import ImageClient
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -135,7 +139,6 @@ def _options(args: argparse.Namespace, output: Path | None, mode: Mode) -> jobs.
     limits = {k: v for k, v in given.items() if v is not None}
     return jobs.RunOptions(
         overrides=config.Overrides(args.base_url, output, limits, args.simulate),
-        simulator=_simulator_config(args, "sim_"),
         mode=mode,
         max_failures=args.max_failures,
         max_cost=args.max_cost,
@@ -146,13 +149,21 @@ def _options(args: argparse.Namespace, output: Path | None, mode: Mode) -> jobs.
 
 def _send(args: argparse.Namespace, manifests: Sequence[jobs.Loaded], options: jobs.RunOptions) -> int:
     as_json = args.log_format == "json"
+    connect = _simulated(_simulator_config(args, "sim_")) if args.simulate else None
     done: list[tuple[jobs.JobOutput, int]] = []
     for job in manifests:
         progress = ProgressBar() if _show_progress(args) else None
         listeners = [f for f in (progress, logs.event_logger(job.job) if as_json else None) if f]
         try:
             output = asyncio.run(
-                jobs.run_manifest(job, options, os.environ, on_event=_fan_out(listeners), handle_signals=True)
+                jobs.run_manifest(
+                    job,
+                    options,
+                    os.environ,
+                    on_event=_fan_out(listeners),
+                    connect=connect,
+                    handle_signals=True,
+                )
             )
         finally:
             if progress:
@@ -170,6 +181,22 @@ def _send(args: argparse.Namespace, manifests: Sequence[jobs.Loaded], options: j
         for output, _ in done:
             print("\n".join(summary_lines(output.report, str(output.folder))))
     return max((code for _, code in done), key=_severity)
+
+
+def _simulated(cfg: SimulatorConfig) -> jobs.Connect:
+    """--simulate: each job talks to a simulator of its own, started when the job first sends
+    (a job with nothing to send starts none)."""
+
+    @contextlib.asynccontextmanager
+    async def connect(settings: config.RunSettings) -> AsyncIterator[ImageClient]:
+        from batchgen.sim.simulator import Simulator  # aiohttp's server: only --simulate needs it
+
+        async with Simulator(cfg) as sim:
+            log.info("simulating the service at %s", sim.base_url)
+            async with jobs.http_client(replace(settings, base_url=sim.base_url)) as client:
+                yield client
+
+    return connect
 
 
 def _fan_out(listeners: list[Callable[[Event], None]]) -> Callable[[Event], None]:

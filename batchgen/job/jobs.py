@@ -33,13 +33,16 @@ from batchgen.plan.plan import plan_item
 from batchgen.plan.resume import Mode
 from batchgen.report import gallery
 from batchgen.report.report import build_report
-from batchgen.sim.settings import SimulatorConfig
 
 if TYPE_CHECKING:
-    # The modules that bring in aiohttp (the runner, the client, the simulator) are imported
-    # where a run may send: a nightly re-run with nothing to do starts without them.
+    # The modules that bring in aiohttp (the runner, the client) are imported where a run may
+    # send: a nightly re-run with nothing to do starts without them.
     from batchgen.engine.runner import Runner, Sleep
     from batchgen.service.client import ImageClient
+
+# How a run reaches the service: given the settings, an open client for the run's length. The
+# command line passes one that starts the simulator for --simulate; the default talks HTTP.
+Connect = Callable[[config.RunSettings], contextlib.AbstractAsyncContextManager["ImageClient"]]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,6 @@ Loaded = manifest.Manifest | Unchanged
 @dataclass(frozen=True)
 class RunOptions:
     overrides: config.Overrides = field(default_factory=config.Overrides)
-    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     mode: Mode = Mode.RUN
     max_failures: int | None = None
     max_cost: float | None = None
@@ -208,7 +210,7 @@ async def run_manifest(
     environ: Mapping[str, str],
     *,
     on_event: Callable[[Event], None] = lambda event: None,
-    client: ImageClient | None = None,
+    connect: Connect | None = None,
     sleep: Sleep | None = None,
     handle_signals: bool = False,
 ) -> JobOutput:
@@ -259,7 +261,7 @@ async def run_manifest(
         previews = thumbs.Background(folder)
         try:
             book.run_started(job.path, time.time(), shard_label)
-            async with _client(settings, options, client) as active:
+            async with (connect or http_client)(settings) as active:
                 limits = settings.limits
                 runner = Runner(
                     job=job.job,
@@ -485,25 +487,15 @@ def _signals(runner: Runner, grace_s: float, caught: _Caught) -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def _client(
-    settings: config.RunSettings, options: RunOptions, given: ImageClient | None
-) -> AsyncIterator[ImageClient]:
+async def http_client(settings: config.RunSettings) -> AsyncIterator[ImageClient]:
+    """The service at ``settings.base_url``, over HTTP."""
     from batchgen.service.client import HttpImageClient
-    from batchgen.sim.simulator import Simulator
 
-    if given is not None:
-        yield given
-        return
-    async with contextlib.AsyncExitStack() as stack:
-        base_url = settings.base_url
-        if options.overrides.simulate:
-            sim = await stack.enter_async_context(Simulator(options.simulator))
-            base_url = sim.base_url
-            log.info("simulating the service at %s", base_url)
-        http = HttpImageClient(
-            base_url,
-            settings.api_key,
-            timeout_s=settings.limits.timeout_s,
-            max_request_bytes=settings.max_request_bytes,
-        )
-        yield await stack.enter_async_context(http)
+    http = HttpImageClient(
+        settings.base_url,
+        settings.api_key,
+        timeout_s=settings.limits.timeout_s,
+        max_request_bytes=settings.max_request_bytes,
+    )
+    async with http as client:
+        yield client
