@@ -17,11 +17,15 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchgen.config import Limits
+
+_DEFAULT = Limits()  # the one place default limits are written
+
 
 @dataclass
 class Guards:
-    max_consecutive_failures: int = 20
-    pause_s: float = 60.0
+    max_consecutive_failures: int = _DEFAULT.max_consecutive_failures
+    pause_s: float = _DEFAULT.retry_cap_s
     max_failures: int | None = None
     max_cost: float | None = None
 

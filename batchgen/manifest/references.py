@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pybase64
 
+from batchgen.config import Limits
 from batchgen.errors import ReferenceImageError
 from batchgen.images import SNIFF_BYTES, ImageFormat, sniff
 from batchgen.manifest import shrink
+
+_DEFAULT = Limits()  # the one place default limits are written
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +102,8 @@ class ReferenceLoader:
         max_bytes: int,
         cache_bytes: int = 64 * 1024 * 1024,
         *,
-        max_side: int = 2048,
-        send_bytes: int = 4 * 1024 * 1024,
+        max_side: int = _DEFAULT.reference_max_side,
+        send_bytes: int = _DEFAULT.reference_send_bytes,
     ) -> None:
         self._max_bytes = max_bytes
         self._cache_bytes = cache_bytes
