@@ -210,6 +210,28 @@ def test_max_cost_refuses_a_job_estimated_over_it(
     assert job.run("--max-cost", "0.01") == 0  # nothing left to send, nothing to spend
 
 
+def test_max_cost_prices_what_the_run_will_send_edited_items_and_deleted_images_too(
+    tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, items(10))
+    assert job.run() == 0
+    edited = items(10)
+    for k in (0, 1, 2):
+        edited[k]["prompt"] = f"p {k}, now in blue"
+    job.write(edited)
+    for k in (7, 8, 9):
+        (job.out / f"cat/images/i{k}.png").unlink()
+    sent = sim.stats.requests
+    one = job.report()["estimated_cost"] / 10
+    # Six items to send: three edited, three whose image is gone. All ten are journaled as
+    # succeeded, so a check that reads only the journal would price nothing and let the job start.
+    assert job.run("--max-cost", f"{5.5 * one:.6f}") == 2
+    assert "over --max-cost" in capsys.readouterr().err
+    assert sim.stats.requests == sent
+    assert job.run("--max-cost", f"{6.5 * one:.6f}") == 0
+    assert sim.stats.requests == sent + 6
+
+
 def test_a_second_run_of_the_same_job_is_refused(
     tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:

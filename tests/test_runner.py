@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -19,6 +19,8 @@ from batchgen.outcomes import Event, ItemFinished, ItemRetrying, ItemStatus, Job
 from batchgen.output.store import JobStore
 from batchgen.plan.plan import plan_item
 from batchgen.plan.pricing import PriceTable
+from batchgen.plan.resume import Mode
+from batchgen.plan.triage import Triage, decided
 
 from .fakes import LINKS, OK, FakeClient, error, make_spec
 
@@ -46,6 +48,7 @@ def runner(
     fake: FakeTime | None = None,
     real_sleep: bool = False,
     events: list[Event] | None = None,
+    io: Executor | None = None,
     **policy: float,
 ) -> Runner:
     fake = fake or FakeTime()
@@ -61,13 +64,14 @@ def runner(
         on_event=(events.append if events is not None else lambda e: None),
         sleep=None if real_sleep else fake.sleep,
         clock=fake.clock,
+        io=io,
     )
 
 
 async def run(r: Runner, specs: list) -> JobRun:  # type: ignore[type-arg]
-    return await r.run(
-        specs, partial(plan_item, reference_field="reference_images", prices=PriceTable.default())
-    )
+    planner = partial(plan_item, reference_field="reference_images", prices=PriceTable.default())
+    triage = Triage(planner, {}, r.store, r.references, Mode.RUN)
+    return await r.run(specs, decided(triage, specs))
 
 
 async def test_success_writes_images_and_a_sidecar_without_reference_bytes(
@@ -321,8 +325,8 @@ class GatedExecutor(ThreadPoolExecutor):
 async def test_an_answered_request_frees_its_slot_while_its_images_are_written(tmp_path: Path) -> None:
     client = FakeClient()
     events: list[Event] = []
-    r = runner(tmp_path, client, concurrency=1, events=events)
-    r.io = io = GatedExecutor()
+    io = GatedExecutor()
+    r = runner(tmp_path, client, concurrency=1, events=events, io=io)
     try:
         task = asyncio.create_task(run(r, [make_spec(k) for k in range(4)]))
         for _ in range(50):  # every chance to send what it will while nothing can be written

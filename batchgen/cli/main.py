@@ -19,7 +19,7 @@ from batchgen import config
 from batchgen.cli import arguments, logs
 from batchgen.cli.progress import ProgressBar, TqdmLogHandler
 from batchgen.errors import JobLockedError, ManifestError, StoreError, UsageError
-from batchgen.job import jobs, memory
+from batchgen.job import jobs, memory, reopen
 from batchgen.outcomes import Event, JobStatus
 from batchgen.output import thumbs
 from batchgen.plan import estimate
@@ -120,13 +120,13 @@ def manifest_paths(given: Sequence[Path]) -> list[Path]:
 
 def _retry(args: argparse.Namespace) -> int:
     mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED
-    job, options = jobs.load_for_retry(args.job_dir, _options(args, None, mode), args.manifest)
+    job, options = reopen.load_for_retry(args.job_dir, _options(args, None, mode), args.manifest)
     return _send(args, [job], options)
 
 
 def _redo(args: argparse.Namespace) -> int:
-    job, options = jobs.load_for_retry(args.job_dir, _options(args, None, Mode.REDO), args.manifest)
-    ids = jobs.redo_ids(job, options, args.ids, args.ids_file)
+    job, options = reopen.load_for_retry(args.job_dir, _options(args, None, Mode.REDO), args.manifest)
+    ids = reopen.redo_ids(job, options, args.ids, args.ids_file)
     return _send(args, [job], replace(options, redo=ids))
 
 

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from batchgen.manifest import provider
-from batchgen.manifest.manifest import ItemSpec, Manifest
+from batchgen.manifest.manifest import Manifest
 from batchgen.plan.pricing import PriceTable
-
-
-def item_cost(item: ItemSpec, prices: PriceTable) -> float:
-    return prices.cost(item.model, provider.size_class(item.size, item.image_size), item.n)
-
-
-def total_cost(items: Iterable[ItemSpec], prices: PriceTable) -> float:
-    return sum(item_cost(item, prices) for item in items)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,94 @@
+"""What an item leaves in the job folder: its images, its sidecar, its journal line.
+
+All of it blocks (hashing, writing, fsync), so it runs in the I/O threads, never on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+from batchgen.images import GeneratedImage
+from batchgen.manifest.references import LoadedReference, LocalReference, Reference
+from batchgen.output import thumbs
+from batchgen.output.journal import Entry, Journal, entry_record
+from batchgen.output.store import JobStore, StoredFile
+from batchgen.plan.plan import PlannedRequest, build_body
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Made:
+    """What an item's answer came to, for its sidecar."""
+
+    created: int | None
+    attempts: int
+    latency_s: float
+
+
+@dataclass
+class Writer:
+    store: JobStore
+    journal: Journal | None = None
+    io: Executor | None = None  # threads for blocking file work (None: the loop's default)
+    thumbnails: thumbs.Background | None = None  # makes the gallery's previews of what is written
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Reading references, writing files, appending to the journal: in the I/O threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.io, partial(fn, *args))
+
+    async def journal_entry(self, entry: Entry) -> None:
+        if self.journal is not None:
+            await self.blocking(self.journal.append, entry_record(entry, time.time()))
+
+    def save(
+        self,
+        request: PlannedRequest,
+        images: Sequence[GeneratedImage],
+        loaded: Sequence[LoadedReference],
+        made: Made,
+        replacing: Entry | None = None,
+    ) -> list[StoredFile]:
+        """``replacing``: the entry of the image these replace, moved into history/ first."""
+        if replacing is not None:
+            self.store.archive([*(f.path for f in replacing.files), request.sidecar], replacing.version)
+            thumbs.forget(self.store.root, (f.path for f in replacing.files))  # never the old picture's
+        stored = self.store.write_images(request.image_stems, images)
+        if self.thumbnails is not None:
+            for kept in stored:
+                self.thumbnails.add(kept.path)
+        shown = [_describe(ref, got) for ref, got in zip(request.references, loaded, strict=True)]
+        # The sidecar is metadata the journal also holds (files, sizes, sha256): it is renamed
+        # into place whole, and made durable with the rest of the job's files at the end.
+        self.store.write_json(
+            request.sidecar,
+            {
+                "id": request.id,
+                "request": build_body(request, shown),
+                "model": request.model,
+                "created": made.created,
+                "attempts": made.attempts,
+                "latency_s": round(made.latency_s, 3),
+                "files": [
+                    {"path": f.path, "sha256": f.sha256, "bytes": f.bytes, "mime": f.mime} for f in stored
+                ],
+                "estimated_cost": request.estimated_cost,
+            },
+            durable=False,
+        )
+        return stored
+
+
+def _describe(ref: Reference, loaded: LoadedReference) -> str:
+    """How a reference appears in a sidecar: never a multi-megabyte data URI."""
+    if isinstance(ref, LocalReference):
+        return f"file:{ref.written} {loaded.digest}"
+    if ref.url.startswith("data:"):
+        return f"{ref.url[:40]}… {loaded.digest}"
+    return ref.url

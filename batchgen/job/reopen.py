@@ -1,0 +1,92 @@
+"""A job folder opened again (``retry``, ``redo``): the manifest it was made from, found
+where the folder is now, and the ids a redo names, checked against the job."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from batchgen.errors import UsageError
+from batchgen.job.jobs import RunOptions
+from batchgen.manifest import manifest
+from batchgen.output import journal
+from batchgen.plan import shard
+
+log = logging.getLogger(__name__)
+
+
+def load_for_retry(
+    job_dir: Path, options: RunOptions, given: Path | None = None
+) -> tuple[manifest.Manifest, RunOptions]:
+    """The manifest an output folder was made from (or ``given``), and options that write back
+    into that folder."""
+    state = journal.read(job_dir)
+    if state.manifest is None:
+        raise UsageError(f"{job_dir}: no {journal.JOURNAL} with a run in it; is this a batchgen job folder?")
+    job = manifest.load(given or find_manifest(job_dir, state))
+    job_folder, sharded = job_dir, None
+    if state.shard and shard.FOLDER.match(job_dir.name):
+        job_folder, sharded = job_dir.parent, shard.parse(state.shard)
+    if job.job != job_folder.name:
+        raise UsageError(f"{job.path} now names job {job.job!r}, not {job_folder.name!r}; run it with `run`")
+    overrides = replace(options.overrides, output_dir=job_folder.parent)
+    return job, replace(options, overrides=overrides, shard=sharded)
+
+
+def redo_ids(
+    job: manifest.Manifest, options: RunOptions, given: Sequence[str], ids_file: Path | None
+) -> frozenset[str]:
+    """The ids a redo names, checked against the job: an unknown one is an error, and nothing is sent."""
+    wanted = list(given)
+    if ids_file is not None:
+        try:
+            text = ids_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"{ids_file}: cannot be read ({getattr(exc, 'strerror', None) or exc})"
+            ) from None
+        wanted += [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    wanted = [w for w in wanted if w]
+    if not wanted:
+        raise UsageError(
+            "name the items to make again: batchgen redo OUTPUT_JOB_DIR ID... or --ids-file FILE"
+        )
+    items = job.items
+    if options.shard is not None:
+        k, n = options.shard
+        items = tuple(i for i in items if shard.shard_of(i.id, n) == k)
+    known = {item.id for item in items}
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        where = f"shard {options.shard[0]}/{options.shard[1]} of " if options.shard else ""
+        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise UsageError(
+            f"{len(unknown)} id(s) not in {where}job {job.job!r} ({job.path}): {shown}; nothing was sent"
+        )
+    return frozenset(wanted)
+
+
+def find_manifest(job_dir: Path, state: journal.JournalState) -> Path:
+    """Where the manifest is now: relative to the job folder first (a moved or copied project
+    finds its own copy), then where the run recorded it (a job folder moved on its own)."""
+    assert state.manifest is not None
+    relative = job_dir / state.manifest_relative if state.manifest_relative else None
+    if relative is not None and relative.is_file():
+        return relative
+    recorded = Path(state.manifest)
+    if recorded.is_file():
+        if relative is not None:
+            log.warning(
+                "%s: no manifest at %s (where it was relative to this folder); using %s, where the run"
+                " recorded it (give another with --manifest FILE)",
+                *(job_dir, os.path.normpath(relative), recorded),
+            )
+        return recorded
+    if relative is not None:
+        where = f"neither at {os.path.normpath(relative)} (relative to this folder) nor at {recorded}"
+    else:
+        where = f"no longer at {recorded}"
+    raise UsageError(f"{job_dir}: the manifest it was made from is {where}; give it with --manifest FILE")

@@ -1,0 +1,134 @@
+"""What a run leaves for people: report.json, report.html, and the stamp that lets the next
+run of an unchanged job skip planning; and the replay of such a job, from its stamp alone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from batchgen.job import memory, unchanged
+from batchgen.job.unchanged import Unchanged
+from batchgen.manifest import manifest
+from batchgen.outcomes import Event, ItemFinished, ItemOutcome, ItemStatus, JobStarted
+from batchgen.output.store import JobStore
+from batchgen.plan.resume import Mode
+from batchgen.report import gallery
+from batchgen.report.report import build_report
+
+if TYPE_CHECKING:
+    from batchgen.engine.runner import JobRun
+    from batchgen.job.jobs import RunOptions
+
+log = logging.getLogger(__name__)
+
+# Runs in these modes compare every item with its journal entry: what they end with can be stamped.
+STAMPS = frozenset({Mode.RUN, Mode.FORCE})
+
+
+def write_report(
+    job: manifest.Manifest,
+    items: Sequence[manifest.ItemSpec],
+    run: JobRun,
+    options: RunOptions,
+    store: JobStore,
+    shard_label: str | None,
+    sources: list[tuple[str, manifest.Signature]],
+) -> dict[str, Any]:
+    """report.json, report.html, and the stamp that lets tomorrow's run skip all this."""
+    report = build_report(
+        job=job.job,
+        manifest=str(job.path),
+        outcomes=run.outcomes,
+        aborted=run.aborted,
+        interrupted=run.interrupted,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        shard=shard_label,
+    )
+    store.write_json("report.json", report)
+    table, param_of = _params(items)
+    gallery.write(store.root, report, _cards(run.outcomes, (table[k] for k in param_of)))
+    finished = run.aborted is None and run.interrupted is None
+    if finished and options.mode in STAMPS and unchanged.stampable(run.outcomes):
+        wanted = unchanged.key(job, options.shard, options.prices)
+        unchanged.write(store, wanted, sources, run.outcomes, table, param_of, job.warnings)
+    return report
+
+
+async def replay(
+    job: Unchanged,
+    store: JobStore,
+    shard_label: str | None,
+    on_event: Callable[[Event], None],
+    started: float,
+) -> dict[str, Any] | None:
+    """A re-run of a job its stamp says is finished and unchanged: the report and gallery written
+    as the long way would write them, nothing sent. None if the stamp no longer holds."""
+    with memory.bulk():
+        stamp = job.stamp
+        outcomes = await asyncio.to_thread(unchanged.outcomes, stamp, store)
+        if outcomes is None:
+            return None
+        for warning in stamp.warnings:
+            log.warning("%s", warning)
+        on_event(JobStarted(job.job, len(outcomes)))
+        for outcome in outcomes:
+            on_event(ItemFinished(outcome))
+        # Nothing is added to the journal: it records what runs change, and this one changes nothing
+        # (so the stamp stays true for the next night as it is).
+        report = build_report(
+            job=job.job,
+            manifest=str(job.path),
+            outcomes=outcomes,
+            aborted=None,
+            started_at=started,
+            finished_at=time.time(),
+            shard=shard_label,
+        )
+        store.write_json("report.json", report)
+        gallery.write(store.root, report, _cards(outcomes, unchanged.param_rows(stamp)))
+        return report
+
+
+def _params(items: Sequence[manifest.ItemSpec]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The parameters each item is asked with, as the gallery lists them: each distinct set once,
+    and the index of each item's."""
+    table: list[dict[str, Any]] = []
+    seen: dict[tuple[Any, ...], int] = {}
+    param_of: list[int] = []
+    for spec in items:
+        key = (spec.model, spec.size, spec.n, spec.response_format, id(spec.extra_fields))
+        k = seen.get(key)
+        if k is None:
+            body = {
+                "model": spec.model,
+                "size": spec.size,
+                "n": spec.n,
+                "response_format": spec.response_format,
+                "extra_fields": spec.extra_fields,
+            }
+            k = seen[key] = len(table)
+            table.append(gallery.request_params(body))
+        param_of.append(k)
+    return table, param_of
+
+
+def _cards(outcomes: Sequence[ItemOutcome], params: Iterable[Mapping[str, Any]]) -> Iterator[gallery.Card]:
+    """The gallery's cards, from the run's outcomes and each item's parameters (never re-read from disk)."""
+    value = {status: status.value for status in ItemStatus}  # Enum.value is slow, 100,000 times
+    for outcome, asked in zip(outcomes, params, strict=True):
+        failure = outcome.failure
+        yield gallery.Card(
+            id=outcome.id,
+            status=value[outcome.status],
+            attempts=outcome.attempts,
+            files=outcome.files,
+            prompt=outcome.prompt,
+            params=asked,
+            error_class=failure.error_class.value if failure else None,
+            message=failure.message if failure else None,
+            version=outcome.version,
+        )
