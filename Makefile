@@ -46,6 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check batchgen tests docs
 	$(BIN)/ruff format --check batchgen tests docs
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff format batchgen tests docs
