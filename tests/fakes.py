@@ -13,7 +13,7 @@ from batchgen.errors import ErrorClass, RequestError
 from batchgen.images import PNG, GeneratedImage
 from batchgen.manifest.manifest import ItemSpec
 from batchgen.manifest.references import Reference
-from batchgen.service.client import Generation
+from batchgen.service.client import Generation, Room, no_wait
 
 from .conftest import png_bytes
 
@@ -58,7 +58,7 @@ class FakeClient:
     scripts: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     images_per_call: int | None = None
     calls: list[tuple[str, dict[str, Any], str]] = field(default_factory=list)
-    released: list[str] = field(default_factory=list)  # prompts whose results were released
+    answered: list[str] = field(default_factory=list)  # prompts whose answers were read, in order
     link_scripts: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     downloads: list[str] = field(default_factory=list)
     _position: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -66,7 +66,9 @@ class FakeClient:
     def calls_for(self, prompt: str) -> int:
         return sum(1 for p, _, _ in self.calls if p == prompt)
 
-    async def generate(self, body: Mapping[str, Any], idempotency_key: str) -> Generation:
+    async def generate(
+        self, body: Mapping[str, Any], idempotency_key: str, room: Room = no_wait
+    ) -> Generation:
         prompt = str(body["prompt"])
         self.calls.append((prompt, dict(body), idempotency_key))
         script = self.scripts.get(prompt, [OK])
@@ -78,14 +80,16 @@ class FakeClient:
                 await entry.wait()
                 continue
             break
+        await room()  # as the real client does before it reads a body, an error page's too
+        self.answered.append(prompt)
         if isinstance(entry, RequestError):
             raise entry
         count = self.images_per_call or int(body.get("n", 1))
         if entry == LINKS:
             links = tuple(f"https://cdn.test/{prompt}/{k}.png" for k in range(count))
-            return Generation((), created=123, release=lambda: self.released.append(prompt), links=links)
+            return Generation((), created=123, links=links)
         images = tuple(GeneratedImage(png_bytes(hue=k), PNG) for k in range(count))
-        return Generation(images, created=123, release=lambda: self.released.append(prompt))
+        return Generation(images, created=123)
 
     async def download(self, url: str) -> GeneratedImage:
         """Links answer from ``link_scripts`` in turn (OK or a RequestError; the last repeats)."""

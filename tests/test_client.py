@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -388,35 +389,23 @@ class TestDownloads:
         assert not error.retryable
 
 
-class TestMemorySlots:
-    async def test_a_result_holds_its_slot_until_released(self, mocked: MockedApi) -> None:
-        mocked.post(URL_GEN, payload=b64_payload(png_bytes()), repeat=True)
-        async with HttpImageClient(BASE, None, timeout_s=5, images_at_once=2) as client:
-            first = await client.generate(BODY, "a")
-            second = await client.generate(BODY, "b")
-            assert client._images.locked()  # both slots taken: a third body would wait
-            first.release()
-            first.release()  # once only: a second call frees nothing more
-            assert not client._images.locked()
-            second.release()
-            assert client._images._value == 2
+async def test_a_body_is_read_only_once_the_caller_has_room_for_it(mocked: MockedApi) -> None:
+    mocked.post(URL_GEN, payload=b64_payload(png_bytes()))
+    room = asyncio.Event()
+    asked: list[str] = []
 
-    @pytest.mark.parametrize(
-        "answer",
-        [
-            {"status": 500, "payload": {"error": {"message": "boom"}}},
-            {"status": 200, "body": "<html>"},
-            {"exception": aiohttp.ServerDisconnectedError()},
-        ],
-    )
-    async def test_every_failure_gives_its_slot_back(
-        self, mocked: MockedApi, answer: dict[str, object]
-    ) -> None:
-        mocked.post(URL_GEN, **answer)  # type: ignore[arg-type]
-        async with HttpImageClient(BASE, None, timeout_s=5, images_at_once=1) as client:
-            with pytest.raises(RequestError):
-                await client.generate(BODY, "a")
-            assert not client._images.locked()
+    async def wait_for_room() -> None:
+        asked.append("room")
+        await room.wait()
+
+    async with HttpImageClient(BASE, None, timeout_s=5) as client:
+        answer = asyncio.create_task(client.generate(BODY, "a", wait_for_room))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert asked == ["room"]
+        assert not answer.done()
+        room.set()
+        assert (await asyncio.wait_for(answer, timeout=5)).images
 
 
 async def test_a_body_over_max_request_bytes_is_never_sent(mocked: MockedApi) -> None:

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from batchgen.engine.retry import RetryPolicy
+from batchgen.engine.room import ImageRoom
 from batchgen.engine.runner import JobRun, Runner
 from batchgen.errors import ErrorClass
 from batchgen.manifest.references import LocalReference, ReferenceLoader, UrlReference
@@ -49,6 +50,7 @@ def runner(
     real_sleep: bool = False,
     events: list[Event] | None = None,
     io: Executor | None = None,
+    room: ImageRoom | None = None,
     **policy: float,
 ) -> Runner:
     fake = fake or FakeTime()
@@ -65,6 +67,7 @@ def runner(
         sleep=None if real_sleep else fake.sleep,
         clock=fake.clock,
         io=io,
+        room=room or ImageRoom(),
     )
 
 
@@ -300,13 +303,6 @@ async def test_a_429_slows_the_whole_job_not_just_its_item(tmp_path: Path) -> No
     assert r.limiter.interval > 0
 
 
-async def test_every_success_releases_its_memory_slot_once(tmp_path: Path) -> None:
-    client = FakeClient({"p1": [error(ErrorClass.SERVER_ERROR), OK]})
-    result = await run(runner(tmp_path, client), [make_spec(0, "a", "p1"), make_spec(1, "b", "p2", n=2)])
-    assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED, ItemStatus.SUCCEEDED]
-    assert sorted(client.released) == ["p1", "p2"]
-
-
 class GatedExecutor(ThreadPoolExecutor):
     """I/O threads that hold every file operation until the test opens the gate."""
 
@@ -342,6 +338,49 @@ async def test_an_answered_request_frees_its_slot_while_its_images_are_written(t
         io.shutdown()
     assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED] * 4
     assert [prompt for prompt, _, _ in client.calls] == [f"prompt {k}" for k in range(4)]
+
+
+async def test_answers_wait_for_room_in_memory_until_earlier_images_are_written(tmp_path: Path) -> None:
+    # Room for one answer: the first is read, frees its concurrency slot (so all four requests
+    # go out) and waits for the disk; the other three bodies wait for room. A failed attempt
+    # gives its place back, or its retry (and every other answer) would wait forever.
+    client = FakeClient({"prompt 1": [error(ErrorClass.SERVER_ERROR), OK]})
+    io = GatedExecutor()
+    r = runner(tmp_path, client, concurrency=3, io=io, room=ImageRoom(1))
+    try:
+        task = asyncio.create_task(run(r, [make_spec(k) for k in range(4)]))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(client.calls) == 4
+        assert client.answered == ["prompt 0"]
+        assert r.room.taken == 1
+        io.gate.set()
+        result = await asyncio.wait_for(task, timeout=10)
+    finally:
+        io.gate.set()
+        io.shutdown()
+    assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED] * 4
+    assert client.calls_for("prompt 1") == 2
+    assert r.room.taken == 0
+
+
+async def test_every_answer_gives_its_place_back_whatever_becomes_of_it(tmp_path: Path) -> None:
+    client = FakeClient(
+        {"p1": [error(ErrorClass.SERVER_ERROR), OK], "p3": [error(ErrorClass.SAFETY_FILTER)], "p4": [LINKS]},
+        link_scripts={"https://cdn.test/p4/0.png": [error(ErrorClass.DOWNLOAD_FAILED)]},
+    )
+    r = runner(tmp_path, client, room=ImageRoom(2))
+    specs = [
+        make_spec(0, "a", "p1"),
+        make_spec(1, "b", "p2", n=2),
+        make_spec(2, "c", "p3"),
+        make_spec(3, "d", "p4"),
+    ]
+    result = await asyncio.wait_for(run(r, specs), timeout=10)
+    statuses = [o.status for o in result.outcomes]
+    assert statuses == [ItemStatus.SUCCEEDED, ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.FAILED]
+    assert len(client.answered) == 5
+    assert r.room.taken == 0
 
 
 class TestLinks:

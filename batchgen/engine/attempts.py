@@ -17,6 +17,7 @@ from tenacity import RetryCallState
 from batchgen.engine.guards import Guards
 from batchgen.engine.ratelimit import RateLimiter
 from batchgen.engine.retry import RetryPolicy, is_unconfirmed
+from batchgen.engine.room import Place
 from batchgen.engine.stopping import Stopping
 from batchgen.errors import ErrorClass, RequestError
 from batchgen.outcomes import Event, ItemRetrying
@@ -48,8 +49,10 @@ class Sender:
     on_event: Callable[[Event], None] = field(default=lambda event: None)
 
     async def send(
-        self, item_id: str, body: dict[str, Any], key: str, counts: Counts
+        self, item_id: str, body: dict[str, Any], key: str, counts: Counts, place: Place
     ) -> Generation | RequestError | None:
+        """``place``: where the answer's images will be held; taken as its body is read, and
+        given back here if the attempt fails (the caller gives it back once they are written)."""
         retrying = self.policy.retrying(
             sleep=self.sleep,
             stopped=self.stopping.is_set,
@@ -70,8 +73,9 @@ class Sender:
                     counts.attempts += 1
                     log.debug("%s: sending attempt %d%s", item_id, counts.attempts, " (probe)" * is_probe)
                     try:
-                        generation = await self.client.generate(body, key)
+                        generation = await self.client.generate(body, key, place.take)
                     except RequestError as exc:
+                        place.give_back()
                         last = exc
                         self._count_failure(item_id, exc, counts, is_probe)
                         raise

@@ -13,6 +13,7 @@ from batchgen.engine.attempts import Counts, Sender, Sleep
 from batchgen.engine.guards import Guards
 from batchgen.engine.links import fetch_all
 from batchgen.engine.retry import RetryPolicy
+from batchgen.engine.room import ImageRoom
 from batchgen.engine.stopping import Stopping
 from batchgen.engine.writing import Made, Writer
 from batchgen.errors import LinkError, RequestError, StoreError
@@ -39,6 +40,7 @@ class ItemAttempt:
     stopping: Stopping
     clock: Callable[[], float]
     fetch_sleep: Sleep
+    room: ImageRoom
     mode: Mode = Mode.RUN
 
     async def process(self, work: Work, counts: Counts, release: Callable[[], None]) -> ItemOutcome:
@@ -84,10 +86,11 @@ class ItemAttempt:
             return pending(request, counts)
         produced = False
         started = self.clock()
+        place = self.room.place()
         try:
             body = build_body(request, [ref.uri for ref in loaded])
             key = idempotency_key(self.job, request.id, request_fingerprint, version)
-            answer = await self.sender.send(request.id, body, key, counts)
+            answer = await self.sender.send(request.id, body, key, counts, place)
             if answer is None:
                 return pending(request, counts)
             if isinstance(answer, RequestError):
@@ -103,7 +106,7 @@ class ItemAttempt:
                     self.writer.save, request, images, loaded, made, replacing
                 )
             finally:
-                answer.release()  # the images are on disk (or lost): their memory slot is free
+                place.give_back()  # the images are on disk (or lost)
         except LinkError as exc:
             cost = request.estimated_cost
             return await self.failed(request, exc, counts, request_fingerprint, cost, replacing)

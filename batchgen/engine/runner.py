@@ -19,6 +19,7 @@ from batchgen.engine.guards import Guards
 from batchgen.engine.item import ItemAttempt, pending
 from batchgen.engine.ratelimit import RateLimiter
 from batchgen.engine.retry import RetryPolicy
+from batchgen.engine.room import ImageRoom
 from batchgen.engine.stopping import Stopping
 from batchgen.engine.writing import Writer
 from batchgen.manifest.manifest import ItemSpec
@@ -64,6 +65,7 @@ class Runner:
     requests_per_minute: float | None = None
     io: Executor | None = None  # threads for blocking file work (None: the loop's default)
     thumbnails: thumbs.Background | None = None  # makes the gallery's previews of what is written
+    room: ImageRoom = field(default_factory=ImageRoom)  # answers' images held in memory at once
 
     def __post_init__(self) -> None:
         self.stopping = Stopping(lambda event: self.on_event(event))
@@ -91,6 +93,7 @@ class Runner:
             self.stopping,
             self.clock,
             self.sleep or asyncio.sleep,  # between fetches of a link: what was paid for is fetched
+            self.room,
             self.mode,
         )
 

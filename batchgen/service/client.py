@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,9 +32,6 @@ from batchgen.service import responses
 log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 512 * 1024 * 1024
-# How many answers may be in memory at once (read, decoded, or waiting to be written), whatever
-# the concurrency: each can be several megabytes, and holding more than the disk takes gains nothing.
-IMAGES_AT_ONCE = 8
 USER_AGENT = f"batchgen/{__version__}"
 LARGE_BODY = 1 << 20
 _MASKED_KEY = re.compile(r"sk-[A-Za-z0-9_-]*\*{2,}[A-Za-z0-9_-]*")
@@ -43,20 +40,25 @@ _MASKED_KEY = re.compile(r"sk-[A-Za-z0-9_-]*\*{2,}[A-Za-z0-9_-]*")
 @dataclass(frozen=True, slots=True)
 class Generation:
     """An attempt's answer: images that came inline, and links to the ones that did not.
-
-    Both were generated and billed. The answer holds one of the client's memory slots until
-    ``release()``: call it once its images are written (the runner does), so images in
-    memory stay bounded.
-    """
+    Both were generated and billed."""
 
     images: tuple[GeneratedImage, ...]
     created: int | None
-    release: Callable[[], None] = lambda: None
     links: tuple[str, ...] = ()
 
 
+# Awaited just before an answer's body is read: the caller's room in memory for its images.
+Room = Callable[[], Awaitable[None]]
+
+
+async def no_wait() -> None:
+    return None
+
+
 class ImageClient(Protocol):
-    async def generate(self, body: Mapping[str, Any], idempotency_key: str) -> Generation:
+    async def generate(
+        self, body: Mapping[str, Any], idempotency_key: str, room: Room = no_wait
+    ) -> Generation:
         """One attempt; raises RequestError with its ErrorClass (README "Failures")."""
         ...
 
@@ -86,7 +88,6 @@ class HttpImageClient:
         timeout_s: float,
         download: DownloadPolicy | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
-        images_at_once: int = IMAGES_AT_ONCE,
         max_request_bytes: int | None = None,
     ) -> None:
         self._url = base_url.rstrip("/") + "/images/generations"
@@ -97,7 +98,6 @@ class HttpImageClient:
         self._max_response_bytes = max_response_bytes
         self._max_request_bytes = max_request_bytes
         self._session: aiohttp.ClientSession | None = None
-        self._images = asyncio.Semaphore(images_at_once)
         self._download_session: aiohttp.ClientSession | None = None
         self._warned_hosts: set[str] = set()
 
@@ -127,7 +127,9 @@ class HttpImageClient:
             if session is not None:
                 await session.close()
 
-    async def generate(self, body: Mapping[str, Any], idempotency_key: str) -> Generation:
+    async def generate(
+        self, body: Mapping[str, Any], idempotency_key: str, room: Room = no_wait
+    ) -> Generation:
         assert self._session is not None, "use HttpImageClient as an async context manager"
         data = orjson.dumps(body)
         if self._max_request_bytes is not None and len(data) > self._max_request_bytes:
@@ -138,7 +140,6 @@ class HttpImageClient:
                 sent=False,
                 should_retry=False,
             )
-        release = _once(self._images.release)
         try:
             async with self._session.post(
                 self._url,
@@ -148,37 +149,25 @@ class HttpImageClient:
                 headers={"Idempotency-Key": idempotency_key},
                 allow_redirects=False,
             ) as resp:
-                # Requests go out at full concurrency, but a body is read only with a slot free:
-                # the others wait in the kernel, flow-controlled, not in our memory. The slot is
-                # held until the images are written (Generation.release).
-                await self._images.acquire()
-                try:
-                    raw = await _read_capped(resp, self._max_response_bytes)
-                except BaseException:
-                    release()
-                    raise
+                await room()  # the body waits in the kernel until the caller has room for it
+                raw = await _read_capped(resp, self._max_response_bytes)
                 status, headers = resp.status, resp.headers
         except RequestError:
             raise
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-            release()
             raise self._scrubbed(map_exception(exc)) from exc
+        if status != 200:
+            raise self._scrubbed(responses.error_from_response(status, headers, raw))
         try:
-            if status != 200:
-                raise self._scrubbed(responses.error_from_response(status, headers, raw))
-            try:
-                # The fast path runs on the loop (pybase64 holds the GIL anyway, for 0.3 ms per
-                # image); a full JSON parse, when needed, goes to a worker thread.
-                parsed = responses.parse_success_fast(raw)
-                if parsed is None:
-                    parsed = await asyncio.to_thread(responses.parse_success, raw)
-            except RequestError as exc:
-                raise self._scrubbed(exc) from exc
-            del raw  # the encoded body is not needed once decoded: let it go before the images are written
-        except BaseException:
-            release()
-            raise
-        return Generation(parsed.images, parsed.created, release, parsed.links)
+            # The fast path runs on the loop (pybase64 holds the GIL anyway, for 0.3 ms per
+            # image); a full JSON parse, when needed, goes to a worker thread.
+            parsed = responses.parse_success_fast(raw)
+            if parsed is None:
+                parsed = await asyncio.to_thread(responses.parse_success, raw)
+        except RequestError as exc:
+            raise self._scrubbed(exc) from exc
+        del raw  # the encoded body is not needed once decoded: let it go before the images are written
+        return Generation(parsed.images, parsed.created, parsed.links)
 
     async def download(self, url: str) -> GeneratedImage:
         """Fetch an image the service answered with as a link: https, or plain http with a warning,
@@ -234,18 +223,6 @@ class HttpImageClient:
             error.message = message
             error.args = (message,)
         return error
-
-
-def _once(fn: Callable[[], None]) -> Callable[[], None]:
-    done = False
-
-    def call() -> None:
-        nonlocal done
-        if not done:
-            done = True
-            fn()
-
-    return call
 
 
 def map_exception(exc: BaseException) -> RequestError:
