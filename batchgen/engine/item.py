@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 from batchgen.engine.attempts import Counts, Sender, Sleep
+from batchgen.engine.ending import Endings, pending
 from batchgen.engine.guards import Guards
 from batchgen.engine.links import fetch_all
 from batchgen.engine.retry import RetryPolicy
@@ -19,9 +19,8 @@ from batchgen.engine.writing import Made, Writer
 from batchgen.errors import LinkError, RequestError, StoreError
 from batchgen.images import GeneratedImage
 from batchgen.manifest.references import LoadedReference, ReferenceLoader
-from batchgen.outcomes import Failure, ItemOutcome, ItemStatus
-from batchgen.output.journal import Entry, JournalFile
-from batchgen.output.store import StoredFile
+from batchgen.outcomes import ItemOutcome
+from batchgen.output.journal import Entry
 from batchgen.plan.plan import PlannedRequest, build_body, fingerprint
 from batchgen.plan.resume import Action, Mode
 from batchgen.plan.triage import Work
@@ -41,6 +40,7 @@ class ItemAttempt:
     clock: Callable[[], float]
     fetch_sleep: Sleep
     room: ImageRoom
+    endings: Endings
     mode: Mode = Mode.RUN
 
     async def process(self, work: Work, counts: Counts, release: Callable[[], None]) -> ItemOutcome:
@@ -59,14 +59,14 @@ class ItemAttempt:
                 except LinkError as exc:
                     if self.mode is not Mode.ALL_FAILED:
                         counts.attempts = entry.attempts
-                        return await self.failed(request, exc, counts, entry.fingerprint)
+                        return await self.endings.failed(request, exc, counts, entry.fingerprint)
                     # --all-failed: the links are dead, so the image is made again (and paid again).
             replacing = entry if work.replaces else None
             return await self._send(
                 request, loaded, request_fingerprint, counts, release, work.version, replacing
             )
         except RequestError as exc:  # a reference that went bad before sending
-            return await self.failed(request, exc, counts, "")
+            return await self.endings.failed(request, exc, counts, "")
 
     async def _send(
         self,
@@ -94,7 +94,9 @@ class ItemAttempt:
             if answer is None:
                 return pending(request, counts)
             if isinstance(answer, RequestError):
-                return await self.failed(request, answer, counts, request_fingerprint, replacing=replacing)
+                return await self.endings.failed(
+                    request, answer, counts, request_fingerprint, replacing=replacing
+                )
             produced = True  # billed, whatever happens to the bytes now
             release()
             try:
@@ -109,50 +111,17 @@ class ItemAttempt:
                 place.give_back()  # the images are on disk (or lost)
         except LinkError as exc:
             cost = request.estimated_cost
-            return await self.failed(request, exc, counts, request_fingerprint, cost, replacing)
+            return await self.endings.failed(request, exc, counts, request_fingerprint, cost, replacing)
         except RequestError as exc:
-            return await self.failed(request, exc, counts, request_fingerprint, replacing=replacing)
+            return await self.endings.failed(request, exc, counts, request_fingerprint, replacing=replacing)
         except StoreError as exc:
             # A full disk or a read-only folder fails every item after this one too.
             self.stopping.abort(f"cannot write the output: {exc}")
             return pending(request, counts)
         finally:
             self.guards.settle(request.estimated_cost, produced=produced, unconfirmed=counts.unconfirmed)
-        return await self._succeeded(
+        return await self.endings.succeeded(
             request, stored, request_fingerprint, counts, request.estimated_cost, version
-        )
-
-    async def _succeeded(
-        self,
-        request: PlannedRequest,
-        stored: list[StoredFile],
-        request_fingerprint: str,
-        counts: Counts,
-        cost: float,
-        version: int = 1,
-    ) -> ItemOutcome:
-        if len(stored) < request.n:
-            log.warning("%s: asked for %d images, the service sent %d", request.id, request.n, len(stored))
-        files = tuple(JournalFile(f.path, f.sha256, f.bytes) for f in stored)
-        entry = Entry(
-            request.id,
-            "succeeded",
-            request_fingerprint,
-            request.prompt,
-            counts.attempts,
-            files,
-            estimated_cost=cost,
-            version=version,
-        )
-        await self.writer.journal_entry(entry)
-        return outcome(
-            request,
-            ItemStatus.SUCCEEDED,
-            counts,
-            files=tuple(f.path for f in stored),
-            sizes=tuple(f.bytes for f in stored),
-            estimated_cost=cost,
-            version=version,
         )
 
     async def _refetch(
@@ -169,74 +138,10 @@ class ItemAttempt:
             self.stopping.abort(f"cannot write the output: {exc}")
             return pending(request, counts)
         log.info("%s: fetched the image an earlier run paid for", request.id)
-        return await self._succeeded(request, stored, entry.fingerprint, counts, 0.0, entry.version)
+        return await self.endings.succeeded(request, stored, entry.fingerprint, counts, 0.0, entry.version)
 
     async def _fetch(self, request: PlannedRequest, links: tuple[str, ...]) -> tuple[GeneratedImage, ...]:
         return await fetch_all(self.sender.client, request.id, links, self.policy, self.fetch_sleep)
-
-    async def failed(
-        self,
-        request: PlannedRequest,
-        exc: RequestError,
-        counts: Counts,
-        request_fingerprint: str,
-        cost: float = 0.0,
-        replacing: Entry | None = None,
-    ) -> ItemOutcome:
-        """``cost``: what the item was billed for nonetheless (images made, then lost).
-        ``replacing``: the entry of an image it was to replace, which stays: the failure is
-        reported, but not journaled, so that no later run forgets the image it still has."""
-        if self.stopping.is_set() and self.policy.should_retry(exc, counts.unconfirmed):
-            return pending(request, counts)  # it would have been retried had the job not stopped
-        log.warning(
-            "%s: failed (%s) after %d attempt(s): %s",
-            *(request.id, exc.error_class.value, counts.attempts, exc.message),
-        )
-        links = exc.links if isinstance(exc, LinkError) else ()
-        failure = Failure(exc.error_class, exc.message, exc.http_status, exc.retryable, links)
-        entry = Entry(
-            request.id,
-            "failed",
-            request_fingerprint,
-            request.prompt,
-            counts.attempts,
-            error_class=exc.error_class.value,
-            message=exc.message,
-            http_status=exc.http_status,
-            retryable=exc.retryable,
-            estimated_cost=cost,
-            links=links,
-        )
-        if replacing is None:
-            await self.writer.journal_entry(entry)
-        else:
-            failure = replace(failure, message=f"{exc.message} (its earlier image is kept)")
-        verdict = self.guards.item_failed()
-        if verdict:
-            self.stopping.abort(verdict)
-        return outcome(request, ItemStatus.FAILED, counts, failure=failure, estimated_cost=cost)
-
-
-def pending(request: PlannedRequest, counts: Counts, cut_off: bool = False) -> ItemOutcome:
-    """``cut_off``: cancelled while its request was out, so perhaps billed."""
-    if cut_off and counts.attempts > counts.sent:
-        counts.sent += 1
-        counts.unconfirmed += 1
-    return outcome(request, ItemStatus.PENDING, counts)
-
-
-def outcome(request: PlannedRequest, status: ItemStatus, counts: Counts, **rest: Any) -> ItemOutcome:
-    return ItemOutcome(
-        request.index,
-        request.id,
-        request.prompt,
-        status,
-        attempts=counts.attempts,
-        requests_sent=counts.sent,
-        unconfirmed=counts.unconfirmed,
-        unconfirmed_cost=round(request.estimated_cost * counts.unconfirmed, 6),
-        **rest,
-    )
 
 
 def idempotency_key(job: str, item_id: str, request_fingerprint: str, version: int = 1) -> str:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from batchgen.engine import scheduler
 from batchgen.engine.attempts import Counts, Sender, Sleep
+from batchgen.engine.ending import Endings, pending
 from batchgen.engine.guards import Guards
-from batchgen.engine.item import ItemAttempt, pending
+from batchgen.engine.item import ItemAttempt
 from batchgen.engine.ratelimit import RateLimiter
 from batchgen.engine.retry import RetryPolicy
 from batchgen.engine.room import ImageRoom
@@ -94,6 +95,7 @@ class Runner:
             self.clock,
             self.sleep or asyncio.sleep,  # between fetches of a link: what was paid for is fetched
             self.room,
+            Endings(self.writer, self.policy, self.guards, self.stopping),
             self.mode,
         )
 
