@@ -377,8 +377,13 @@ class Background:
             feeder, self._closed = self._feeder, True  # no new ones from here on
         if feeder is None:
             return 0
-        self._queue.put(None)  # the end of the list, after every image queued
-        feeder.join(timeout=hand_over_s)
+        # A feeder that stopped (no maker, or it died) reads the queue no more: once the backlog
+        # is full, a put that waited for room would wait for ever.
+        if feeder.is_alive():
+            deadline = time.monotonic() + hand_over_s
+            with contextlib.suppress(queue.Full):  # it stopped meanwhile
+                self._queue.put(None, timeout=hand_over_s)  # the end of the list, after every image queued
+            feeder.join(timeout=max(0.0, deadline - time.monotonic()))
         worker = self._worker
         if worker is not None and wait_s > 0:
             with contextlib.suppress(subprocess.TimeoutExpired):
