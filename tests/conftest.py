@@ -17,7 +17,8 @@ from aioresponses import aioresponses
 
 from batchgen.output import thumbs
 from batchgen.sim.images import png as _png
-from batchgen.sim.simulator import Simulator, SimulatorConfig
+from batchgen.sim.settings import SimulatorConfig
+from batchgen.sim.simulator import Simulator
 
 CANARY_KEY = "sk-canary-7f3a9c1e5b2d4f6a8c0e"
 

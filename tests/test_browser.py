@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from batchgen.report import gallery as gallery_module
-from batchgen.sim.simulator import Simulator, SimulatorConfig
+from batchgen.sim.settings import SimulatorConfig
+from batchgen.sim.simulator import Simulator
 
 from .conftest import FAST_LIMITS, ThreadedSimulator
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import sys
 import threading
 from pathlib import Path
 
@@ -483,4 +484,28 @@ def test_the_maker_is_handed_no_more_than_it_can_keep_up_with(tmp_path: Path) ->
 def test_a_job_without_images_never_starts_the_maker(tmp_path: Path) -> None:
     maker = thumbs.Background(tmp_path)
     assert maker.close(wait_s=0) == 0
+    assert maker._worker is None
+
+
+def test_closing_never_hangs_on_a_full_backlog_nobody_reads_any_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))  # the maker cannot start
+    quiet = Clock(0.0)
+    maker = thumbs.Background(tmp_path, backlog=2, tick_s=0.001, cpu_share=quiet)
+    images = images_in(tmp_path, 5)
+    maker.add(images[0])
+    assert quiet.looked.acquire(timeout=60)  # the feeder tries the maker, fails, and stops
+    feeder = maker._feeder
+    assert feeder is not None
+    feeder.join(timeout=60)
+    for image in images[1:]:  # two fill the backlog, the rest are left for `batchgen report`
+        maker.add(image)
+    closed: list[int] = []
+
+    closing = threading.Thread(target=lambda: closed.append(maker.close(hand_over_s=1.0)), daemon=True)
+    closing.start()
+    closing.join(timeout=30)
+
+    assert closed == [3]  # returned, with the three it had queued still to make
     assert maker._worker is None

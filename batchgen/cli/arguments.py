@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 from batchgen import __version__, config
 from batchgen.cli import logs
@@ -77,13 +77,33 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def parser() -> argparse.ArgumentParser:
+    """Every command with its flags, in the order ``--help`` lists them."""
     root = Parser(
         prog="batchgen",
         description="Turn YAML manifests into generated images, with a classified report of every failure.",
     )
     root.add_argument("--version", action="version", version=f"batchgen {__version__}")
     commands = root.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    for add in (
+        _run_command,
+        _retry_command,
+        _redo_command,
+        _validate_command,
+        _report_command,
+        _merge_command,
+        _simulator_command,
+        _schema_command,
+        _completion_command,
+    ):
+        add(commands)
+    return root
 
+
+# argparse has no public name for what ``add_subparsers`` returns.
+_Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
+
+
+def _run_command(commands: _Commands) -> None:
     run = commands.add_parser(
         "run",
         help="generate the images of one or more manifests",
@@ -121,6 +141,8 @@ def parser() -> argparse.ArgumentParser:
     _sending_flags(run)
     run.set_defaults(command="run")
 
+
+def _retry_command(commands: _Commands) -> None:
     retry = commands.add_parser(
         "retry",
         help="resend the failed and unfinished items of an output folder",
@@ -137,6 +159,8 @@ def parser() -> argparse.ArgumentParser:
     _sending_flags(retry)
     retry.set_defaults(command="retry")
 
+
+def _redo_command(commands: _Commands) -> None:
     redo = commands.add_parser(
         "redo",
         help="make again the images a reviewer rejected",
@@ -159,6 +183,8 @@ def parser() -> argparse.ArgumentParser:
     _sending_flags(redo)
     redo.set_defaults(command="redo")
 
+
+def _validate_command(commands: _Commands) -> None:
     validate = commands.add_parser("validate", help="check manifests and estimate cost; sends nothing")
     validate.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST|DIR").complete = FILE  # type: ignore[attr-defined]
     validate.add_argument(
@@ -167,6 +193,8 @@ def parser() -> argparse.ArgumentParser:
     _logging_flags(validate)
     validate.set_defaults(command="validate")
 
+
+def _report_command(commands: _Commands) -> None:
     report_cmd = commands.add_parser(
         "report", help="print a job's summary and rebuild its report.html from report.json"
     )
@@ -174,6 +202,8 @@ def parser() -> argparse.ArgumentParser:
     _logging_flags(report_cmd)
     report_cmd.set_defaults(command="report")
 
+
+def _merge_command(commands: _Commands) -> None:
     merge_cmd = commands.add_parser(
         "merge",
         help="merge the shard folders of a job into one job folder",
@@ -187,6 +217,8 @@ def parser() -> argparse.ArgumentParser:
     _logging_flags(merge_cmd)
     merge_cmd.set_defaults(command="merge")
 
+
+def _simulator_command(commands: _Commands) -> None:
     simulator = commands.add_parser("simulator", help="run the built-in simulator alone, on 127.0.0.1")
     simulator.add_argument(
         "--port", type=int, default=8787, metavar="N", help="port to listen on (default 8787; 0 = any)"
@@ -195,6 +227,8 @@ def parser() -> argparse.ArgumentParser:
     _logging_flags(simulator)
     simulator.set_defaults(command="simulator")
 
+
+def _schema_command(commands: _Commands) -> None:
     schema = commands.add_parser(
         "schema",
         help="print the JSON Schema of a manifest, for editors",
@@ -205,6 +239,8 @@ def parser() -> argparse.ArgumentParser:
     _logging_flags(schema)
     schema.set_defaults(command="schema")
 
+
+def _completion_command(commands: _Commands) -> None:
     completion = commands.add_parser(
         "completion",
         help="print a shell completion script (bash or zsh)",
@@ -215,7 +251,6 @@ def parser() -> argparse.ArgumentParser:
     completion.add_argument("shell", choices=("bash", "zsh"))
     _logging_flags(completion)
     completion.set_defaults(command="completion")
-    return root
 
 
 def _manifest_flag(parser: argparse.ArgumentParser) -> None:
