@@ -21,6 +21,7 @@ import orjson
 
 from batchgen.errors import Problem
 from batchgen.outcomes import Event, ItemFinished, ItemRetrying, JobStarted, JobStopping
+from batchgen.output import paths
 
 EVENTS = logging.getLogger("batchgen.events")
 # How many problems of one kind are shown before the rest are counted.
@@ -110,7 +111,7 @@ def job_finished(report: dict[str, Any], folder: str, exit_code: int, event: str
         "estimated_cost": report["estimated_cost"],
         "unconfirmed_cost": report.get("unconfirmed_cost", 0.0),
         "failures_by_class": _by_class(report["failures"]),
-        "report": f"{folder}/report.json",
+        "report": f"{folder}/{paths.REPORT_JSON}",
         "exit_code": exit_code,
     }
     EVENTS.info("%s", event, extra={"event": fields})

@@ -18,10 +18,11 @@ from typing import Any
 import orjson
 
 from batchgen.errors import ErrorClass
+from batchgen.output import paths
 
 log = logging.getLogger(__name__)
 
-JOURNAL = "journal.jsonl"
+JOURNAL = paths.JOURNAL
 STOPS_JOB = frozenset(c.value for c in ErrorClass if c.stops_job)
 
 

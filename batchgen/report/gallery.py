@@ -29,13 +29,13 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from batchgen.output import journal, thumbs
+from batchgen.output import journal, paths, thumbs
 from batchgen.output.journal import Entry
-from batchgen.output.store import HISTORY, JobStore
+from batchgen.output.store import JobStore
 
 log = logging.getLogger(__name__)
 
-REPORT_HTML = "report.html"
+REPORT_HTML = paths.REPORT_HTML
 STATUSES = ("succeeded", "failed", "skipped", "pending")
 FAILURES_SHOWN = 50  # rows per failure class in the table above the grid; the grid shows them all
 
@@ -120,18 +120,18 @@ def write(folder: Path, report: dict[str, Any], cards: Iterable[Card] | None = N
 def _history(folder: Path) -> dict[str, list[str]]:
     """The earlier versions kept of each item, oldest first: one listing of history/."""
     try:
-        names = os.listdir(folder / HISTORY)
+        names = os.listdir(folder / paths.HISTORY)
     except OSError:
         return {}
     # history/<stem>.<v>.<ext>: the stem is the item's id, or <id>-<k> for its k-th image;
     # each version's sidecar, history/<id>.<v>.json, says which ids there are.
-    split = [parts for parts in (n.rsplit(".", 2) for n in names if not n.startswith(".")) if len(parts) == 3]
-    ids = {stem for stem, v, ext in split if ext == "json" and v.isdigit()}
+    split = [(name, parts) for name in names if (parts := paths.parse_history(name)) is not None]
+    ids = {stem for _, (stem, _, ext) in split if ext == "json"}
     kept: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
-    for stem, v, ext in split:
-        if ext != "json" and v.isdigit():
+    for name, (stem, v, ext) in split:
+        if ext != "json":
             item = stem if stem in ids else stem.rpartition("-")[0] or stem
-            kept[item].append((int(v), stem, f"{HISTORY}/{stem}.{v}.{ext}"))
+            kept[item].append((v, stem, f"{paths.HISTORY}/{name}"))
     return {item: [path for *_, path in sorted(versions)] for item, versions in kept.items()}
 
 
@@ -221,7 +221,7 @@ def _data(
             shared = params[id(c.params)] = len(params_table)
             params_table.append(c.params)
         files: Any = list(c.files)
-        if len(c.files) == 1 and c.files[0].startswith(f"images/{c.id}."):
+        if len(c.files) == 1 and c.files[0].startswith(f"{paths.image(c.id)}."):
             files = c.files[0].rpartition(".")[2]
         row: list[Any] = [
             c.id,

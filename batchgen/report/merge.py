@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from batchgen.errors import StoreError, UsageError
-from batchgen.output import journal
+from batchgen.output import journal, paths
 from batchgen.output.lock import JobLock
 from batchgen.output.store import TEMP_PREFIX, TEMP_SUFFIX, JobStore
 from batchgen.plan import shard
@@ -25,26 +25,26 @@ from batchgen.report import gallery
 from batchgen.report.report import merge_reports
 
 
-def sources(paths: Sequence[Path]) -> list[Path]:
+def sources(given: Sequence[Path]) -> list[Path]:
     """Each path as given, or the shard folders inside it; each must hold a report.json."""
     found: list[Path] = []
-    for path in paths:
+    for path in given:
         shards = sorted(
             p
             for p in path.glob("shard-*-of-*")
-            if shard.FOLDER.match(p.name) and (p / "report.json").is_file()
+            if shard.FOLDER.match(p.name) and (p / paths.REPORT_JSON).is_file()
         )
         if shards:
             found.extend(shards)
-        elif (path / "report.json").is_file():
+        elif (path / paths.REPORT_JSON).is_file():
             found.append(path)
         else:
             raise UsageError(f"{path}: no report.json here, nor shard-K-of-N folders with one")
     return found
 
 
-def merge(paths: Sequence[Path], output: Path) -> tuple[dict[str, Any], Path]:
-    folders = sources(paths)
+def merge(given: Sequence[Path], output: Path) -> tuple[dict[str, Any], Path]:
+    folders = sources(given)
     reports = [_read_report(folder) for folder in folders]
     jobs = {r["job"] for r in reports}
     if len(jobs) != 1:
@@ -110,7 +110,7 @@ def _bring_files(source: Path, store: JobStore, report: dict[str, Any]) -> None:
     for item in report["items"]:
         names = [str(name) for name in item["files"]]
         if names:
-            names.append(f"images/{item['id']}.json")  # the sidecar
+            names.append(paths.sidecar(item["id"]))
         for name in names:
             src = source / name
             if not src.resolve().is_relative_to(root):

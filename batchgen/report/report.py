@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batchgen.outcomes import ItemOutcome, ItemStatus, JobStatus
+from batchgen.output import paths
 
 
 def job_status(outcomes: Sequence[ItemOutcome], aborted: bool) -> JobStatus:
@@ -111,8 +112,8 @@ def summary_lines(report: dict[str, Any], output: str) -> list[str]:
             lines.append(
                 f"    {name:<17}{len(group):>5}  {retry}; e.g. {first['id']}: {_clip(first['message'])}{more}"
             )
-    lines.append(f"  report: {output}/report.json")
-    lines.append(f"  gallery: {output}/report.html")
+    lines.append(f"  report: {output}/{paths.REPORT_JSON}")
+    lines.append(f"  gallery: {output}/{paths.REPORT_HTML}")
     return lines
 
 
