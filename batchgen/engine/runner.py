@@ -41,7 +41,7 @@ from batchgen.outcomes import (
     JobStopping,
 )
 from batchgen.output import thumbs
-from batchgen.output.journal import Entry, Journal, JournalFile, entry_record
+from batchgen.output.journal import Entry, Journal, JournalFile
 from batchgen.output.store import JobStore, StoredFile
 from batchgen.plan.plan import PlannedRequest, build_body, fingerprint
 from batchgen.plan.resume import Action, Mode, decide
@@ -88,7 +88,7 @@ class _Work:
 
     @property
     def made(self) -> bool:
-        return self.entry is not None and self.entry.status == "succeeded"
+        return self.entry is not None and self.entry.succeeded
 
     @property
     def version(self) -> int:
@@ -315,7 +315,7 @@ class Runner:
         files = tuple(JournalFile(f.path, f.sha256, f.bytes) for f in stored)
         entry = Entry(
             request.id,
-            "succeeded",
+            ItemStatus.SUCCEEDED,
             request_fingerprint,
             request.prompt,
             counts.attempts,
@@ -478,11 +478,11 @@ class Runner:
         failure = Failure(exc.error_class, exc.message, exc.http_status, exc.retryable, links)
         entry = Entry(
             request.id,
-            "failed",
+            ItemStatus.FAILED,
             request_fingerprint,
             request.prompt,
             counts.attempts,
-            error_class=exc.error_class.value,
+            error_class=exc.error_class,
             message=exc.message,
             http_status=exc.http_status,
             retryable=exc.retryable,
@@ -510,7 +510,7 @@ class Runner:
 
     async def _journal(self, entry: Entry) -> None:
         if self.journal is not None:
-            await self._blocking(self.journal.append, entry_record(entry, time.time()))
+            await self._blocking(self.journal.append, entry.to_json(time.time()))
 
 
 def _outcome(request: PlannedRequest, status: ItemStatus, counts: _Counts, **rest: Any) -> ItemOutcome:
@@ -543,7 +543,7 @@ def _from_journal(request: PlannedRequest, entry: Entry | None, action: Action) 
             version=entry.version,
         )
     failure = Failure(
-        ErrorClass(entry.error_class or ErrorClass.INVALID_RESPONSE.value),
+        entry.error_class or ErrorClass.INVALID_RESPONSE,
         entry.message or "",
         entry.http_status,
         bool(entry.retryable),

@@ -439,7 +439,7 @@ def _check_budget(
 def _would_send(entry: journal.Entry | None, mode: Mode) -> bool:
     if entry is None or mode is Mode.FORCE:
         return True
-    if entry.status == "succeeded":
+    if entry.succeeded:
         return False
     if entry.refetchable and mode in (Mode.RUN, Mode.ONLY_FAILED):
         return False  # made and billed already: its link is fetched again, for free

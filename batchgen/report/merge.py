@@ -64,15 +64,15 @@ def merge(given: Sequence[Path], output: Path) -> tuple[dict[str, Any], Path]:
             manifest = manifest or state.manifest
             for entry in state.entries.values():
                 held = entries.get(entry.id)
-                if held is None or held.status != "succeeded":
+                if held is None or not held.succeeded:
                     entries[entry.id] = entry
             if folder.resolve() != target.resolve():
                 _bring_files(folder, store, report)
         merged = merge_reports(reports, missing)
         lines = []
         if manifest:
-            lines.append(orjson.dumps(journal.run_record(Path(manifest), target, 0, merged=True)))
-        lines += [orjson.dumps(journal.entry_record(e, 0)) for e in entries.values()]
+            lines.append(orjson.dumps(journal.RunHeader.of(Path(manifest), target, 0, merged=True).to_json()))
+        lines += [orjson.dumps(e.to_json(0)) for e in entries.values()]
         store.write_bytes(journal.JOURNAL, b"".join(line + b"\n" for line in lines))
         store.write_json("report.json", merged)
         gallery.write(target, merged)
