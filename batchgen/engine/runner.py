@@ -42,6 +42,7 @@ from batchgen.outcomes import (
 )
 from batchgen.output import thumbs
 from batchgen.output.journal import Entry, Journal, JournalFile
+from batchgen.output.sidecar import Sidecar
 from batchgen.output.store import JobStore, StoredFile
 from batchgen.plan.plan import PlannedRequest, build_body, fingerprint
 from batchgen.plan.resume import Action, Mode, decide
@@ -438,22 +439,17 @@ class Runner:
         shown = [_describe(ref, got) for ref, got in zip(request.references, loaded, strict=True)]
         # The sidecar is metadata the journal also holds (files, sizes, sha256): it is renamed
         # into place whole, and made durable with the rest of the job's files at the end.
-        self.store.write_json(
-            request.sidecar,
-            {
-                "id": request.id,
-                "request": build_body(request, shown),
-                "model": request.model,
-                "created": created,
-                "attempts": counts.attempts,
-                "latency_s": round(latency, 3),
-                "files": [
-                    {"path": f.path, "sha256": f.sha256, "bytes": f.bytes, "mime": f.mime} for f in stored
-                ],
-                "estimated_cost": request.estimated_cost,
-            },
-            durable=False,
+        sidecar = Sidecar(
+            request.id,
+            build_body(request, shown),
+            request.model,
+            created,
+            counts.attempts,
+            round(latency, 3),
+            tuple(stored),
+            request.estimated_cost,
         )
+        self.store.write_json(request.sidecar, sidecar.to_json(), durable=False)
         return stored
 
     async def _failed(
