@@ -24,14 +24,14 @@ from batchgen.job import memory, unchanged
 from batchgen.job.unchanged import Unchanged
 from batchgen.manifest import manifest
 from batchgen.manifest.references import ReferenceLoader
-from batchgen.outcomes import Event, ItemFinished, ItemOutcome, ItemStatus, JobStarted
+from batchgen.outcomes import Event, ItemFinished, ItemOutcome, JobStarted
 from batchgen.output import journal, thumbs
 from batchgen.output.lock import JobLock
 from batchgen.output.store import JobStore
 from batchgen.plan import estimate, pricing, shard
 from batchgen.plan.plan import plan_item
 from batchgen.plan.resume import Mode
-from batchgen.report import gallery
+from batchgen.report import gallery, record
 from batchgen.report.report import build_report
 from batchgen.sim.settings import SimulatorConfig
 
@@ -69,7 +69,7 @@ class RunOptions:
 class JobOutput:
     # Not in the repr: asyncio.run formats the main task, result and all, as it restores the
     # SIGINT handler, and a 100,000-item report takes a third of a second to format.
-    report: dict[str, Any] = field(repr=False)
+    report: record.Report = field(repr=False)
     folder: Path
     signal: int | None = None  # the signal that interrupted the run, if one did
 
@@ -309,7 +309,7 @@ async def run_manifest(
                 finished_at=run.finished_at,
                 shard=shard_label,
             )
-            store.write_json("report.json", report)
+            record.write(store, report)
             table, param_of = _params(items)
             gallery.write(folder, report, _cards(run.outcomes, (table[k] for k in param_of)))
             finished = run.aborted is None and run.interrupted is None
@@ -349,7 +349,7 @@ async def _replay(
             finished_at=time.time(),
             shard=shard_label,
         )
-        store.write_json("report.json", report)
+        record.write(store, report)
         gallery.write(store.root, report, _cards(outcomes, unchanged.param_rows(stamp)))
         return JobOutput(report, store.root)
 
@@ -388,17 +388,16 @@ def _params(items: Sequence[manifest.ItemSpec]) -> tuple[list[dict[str, Any]], l
 
 def _cards(outcomes: Sequence[ItemOutcome], params: Iterable[Mapping[str, Any]]) -> Iterator[gallery.Card]:
     """The gallery's cards, from the run's outcomes and each item's parameters (never re-read from disk)."""
-    value = {status: status.value for status in ItemStatus}  # Enum.value is slow, 100,000 times
     for outcome, asked in zip(outcomes, params, strict=True):
         failure = outcome.failure
         yield gallery.Card(
             id=outcome.id,
-            status=value[outcome.status],
+            status=outcome.status,
             attempts=outcome.attempts,
             files=outcome.files,
             prompt=outcome.prompt,
             params=asked,
-            error_class=failure.error_class.value if failure else None,
+            error_class=failure.error_class if failure else None,
             message=failure.message if failure else None,
             version=outcome.version,
         )

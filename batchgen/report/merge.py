@@ -12,7 +12,6 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -21,7 +20,7 @@ from batchgen.output import journal, paths
 from batchgen.output.lock import JobLock
 from batchgen.output.store import TEMP_PREFIX, TEMP_SUFFIX, JobStore
 from batchgen.plan import shard
-from batchgen.report import gallery
+from batchgen.report import cards, gallery, record
 from batchgen.report.report import merge_reports
 
 
@@ -43,16 +42,16 @@ def sources(given: Sequence[Path]) -> list[Path]:
     return found
 
 
-def merge(given: Sequence[Path], output: Path) -> tuple[dict[str, Any], Path]:
+def merge(given: Sequence[Path], output: Path) -> tuple[record.Report, Path]:
     folders = sources(given)
-    reports = [_read_report(folder) for folder in folders]
-    jobs = {r["job"] for r in reports}
+    reports = [record.read(folder) for folder in folders]
+    jobs = {r.job for r in reports}
     if len(jobs) != 1:
         raise UsageError(
             f"these folders hold different jobs ({', '.join(sorted(jobs))}); merge one job at a time"
         )
     missing = _missing_shards(reports)
-    target = output / reports[0]["job"]
+    target = output / reports[0].job
     target.mkdir(parents=True, exist_ok=True)
     with JobLock(target):
         store = JobStore(target)
@@ -71,28 +70,17 @@ def merge(given: Sequence[Path], output: Path) -> tuple[dict[str, Any], Path]:
         merged = merge_reports(reports, missing)
         lines = []
         if manifest:
-            lines.append(orjson.dumps(journal.RunHeader.of(Path(manifest), target, 0, merged=True).to_json()))
+            header = journal.RunHeader.of(Path(manifest), target, 0, merged=True)
+            lines.append(orjson.dumps(header.to_json()))
         lines += [orjson.dumps(e.to_json(0)) for e in entries.values()]
         store.write_bytes(journal.JOURNAL, b"".join(line + b"\n" for line in lines))
-        store.write_json("report.json", merged)
-        gallery.write(target, merged)
+        record.write(store, merged)
+        gallery.write(target, merged, cards.from_folder(target, merged, entries))
     return merged, target
 
 
-def _read_report(folder: Path) -> dict[str, Any]:
-    try:
-        data = orjson.loads((folder / "report.json").read_bytes())
-    except OSError as exc:
-        raise UsageError(f"{folder}/report.json cannot be read: {exc.strerror}") from None
-    except orjson.JSONDecodeError as exc:
-        raise UsageError(f"{folder}/report.json is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or "items" not in data or "job" not in data:
-        raise UsageError(f"{folder}/report.json is not a batchgen report")
-    return data
-
-
-def _missing_shards(reports: Sequence[dict[str, Any]]) -> list[str]:
-    labels = [r["shard"] for r in reports if r.get("shard")]
+def _missing_shards(reports: Sequence[record.Report]) -> list[str]:
+    labels = [r.shard for r in reports if r.shard]
     if not labels:
         return []
     counts = {int(label.split("/")[1]) for label in labels}
@@ -105,12 +93,12 @@ def _missing_shards(reports: Sequence[dict[str, Any]]) -> list[str]:
     return [f"{k}/{n}" for k in range(1, n + 1) if k not in have]
 
 
-def _bring_files(source: Path, store: JobStore, report: dict[str, Any]) -> None:
+def _bring_files(source: Path, store: JobStore, report: record.Report) -> None:
     root = source.resolve()
-    for item in report["items"]:
-        names = [str(name) for name in item["files"]]
+    for item in report.items:
+        names = list(item.files)
         if names:
-            names.append(paths.sidecar(item["id"]))
+            names.append(paths.sidecar(item.id))
         for name in names:
             src = source / name
             if not src.resolve().is_relative_to(root):
