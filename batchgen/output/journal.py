@@ -231,29 +231,37 @@ class JournalState:
 def read(folder: Path) -> JournalState:
     """What the journal in ``folder`` says, last word per item; empty if there is none."""
     state = JournalState({}, None, 0)
-    path = folder / JOURNAL
     try:
-        with open(path, "rb") as f:
-            for line in _lines(f):
-                record = _parse(line)
-                if record is None:
-                    state.damaged_lines += 1
-                elif record.get("type") == "run":
-                    header = RunHeader.from_json(record)
-                    state.manifest = header.manifest or state.manifest
-                    state.manifest_relative = header.manifest_relative
-                    state.shard = header.shard
-                elif record.get("type") == "item":
-                    entry = Entry.from_json(record)
-                    if entry is None:
-                        state.damaged_lines += 1
-                    else:
-                        state.entries[entry.id] = entry
+        for line in lines(folder):
+            if line is None:
+                state.damaged_lines += 1
+            elif isinstance(line, RunHeader):
+                state.manifest = line.manifest or state.manifest
+                state.manifest_relative = line.manifest_relative
+                state.shard = line.shard
+            else:
+                state.entries[line.id] = line
     except FileNotFoundError:
         pass
     if state.damaged_lines:
-        log.warning("%s: skipped %d damaged line(s) (a crash mid-write?)", path, state.damaged_lines)
+        log.warning(
+            "%s: skipped %d damaged line(s) (a crash mid-write?)", folder / JOURNAL, state.damaged_lines
+        )
     return state
+
+
+def lines(folder: Path) -> Iterator[RunHeader | Entry | None]:
+    """Every line of the journal in ``folder``, in order, as its record: None for a damaged one;
+    a line of a kind this batchgen does not know is passed over. FileNotFoundError if there is none."""
+    with open(folder / JOURNAL, "rb") as f:
+        for line in _lines(f):
+            record = _parse(line)
+            if record is None:
+                yield None
+            elif record.get("type") == "run":
+                yield RunHeader.from_json(record)
+            elif record.get("type") == "item":
+                yield Entry.from_json(record)
 
 
 def _lines(f: Any) -> Iterator[bytes]:

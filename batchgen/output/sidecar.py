@@ -76,13 +76,13 @@ class Sidecar:
 
 def read(folder: Path, item_id: str) -> Sidecar | None:
     """The sidecar of ``item_id`` in the job folder ``folder``; None if there is none to read."""
-    return load(folder / paths.sidecar(item_id))
+    return load(f"{folder}/{paths.sidecar(item_id)}")
 
 
-def load(path: Path) -> Sidecar | None:
+def load(path: Path | str) -> Sidecar | None:
     """The sidecar in the file ``path`` (in ``images/`` or ``history/``); None if it cannot be read."""
     try:
-        # One open and read, no Path.read_bytes: `batchgen report` reads one per item.
+        # A string path, one open and read, no Path.read_bytes: `batchgen report` reads one per item.
         fd = os.open(path, os.O_RDONLY)
         try:
             data = _read_all(fd)
