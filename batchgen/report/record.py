@@ -25,6 +25,7 @@ from batchgen.output.store import JobStore
 
 # Looked up, not called: Enum(value) is slow, and a catalog's report has 100,000 items.
 _ITEM_STATUSES = {status.value: status for status in ItemStatus}
+_STATUS_VALUES = {status: status.value for status in ItemStatus}
 _COUNTS = ("total", "succeeded", "failed", "skipped", "pending")
 
 
@@ -64,34 +65,13 @@ class Counts:
 
 @dataclass(frozen=True, slots=True)
 class ReportItem:
-    """An item's line in the report."""
+    """An item's line in the report (written by ``Report.to_json``, read by ``Report.from_json``)."""
 
     id: str
     status: ItemStatus
     files: tuple[str, ...] = ()  # relative to the job folder
     attempts: int = 0
     version: int = 1  # of its image: written only from 2 up
-
-    def to_json(self) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "id": self.id,
-            "status": self.status.value,
-            "files": list(self.files),
-            "attempts": self.attempts,
-        }
-        if self.version > 1:
-            item["version"] = self.version
-        return item
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ReportItem:
-        return cls(
-            id=str(data["id"]),
-            status=_ITEM_STATUSES[data["status"]],
-            files=tuple(str(name) for name in data.get("files", ())),
-            attempts=int(data.get("attempts", 0)),
-            version=int(data.get("version") or 1),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +158,7 @@ class Report:
             "estimated_cost": self.estimated_cost,
             "unconfirmed_cost": self.unconfirmed_cost,
             "failures": [f.to_json() for f in self.failures],
-            "items": [item.to_json() for item in self.items],
+            "items": _items_json(self.items),
         }
         if self.merged_from is not None:
             report["merged_from"] = list(self.merged_from)
@@ -198,7 +178,7 @@ class Report:
         if not isinstance(data, dict) or "job" not in data or "items" not in data:
             raise ValueError("not a batchgen report")
         try:
-            items = tuple(ReportItem.from_json(item) for item in data["items"])
+            items = _items(data["items"])
             merged = data.get("merged_from")
             return cls(
                 job=str(data["job"]),
@@ -222,6 +202,37 @@ class Report:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a batchgen report ({type(exc).__name__}: {exc})") from None
+
+
+def _items_json(items: Iterable[ReportItem]) -> list[dict[str, Any]]:
+    """The report's item lines: a plain loop, as a catalog's report lists 100,000 items."""
+    value = _STATUS_VALUES
+    lines = []
+    for item in items:
+        line = {
+            "id": item.id,
+            "status": value[item.status],
+            "files": list(item.files),
+            "attempts": item.attempts,
+        }
+        if item.version > 1:
+            line["version"] = item.version
+        lines.append(line)
+    return lines
+
+
+def _items(lines: Iterable[Mapping[str, Any]]) -> tuple[ReportItem, ...]:
+    status = _ITEM_STATUSES
+    return tuple(
+        ReportItem(
+            str(line["id"]),
+            status[line["status"]],
+            tuple(map(str, line.get("files", ()))),
+            int(line.get("attempts", 0)),
+            int(line.get("version") or 1),
+        )
+        for line in lines
+    )
 
 
 def write(store: JobStore, report: Report) -> None:

@@ -9,14 +9,13 @@ the best line per item of several reports.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from batchgen.outcomes import ItemOutcome, ItemStatus, JobStatus
 from batchgen.output import paths
 from batchgen.report.record import Counts, Report, ReportFailure, ReportItem, moment
 
-Line = tuple[ReportItem, ReportFailure | None]
 # An item in more than one report keeps its best status.
 _RANK = {ItemStatus.SUCCEEDED: 0, ItemStatus.SKIPPED: 1, ItemStatus.FAILED: 2, ItemStatus.PENDING: 3}
 
@@ -44,7 +43,8 @@ def assemble(
     *,
     job: str,
     manifest: str,
-    lines: Sequence[Line],
+    items: Sequence[ReportItem],
+    failures: Iterable[ReportFailure],
     spend: Spend,
     started_at: float,
     finished_at: float,
@@ -54,11 +54,9 @@ def assemble(
     merged_from: Sequence[str] | None = None,
     missing_shards: Sequence[str] = (),
 ) -> Report:
-    """The report of ``lines`` (one per item, in the report's order); counts and status follow
-    from them, a failure row is kept for each item that ended failed."""
-    items = tuple(item for item, _ in lines)
-    counts = Counts.of(item.status for item in items)
-    failed = ItemStatus.FAILED
+    """The report of ``items`` (in the report's order), with ``failures``, the rows of those
+    that ended failed; counts and status follow from the items, the spend is rounded."""
+    counts = Counts.of([item.status for item in items])
     return Report(
         job=job,
         manifest=manifest,
@@ -71,8 +69,8 @@ def assemble(
         unconfirmed_attempts=spend.unconfirmed_attempts,
         estimated_cost=round(spend.estimated_cost, 4),
         unconfirmed_cost=round(spend.unconfirmed_cost, 4),
-        failures=tuple(row for item, row in lines if row is not None and item.status is failed),
-        items=items,
+        failures=tuple(failures),
+        items=tuple(items),
         aborted_reason=aborted or None,
         interrupted_by=interrupted or None,
         shard=shard or None,
@@ -101,7 +99,8 @@ def build_report(
     return assemble(
         job=job,
         manifest=manifest,
-        lines=[_line(o) for o in outcomes],
+        items=[ReportItem(o.id, o.status, o.files, o.attempts, o.version) for o in outcomes],
+        failures=[_failure_row(o) for o in outcomes if o.status is ItemStatus.FAILED and o.failure],
         spend=spend,
         started_at=started_at,
         finished_at=finished_at,
@@ -111,15 +110,12 @@ def build_report(
     )
 
 
-def _line(o: ItemOutcome) -> Line:
-    item = ReportItem(o.id, o.status, o.files, o.attempts, o.version)
+def _failure_row(o: ItemOutcome) -> ReportFailure:
     f = o.failure
-    if f is None:
-        return item, None
-    row = ReportFailure(
+    assert f is not None
+    return ReportFailure(
         o.id, o.prompt, f.error_class, f.message, f.http_status, o.attempts, f.retryable, f.links
     )
-    return item, row
 
 
 def merge_reports(reports: Sequence[Report], missing_shards: Sequence[str] = ()) -> Report:
@@ -129,7 +125,7 @@ def merge_reports(reports: Sequence[Report], missing_shards: Sequence[str] = ())
     failed, pending), and its failure row from the same report; spend and requests are
     summed; the time span runs from the first start to the last end.
     """
-    best: dict[str, Line] = {}
+    best: dict[str, tuple[ReportItem, ReportFailure | None]] = {}
     for report in reports:
         rows = {f.id: f for f in report.failures}
         for item in report.items:
@@ -143,10 +139,12 @@ def merge_reports(reports: Sequence[Report], missing_shards: Sequence[str] = ())
         unconfirmed_cost=sum(r.unconfirmed_cost for r in reports),
     )
     aborted = [r.aborted_reason for r in reports if r.aborted_reason]
+    kept = [best[k] for k in sorted(best)]
     return assemble(
         job=reports[0].job,
         manifest=reports[0].manifest,
-        lines=[best[k] for k in sorted(best)],
+        items=[item for item, _ in kept],
+        failures=[row for item, row in kept if item.status is ItemStatus.FAILED and row is not None],
         spend=spend,
         started_at=min(r.started_at for r in reports).timestamp(),
         finished_at=max(r.finished_at for r in reports).timestamp(),
