@@ -128,3 +128,12 @@ def test_report_of_a_file_that_is_not_a_report_is_a_usage_error(
     (tmp_path / "j/report.json").write_bytes(text)
     assert main(["report", str(tmp_path / "j")]) == 2  # not 1 (items failed), and no traceback
     assert "report.json is not a batchgen report" in capsys.readouterr().err
+
+
+def test_merge_of_a_file_that_is_not_a_report_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j/report.json").write_bytes(b'{"job": "j", "items": [{"id": "a"}]}')
+    assert main(["merge", str(tmp_path / "j"), "--output", str(tmp_path / "m")]) == 2
+    assert "report.json is not a batchgen report" in capsys.readouterr().err

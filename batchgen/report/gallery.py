@@ -37,13 +37,8 @@ from batchgen.report.record import Report, ReportFailure, iso
 
 log = logging.getLogger(__name__)
 
-REPORT_HTML = paths.REPORT_HTML
-STATUSES = (
-    ItemStatus.SUCCEEDED,
-    ItemStatus.FAILED,
-    ItemStatus.SKIPPED,
-    ItemStatus.PENDING,
-)  # as the page lists them
+# The statuses in the order the page lists them (and numbers them, in its data).
+STATUSES = (ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.SKIPPED, ItemStatus.PENDING)
 _STATUS_INDEX = {status: k for k, status in enumerate(STATUSES)}
 FAILURES_SHOWN = 50  # rows per failure class in the table above the grid; the grid shows them all
 
@@ -81,10 +76,10 @@ def write(folder: Path, report: Report, cards: Iterable[Card]) -> Path:
     """Render the gallery of the job in ``folder`` next to its report.json: ``cards`` from a run's
     outcomes, or from the folder's records (``report.cards``)."""
     parts = render_parts(report, cards, folder=str(folder), history=_history(folder))
-    with JobStore(folder).open_atomic(REPORT_HTML, durable=False) as out:
+    with JobStore(folder).open_atomic(paths.REPORT_HTML, durable=False) as out:
         for part in parts:  # written in parts: the page of a catalog is 19 MB, never one more copy
             out.write(part)
-    return folder / REPORT_HTML
+    return folder / paths.REPORT_HTML
 
 
 def _history(folder: Path) -> dict[str, list[str]]:

@@ -57,10 +57,12 @@ class Counts:
 
     @classmethod
     def from_json(cls, data: object, items: Iterable[ReportItem]) -> Counts:
+        """The counts a report states; what it leaves out is counted from its items."""
+        given = data if isinstance(data, dict) else {}
+        if all(name in given for name in _COUNTS):
+            return cls(*(int(given[name]) for name in _COUNTS))
         counted = cls.of(item.status for item in items)
-        if not isinstance(data, dict):
-            return counted
-        return cls(*(int(data.get(name, getattr(counted, name))) for name in _COUNTS))
+        return cls(*(int(given.get(name, getattr(counted, name))) for name in _COUNTS))
 
 
 @dataclass(frozen=True, slots=True)
