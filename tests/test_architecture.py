@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+import batchgen
+
+PACKAGE = Path(batchgen.__file__).parent
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -23,3 +29,27 @@ def test_only_the_commands_that_run_the_simulator_load_it() -> None:
     assert "batchgen.job.jobs" in loaded
     assert "batchgen.sim.simulator" not in loaded
     assert "aiohttp.web" not in loaded
+
+
+# A class past ~150 lines or a function past ~60 is two things (README "Development").
+CLASS_LINES, FUNCTION_LINES, MODULE_LINES = 150, 60, 400
+
+
+def _too_big() -> list[str]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        where = path.relative_to(PACKAGE.parent).as_posix()
+        if len(text.splitlines()) > MODULE_LINES:
+            found.append(f"{where}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                limit = CLASS_LINES if isinstance(node, ast.ClassDef) else FUNCTION_LINES
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                if size > limit:
+                    found.append(f"{where}:{node.lineno}: {node.name} is {size} lines")
+    return found
+
+
+def test_no_module_class_or_function_outgrows_one_job() -> None:
+    assert _too_big() == []

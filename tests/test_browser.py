@@ -17,11 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import yaml
 
+from batchgen.errors import ErrorClass
+from batchgen.outcomes import ItemStatus
 from batchgen.report import gallery as gallery_module
+from batchgen.report.cards import from_folder as cards_of_folder
+from batchgen.report.record import Report
+from batchgen.report.record import read as read_report
 from batchgen.sim.settings import SimulatorConfig
 from batchgen.sim.simulator import Simulator
 
@@ -241,7 +245,7 @@ def test_marking_three_cards_gives_a_redo_list_and_a_command_that_works(
     expect(page.locator("#marked-count")).to_have_text("0")
 
 
-def big_report(n: int) -> tuple[dict[str, Any], list[gallery_module.Card]]:
+def big_report(n: int) -> tuple[Report, list[gallery_module.Card]]:
     """A catalog's worth of items: 20,000 products in 5 views, about 1% refused."""
     views = ("front", "back", "side", "detail", "lifestyle")
     params = [{"model": "nano-banana-2", "image_size": "2K", "aspect_ratio": r} for r in ("1:1", "4:5")]
@@ -258,16 +262,16 @@ def big_report(n: int) -> tuple[dict[str, Any], list[gallery_module.Card]]:
         cards.append(
             gallery_module.Card(
                 item,
-                "failed" if refused else "succeeded",
+                ItemStatus.FAILED if refused else ItemStatus.SUCCEEDED,
                 1,
                 files,
                 prompt,
                 params[view % 2],
-                "safety_filter" if refused else None,
+                ErrorClass.SAFETY_FILTER if refused else None,
                 "blocked: SAFETY" if refused else None,
             )
         )
-        items.append({"id": item, "status": cards[-1].status, "files": list(files), "attempts": 1})
+        items.append({"id": item, "status": cards[-1].status.value, "files": list(files), "attempts": 1})
         if refused:
             failures.append(
                 {"id": item, "prompt": prompt, "class": "safety_filter", "message": "blocked: SAFETY"}
@@ -287,7 +291,7 @@ def big_report(n: int) -> tuple[dict[str, Any], list[gallery_module.Card]]:
         "failures": failures,
         "items": items,
     }
-    return report, cards
+    return Report.from_json(report), cards
 
 
 def test_a_100000_item_gallery_opens_fast_and_filters_searches_and_scrolls(page: Any, tmp_path: Path) -> None:
@@ -322,8 +326,8 @@ def test_an_older_job_without_thumbnails_shows_the_images_until_report_makes_the
     folder, _ = job
     old = tmp_path / "old"
     shutil.copytree(folder, old, ignore=shutil.ignore_patterns("thumbs"))
-    report = orjson.loads((old / "report.json").read_bytes())
-    gallery_module.write(old, report)
+    report = read_report(old)
+    gallery_module.write(old, report, cards_of_folder(old, report))
     open_page(page, old / "report.html")
     expect(page.locator(".card[data-id=ok-1] img")).to_have_attribute("src", re.compile(r"images/ok-1\.png$"))
     assert cli("report", str(old), "-q") == 1

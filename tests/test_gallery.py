@@ -9,7 +9,10 @@ from typing import Any
 
 import orjson
 
+from batchgen.outcomes import ItemStatus
+from batchgen.report import cards as folder_cards
 from batchgen.report import gallery
+from batchgen.report.record import Report
 
 HOSTILE = [
     "<script>document.title='pwned'</script>",
@@ -28,22 +31,25 @@ class Tags(HTMLParser):
         self.tags.append((tag, dict(attrs)))
 
 
-def report(items: list[dict[str, Any]], failures: list[dict[str, Any]]) -> dict[str, Any]:
+def report(items: list[dict[str, Any]], failures: list[dict[str, Any]]) -> Report:
+    """A report.json as written, read back through its reader."""
     counts = {s: sum(i["status"] == s for i in items) for s in ("succeeded", "failed", "skipped", "pending")}
-    return {
-        "job": "j<b>",
-        "manifest": "m.yaml",
-        "status": "partial",
-        "started_at": "2026-01-01T00:00:00Z",
-        "finished_at": "2026-01-01T00:00:09Z",
-        "duration_s": 9.0,
-        "counts": {"total": len(items), **counts},
-        "requests_sent": 7,
-        "unconfirmed_attempts": 1,
-        "estimated_cost": 0.12,
-        "failures": failures,
-        "items": items,
-    }
+    return Report.from_json(
+        {
+            "job": "j<b>",
+            "manifest": "m.yaml",
+            "status": "partial",
+            "started_at": "2026-01-01T00:00:00Z",
+            "finished_at": "2026-01-01T00:00:09Z",
+            "duration_s": 9.0,
+            "counts": {"total": len(items), **counts},
+            "requests_sent": 7,
+            "unconfirmed_attempts": 1,
+            "estimated_cost": 0.12,
+            "failures": failures,
+            "items": items,
+        }
+    )
 
 
 def hostile_page(tmp_path: Path) -> str:
@@ -86,7 +92,9 @@ def hostile_page(tmp_path: Path) -> str:
             "retryable": True,
         },
     ]
-    return gallery.render(report(items, failures), gallery.collect(tmp_path, report(items, failures)))
+    return gallery.render(
+        report(items, failures), folder_cards.from_folder(tmp_path, report(items, failures))
+    )
 
 
 def data(page: str) -> dict[str, Any]:
@@ -189,7 +197,8 @@ def test_the_viewer_gets_request_parameters_from_the_sidecar(tmp_path: Path) -> 
 def test_items_asked_the_same_way_share_one_parameter_entry() -> None:
     params = {"model": "nano-banana-2", "size": "1K"}
     many = [
-        gallery.Card(f"i{k}", "succeeded", 1, (f"images/i{k}.png",), f"p {k}", params) for k in range(500)
+        gallery.Card(f"i{k}", ItemStatus.SUCCEEDED, 1, (f"images/i{k}.png",), f"p {k}", params)
+        for k in range(500)
     ]
     items = [{"id": c.id, "status": c.status, "files": list(c.files), "attempts": 1} for c in many]
     page = gallery.render(report(items, []), many)
@@ -216,7 +225,7 @@ def test_redone_items_list_their_kept_versions(tmp_path: Path) -> None:
         {"id": i, "status": "succeeded", "files": [f"images/{i}.png"], "attempts": 1, "version": v}
         for i, v in (("a", 3), ("b-x", 2), ("c", 2), ("d", 1))
     ]
-    path = gallery.write(tmp_path, report(items, []))
+    path = gallery.write(tmp_path, report(items, []), folder_cards.from_folder(tmp_path, report(items, [])))
     d = data(path.read_text())
     assert d["history"] == {
         "a": ["history/a.1.png", "history/a.2.jpg"],
@@ -232,7 +241,9 @@ def test_a_long_failure_class_is_cut_short_in_the_table(tmp_path: Path) -> None:
         for k in range(gallery.FAILURES_SHOWN + 7)
     ]
     items = [{"id": f["id"], "status": "failed", "files": [], "attempts": 1} for f in failures]
-    page = gallery.render(report(items, failures), gallery.collect(tmp_path, report(items, failures)))
+    page = gallery.render(
+        report(items, failures), folder_cards.from_folder(tmp_path, report(items, failures))
+    )
     assert page.count("<tr><td>f") == gallery.FAILURES_SHOWN
     assert "… and 7 more" in page
     assert len(data(page)["items"]) == len(failures)  # the grid has them all

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from batchgen.cli.main import main
 from batchgen.errors import ErrorClass
 from batchgen.outcomes import Failure, ItemOutcome, ItemStatus
+from batchgen.report.record import Report
 from batchgen.report.report import build_report, summary_lines
 
 S, F, K, P = ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.SKIPPED, ItemStatus.PENDING
@@ -29,7 +33,7 @@ def outcome(k: int, status: ItemStatus, error_class: ErrorClass = ErrorClass.SAF
     )
 
 
-def report_of(statuses: list[ItemStatus], aborted: str | None = None) -> dict:  # type: ignore[type-arg]
+def record_of(statuses: list[ItemStatus], aborted: str | None = None) -> Report:
     return build_report(
         job="j",
         manifest="jobs/j.yaml",
@@ -38,6 +42,11 @@ def report_of(statuses: list[ItemStatus], aborted: str | None = None) -> dict:  
         started_at=1_700_000_000,
         finished_at=1_700_000_012.5,
     )
+
+
+def report_of(statuses: list[ItemStatus], aborted: str | None = None) -> dict:  # type: ignore[type-arg]
+    """As report.json has it."""
+    return record_of(statuses, aborted).to_json()
 
 
 @pytest.mark.parametrize(
@@ -74,7 +83,7 @@ def test_shape_counts_and_failures() -> None:
     assert report["counts"] == {"total": 5, "succeeded": 1, "failed": 2, "skipped": 1, "pending": 1}
     assert (report["requests_sent"], report["unconfirmed_attempts"], report["estimated_cost"]) == (10, 2, 0.5)
     assert report["unconfirmed_cost"] == 0.5
-    assert "2 unconfirmed: perhaps billed, ~$0.50" in summary_lines(report, "out/j")[1]
+    assert "2 unconfirmed: perhaps billed, ~$0.50" in summary_lines(record_of([S, F, K, P, F]), "out/j")[1]
     assert report["started_at"] == "2023-11-14T22:13:20Z"
     assert report["duration_s"] == 12.5
     assert report["failures"][0] == {
@@ -109,3 +118,22 @@ def test_summary_groups_failures_by_class_on_one_screen() -> None:
     )
     assert any(line.split()[:2] == ["timeout", "1"] and "retryable" in line for line in lines)
     assert lines[-2:] == ["  report: output/j/report.json", "  gallery: output/j/report.html"]
+
+
+@pytest.mark.parametrize("text", [b'{"job": "j"}', b'{"job": "j", "items": [{"id": "a"}]}', b"[1, 2]"])
+def test_report_of_a_file_that_is_not_a_report_is_a_usage_error(
+    tmp_path: Path, text: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j/report.json").write_bytes(text)
+    assert main(["report", str(tmp_path / "j")]) == 2  # not 1 (items failed), and no traceback
+    assert "report.json is not a batchgen report" in capsys.readouterr().err
+
+
+def test_merge_of_a_file_that_is_not_a_report_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j/report.json").write_bytes(b'{"job": "j", "items": [{"id": "a"}]}')
+    assert main(["merge", str(tmp_path / "j"), "--output", str(tmp_path / "m")]) == 2
+    assert "report.json is not a batchgen report" in capsys.readouterr().err

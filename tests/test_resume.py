@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from batchgen.errors import ErrorClass
+from batchgen.outcomes import ItemStatus
 from batchgen.output.journal import Entry, JournalFile
 from batchgen.output.store import JobStore
 from batchgen.plan.resume import Action, Mode, decide
@@ -13,13 +15,21 @@ from batchgen.plan.resume import Action, Mode, decide
 SEND, SKIP, KEEP, LEAVE = Action.SEND, Action.SKIP, Action.KEEP, Action.LEAVE
 RUN, ONLY, ALL, FORCE, REDO = Mode.RUN, Mode.ONLY_FAILED, Mode.ALL_FAILED, Mode.FORCE, Mode.REDO
 
-DONE = Entry("a", "succeeded", "fp", "p", 1, (JournalFile("images/a.png", "h", 3),))
-FAILED_RETRYABLE = Entry("a", "failed", "fp", "p", 4, error_class="server_error", retryable=True)
-REFUSED = Entry("a", "failed", "fp", "p", 1, error_class="safety_filter", retryable=False)
-NO_CREDIT = Entry("a", "failed", "fp", "p", 1, error_class="quota_exhausted", retryable=False)
-BAD_KEY = Entry("a", "failed", "fp", "p", 1, error_class="auth", retryable=False)
+OK, FAILED = ItemStatus.SUCCEEDED, ItemStatus.FAILED
+DONE = Entry("a", OK, "fp", "p", 1, (JournalFile("images/a.png", "h", 3),))
+FAILED_RETRYABLE = Entry("a", FAILED, "fp", "p", 4, error_class=ErrorClass.SERVER_ERROR, retryable=True)
+REFUSED = Entry("a", FAILED, "fp", "p", 1, error_class=ErrorClass.SAFETY_FILTER, retryable=False)
+NO_CREDIT = Entry("a", FAILED, "fp", "p", 1, error_class=ErrorClass.QUOTA_EXHAUSTED, retryable=False)
+BAD_KEY = Entry("a", FAILED, "fp", "p", 1, error_class=ErrorClass.AUTH, retryable=False)
 LINK_DEAD = Entry(
-    "a", "failed", "fp", "p", 1, error_class="download_failed", retryable=False, links=("https://cdn.test/a",)
+    "a",
+    FAILED,
+    "fp",
+    "p",
+    1,
+    error_class=ErrorClass.DOWNLOAD_FAILED,
+    retryable=False,
+    links=("https://cdn.test/a",),
 )
 FETCH = Action.FETCH
 

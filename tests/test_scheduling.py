@@ -12,6 +12,7 @@ import yaml
 from batchgen.cli.main import main
 from batchgen.plan import shard
 from batchgen.plan.pricing import PriceTable
+from batchgen.report.record import Report
 from batchgen.report.report import merge_reports
 from batchgen.sim.simulator import Simulator
 
@@ -219,24 +220,24 @@ class TestShards:
 
 
 def test_merge_reports_keeps_the_best_status_and_sums_spend() -> None:
-    def rep(
-        shard_label: str, items: list[tuple[str, str]], sent: int, start: str, end: str
-    ) -> dict[str, Any]:
-        return {
-            "job": "j",
-            "manifest": "m",
-            "status": "partial",
-            "started_at": start,
-            "finished_at": end,
-            "duration_s": 0,
-            "counts": {},
-            "requests_sent": sent,
-            "unconfirmed_attempts": 1,
-            "estimated_cost": 0.5,
-            "shard": shard_label,
-            "failures": [{"id": i, "class": "timeout"} for i, s in items if s == "failed"],
-            "items": [{"id": i, "status": s, "files": [], "attempts": 1} for i, s in items],
-        }
+    def rep(shard_label: str, items: list[tuple[str, str]], sent: int, start: str, end: str) -> Report:
+        return Report.from_json(
+            {
+                "job": "j",
+                "manifest": "m",
+                "status": "partial",
+                "started_at": start,
+                "finished_at": end,
+                "duration_s": 0,
+                "counts": {},
+                "requests_sent": sent,
+                "unconfirmed_attempts": 1,
+                "estimated_cost": 0.5,
+                "shard": shard_label,
+                "failures": [{"id": i, "class": "timeout"} for i, s in items if s == "failed"],
+                "items": [{"id": i, "status": s, "files": [], "attempts": 1} for i, s in items],
+            }
+        )
 
     merged = merge_reports(
         [
@@ -255,7 +256,7 @@ def test_merge_reports_keeps_the_best_status_and_sums_spend() -> None:
                 "2026-01-01T00:02:00Z",
             ),
         ]
-    )
+    ).to_json()  # as report.json has it
     assert [(i["id"], i["status"]) for i in merged["items"]] == [
         ("a", "succeeded"),
         ("b", "succeeded"),

@@ -9,6 +9,7 @@ import pytest
 
 from batchgen.errors import StoreError
 from batchgen.images import JPEG, PNG, GeneratedImage
+from batchgen.output import paths
 from batchgen.output.store import JobStore
 
 from .conftest import png_bytes
@@ -105,3 +106,30 @@ def test_the_allocator_settings_apply_on_glibc() -> None:
 
     applied = tune_allocator()
     assert applied is (platform.libc_ver()[0] == "glibc")
+
+
+@pytest.mark.parametrize(
+    ("relative", "version", "kept"),
+    [
+        ("images/a.png", 1, "history/a.1.png"),
+        ("images/a-2.jpg", 3, "history/a-2.3.jpg"),
+        ("images/a.json", 2, "history/a.2.json"),
+        ("images/v1.2.png", 4, "history/v1.2.4.png"),
+        ("images/noext", 2, "history/noext.2"),
+    ],
+)
+def test_history_names_and_their_reading_back(relative: str, version: int, kept: str) -> None:
+    assert paths.history(relative, version) == kept
+    stem, _, ext = relative.removeprefix("images/").rpartition(".")
+    if stem:
+        assert paths.parse_history(kept.removeprefix("history/")) == (stem, version, ext)
+    assert paths.parse_history(".batchgen-1.2.tmp") is None
+    assert paths.parse_history("a.x.png") is None
+
+
+def test_archive_keeps_each_file_under_its_history_name(store: JobStore) -> None:
+    store.write_bytes(paths.image("a.png"), b"old")
+    store.write_bytes(paths.sidecar("a"), b"{}")
+    store.archive([paths.image("a.png"), paths.sidecar("a")], 1)
+    assert sorted(os.listdir(store.root / paths.HISTORY)) == ["a.1.json", "a.1.png"]
+    assert (store.root / paths.history("images/a.png", 1)).read_bytes() == b"old"

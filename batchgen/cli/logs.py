@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +21,8 @@ import orjson
 
 from batchgen.errors import Problem
 from batchgen.outcomes import Event, ItemFinished, ItemRetrying, JobStarted, JobStopping
+from batchgen.output import paths
+from batchgen.report.record import Report, ReportFailure
 
 EVENTS = logging.getLogger("batchgen.events")
 # How many problems of one kind are shown before the rest are counted.
@@ -99,27 +101,28 @@ def event_logger(job: str) -> Callable[[Event], None]:
     return log_event
 
 
-def job_finished(report: dict[str, Any], folder: str, exit_code: int, event: str = "job_finished") -> None:
+def job_finished(report: Report, folder: str, exit_code: int, event: str = "job_finished") -> None:
     fields = {
         "event": event,
-        "job": report["job"],
-        "status": report["status"],
-        "counts": report["counts"],
-        "requests_sent": report["requests_sent"],
-        "unconfirmed_attempts": report["unconfirmed_attempts"],
-        "estimated_cost": report["estimated_cost"],
-        "unconfirmed_cost": report.get("unconfirmed_cost", 0.0),
-        "failures_by_class": _by_class(report["failures"]),
-        "report": f"{folder}/report.json",
+        "job": report.job,
+        "status": report.status.value,
+        "counts": report.counts.to_json(),
+        "requests_sent": report.requests_sent,
+        "unconfirmed_attempts": report.unconfirmed_attempts,
+        "estimated_cost": report.estimated_cost,
+        "unconfirmed_cost": report.unconfirmed_cost,
+        "failures_by_class": _by_class(report.failures),
+        "report": f"{folder}/{paths.REPORT_JSON}",
         "exit_code": exit_code,
     }
     EVENTS.info("%s", event, extra={"event": fields})
 
 
-def _by_class(failures: list[dict[str, Any]]) -> dict[str, int]:
+def _by_class(failures: Iterable[ReportFailure]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for failure in failures:
-        counts[failure["class"]] = counts.get(failure["class"], 0) + 1
+        name = failure.error_class.value
+        counts[name] = counts.get(name, 0) + 1
     return counts
 
 

@@ -24,7 +24,7 @@ from batchgen.outcomes import Event, JobStatus
 from batchgen.output import thumbs
 from batchgen.plan import estimate
 from batchgen.plan.resume import Mode
-from batchgen.report import gallery, merge
+from batchgen.report import cards, gallery, merge, record
 from batchgen.report.report import summary_lines
 from batchgen.sim.settings import SimulatorConfig
 
@@ -176,7 +176,7 @@ def _send(args: argparse.Namespace, manifests: Sequence[jobs.Loaded], options: j
             break  # 130 for SIGINT, 143 for SIGTERM; the later manifests do not start
     if not args.quiet and not as_json:
         if len(done) > 1:
-            statuses = ", ".join(f"{o.report['job']} {o.report['status']}" for o, _ in done)
+            statuses = ", ".join(f"{o.report.job} {o.report.status.value}" for o, _ in done)
             print(f"{len(done)} jobs: {statuses}")
         for output, _ in done:
             print("\n".join(summary_lines(output.report, str(output.folder))))
@@ -207,10 +207,10 @@ def _fan_out(listeners: list[Callable[[Event], None]]) -> Callable[[Event], None
     return on_event
 
 
-def exit_code(report: dict[str, Any]) -> int:
-    if report["status"] == JobStatus.ABORTED.value:
+def exit_code(report: record.Report) -> int:
+    if report.status is JobStatus.ABORTED:
         return EXIT_ABORTED
-    return EXIT_OK if report["status"] == JobStatus.COMPLETED.value else EXIT_FAILED
+    return EXIT_OK if report.status is JobStatus.COMPLETED else EXIT_FAILED
 
 
 def _severity(code: int) -> int:
@@ -232,24 +232,17 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    try:
-        report = orjson.loads((args.job_dir / "report.json").read_bytes())
-    except OSError as exc:
-        raise UsageError(
-            f"{args.job_dir}: no report.json here ({exc.strerror}); is this a job folder?"
-        ) from None
-    except orjson.JSONDecodeError as exc:
-        raise UsageError(f"{args.job_dir}/report.json is not valid JSON ({exc})") from None
-    images = [f for item in report["items"] for f in item["files"] if not f.endswith(".json")]
+    report = record.read(args.job_dir)
+    images = [f for item in report.items for f in item.files if not f.endswith(".json")]
     made = thumbs.backfill(args.job_dir, images)
     if made:
         log.info("made %d missing thumbnail(s)", made)
-    gallery.write(args.job_dir, report)
+    gallery.write(args.job_dir, report, cards.from_folder(args.job_dir, report))
     _summary(args, report, args.job_dir)
     return exit_code(report)
 
 
-def _summary(args: argparse.Namespace, report: dict[str, Any], folder: Path) -> None:
+def _summary(args: argparse.Namespace, report: record.Report, folder: Path) -> None:
     """A job's summary on stdout; in JSON mode, its ``job_summary`` event instead."""
     if args.log_format == "json":
         logs.job_finished(report, str(folder), exit_code(report), event="job_summary")
@@ -259,8 +252,8 @@ def _summary(args: argparse.Namespace, report: dict[str, Any], folder: Path) -> 
 
 def _merge(args: argparse.Namespace) -> int:
     report, folder = merge.merge(args.folders, args.output)
-    if report.get("missing_shards"):
-        log.warning("shards %s are missing from the merge", ", ".join(report["missing_shards"]))
+    if report.missing_shards:
+        log.warning("shards %s are missing from the merge", ", ".join(report.missing_shards))
     _summary(args, report, folder)
     return exit_code(report)
 

@@ -45,7 +45,7 @@ class Endings:
         files = tuple(JournalFile(f.path, f.sha256, f.bytes) for f in stored)
         entry = Entry(
             request.id,
-            "succeeded",
+            ItemStatus.SUCCEEDED,
             request_fingerprint,
             request.prompt,
             counts.attempts,
@@ -86,11 +86,11 @@ class Endings:
         failure = Failure(exc.error_class, exc.message, exc.http_status, exc.retryable, links)
         entry = Entry(
             request.id,
-            "failed",
+            ItemStatus.FAILED,
             request_fingerprint,
             request.prompt,
             counts.attempts,
-            error_class=exc.error_class.value,
+            error_class=exc.error_class,
             message=exc.message,
             http_status=exc.http_status,
             retryable=exc.retryable,

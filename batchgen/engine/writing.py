@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 from batchgen.images import GeneratedImage
 from batchgen.manifest.references import LoadedReference, LocalReference, Reference
 from batchgen.output import thumbs
-from batchgen.output.journal import Entry, Journal, entry_record
+from batchgen.output.journal import Entry, Journal
+from batchgen.output.sidecar import Sidecar
 from batchgen.output.store import JobStore, StoredFile
 from batchgen.plan.plan import PlannedRequest, build_body
 
@@ -45,7 +46,7 @@ class Writer:
 
     async def journal_entry(self, entry: Entry) -> None:
         if self.journal is not None:
-            await self.blocking(self.journal.append, entry_record(entry, time.time()))
+            await self.blocking(self.journal.append, entry.to_json(time.time()))
 
     def save(
         self,
@@ -66,22 +67,17 @@ class Writer:
         shown = [_describe(ref, got) for ref, got in zip(request.references, loaded, strict=True)]
         # The sidecar is metadata the journal also holds (files, sizes, sha256): it is renamed
         # into place whole, and made durable with the rest of the job's files at the end.
-        self.store.write_json(
-            request.sidecar,
-            {
-                "id": request.id,
-                "request": build_body(request, shown),
-                "model": request.model,
-                "created": made.created,
-                "attempts": made.attempts,
-                "latency_s": round(made.latency_s, 3),
-                "files": [
-                    {"path": f.path, "sha256": f.sha256, "bytes": f.bytes, "mime": f.mime} for f in stored
-                ],
-                "estimated_cost": request.estimated_cost,
-            },
-            durable=False,
+        sidecar = Sidecar(
+            request.id,
+            build_body(request, shown),
+            request.model,
+            made.created,
+            made.attempts,
+            round(made.latency_s, 3),
+            tuple(stored),
+            request.estimated_cost,
         )
+        self.store.write_json(request.sidecar, sidecar.to_json(), durable=False)
         return stored
 
 

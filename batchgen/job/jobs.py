@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from batchgen import config
 from batchgen.engine.guards import Guards
@@ -31,6 +31,7 @@ from batchgen.plan import pricing, shard
 from batchgen.plan.plan import plan_item
 from batchgen.plan.resume import Mode
 from batchgen.plan.triage import Triage, decided
+from batchgen.report import record
 
 if TYPE_CHECKING:
     # The modules that bring in aiohttp (the runner, the client) are imported where a run may
@@ -67,7 +68,7 @@ class RunOptions:
 class JobOutput:
     # Not in the repr: asyncio.run formats the main task, result and all, as it restores the
     # SIGINT handler, and a 100,000-item report takes a third of a second to format.
-    report: dict[str, Any] = field(repr=False)
+    report: record.Report = field(repr=False)
     folder: Path
     signal: int | None = None  # the signal that interrupted the run, if one did
 

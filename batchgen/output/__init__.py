@@ -1,6 +1,6 @@
 """Stage 5, the output: what a job leaves on disk, and the records people and scripts read.
 
-Owns the job folder (``store``: images, sidecars, history, atomic writes), the journal a
-re-run reads (``journal``), the one-run-per-folder lock (``lock``) and the thumbnails
-(``thumbs``).
+Owns the job folder (``paths``: the name of every file in it; ``store``: images, history,
+atomic writes), the sidecar next to each item's images (``sidecar``), the journal a re-run
+reads (``journal``), the one-run-per-folder lock (``lock``) and the thumbnails (``thumbs``).
 """

@@ -10,19 +10,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from batchgen.errors import ErrorClass
+from batchgen.outcomes import ItemStatus
+from batchgen.output import paths
 
 log = logging.getLogger(__name__)
 
-JOURNAL = "journal.jsonl"
-STOPS_JOB = frozenset(c.value for c in ErrorClass if c.stops_job)
+JOURNAL = paths.JOURNAL
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +36,19 @@ class JournalFile:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """The last thing the journal says about one item."""
+    """An item's line in the journal: the last thing it says about that item.
+
+    ``to_json`` is the one writer of the line and ``from_json`` its one reader; the line adds
+    ``"type": "item"`` and when it was written (``finished_at``, which nothing reads back).
+    """
 
     id: str
-    status: str  # "succeeded" or "failed"
+    status: ItemStatus  # SUCCEEDED or FAILED: the journal records only what finished
     fingerprint: str
     prompt: str
     attempts: int
     files: tuple[JournalFile, ...] = ()
-    error_class: str | None = None
+    error_class: ErrorClass | None = None
     message: str | None = None
     http_status: int | None = None
     retryable: bool | None = None
@@ -51,17 +57,133 @@ class Entry:
     version: int = 1  # how many times its image was made; earlier versions are in history/
 
     @property
+    def succeeded(self) -> bool:
+        return self.status is ItemStatus.SUCCEEDED
+
+    @property
     def refetchable(self) -> bool:
         """Made and billed, but its links failed: a later run fetches them, it does not make it again."""
-        return self.status == "failed" and bool(self.links) and self.error_class == ErrorClass.DOWNLOAD_FAILED
+        return (
+            self.status is ItemStatus.FAILED
+            and bool(self.links)
+            and self.error_class is ErrorClass.DOWNLOAD_FAILED
+        )
 
     @property
     def resent_by_retry(self) -> bool:
         """``batchgen retry`` sends it again: worth retrying, or failed only because the key or the
         credit did (fixed, presumably, by whoever runs retry)."""
-        if self.status != "failed":
+        if self.status is not ItemStatus.FAILED:
             return False
-        return bool(self.retryable) or self.error_class in STOPS_JOB
+        return bool(self.retryable) or (self.error_class is not None and self.error_class.stops_job)
+
+    def to_json(self, finished_at: float) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "type": "item",
+            "id": self.id,
+            "status": self.status.value,
+            "fingerprint": self.fingerprint,
+            "prompt": self.prompt,
+            "attempts": self.attempts,
+            "files": [{"path": f.path, "sha256": f.sha256, "bytes": f.bytes} for f in self.files],
+            "estimated_cost": self.estimated_cost,
+            "finished_at": finished_at,
+        }
+        if self.version > 1:
+            record["version"] = self.version
+        if self.status is ItemStatus.FAILED:
+            record["class"] = None if self.error_class is None else self.error_class.value
+            record["message"] = self.message
+            record["http_status"] = self.http_status
+            record["retryable"] = self.retryable
+            if self.links:
+                record["links"] = list(self.links)
+        return record
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> Entry | None:
+        """The entry a line holds; None if it is damaged (a missing id, status or fingerprint,
+        a value of the wrong kind). A failure class this batchgen does not know reads as None."""
+        try:
+            files = tuple(
+                JournalFile(str(f["path"]), str(f["sha256"]), int(f["bytes"])) for f in record["files"]
+            )
+            return cls(
+                id=str(record["id"]),
+                status=_STATUSES[record["status"]],
+                fingerprint=str(record["fingerprint"]),
+                prompt=str(record.get("prompt", "")),
+                attempts=int(record.get("attempts", 0)),
+                files=files,
+                error_class=_error_class(record.get("class")),
+                message=_optional(str, record.get("message")),
+                http_status=_optional(int, record.get("http_status")),
+                retryable=_optional(bool, record.get("retryable")),
+                estimated_cost=float(record.get("estimated_cost", 0.0)),
+                links=tuple(str(link) for link in record.get("links", ())),
+                version=int(record.get("version", 1)),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class RunHeader:
+    """A run's first line: its manifest, absolute and relative to the job folder, so that a job
+    folder moved or copied along with its manifest (a project moved, a backup restored) still
+    finds its own copy. ``to_json`` writes it, ``from_json`` reads it."""
+
+    manifest: str  # absolute; "" when a line does not say
+    manifest_relative: str | None
+    started_at: float
+    shard: str | None = None  # "K/N" when the run was a shard
+    merged: bool = False  # written by `batchgen merge`, not by a run
+
+    @classmethod
+    def of(
+        cls, manifest: Path, folder: Path, started_at: float, shard: str | None = None, merged: bool = False
+    ) -> RunHeader:
+        where = manifest.resolve()
+        relative = os.path.relpath(where, folder.resolve())
+        return cls(str(where), relative, started_at, shard or None, merged)
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "type": "run",
+            "manifest": self.manifest,
+            "manifest_relative": self.manifest_relative,
+            "started_at": self.started_at,
+        }
+        if self.merged:
+            record["merged"] = True
+        if self.shard:
+            record["shard"] = self.shard
+        return record
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> RunHeader:
+        relative, shard = record.get("manifest_relative"), record.get("shard")
+        started = record.get("started_at")
+        return cls(
+            manifest=str(record.get("manifest") or ""),
+            manifest_relative=relative if isinstance(relative, str) else None,
+            started_at=float(started) if isinstance(started, int | float) else 0.0,
+            shard=shard if isinstance(shard, str) else None,
+            merged=record.get("merged") is True,
+        )
+
+
+# Looked up, not called: Enum(value) is slow, and a re-run reads 100,000 lines.
+_STATUSES = {status.value: status for status in ItemStatus}
+_CLASSES = {error_class.value: error_class for error_class in ErrorClass}
+
+
+def _error_class(value: object) -> ErrorClass | None:
+    return _CLASSES.get(value) if isinstance(value, str) else None
+
+
+def _optional(kind: Callable[[Any], T], value: object) -> T | None:
+    return None if value is None else kind(value)
 
 
 class Journal:
@@ -94,54 +216,7 @@ class Journal:
         os.fsync(self._fd)
 
     def run_started(self, manifest: Path, started_at: float, shard: str | None = None) -> None:
-        self.append(run_record(manifest, self.path.parent, started_at, shard))
-
-
-def run_record(
-    manifest: Path, folder: Path, started_at: float, shard: str | None = None, **extra: Any
-) -> dict[str, Any]:
-    """A run's first line: its manifest, absolute and relative to the job folder, so that a job
-    folder moved or copied along with its manifest (a project moved, a backup restored) still
-    finds its own copy."""
-    where = manifest.resolve()
-    record: dict[str, Any] = {
-        "type": "run",
-        "manifest": str(where),
-        "manifest_relative": os.path.relpath(where, folder.resolve()),
-        "started_at": started_at,
-        **extra,
-    }
-    if shard:
-        record["shard"] = shard
-    return record
-
-
-def entry_record(entry: Entry, finished_at: float) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "type": "item",
-        "id": entry.id,
-        "status": entry.status,
-        "fingerprint": entry.fingerprint,
-        "prompt": entry.prompt,
-        "attempts": entry.attempts,
-        "files": [{"path": f.path, "sha256": f.sha256, "bytes": f.bytes} for f in entry.files],
-        "estimated_cost": entry.estimated_cost,
-        "finished_at": finished_at,
-    }
-    if entry.version > 1:
-        record["version"] = entry.version
-    if entry.status == "failed":
-        record.update(
-            {
-                "class": entry.error_class,
-                "message": entry.message,
-                "http_status": entry.http_status,
-                "retryable": entry.retryable,
-            }
-        )
-        if entry.links:
-            record["links"] = list(entry.links)
-    return record
+        self.append(RunHeader.of(manifest, self.path.parent, started_at, shard).to_json())
 
 
 @dataclass
@@ -156,29 +231,37 @@ class JournalState:
 def read(folder: Path) -> JournalState:
     """What the journal in ``folder`` says, last word per item; empty if there is none."""
     state = JournalState({}, None, 0)
-    path = folder / JOURNAL
     try:
-        with open(path, "rb") as f:
-            for line in _lines(f):
-                record = _parse(line)
-                if record is None:
-                    state.damaged_lines += 1
-                elif record.get("type") == "run":
-                    state.manifest = str(record.get("manifest") or "") or state.manifest
-                    relative = record.get("manifest_relative")
-                    state.manifest_relative = relative if isinstance(relative, str) else None
-                    state.shard = record.get("shard")
-                elif record.get("type") == "item":
-                    entry = _entry(record)
-                    if entry is None:
-                        state.damaged_lines += 1
-                    else:
-                        state.entries[entry.id] = entry
+        for line in lines(folder):
+            if line is None:
+                state.damaged_lines += 1
+            elif isinstance(line, RunHeader):
+                state.manifest = line.manifest or state.manifest
+                state.manifest_relative = line.manifest_relative
+                state.shard = line.shard
+            else:
+                state.entries[line.id] = line
     except FileNotFoundError:
         pass
     if state.damaged_lines:
-        log.warning("%s: skipped %d damaged line(s) (a crash mid-write?)", path, state.damaged_lines)
+        log.warning(
+            "%s: skipped %d damaged line(s) (a crash mid-write?)", folder / JOURNAL, state.damaged_lines
+        )
     return state
+
+
+def lines(folder: Path) -> Iterator[RunHeader | Entry | None]:
+    """Every line of the journal in ``folder``, in order, as its record: None for a damaged one;
+    a line of a kind this batchgen does not know is passed over. FileNotFoundError if there is none."""
+    with open(folder / JOURNAL, "rb") as f:
+        for line in _lines(f):
+            record = _parse(line)
+            if record is None:
+                yield None
+            elif record.get("type") == "run":
+                yield RunHeader.from_json(record)
+            elif record.get("type") == "item":
+                yield Entry.from_json(record)
 
 
 def _lines(f: Any) -> Iterator[bytes]:
@@ -193,28 +276,6 @@ def _parse(line: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return record if isinstance(record, dict) else None
-
-
-def _entry(record: dict[str, Any]) -> Entry | None:
-    try:
-        files = tuple(JournalFile(str(f["path"]), str(f["sha256"]), int(f["bytes"])) for f in record["files"])
-        return Entry(
-            id=str(record["id"]),
-            status=str(record["status"]),
-            fingerprint=str(record["fingerprint"]),
-            prompt=str(record.get("prompt", "")),
-            attempts=int(record.get("attempts", 0)),
-            files=files,
-            error_class=record.get("class"),
-            message=record.get("message"),
-            http_status=record.get("http_status"),
-            retryable=record.get("retryable"),
-            estimated_cost=float(record.get("estimated_cost", 0.0)),
-            links=tuple(str(link) for link in record.get("links", ())),
-            version=int(record.get("version", 1)),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _last_byte(path: Path, size: int) -> bytes:

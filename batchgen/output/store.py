@@ -21,8 +21,9 @@ import orjson
 
 from batchgen.errors import StoreError
 from batchgen.images import GIF, JPEG, PNG, WEBP, GeneratedImage
+from batchgen.output import paths
+from batchgen.output.paths import HISTORY
 
-HISTORY = "history"
 TEMP_PREFIX = ".batchgen-"
 TEMP_SUFFIX = ".tmp"
 _IMAGE_EXTS = tuple(f.ext for f in (PNG, JPEG, WEBP, GIF))
@@ -57,16 +58,17 @@ class JobStore:
 
     def prepare(self) -> None:
         """Create the folders and remove temp files a crashed run left behind."""
+        images = self.root / paths.IMAGES
         try:
-            (self.root / "images").mkdir(parents=True, exist_ok=True)
+            images.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create {self.root / 'images'}: {exc.strerror}") from exc
+            raise StoreError(f"cannot create {images}: {exc.strerror}") from exc
         self._real_root = self.root.resolve()
         self._folders.clear()
         self.tidy()
         # One listing: images/ of a catalog holds 200,000 names.
-        names = _remove_stale(self.root / "images", os.listdir(self.root / "images"))
-        self._existing = {f"images/{name}" for name in names}
+        names = _remove_stale(images, os.listdir(images))
+        self._existing = {paths.image(name) for name in names}
 
     def tidy(self) -> None:
         """Remove the temp files a crashed write left in the job folder itself (not in images/)."""
@@ -186,10 +188,7 @@ class JobStore:
         (self.root / HISTORY).mkdir(exist_ok=True)
         for relative in files:
             source = self.path(relative)
-            stem, dot, ext = PurePosixPath(relative).name.rpartition(".")
-            target = self.path(
-                f"{HISTORY}/{stem}.{version}{dot}{ext}" if dot else f"{HISTORY}/{ext}.{version}"
-            )
+            target = self.path(paths.history(relative, version))
             try:
                 os.link(source, target)
             except FileExistsError:
@@ -207,14 +206,8 @@ class JobStore:
     def sync(self) -> None:
         """Make this run's files durable: once per job, not once per file."""
         os.sync()  # the sidecars written without their own fsync
-        for folder in (self.root / "images", self.root):
+        for folder in (self.root / paths.IMAGES, self.root):
             _fsync_dir(folder)
-
-
-def history_name(relative: str, version: int) -> str:
-    """Where version ``version`` of ``images/a.png`` is kept: ``history/a.<version>.png``."""
-    stem, dot, ext = PurePosixPath(relative).name.rpartition(".")
-    return f"{HISTORY}/{stem}.{version}.{ext}" if dot else f"{HISTORY}/{ext}.{version}"
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -17,9 +17,8 @@ import orjson
 from batchgen.manifest import provider
 from batchgen.manifest.manifest import ItemSpec, output_stems
 from batchgen.manifest.references import Reference
+from batchgen.output import paths
 from batchgen.plan import pricing
-
-IMAGES_DIR = "images"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +65,8 @@ def plan_item(spec: ItemSpec, reference_field: str, prices: pricing.PriceTable) 
         body=body,
         references=spec.references,
         reference_field=reference_field,
-        image_stems=tuple(f"{IMAGES_DIR}/{stem}" for stem in output_stems(spec.id, spec.n)),
-        sidecar=f"{IMAGES_DIR}/{spec.id}.json",
+        image_stems=tuple(paths.image(stem) for stem in output_stems(spec.id, spec.n)),
+        sidecar=paths.sidecar(spec.id),
         size_class=size_class,
         estimated_cost=prices.cost(spec.model, size_class, spec.n),
     )

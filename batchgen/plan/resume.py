@@ -29,12 +29,12 @@ class Action(enum.StrEnum):
 def decide(entry: Entry | None, fingerprint: str, files_intact: bool, mode: Mode) -> Action:
     """Pure: the journal's last word on an item, and this run's request, to an action."""
     if mode is Mode.REDO:  # an item the redo does not name
-        if entry is None or (entry.status == "succeeded" and not files_intact):
+        if entry is None or (entry.succeeded and not files_intact):
             return Action.LEAVE
-        return Action.SKIP if entry.status == "succeeded" else Action.KEEP
+        return Action.SKIP if entry.succeeded else Action.KEEP
     if mode is Mode.FORCE or entry is None:
         return Action.SEND
-    if entry.status == "succeeded":
+    if entry.succeeded:
         if not files_intact:
             return Action.SEND  # someone deleted or truncated its images
         if mode is Mode.RUN and entry.fingerprint != fingerprint:

@@ -43,7 +43,7 @@ class Work:
 
     @property
     def made(self) -> bool:
-        return self.entry is not None and self.entry.status == "succeeded"
+        return self.entry is not None and self.entry.succeeded
 
     @property
     def version(self) -> int:
@@ -120,7 +120,7 @@ def _from_journal(request: PlannedRequest, entry: Entry | None, action: Action) 
             version=entry.version,
         )
     failure = Failure(
-        ErrorClass(entry.error_class or ErrorClass.INVALID_RESPONSE.value),
+        entry.error_class or ErrorClass.INVALID_RESPONSE,
         entry.message or "",
         entry.http_status,
         bool(entry.retryable),

@@ -21,7 +21,7 @@ import os
 import re
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -29,14 +29,17 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from batchgen.output import journal, thumbs
-from batchgen.output.journal import Entry
-from batchgen.output.store import HISTORY, JobStore
+from batchgen.errors import ErrorClass
+from batchgen.outcomes import ItemStatus
+from batchgen.output import paths, thumbs
+from batchgen.output.store import JobStore
+from batchgen.report.record import Report, ReportFailure, iso
 
 log = logging.getLogger(__name__)
 
-REPORT_HTML = "report.html"
-STATUSES = ("succeeded", "failed", "skipped", "pending")
+# The statuses in the order the page lists them (and numbers them, in its data).
+STATUSES = (ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.SKIPPED, ItemStatus.PENDING)
+_STATUS_INDEX = {status: k for k, status in enumerate(STATUSES)}
 FAILURES_SHOWN = 50  # rows per failure class in the table above the grid; the grid shows them all
 
 
@@ -44,12 +47,12 @@ class Card(NamedTuple):
     """One item as the gallery shows it (a tuple: a catalog's page is made of 100,000 of them)."""
 
     id: str
-    status: str
+    status: ItemStatus
     attempts: int
     files: tuple[str, ...] = ()  # relative to the job folder
     prompt: str = ""
     params: Mapping[str, Any] = MappingProxyType({})  # shared by items asked the same way
-    error_class: str | None = None
+    error_class: ErrorClass | None = None
     message: str | None = None
     version: int = 1
 
@@ -69,74 +72,36 @@ def request_params(body: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v not in (None, "", [])}
 
 
-def collect(
-    folder: Path, report: dict[str, Any], entries: Mapping[str, Entry] | None = None
-) -> Iterator[Card]:
-    """Cards for a job folder on its own (``batchgen report``, ``merge``): the report's word on each
-    item, its prompt and version from the journal, what was sent from its sidecar."""
-    entries = entries or {}
-    failures = {f["id"]: f for f in report["failures"]}
-    shared: dict[bytes, dict[str, Any]] = {}
-    for item in report["items"]:
-        sidecar = _sidecar(folder, item["id"]) if item["files"] else {}
-        request = sidecar.get("request", {}) if isinstance(sidecar.get("request"), dict) else {}
-        failure = failures.get(item["id"], {})
-        entry = entries.get(item["id"])
-        params = request_params(request)
-        key = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
-        yield Card(
-            id=item["id"],
-            status=item["status"],
-            attempts=item["attempts"],
-            files=tuple(item["files"]),
-            prompt=str(request.get("prompt") or failure.get("prompt") or (entry.prompt if entry else "")),
-            params=shared.setdefault(key, params),
-            error_class=failure.get("class"),
-            message=failure.get("message"),
-            version=int(item.get("version") or (entry.version if entry else 1)),
-        )
-
-
-def _sidecar(folder: Path, item_id: str) -> dict[str, Any]:
-    try:
-        data = orjson.loads((folder / "images" / f"{item_id}.json").read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def write(folder: Path, report: dict[str, Any], cards: Iterable[Card] | None = None) -> Path:
-    """Render the gallery of the job in ``folder`` next to its report.json (``cards``: from the run;
-    without, read from the folder's files)."""
-    if cards is None:
-        cards = collect(folder, report, journal.read(folder).entries)
+def write(folder: Path, report: Report, cards: Iterable[Card]) -> Path:
+    """Render the gallery of the job in ``folder`` next to its report.json: ``cards`` from a run's
+    outcomes, or from the folder's records (``report.cards``)."""
     parts = render_parts(report, cards, folder=str(folder), history=_history(folder))
-    with JobStore(folder).open_atomic(REPORT_HTML, durable=False) as out:
+    with JobStore(folder).open_atomic(paths.REPORT_HTML, durable=False) as out:
         for part in parts:  # written in parts: the page of a catalog is 19 MB, never one more copy
             out.write(part)
-    return folder / REPORT_HTML
+    return folder / paths.REPORT_HTML
 
 
 def _history(folder: Path) -> dict[str, list[str]]:
     """The earlier versions kept of each item, oldest first: one listing of history/."""
     try:
-        names = os.listdir(folder / HISTORY)
+        names = os.listdir(folder / paths.HISTORY)
     except OSError:
         return {}
     # history/<stem>.<v>.<ext>: the stem is the item's id, or <id>-<k> for its k-th image;
     # each version's sidecar, history/<id>.<v>.json, says which ids there are.
-    split = [parts for parts in (n.rsplit(".", 2) for n in names if not n.startswith(".")) if len(parts) == 3]
-    ids = {stem for stem, v, ext in split if ext == "json" and v.isdigit()}
+    split = [(name, parts) for name in names if (parts := paths.parse_history(name)) is not None]
+    ids = {stem for _, (stem, _, ext) in split if ext == "json"}
     kept: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
-    for stem, v, ext in split:
-        if ext != "json" and v.isdigit():
+    for name, (stem, v, ext) in split:
+        if ext != "json":
             item = stem if stem in ids else stem.rpartition("-")[0] or stem
-            kept[item].append((int(v), stem, f"{HISTORY}/{stem}.{v}.{ext}"))
+            kept[item].append((v, stem, f"{paths.HISTORY}/{name}"))
     return {item: [path for *_, path in sorted(versions)] for item, versions in kept.items()}
 
 
 def render(
-    report: dict[str, Any],
+    report: Report,
     cards: Iterable[Card],
     *,
     folder: str = ".",
@@ -147,7 +112,7 @@ def render(
 
 
 def render_parts(
-    report: dict[str, Any],
+    report: Report,
     cards: Iterable[Card],
     *,
     folder: str = ".",
@@ -156,38 +121,35 @@ def render_parts(
     """The page as the text before the item data, the data, and the text after."""
     nonce = secrets.token_urlsafe(16)
     e = html.escape
-    counts = report["counts"]
+    counts = report.counts
     facts = [
-        ("status", report["status"]),
-        ("items", counts["total"]),
-        ("succeeded", counts["succeeded"]),
-        ("failed", counts["failed"]),
-        ("skipped", counts["skipped"]),
-        ("pending", counts["pending"]),
-        ("duration", f"{report['duration_s']:.1f} s"),
-        ("requests sent", report["requests_sent"]),
-        ("unconfirmed attempts", report["unconfirmed_attempts"]),
-        ("perhaps billed", f"${report.get('unconfirmed_cost', 0.0):.2f}"),
-        ("estimated cost", f"${report['estimated_cost']:.2f}"),
+        ("status", report.status.value),
+        ("items", counts.total),
+        *((status.value, counts.of_status(status)) for status in STATUSES),
+        ("duration", f"{report.duration_s:.1f} s"),
+        ("requests sent", report.requests_sent),
+        ("unconfirmed attempts", report.unconfirmed_attempts),
+        ("perhaps billed", f"${report.unconfirmed_cost:.2f}"),
+        ("estimated cost", f"${report.estimated_cost:.2f}"),
     ]
     header = "".join(f'<div class="fact"><span>{e(k)}</span><b>{e(str(v))}</b></div>' for k, v in facts)
-    stopped = report.get("aborted_reason") or report.get("interrupted_by")
-    notice = f'<p class="notice">Stopped: {e(str(stopped))}</p>' if stopped else ""
-    classes = sorted({f["class"] for f in report["failures"]})
+    notice = f'<p class="notice">Stopped: {e(report.stopped)}</p>' if report.stopped else ""
+    classes = sorted({f.error_class.value for f in report.failures})
+    shown = [("all", counts.total), *((status.value, counts.of_status(status)) for status in STATUSES)]
     status_buttons = "".join(
         f'<button type="button" data-status="{s}"{" aria-pressed=true" if s == "all" else ""}>'
-        f"{s} <small>{counts['total'] if s == 'all' else counts.get(s, 0)}</small></button>"
-        for s in ("all", *STATUSES)
+        f"{s} <small>{n}</small></button>"
+        for s, n in shown
     )
     slots: dict[str, str] = {
         "nonce": nonce,
-        "title": e(f"{report['job']} · {report['status']}"),
-        "job": e(report["job"]),
-        "meta": e(f"{report['manifest']} · {report['started_at']} → {report['finished_at']}"),
+        "title": e(f"{report.job} · {report.status.value}"),
+        "job": e(report.job),
+        "meta": e(f"{report.manifest} · {iso(report.started_at)} → {iso(report.finished_at)}"),
         "facts": header + notice,
         "status_buttons": status_buttons,
         "class_options": "".join(f'<option value="{e(c)}">{e(c)}</option>' for c in classes),
-        "failures": _failures(report["failures"]),
+        "failures": _failures(report.failures),
     }
     template = resources.files("batchgen.report").joinpath("gallery.html").read_text(encoding="utf-8")
     before, after = template.split("{{data}}")
@@ -202,9 +164,7 @@ def render_parts(
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
 
 
-def _data(
-    report: dict[str, Any], cards: Iterable[Card], folder: str, history: Mapping[str, list[str]]
-) -> bytes:
+def _data(report: Report, cards: Iterable[Card], folder: str, history: Mapping[str, list[str]]) -> bytes:
     """The items as the page's script reads them: one array per item, shared values written once.
 
     ``[id, status, class, attempts, params, prompt, files, version, message]``, where status,
@@ -213,7 +173,7 @@ def _data(
     """
     params: dict[int, int] = {}
     params_table: list[Mapping[str, Any]] = []
-    classes: dict[str, int] = {}
+    classes: dict[ErrorClass, int] = {}
     rows: list[list[Any]] = []
     for c in cards:
         shared = params.get(id(c.params))
@@ -221,11 +181,11 @@ def _data(
             shared = params[id(c.params)] = len(params_table)
             params_table.append(c.params)
         files: Any = list(c.files)
-        if len(c.files) == 1 and c.files[0].startswith(f"images/{c.id}."):
+        if len(c.files) == 1 and c.files[0].startswith(f"{paths.image(c.id)}."):
             files = c.files[0].rpartition(".")[2]
         row: list[Any] = [
             c.id,
-            STATUSES.index(c.status),
+            _STATUS_INDEX[c.status],
             classes.setdefault(c.error_class, len(classes)) if c.error_class else -1,
             c.attempts,
             shared,
@@ -240,11 +200,11 @@ def _data(
                 row.pop()
         rows.append(row)
     data = {
-        "job": report["job"],
+        "job": report.job,
         "folder": folder,
         "thumbs": thumbs.FOLDER,
-        "statuses": STATUSES,
-        "classes": list(classes),
+        "statuses": [status.value for status in STATUSES],
+        "classes": [error_class.value for error_class in classes],
         "params": params_table,
         "history": dict(history),
         "items": rows,
@@ -254,18 +214,17 @@ def _data(
     return orjson.dumps(data).replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
 
 
-def _failures(failures: list[dict[str, Any]]) -> str:
+def _failures(failures: Iterable[ReportFailure]) -> str:
     e = html.escape
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[str, list[ReportFailure]] = defaultdict(list)
     for failure in failures:
-        groups[failure["class"]].append(failure)
+        groups[failure.error_class.value].append(failure)
     if not groups:
         return ""
     sections = []
     for name, group in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         rows = "".join(
-            f"<tr><td>{e(f['id'])}</td><td>{e(str(f.get('message') or ''))}</td>"
-            f"<td>{f.get('attempts', '')}</td><td>{e(str(f.get('prompt') or ''))}</td></tr>"
+            f"<tr><td>{e(f.id)}</td><td>{e(f.message)}</td><td>{f.attempts}</td><td>{e(f.prompt)}</td></tr>"
             for f in group[:FAILURES_SHOWN]
         )
         more = len(group) - FAILURES_SHOWN

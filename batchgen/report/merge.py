@@ -12,47 +12,46 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from batchgen.errors import StoreError, UsageError
-from batchgen.output import journal
+from batchgen.output import journal, paths
 from batchgen.output.lock import JobLock
 from batchgen.output.store import TEMP_PREFIX, TEMP_SUFFIX, JobStore
 from batchgen.plan import shard
-from batchgen.report import gallery
+from batchgen.report import cards, gallery, record
 from batchgen.report.report import merge_reports
 
 
-def sources(paths: Sequence[Path]) -> list[Path]:
+def sources(given: Sequence[Path]) -> list[Path]:
     """Each path as given, or the shard folders inside it; each must hold a report.json."""
     found: list[Path] = []
-    for path in paths:
+    for path in given:
         shards = sorted(
             p
             for p in path.glob("shard-*-of-*")
-            if shard.FOLDER.match(p.name) and (p / "report.json").is_file()
+            if shard.FOLDER.match(p.name) and (p / paths.REPORT_JSON).is_file()
         )
         if shards:
             found.extend(shards)
-        elif (path / "report.json").is_file():
+        elif (path / paths.REPORT_JSON).is_file():
             found.append(path)
         else:
             raise UsageError(f"{path}: no report.json here, nor shard-K-of-N folders with one")
     return found
 
 
-def merge(paths: Sequence[Path], output: Path) -> tuple[dict[str, Any], Path]:
-    folders = sources(paths)
-    reports = [_read_report(folder) for folder in folders]
-    jobs = {r["job"] for r in reports}
+def merge(given: Sequence[Path], output: Path) -> tuple[record.Report, Path]:
+    folders = sources(given)
+    reports = [record.read(folder) for folder in folders]
+    jobs = {r.job for r in reports}
     if len(jobs) != 1:
         raise UsageError(
             f"these folders hold different jobs ({', '.join(sorted(jobs))}); merge one job at a time"
         )
     missing = _missing_shards(reports)
-    target = output / reports[0]["job"]
+    target = output / reports[0].job
     target.mkdir(parents=True, exist_ok=True)
     with JobLock(target):
         store = JobStore(target)
@@ -64,35 +63,24 @@ def merge(paths: Sequence[Path], output: Path) -> tuple[dict[str, Any], Path]:
             manifest = manifest or state.manifest
             for entry in state.entries.values():
                 held = entries.get(entry.id)
-                if held is None or held.status != "succeeded":
+                if held is None or not held.succeeded:
                     entries[entry.id] = entry
             if folder.resolve() != target.resolve():
                 _bring_files(folder, store, report)
         merged = merge_reports(reports, missing)
         lines = []
         if manifest:
-            lines.append(orjson.dumps(journal.run_record(Path(manifest), target, 0, merged=True)))
-        lines += [orjson.dumps(journal.entry_record(e, 0)) for e in entries.values()]
+            header = journal.RunHeader.of(Path(manifest), target, 0, merged=True)
+            lines.append(orjson.dumps(header.to_json()))
+        lines += [orjson.dumps(e.to_json(0)) for e in entries.values()]
         store.write_bytes(journal.JOURNAL, b"".join(line + b"\n" for line in lines))
-        store.write_json("report.json", merged)
-        gallery.write(target, merged)
+        record.write(store, merged)
+        gallery.write(target, merged, cards.from_folder(target, merged, entries))
     return merged, target
 
 
-def _read_report(folder: Path) -> dict[str, Any]:
-    try:
-        data = orjson.loads((folder / "report.json").read_bytes())
-    except OSError as exc:
-        raise UsageError(f"{folder}/report.json cannot be read: {exc.strerror}") from None
-    except orjson.JSONDecodeError as exc:
-        raise UsageError(f"{folder}/report.json is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or "items" not in data or "job" not in data:
-        raise UsageError(f"{folder}/report.json is not a batchgen report")
-    return data
-
-
-def _missing_shards(reports: Sequence[dict[str, Any]]) -> list[str]:
-    labels = [r["shard"] for r in reports if r.get("shard")]
+def _missing_shards(reports: Sequence[record.Report]) -> list[str]:
+    labels = [r.shard for r in reports if r.shard]
     if not labels:
         return []
     counts = {int(label.split("/")[1]) for label in labels}
@@ -105,12 +93,12 @@ def _missing_shards(reports: Sequence[dict[str, Any]]) -> list[str]:
     return [f"{k}/{n}" for k in range(1, n + 1) if k not in have]
 
 
-def _bring_files(source: Path, store: JobStore, report: dict[str, Any]) -> None:
+def _bring_files(source: Path, store: JobStore, report: record.Report) -> None:
     root = source.resolve()
-    for item in report["items"]:
-        names = [str(name) for name in item["files"]]
+    for item in report.items:
+        names = list(item.files)
         if names:
-            names.append(f"images/{item['id']}.json")  # the sidecar
+            names.append(paths.sidecar(item.id))
         for name in names:
             src = source / name
             if not src.resolve().is_relative_to(root):

@@ -1,32 +1,82 @@
-"""The job report (README "Outputs") and its one-screen summary: pure functions of the outcomes."""
+"""The job report (README "Outputs") and its one-screen summary: pure functions of the outcomes.
+
+A run's report and the report of shards merged are assembled by the one function,
+``assemble``: from a line per item (with its failure row, if it failed), what the items
+cost, and the time span. ``build_report`` gives it a run's outcomes, ``merge_reports``
+the best line per item of several reports.
+"""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from batchgen.outcomes import ItemOutcome, ItemStatus, JobStatus
+from batchgen.output import paths
+from batchgen.report.record import Counts, Report, ReportFailure, ReportItem, moment
+
+# An item in more than one report keeps its best status.
+_RANK = {ItemStatus.SUCCEEDED: 0, ItemStatus.SKIPPED: 1, ItemStatus.FAILED: 2, ItemStatus.PENDING: 3}
 
 
-def job_status(outcomes: Sequence[ItemOutcome], aborted: bool) -> JobStatus:
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What the items cost: summed over a run's outcomes, or over the reports merged."""
+
+    requests_sent: int = 0
+    unconfirmed_attempts: int = 0
+    estimated_cost: float = 0.0
+    unconfirmed_cost: float = 0.0
+
+
+def job_status(counts: Counts, aborted: bool, incomplete: bool = False) -> JobStatus:
+    """``incomplete``: some of the job is not in the report at all (shards missing from a merge)."""
     if aborted:
         return JobStatus.ABORTED
-    ok = (ItemStatus.SUCCEEDED, ItemStatus.SKIPPED)
-    return JobStatus.COMPLETED if all(o.status in ok for o in outcomes) else JobStatus.PARTIAL
+    if incomplete or counts.failed or counts.pending:
+        return JobStatus.PARTIAL
+    return JobStatus.COMPLETED
 
 
-def _items(outcomes: Sequence[ItemOutcome]) -> list[dict[str, Any]]:
-    # A plain loop and each status's value looked up once: a catalog report lists 100,000 items.
-    value = {status: status.value for status in ItemStatus}
-    items = []
-    for o in outcomes:
-        item = {"id": o.id, "status": value[o.status], "files": list(o.files), "attempts": o.attempts}
-        if o.version > 1:
-            item["version"] = o.version
-        items.append(item)
-    return items
+def assemble(
+    *,
+    job: str,
+    manifest: str,
+    items: Sequence[ReportItem],
+    failures: Iterable[ReportFailure],
+    spend: Spend,
+    started_at: float,
+    finished_at: float,
+    aborted: str | None,
+    interrupted: str | None = None,
+    shard: str | None = None,
+    merged_from: Sequence[str] | None = None,
+    missing_shards: Sequence[str] = (),
+) -> Report:
+    """The report of ``items`` (in the report's order), with ``failures``, the rows of those
+    that ended failed; counts and status follow from the items, the spend is rounded."""
+    counts = Counts.of([item.status for item in items])
+    return Report(
+        job=job,
+        manifest=manifest,
+        status=job_status(counts, aborted is not None, incomplete=bool(missing_shards)),
+        started_at=moment(started_at),
+        finished_at=moment(finished_at),
+        duration_s=round(finished_at - started_at, 3),
+        counts=counts,
+        requests_sent=spend.requests_sent,
+        unconfirmed_attempts=spend.unconfirmed_attempts,
+        estimated_cost=round(spend.estimated_cost, 4),
+        unconfirmed_cost=round(spend.unconfirmed_cost, 4),
+        failures=tuple(failures),
+        items=tuple(items),
+        aborted_reason=aborted or None,
+        interrupted_by=interrupted or None,
+        shard=shard or None,
+        merged_from=None if merged_from is None else tuple(merged_from),
+        missing_shards=tuple(missing_shards),
+    )
 
 
 def build_report(
@@ -39,157 +89,108 @@ def build_report(
     finished_at: float,
     interrupted: str | None = None,
     shard: str | None = None,
-) -> dict[str, Any]:
-    counts = Counter(o.status for o in outcomes)
-    failures = [o for o in outcomes if o.status is ItemStatus.FAILED and o.failure is not None]
-    report: dict[str, Any] = {
-        "job": job,
-        "manifest": manifest,
-        "status": job_status(outcomes, aborted is not None).value,
-        "started_at": _iso(started_at),
-        "finished_at": _iso(finished_at),
-        "duration_s": round(finished_at - started_at, 3),
-        "counts": {
-            "total": len(outcomes),
-            "succeeded": counts[ItemStatus.SUCCEEDED],
-            "failed": counts[ItemStatus.FAILED],
-            "skipped": counts[ItemStatus.SKIPPED],
-            "pending": counts[ItemStatus.PENDING],
-        },
-        "requests_sent": sum(o.requests_sent for o in outcomes),
-        "unconfirmed_attempts": sum(o.unconfirmed for o in outcomes),
-        "estimated_cost": round(sum(o.estimated_cost for o in outcomes), 4),
-        "unconfirmed_cost": round(sum(o.unconfirmed_cost for o in outcomes), 4),
-        "failures": [
-            {
-                "id": o.id,
-                "prompt": o.prompt,
-                "class": o.failure.error_class.value,
-                "message": o.failure.message,
-                "http_status": o.failure.http_status,
-                "attempts": o.attempts,
-                "retryable": o.failure.retryable,
-                **({"links": list(o.failure.links)} if o.failure.links else {}),
-            }
-            for o in failures
-            if o.failure is not None
-        ],
-        "items": _items(outcomes),
-    }
-    if aborted:
-        report["aborted_reason"] = aborted
-    if interrupted:
-        report["interrupted_by"] = interrupted
-    if shard:
-        report["shard"] = shard
-    return report
+) -> Report:
+    spend = Spend(
+        requests_sent=sum(o.requests_sent for o in outcomes),
+        unconfirmed_attempts=sum(o.unconfirmed for o in outcomes),
+        estimated_cost=sum(o.estimated_cost for o in outcomes),
+        unconfirmed_cost=sum(o.unconfirmed_cost for o in outcomes),
+    )
+    return assemble(
+        job=job,
+        manifest=manifest,
+        items=[ReportItem(o.id, o.status, o.files, o.attempts, o.version) for o in outcomes],
+        failures=[_failure_row(o) for o in outcomes if o.status is ItemStatus.FAILED and o.failure],
+        spend=spend,
+        started_at=started_at,
+        finished_at=finished_at,
+        aborted=aborted,
+        interrupted=interrupted,
+        shard=shard,
+    )
 
 
-def summary_lines(report: dict[str, Any], output: str) -> list[str]:
+def _failure_row(o: ItemOutcome) -> ReportFailure:
+    f = o.failure
+    assert f is not None
+    return ReportFailure(
+        o.id, o.prompt, f.error_class, f.message, f.http_status, o.attempts, f.retryable, f.links
+    )
+
+
+def merge_reports(reports: Sequence[Report], missing_shards: Sequence[str] = ()) -> Report:
+    """One report for a job run as several shards (or several partial runs).
+
+    An item in more than one report keeps its best status (succeeded, skipped,
+    failed, pending), and its failure row from the same report; spend and requests are
+    summed; the time span runs from the first start to the last end.
+    """
+    best: dict[str, tuple[ReportItem, ReportFailure | None]] = {}
+    for report in reports:
+        rows = {f.id: f for f in report.failures}
+        for item in report.items:
+            held = best.get(item.id)
+            if held is None or _RANK[item.status] <= _RANK[held[0].status]:
+                best[item.id] = (item, rows.get(item.id))
+    spend = Spend(
+        requests_sent=sum(r.requests_sent for r in reports),
+        unconfirmed_attempts=sum(r.unconfirmed_attempts for r in reports),
+        estimated_cost=sum(r.estimated_cost for r in reports),
+        unconfirmed_cost=sum(r.unconfirmed_cost for r in reports),
+    )
+    aborted = [r.aborted_reason for r in reports if r.aborted_reason]
+    kept = [best[k] for k in sorted(best)]
+    return assemble(
+        job=reports[0].job,
+        manifest=reports[0].manifest,
+        items=[item for item, _ in kept],
+        failures=[row for item, row in kept if item.status is ItemStatus.FAILED and row is not None],
+        spend=spend,
+        started_at=min(r.started_at for r in reports).timestamp(),
+        finished_at=max(r.finished_at for r in reports).timestamp(),
+        aborted="; ".join(aborted) if aborted else None,
+        merged_from=sorted({r.shard or r.job for r in reports}),
+        missing_shards=missing_shards,
+    )
+
+
+def summary_lines(report: Report, output: str) -> list[str]:
     """What a person reads at the end of a run: fits on one screen whatever the job's size."""
-    c = report["counts"]
+    c = report.counts
     lines = [
-        f"{report['job']}: {report['status']} in {report['duration_s']:.1f}s: {c['total']} items,"
-        f" {c['succeeded']} succeeded, {c['failed']} failed, {c['skipped']} skipped, {c['pending']} pending",
-        f"  requests sent {report['requests_sent']}"
+        f"{report.job}: {report.status.value} in {report.duration_s:.1f}s: {c.total} items,"
+        f" {c.succeeded} succeeded, {c.failed} failed, {c.skipped} skipped, {c.pending} pending",
+        f"  requests sent {report.requests_sent}"
         + _unconfirmed(report)
-        + f", estimated cost ${report['estimated_cost']:.2f}",
+        + f", estimated cost ${report.estimated_cost:.2f}",
     ]
-    if report.get("aborted_reason"):
-        lines.append(f"  aborted: {report['aborted_reason']}")
-    if report.get("interrupted_by"):
-        lines.append(f"  interrupted by {report['interrupted_by']}: re-run to finish the pending items")
-    by_class: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for failure in report["failures"]:
-        by_class[failure["class"]].append(failure)
+    if report.aborted_reason:
+        lines.append(f"  aborted: {report.aborted_reason}")
+    if report.interrupted_by:
+        lines.append(f"  interrupted by {report.interrupted_by}: re-run to finish the pending items")
+    by_class: dict[str, list[ReportFailure]] = defaultdict(list)
+    for failure in report.failures:
+        by_class[failure.error_class.value].append(failure)
     if by_class:
         lines.append("  failures by class:")
         for name, group in sorted(by_class.items(), key=lambda kv: (-len(kv[1]), kv[0])):
             first = group[0]
             more = f" (+{len(group) - 1} more)" if len(group) > 1 else ""
-            retry = "retryable" if first["retryable"] else "final"
+            retry = "retryable" if first.retryable else "final"
             lines.append(
-                f"    {name:<17}{len(group):>5}  {retry}; e.g. {first['id']}: {_clip(first['message'])}{more}"
+                f"    {name:<17}{len(group):>5}  {retry}; e.g. {first.id}: {_clip(first.message)}{more}"
             )
-    lines.append(f"  report: {output}/report.json")
-    lines.append(f"  gallery: {output}/report.html")
+    lines.append(f"  report: {output}/{paths.REPORT_JSON}")
+    lines.append(f"  gallery: {output}/{paths.REPORT_HTML}")
     return lines
 
 
-def _unconfirmed(report: dict[str, Any]) -> str:
-    count = report["unconfirmed_attempts"]
+def _unconfirmed(report: Report) -> str:
+    count = report.unconfirmed_attempts
     if not count:
         return ""
-    return f" ({count} unconfirmed: perhaps billed, ~${report.get('unconfirmed_cost', 0.0):.2f})"
+    return f" ({count} unconfirmed: perhaps billed, ~${report.unconfirmed_cost:.2f})"
 
 
 def _clip(text: str, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def merge_reports(reports: Sequence[dict[str, Any]], missing_shards: Sequence[str] = ()) -> dict[str, Any]:
-    """One report for a job run as several shards (or several partial runs).
-
-    An item in more than one report keeps its best status (succeeded, skipped,
-    failed, pending); counts are recomputed from the merged items; spend and
-    requests are summed; the time span runs from the first start to the last end.
-    """
-    rank = {"succeeded": 0, "skipped": 1, "failed": 2, "pending": 3}
-    items: dict[str, dict[str, Any]] = {}
-    failures: dict[str, dict[str, Any]] = {}
-    for report in reports:
-        by_id = {f["id"]: f for f in report["failures"]}
-        for item in report["items"]:
-            held = items.get(item["id"])
-            if held is None or rank[item["status"]] <= rank[held["status"]]:
-                items[item["id"]] = item
-                if item["id"] in by_id:
-                    failures[item["id"]] = by_id[item["id"]]
-                else:
-                    failures.pop(item["id"], None)
-    merged_items = [items[k] for k in sorted(items)]
-    counts = Counter(item["status"] for item in merged_items)
-    started = min(r["started_at"] for r in reports)
-    finished = max(r["finished_at"] for r in reports)
-    aborted = [r["aborted_reason"] for r in reports if r.get("aborted_reason")]
-    if aborted:
-        status = JobStatus.ABORTED.value
-    elif missing_shards or any(item["status"] in ("failed", "pending") for item in merged_items):
-        status = JobStatus.PARTIAL.value
-    else:
-        status = JobStatus.COMPLETED.value
-    merged: dict[str, Any] = {
-        "job": reports[0]["job"],
-        "manifest": reports[0]["manifest"],
-        "status": status,
-        "started_at": started,
-        "finished_at": finished,
-        "duration_s": round((_parse_iso(finished) - _parse_iso(started)), 3),
-        "counts": {
-            "total": len(merged_items),
-            "succeeded": counts["succeeded"],
-            "failed": counts["failed"],
-            "skipped": counts["skipped"],
-            "pending": counts["pending"],
-        },
-        "requests_sent": sum(r["requests_sent"] for r in reports),
-        "unconfirmed_attempts": sum(r["unconfirmed_attempts"] for r in reports),
-        "estimated_cost": round(sum(r["estimated_cost"] for r in reports), 4),
-        "unconfirmed_cost": round(sum(r.get("unconfirmed_cost", 0.0) for r in reports), 4),
-        "failures": [failures[k] for k in sorted(failures) if items[k]["status"] == "failed"],
-        "items": merged_items,
-        "merged_from": sorted({r.get("shard") or r["job"] for r in reports}),
-    }
-    if aborted:
-        merged["aborted_reason"] = "; ".join(aborted)
-    if missing_shards:
-        merged["missing_shards"] = list(missing_shards)
-    return merged
-
-
-def _parse_iso(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -92,7 +92,7 @@ async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     for worker in list(thumbs._running):
         worker.wait()
     thumbs_after_s = time.perf_counter() - started - seconds
-    done = result.report["counts"]["succeeded"]
+    done = result.report.counts.succeeded
     return {
         "items": done,
         "seconds": seconds,
