@@ -26,7 +26,7 @@ from batchgen.config import (
 from batchgen.errors import ManifestError, Problem
 from batchgen.manifest import catalog, fields, provider, references
 from batchgen.manifest.catalog import Where
-from batchgen.manifest.fields import ID_HELP, ID_PATTERN, ID_RULE, MAX_REFERENCES, Key
+from batchgen.manifest.fields import ID_HELP, ID_PATTERN, ITEM_KEYS, MAX_REFERENCES, Key, check_id
 from batchgen.manifest.loader import read_yaml
 from batchgen.manifest.references import LocalReference, Reference, UrlReference
 
@@ -62,7 +62,6 @@ TOP_FIELDS: Mapping[str, Key] = {
     ),
 }
 TOP_KEYS = tuple(TOP_FIELDS)
-ITEM_KEYS = tuple(fields.ITEM_FIELDS)
 DEFAULT_KEYS = tuple(k for k in ITEM_KEYS if k != "id")  # an id cannot have a default
 REFERENCE_FIELD_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 MAX_REQUEST_MB = 1024
@@ -142,13 +141,6 @@ def signature(st: os.stat_result) -> Signature:
     """What tells a file from its edited self without reading it: an edit changes the change time
     (which no user can set back), a replacement the inode."""
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-
-def check_id(value: str) -> str | None:
-    """Why ``value`` cannot name an item or a job, or None."""
-    if not ID_RULE.fullmatch(value) or ".." in value:  # fullmatch: `$` also matches before a final newline
-        return f"{value!r} {ID_HELP}"
-    return None
 
 
 def load(path: Path) -> Manifest:

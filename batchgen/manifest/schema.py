@@ -26,8 +26,8 @@ from typing import Any
 
 from batchgen.config import LIMIT_NAMES, LIMIT_RULES, Limits
 from batchgen.manifest.catalog import BLOCK_FIELDS, BLOCK_KEYS
-from batchgen.manifest.fields import ITEM_FIELDS, Key
-from batchgen.manifest.manifest import API_FIELDS, API_KEYS, DEFAULT_KEYS, ITEM_KEYS, TOP_FIELDS, TOP_KEYS
+from batchgen.manifest.fields import ITEM_FIELDS, ITEM_KEYS, Key
+from batchgen.manifest.manifest import API_FIELDS, API_KEYS, DEFAULT_KEYS, TOP_FIELDS, TOP_KEYS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ITEM_REF = "#/$defs/item"
