@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from batchgen.errors import ManifestError
-from batchgen.manifest import manifest
+from batchgen.manifest import validate as manifest
 from batchgen.manifest.references import LocalReference
 
 CSV = "sku,name,color\nA1,tote bag,red\nB2,mug,navy\n"

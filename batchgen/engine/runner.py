@@ -28,8 +28,8 @@ from batchgen.engine.ratelimit import RateLimiter
 from batchgen.engine.retry import RetryPolicy, is_unconfirmed
 from batchgen.errors import ErrorClass, LinkError, RequestError, StoreError
 from batchgen.images import GeneratedImage
-from batchgen.manifest.manifest import ItemSpec
 from batchgen.manifest.references import LoadedReference, LocalReference, Reference, ReferenceLoader
+from batchgen.manifest.spec import ItemSpec
 from batchgen.outcomes import (
     Event,
     Failure,

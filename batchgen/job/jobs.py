@@ -22,7 +22,7 @@ from batchgen.engine.retry import RetryPolicy
 from batchgen.errors import ManifestError, Problem, StoreError, UsageError
 from batchgen.job import memory, unchanged
 from batchgen.job.unchanged import Unchanged
-from batchgen.manifest import manifest
+from batchgen.manifest import validate as manifest
 from batchgen.manifest.references import ReferenceLoader
 from batchgen.outcomes import Event, ItemFinished, ItemOutcome, ItemStatus, JobStarted
 from batchgen.output import journal, thumbs

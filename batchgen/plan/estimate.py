@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchgen.manifest import provider
-from batchgen.manifest.manifest import ItemSpec, Manifest
+from batchgen.manifest.spec import ItemSpec, Manifest
 from batchgen.plan.pricing import PriceTable
 
 
