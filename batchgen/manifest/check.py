@@ -1,12 +1,13 @@
 """The checks of a manifest's fields, of each item, and of the items together.
 
-Errors and warnings go to a ``Problems``; what was checked comes back: a level's fields, an
-item's spec, or None where nothing good is left.
+Errors and warnings go to a ``Problems``; what was checked comes back as a value: a ``Level``
+of fields, an item's spec, or None where nothing good is left.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,18 @@ from batchgen.manifest.references import LocalReference, Reference, UrlReference
 from batchgen.manifest.spec import ItemSpec, Manifest, Sources, output_stems
 
 CheckedItem = tuple[ItemSpec, Where]  # an item's spec, and where it is for messages about it
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One level of fields, ``defaults:`` or one item, checked and normalised.
+
+    ``fields`` holds the good ones; ``valid`` is False when any had an error (reported). No item
+    is made from an invalid level: its problems would only repeat the level's own.
+    """
+
+    fields: dict[str, Any]
+    valid: bool
 
 
 class ReferenceChecker:
@@ -101,68 +114,60 @@ class LevelChecker:
         self.references = ReferenceChecker(header, problems, sources)
         self.reference_field = header.api.reference_field
 
-    def defaults(self, raw: dict[str, Any]) -> dict[str, Any]:
+    def defaults(self, raw: dict[str, Any]) -> Level:
         if "id" in raw:
             self.problems.error("an id cannot have a default; each item has its own", "defaults.id")
             raw = {k: v for k, v in raw.items() if k != "id"}
         return self._level(raw, DEFAULT_KEYS, "defaults.", None)
 
-    def item(self, raw: dict[str, Any], where: Where) -> dict[str, Any]:
+    def item(self, raw: dict[str, Any], where: Where) -> Level:
         """An item's fields but its id."""
         return self._level(raw, ITEM_KEYS, "", where)
 
-    def _level(
-        self, raw: dict[str, Any], known: tuple[str, ...], prefix: str, where: Where | None
-    ) -> dict[str, Any]:
-        """Check one level (defaults or an item) and normalise what it sets.
-
-        A level with any error carries ``_invalid``, so the items it feeds are
-        not checked further (their problems would only repeat this one).
-        """
+    def _level(self, raw: dict[str, Any], known: tuple[str, ...], prefix: str, where: Where | None) -> Level:
+        """The level's fields, checked and normalised, and whether all of them were good."""
         self.problems.unknown_keys(raw, known, prefix, where)
         out: dict[str, Any] = {}
-
-        def bad(field: str, message: str) -> None:
-            self.problems.error(message, prefix + field, where)
-            out["_invalid"] = True
-
+        valid = True
         for field, value in raw.items():
             if field == "references":
                 refs = self.references.check(value, prefix + field, where)
                 if refs is None:
-                    out["_invalid"] = True
+                    valid = False
                 else:
                     out[field] = refs
             elif field in fields.CHECKS:
                 normal, error = fields.CHECKS[field](value)
                 if error:
-                    bad(field, error)
+                    self.problems.error(error, prefix + field, where)
+                    valid = False
                 else:
                     out[field] = normal
             else:
-                out["_invalid"] = True  # unknown: reported above
+                valid = False  # unknown: reported above
         extra = out.setdefault("extra_fields", {})
         for short in ("aspect_ratio", "image_size"):
             if short in out:
                 value = out.pop(short)
                 if short in extra and extra[short] != value:
-                    bad(short, f"conflicts with extra_fields.{short} ({extra[short]!r}); set one of them")
+                    message = f"conflicts with extra_fields.{short} ({extra[short]!r}); set one of them"
+                    self.problems.error(message, prefix + short, where)
+                    valid = False
                 extra[short] = value
         size, image_size, ratio = out.get("size"), extra.get("image_size"), extra.get("aspect_ratio")
         for field, message in fields.contradictions(size, image_size, ratio):
             self.problems.warn(message, prefix + field, where)
         if self.reference_field in extra and "references" in out:
-            bad(
-                f"extra_fields.{self.reference_field}",
-                "conflicts with references; list every reference there",
-            )
-        return out
+            message = "conflicts with references; list every reference there"
+            self.problems.error(message, f"{prefix}extra_fields.{self.reference_field}", where)
+            valid = False
+        return Level(out, valid)
 
 
 class ItemChecker:
     """Each raw item made into a spec, the defaults applied, or None with its problems reported."""
 
-    def __init__(self, levels: LevelChecker, defaults: dict[str, Any], api: ApiSettings) -> None:
+    def __init__(self, levels: LevelChecker, defaults: Level, api: ApiSettings) -> None:
         self.levels = levels
         self.problems = levels.problems
         self.defaults = defaults
@@ -181,12 +186,12 @@ class ItemChecker:
         if item_id is not None:
             where = where.named(item_id)
         own = self.levels.item({k: v for k, v in data.items() if k != "id"}, where)
-        merged = merge(self.defaults, own)
+        merged = merge(self.defaults.fields, own.fields)
         if merged.get("prompt") is None:
             if "prompt" not in data:
                 self.problems.error("is required", "prompt", where)
             return None
-        if "_invalid" in merged:
+        if not (self.defaults.valid and own.valid):
             return None
         spec = self.specs.make(where.position, item_id, merged)
         here = where if where.id else where.named(spec.id)
