@@ -151,7 +151,8 @@ def expand(
         return
     index = first_index
     combos = [dict(zip(matrix, values, strict=True)) for values in itertools.product(*matrix.values())]
-    row_columns = [name for name in used if names[name][0] in columns and names[name][1] is None]
+    # In header order, not the set's: a row missing several columns names the same one every run.
+    row_columns = [column for column in columns if column in used and names[column] == (column, None)]
     for row_label, line, row in rows:
         cells, missing = _cells(row, row_columns)
         if missing:  # once per row, not once per matrix combination
