@@ -29,7 +29,8 @@ class Level:
     """One level of fields, ``defaults:`` or one item, checked and normalised.
 
     ``fields`` holds the good ones; ``valid`` is False when any had an error (reported). No item
-    is made from an invalid level: its problems would only repeat the level's own.
+    is made from an invalid level: its problems would only repeat the level's own. The good
+    fields still count: they say whether an item has a prompt at all.
     """
 
     fields: dict[str, Any]
@@ -115,6 +116,7 @@ class LevelChecker:
         self.reference_field = header.api.reference_field
 
     def defaults(self, raw: dict[str, Any]) -> Level:
+        """``defaults:``: any item field but the id."""
         if "id" in raw:
             self.problems.error("an id cannot have a default; each item has its own", "defaults.id")
             raw = {k: v for k, v in raw.items() if k != "id"}

@@ -36,14 +36,15 @@ def load(path: Path) -> Manifest:
     problems, sources = Problems(str(path)), Sources()
     sources.sign(path)  # before reading it: an edit made while it is read is not taken for it
     data = read_yaml(path)
+    # The steps run in the order their messages are listed: header, defaults, items, clashes.
     header = read.header(data, path, problems, sources)
     levels = check.LevelChecker(header, problems, sources)
     defaults = levels.defaults(read.section(data, "defaults", problems))
-    items = check.ItemChecker(levels, defaults, header.api)
+    item_checker = check.ItemChecker(levels, defaults, header.api)
     checked = [
         found
         for entry in read.items(data, path.parent, problems, sources)
-        if (found := items.check(entry)) is not None
+        if (found := item_checker.check(entry)) is not None
     ]
     check.clashes(checked, problems)
     if problems.errors:
