@@ -11,8 +11,8 @@ from typing import Any
 
 from batchgen.errors import ErrorClass, RequestError
 from batchgen.images import PNG, GeneratedImage
-from batchgen.manifest.manifest import ItemSpec
 from batchgen.manifest.references import Reference
+from batchgen.manifest.spec import ItemSpec
 from batchgen.service.client import Generation, Room, no_wait
 
 from .conftest import png_bytes

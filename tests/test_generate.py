@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,7 +12,7 @@ from typing import Any
 import pytest
 
 from batchgen.errors import ManifestError
-from batchgen.manifest import manifest
+from batchgen.manifest import validate as manifest
 from batchgen.manifest.references import LocalReference
 
 CSV = "sku,name,color\nA1,tote bag,red\nB2,mug,navy\n"
@@ -257,3 +260,30 @@ def test_the_shipped_catalog_example_expands() -> None:
     assert loaded.items[0].id == "tote-1001-front-square"
     assert all(len(i.references) == 1 for i in loaded.items)
     assert "heavy cotton canvas, leather handles" in loaded.items[0].prompt
+
+
+def test_a_row_missing_several_columns_names_the_same_one_every_run(
+    write_manifest: Callable[..., Path], jobs: Path
+) -> None:
+    """The first in header order, whatever Python's string hash seed (a set's order varies with it)."""
+    (jobs / "products.csv").write_text("a,b,c,d,e,sku\n , , , , ,A1\n")
+    path = write_manifest(
+        {"generate": [{"rows": "products.csv", "template": {"prompt": "{a}{b}{c}{d}{e}"}}]}, name="m.yaml"
+    )
+    show = (
+        "import sys; from pathlib import Path; from batchgen.errors import ManifestError\n"
+        "from batchgen.manifest import validate\n"
+        "try: validate.load(Path(sys.argv[1]))\n"
+        "except ManifestError as exc: print(*(p.message for p in exc.problems), sep='; ')\n"
+    )
+    said = {
+        subprocess.run(
+            [sys.executable, "-c", show, str(path)],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in range(4)
+    }
+    assert said == {"column 'a' is empty"}

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from batchgen.errors import ManifestError
-from batchgen.manifest import manifest
+from batchgen.manifest import validate as manifest
 from batchgen.manifest.references import LocalReference, UrlReference
 
 

@@ -9,8 +9,8 @@ from types import MappingProxyType
 import pytest
 
 from batchgen.manifest import provider
-from batchgen.manifest.manifest import ItemSpec
 from batchgen.manifest.references import LocalReference, UrlReference
+from batchgen.manifest.spec import ItemSpec
 from batchgen.plan.plan import build_body, fingerprint, plan_item
 from batchgen.plan.pricing import PriceTable
 

@@ -19,7 +19,8 @@ from jsonschema import Draft202012Validator
 
 import batchgen
 from batchgen.errors import ManifestError
-from batchgen.manifest import manifest, schema
+from batchgen.manifest import schema
+from batchgen.manifest import validate as manifest
 from batchgen.manifest.loader import read_yaml
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ import yaml
 
 from batchgen.cli.main import main
 from batchgen.job import unchanged
-from batchgen.manifest import manifest
+from batchgen.manifest import validate as manifest
 from batchgen.plan import pricing
 from batchgen.sim.simulator import Simulator
 

@@ -23,8 +23,8 @@ from batchgen.engine.retry import RetryPolicy
 from batchgen.engine.room import ImageRoom
 from batchgen.engine.stopping import Stopping
 from batchgen.engine.writing import Writer
-from batchgen.manifest.manifest import ItemSpec
 from batchgen.manifest.references import ReferenceLoader
+from batchgen.manifest.spec import ItemSpec
 from batchgen.outcomes import Event, ItemFinished, ItemOutcome, ItemStatus, JobStarted
 from batchgen.output import thumbs
 from batchgen.output.journal import Journal

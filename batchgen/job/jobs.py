@@ -21,7 +21,7 @@ from batchgen.errors import ManifestError, Problem, StoreError, UsageError
 from batchgen.job import memory, reporting, unchanged
 from batchgen.job.signals import Caught, signals
 from batchgen.job.unchanged import Unchanged
-from batchgen.manifest import manifest
+from batchgen.manifest import validate as manifest
 from batchgen.manifest.references import ReferenceLoader
 from batchgen.outcomes import Event
 from batchgen.output import journal, thumbs

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from batchgen.errors import UsageError
 from batchgen.job.jobs import RunOptions
-from batchgen.manifest import manifest
+from batchgen.manifest import validate as manifest
 from batchgen.output import journal
 from batchgen.plan import shard
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchgen.job import memory, unchanged
 from batchgen.job.unchanged import Unchanged
-from batchgen.manifest import manifest
+from batchgen.manifest import validate as manifest
 from batchgen.outcomes import Event, ItemFinished, ItemOutcome, JobStarted
 from batchgen.output.store import JobStore
 from batchgen.plan.resume import Mode

@@ -31,8 +31,8 @@ from typing import Any
 import orjson
 
 from batchgen import __version__
-from batchgen.manifest import manifest
-from batchgen.manifest.manifest import Manifest
+from batchgen.manifest import validate as manifest
+from batchgen.manifest.spec import Manifest
 from batchgen.outcomes import ItemOutcome, ItemStatus
 from batchgen.output import journal
 from batchgen.output.store import JobStore

@@ -1,7 +1,17 @@
 """Stage 1, the manifest: a YAML file in, validated item specs out, or every mistake found.
 
-Owns reading YAML safely (``loader``), each field's check (``fields``), catalog expansion
-(``catalog``), reference images (``references``, ``shrink``), what the relay accepts
-(``provider``) and the JSON Schema made from the same tables (``schema``). Imports nothing
-from a later stage.
+    validate    the way in: ``load`` a manifest, or ``load_header`` its header alone
+    spec        the public types: Manifest, ItemSpec, the signatures of the files read
+    loader      reading YAML safely
+    read        the data taken apart: the header checked, the raw items handed on
+    catalog     generate blocks expanded into raw items
+    defaults    what an item takes from defaults:, and from the service's defaults
+    check       the checks of each field, each item, and the items together
+    fields      each item field's own check, and the table of item fields
+    problems    the errors and warnings found, collected in order
+    references  reference images, checked at load and read when sent (``shrink``: made smaller)
+    provider    what the relay accepts
+    schema      the JSON Schema, made from the same tables
+
+Imports nothing from a later stage.
 """

@@ -120,20 +120,8 @@ def expand(
     """The items of generate block ``number``; problems go to ``error`` and end the block, and
     ``read`` is told of each file the block reads, with its stat before it was read."""
     prefix = f"generate[{number}]"
-    if not isinstance(block, dict):
-        error("must be a mapping with rows and template", prefix, None)
-        return
-    for key in block:
-        if key not in BLOCK_KEYS:
-            error(
-                f"unknown field {key!r}; a generate block has {', '.join(BLOCK_KEYS)}",
-                f"{prefix}.{key}",
-                None,
-            )
-            return
-    template = block.get("template")
-    if not isinstance(template, dict) or not template:
-        error("is required: a mapping of item fields", f"{prefix}.template", None)
+    template = _template(block, prefix, error)
+    if template is None:
         return
     matrix = _matrix(block.get("matrix"), f"{prefix}.matrix", error)
     source = _rows(block.get("rows"), f"{prefix}.rows", root, error, read)
@@ -151,7 +139,8 @@ def expand(
         return
     index = first_index
     combos = [dict(zip(matrix, values, strict=True)) for values in itertools.product(*matrix.values())]
-    row_columns = [name for name in used if names[name][0] in columns and names[name][1] is None]
+    # In header order, not the set's: a row missing several columns names the same one every run.
+    row_columns = [column for column in columns if column in used and names[column] == (column, None)]
     for row_label, line, row in rows:
         cells, missing = _cells(row, row_columns)
         if missing:  # once per row, not once per matrix combination
@@ -170,6 +159,26 @@ def expand(
                 item["id"] = _stable_id(item)
             yield Generated(item, where)
             index += 1
+
+
+def _template(block: Any, prefix: str, error: Report) -> dict[str, Any] | None:
+    """The block's template; None after reporting why ``block`` is not a block."""
+    if not isinstance(block, dict):
+        error("must be a mapping with rows and template", prefix, None)
+        return None
+    for key in block:
+        if key not in BLOCK_KEYS:
+            error(
+                f"unknown field {key!r}; a generate block has {', '.join(BLOCK_KEYS)}",
+                f"{prefix}.{key}",
+                None,
+            )
+            return None
+    template = block.get("template")
+    if not isinstance(template, dict) or not template:
+        error("is required: a mapping of item fields", f"{prefix}.template", None)
+        return None
+    return template
 
 
 def _matrix(raw: Any, field: str, error: Report) -> dict[str, list[Any]] | None:

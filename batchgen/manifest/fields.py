@@ -26,6 +26,13 @@ DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,")
 Checked = tuple[Any, str | None]  # (normalised value, error message or None)
 
 
+def check_id(value: str) -> str | None:
+    """Why ``value`` cannot name an item or a job, or None."""
+    if not ID_RULE.fullmatch(value) or ".." in value:  # fullmatch: `$` also matches before a final newline
+        return f"{value!r} {ID_HELP}"
+    return None
+
+
 def _text(value: Any) -> str | None:
     """YAML reads 512 as an int; sizes are text to the service."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -180,6 +187,7 @@ ITEM_FIELDS: Mapping[str, Key] = {
     ),
 }
 
+ITEM_KEYS = tuple(ITEM_FIELDS)
 CHECKS: Mapping[str, Callable[[Any], Checked]] = {
     name: key.check for name, key in ITEM_FIELDS.items() if key.check is not None
 }

@@ -5,8 +5,8 @@ Editors use it to complete and check manifests as they are typed (the
 must never accept what ``batchgen validate`` refuses, nor refuse what it accepts.
 That is why nothing here lists a key or a bound: this module owns only how the
 tables are put together. Which keys exist, what each takes and the help shown
-beside it come from the modules that validate them: ``manifest.TOP_FIELDS`` and
-``manifest.API_FIELDS``, ``fields.ITEM_FIELDS``, ``config.LIMIT_RULES`` and
+beside it come from the modules that validate them: ``read.TOP_FIELDS`` and
+``read.API_FIELDS``, ``fields.ITEM_FIELDS``, ``config.LIMIT_RULES`` and
 ``catalog.BLOCK_FIELDS``; a key added to one of them appears in both.
 
 What the validator decides with the files at hand (references and CSV files, the
@@ -26,8 +26,9 @@ from typing import Any
 
 from batchgen.config import LIMIT_NAMES, LIMIT_RULES, Limits
 from batchgen.manifest.catalog import BLOCK_FIELDS, BLOCK_KEYS
-from batchgen.manifest.fields import ITEM_FIELDS, Key
-from batchgen.manifest.manifest import API_FIELDS, API_KEYS, DEFAULT_KEYS, ITEM_KEYS, TOP_FIELDS, TOP_KEYS
+from batchgen.manifest.defaults import DEFAULT_KEYS
+from batchgen.manifest.fields import ITEM_FIELDS, ITEM_KEYS, Key
+from batchgen.manifest.read import API_FIELDS, API_KEYS, TOP_FIELDS, TOP_KEYS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ITEM_REF = "#/$defs/item"

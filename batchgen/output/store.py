@@ -21,8 +21,8 @@ import orjson
 
 from batchgen.errors import StoreError
 from batchgen.images import GIF, JPEG, PNG, WEBP, GeneratedImage
-from batchgen.output import paths
-from batchgen.output.paths import HISTORY
+from batchgen.output import history, paths
+from batchgen.output.durable import fsync_dir
 
 TEMP_PREFIX = ".batchgen-"
 TEMP_SUFFIX = ".tmp"
@@ -179,45 +179,11 @@ class JobStore:
 
     def archive(self, files: Sequence[str], version: int) -> None:
         """Keep ``files`` (an item's images and sidecar) as version ``version`` in ``history/``,
-        before a new version replaces them: ``images/a.png`` becomes ``history/a.<version>.png``.
-
-        A hard link, so the file stays where it is until the new one is renamed over it: a crash
-        at any point leaves the old image or the new one under ``images/``, never neither.
-        Never deletes or overwrites anything already in ``history/``.
-        """
-        (self.root / HISTORY).mkdir(exist_ok=True)
-        for relative in files:
-            source = self.path(relative)
-            target = self.path(paths.history(relative, version))
-            try:
-                os.link(source, target)
-            except FileExistsError:
-                continue  # kept by an earlier redo that stopped before its journal line
-            except FileNotFoundError:
-                continue
-            except OSError:
-                # A file system without hard links: a copy, renamed into place whole.
-                try:
-                    self.write_bytes(str(target.relative_to(self.root)), source.read_bytes())
-                except FileNotFoundError:
-                    continue
-        _fsync_dir(self.root / HISTORY)
+        before a new version replaces them (``history.keep``)."""
+        history.keep(self, files, version)
 
     def sync(self) -> None:
         """Make this run's files durable: once per job, not once per file."""
         os.sync()  # the sidecars written without their own fsync
         for folder in (self.root / paths.IMAGES, self.root):
-            _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a directory; the rename is still atomic
-    finally:
-        os.close(fd)
+            fsync_dir(folder)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchgen.manifest import provider
-from batchgen.manifest.manifest import Manifest
+from batchgen.manifest.spec import Manifest
 from batchgen.plan.pricing import PriceTable
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 
 from batchgen.manifest import provider
-from batchgen.manifest.manifest import ItemSpec, output_stems
 from batchgen.manifest.references import Reference
+from batchgen.manifest.spec import ItemSpec, output_stems
 from batchgen.output import paths
 from batchgen.plan import pricing
 

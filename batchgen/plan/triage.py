@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from batchgen.errors import ErrorClass, RequestError
-from batchgen.manifest.manifest import ItemSpec
 from batchgen.manifest.references import ReferenceLoader
+from batchgen.manifest.spec import ItemSpec
 from batchgen.outcomes import Failure, ItemOutcome, ItemStatus
 from batchgen.output.journal import Entry
 from batchgen.output.store import JobStore

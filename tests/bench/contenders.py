@@ -50,7 +50,7 @@ async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
 
     from batchgen import config
     from batchgen.job import jobs, memory
-    from batchgen.manifest import manifest
+    from batchgen.manifest import validate as manifest
     from batchgen.output import thumbs
 
     memory.tune_allocator()  # as `batchgen run` does

@@ -1,0 +1,61 @@
+"""A manifest file, validated into item specs: every mistake found, none sent (README "The manifest").
+
+``load`` reads the sections (``read``), checks each field and item, defaults applied (``check``,
+``defaults``), and raises one ManifestError with every problem. Callers import this module as
+``manifest``: it also exports the public types of ``spec`` and the names tests compare with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from batchgen.errors import ManifestError
+from batchgen.manifest import check, read
+from batchgen.manifest.fields import ID_HELP, ITEM_KEYS, check_id
+from batchgen.manifest.loader import read_yaml
+from batchgen.manifest.problems import Problems
+from batchgen.manifest.spec import ItemSpec, Manifest, Signature, Sources, output_stems, signature
+
+__all__ = [
+    "ID_HELP",
+    "ITEM_KEYS",
+    "ItemSpec",
+    "Manifest",
+    "Signature",
+    "check_id",
+    "load",
+    "load_header",
+    "output_stems",
+    "signature",
+]
+
+
+def load(path: Path) -> Manifest:
+    """Read and validate the manifest at ``path``; ManifestError lists every problem."""
+    problems, sources = Problems(str(path)), Sources()
+    sources.sign(path)  # before reading it: an edit made while it is read is not taken for it
+    data = read_yaml(path)
+    # The steps run in the order their messages are listed: header, defaults, items, clashes.
+    header = read.header(data, path, problems, sources)
+    levels = check.LevelChecker(header, problems, sources)
+    defaults = levels.defaults(read.section(data, "defaults", problems))
+    item_checker = check.ItemChecker(levels, defaults, header.api)
+    checked = [
+        found
+        for entry in read.items(data, path.parent, problems, sources)
+        if (found := item_checker.check(entry)) is not None
+    ]
+    check.clashes(checked, problems)
+    if problems.errors:
+        raise ManifestError(problems.errors)
+    specs = tuple(spec for spec, _ in checked)
+    return dataclasses.replace(header, items=specs, warnings=problems.warnings(), sources=sources.signed())
+
+
+def load_header(path: Path) -> Manifest | None:
+    """The manifest without its items (job, api, limits, prices): what a run needs before it knows
+    whether the items must be expanded at all. None if the header has a problem (``load`` says which)."""
+    problems = Problems(str(path))
+    header = read.header(read_yaml(path), path, problems, Sources())
+    return None if problems.errors else header
