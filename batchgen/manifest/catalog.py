@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from batchgen.manifest.fields import Key
+from batchgen.manifest.fields import Key, prompt_slug
 
 MAX_CSV_BYTES = 256 * 1024 * 1024
 MATRIX_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -376,5 +376,4 @@ def _show(value: Any) -> str:
 
 def _stable_id(item: dict[str, Any]) -> str:
     digest = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()[:10]
-    slug = re.sub(r"[^a-z0-9]+", "-", str(item["prompt"]).lower()).strip("-")[:40].strip("-") or "item"
-    return f"{slug}-{digest}"
+    return f"{prompt_slug(str(item['prompt']))}-{digest}"

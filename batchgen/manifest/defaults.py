@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
 from batchgen.manifest import provider
-from batchgen.manifest.fields import ITEM_KEYS
+from batchgen.manifest.fields import ITEM_KEYS, prompt_slug
 from batchgen.manifest.references import Reference
 from batchgen.manifest.spec import ItemSpec
 
@@ -40,8 +39,7 @@ def inherited_extra(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict
 
 def derived_id(prompt: str) -> str:
     """A stable id for an item without one: readable words of the prompt, and a hash."""
-    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40].strip("-") or "item"
-    return f"{slug}-{hashlib.sha256(prompt.encode()).hexdigest()[:8]}"
+    return f"{prompt_slug(prompt)}-{hashlib.sha256(prompt.encode()).hexdigest()[:8]}"
 
 
 class Specs:

@@ -26,6 +26,11 @@ DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,")
 Checked = tuple[Any, str | None]  # (normalised value, error message or None)
 
 
+def prompt_slug(prompt: str) -> str:
+    """The readable part of an id made for an item without one: the prompt's first words."""
+    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40].strip("-") or "item"
+
+
 def check_id(value: str) -> str | None:
     """Why ``value`` cannot name an item or a job, or None."""
     if not ID_RULE.fullmatch(value) or ".." in value:  # fullmatch: `$` also matches before a final newline
