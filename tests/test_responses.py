@@ -83,6 +83,27 @@ def test_classify(status: int, text: str, expected: ErrorClass) -> None:
 
 
 @pytest.mark.parametrize(
+    "message",
+    [
+        # One phrase per case: each must be enough on its own to make the answer a refusal.
+        "Your prompt was flagged",
+        "FLAGGED by the upstream",
+        "Rejected by the safety system",
+        "rejected by our safety filter",
+        "request blocked by safety settings",
+        "the image contains prohibited content",
+        "Content Policy violation",
+    ],
+)
+def test_a_refusal_in_a_500_is_final_not_a_server_error_to_retry(message: str) -> None:
+    # Were it a server error it would be sent max_attempts times, and each attempt billed.
+    body = orjson.dumps({"error": {"message": message, "type": "upstream_error"}})
+    error = error_from_response(500, {}, body)
+    assert error.error_class is ErrorClass.SAFETY_FILTER
+    assert error.retryable is False
+
+
+@pytest.mark.parametrize(
     ("error_class", "retryable"),
     [
         (ErrorClass.SAFETY_FILTER, False),
