@@ -161,3 +161,19 @@ def test_a_gateway_naming_the_upstream_524_is_unconfirmed() -> None:
     error = error_from_response(500, {}, body)
     assert error.upstream_status == 524
     assert is_unconfirmed(error)
+
+
+async def test_limits_give_the_backoff_its_base_and_its_cap() -> None:
+    # retry_base_s is the first ceiling and the one that doubles; retry_cap_s is where doubling stops.
+    from batchgen.config import Limits
+
+    policy = RetryPolicy.from_limits(Limits(max_attempts=8, retry_base_s=0.5, retry_cap_s=3.0))
+    ceilings = [min(3.0, 0.5 * 2**k) for k in range(7)]  # 0.5, 1, 2, 3, 3, 3, 3
+    longest = 0.0
+    for _ in range(10):
+        calls, waits, _ = await attempts_until_done(policy, [err(ErrorClass.SERVER_ERROR)] * 8)
+        assert calls == 8
+        assert all(0 <= w <= c for w, c in zip(waits, ceilings, strict=True)), waits
+        longest = max(longest, *waits)
+    # Ten runs of six waits allowed past 0.5 s: all staying under it has odds of ~1e-40.
+    assert longest > 0.5
