@@ -89,6 +89,27 @@ async def test_a_429_without_a_configured_rate_slows_down_from_the_observed_one(
     assert limiter.interval == 0.0
 
 
+@pytest.mark.parametrize(
+    ("gaps", "slowed_to"),
+    [
+        ([0.5], 1.0),  # two requests are enough to see a rate
+        ([5.0] * 10 + [0.5] * 31, 1.0),  # the recent rate (the last 32 requests), not the run's average
+    ],
+)
+async def test_a_429_without_a_rate_halves_the_rate_of_the_latest_requests(
+    gaps: list[float], slowed_to: float
+) -> None:
+    fake = FakeTime()
+    fake.now = 5000.0  # a monotonic clock starts anywhere
+    limiter = RateLimiter(None, clock=fake.clock, sleep=fake.sleep)
+    await limiter.acquire()
+    for gap in gaps:
+        fake.now += gap
+        await limiter.acquire()
+    limiter.rate_limited(retry_after=None)
+    assert limiter.interval == pytest.approx(slowed_to)
+
+
 async def test_repeated_429s_slow_down_only_so_far() -> None:
     fake = FakeTime()
     limiter = RateLimiter(60, clock=fake.clock, sleep=fake.sleep)
