@@ -80,9 +80,9 @@ CASES = [
     ("[sim:badb64*1] garbled", 2, "succeeded", None),
     ("[sim:notimage*1] text", 2, "succeeded", None),
     ("[sim:502] gateway down", 4, "failed", "server_error"),
-    # Timed out after sending, so perhaps billed: limits.max_unconfirmed_per_item (2) stops it.
-    ("[sim:slow] stalls", 2, "failed", "timeout"),
 ]
+# Timed out after sending, so perhaps billed: limits.max_unconfirmed_per_item (2) stops it.
+STALLS = ("[sim:slow] stalls", 2, "failed", "timeout")
 
 
 def test_every_fault_is_classified_and_sent_exactly_as_often_as_it_should(
@@ -91,27 +91,59 @@ def test_every_fault_is_classified_and_sent_exactly_as_often_as_it_should(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sim = threaded_simulator(slow_ms=300)
+    # The stalled answer never comes (the simulator holds it far longer than the test runs), so
+    # the client's timeout is the one thing that can end those attempts; it is a job of its own,
+    # so that no other item has a deadline short enough for a busy machine to miss.
+    sim = threaded_simulator(slow_ms=600_000)
     monkeypatch.setenv("BATCHGEN_API_KEY", "test-key")
     items = [{"id": f"i{k}", "prompt": prompt} for k, (prompt, *_) in enumerate(CASES)]
-    path = faulty_manifest(write_manifest, items, timeout_s=0.1)
-    code = main(["run", str(path), "--base-url", sim.base_url, "--output", str(tmp_path / "out"), "-q"])
+    path = faulty_manifest(write_manifest, items)
+    stalls = write_manifest(
+        {
+            "job": "stalls",
+            "limits": {**FAST_LIMITS, "timeout_s": 0.5},
+            "items": [{"id": "i15", "prompt": STALLS[0]}],
+        }
+    )
+    out = tmp_path / "out"
+    code = main(["run", str(path), str(stalls), "--base-url", sim.base_url, "--output", str(out), "-q"])
     assert code == 1
-    report = report_at(tmp_path / "out/faults")
-    by_id = {item["id"]: item for item in report["items"]}
-    failures = {f["id"]: f for f in report["failures"]}
-    for k, (prompt, requests, status, error_class) in enumerate(CASES):
+    reports = [report_at(out / "faults"), report_at(out / "stalls")]
+    by_id = {item["id"]: item for report in reports for item in report["items"]}
+    failures = {f["id"]: f for report in reports for f in report["failures"]}
+    for k, (prompt, requests, status, error_class) in enumerate([*CASES, STALLS]):
         assert sim.stats.by_prompt[prompt] == requests, prompt
         assert by_id[f"i{k}"]["status"] == status, prompt
         assert by_id[f"i{k}"]["attempts"] == requests, prompt
         if error_class:
             assert failures[f"i{k}"]["class"] == error_class, prompt
-    assert report["requests_sent"] == sum(requests for _, requests, *_ in CASES)
+    assert sum(r["requests_sent"] for r in reports) == sum(requests for _, requests, *_ in [*CASES, STALLS])
     # drop and cut happen after the request was sent; two slow attempts timed out after sending.
-    assert report["unconfirmed_attempts"] == 2 + 2
-    assert report["status"] == "partial"
+    assert [r["unconfirmed_attempts"] for r in reports] == [2, 2]
+    assert [r["status"] for r in reports] == ["partial", "partial"]
     assert failures["i1"]["retryable"] is False
     assert failures["i14"]["message"] == "HTTP 502: HTML page: 502 Bad Gateway"
+    assert failures["i15"]["message"] == "timed out waiting for the service"
+
+
+def test_rpm_on_the_command_line_spaces_the_requests_at_the_service(
+    threaded_simulator: Callable[..., Simulator],
+    write_manifest: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim = threaded_simulator()
+    monkeypatch.setenv("BATCHGEN_API_KEY", "k")
+    items = [{"id": f"i{k}", "prompt": f"p{k}"} for k in range(5)]
+    # All five could go at once, and the manifest's own rate would allow it; --rpm 1200 overrides
+    # that with one request every 50 ms.
+    path = faulty_manifest(write_manifest, items, concurrency=5, requests_per_minute=600_000)
+    argv = ["run", str(path), "--base-url", sim.base_url, "--output", str(tmp_path), "-q", "--rpm", "1200"]
+    assert main(argv) == 0
+    arrivals = sorted(sim.stats.arrivals)
+    assert len(arrivals) == 5
+    # Four gaps of 50 ms, less up to 50 ms of the first request's own travel (a new connection).
+    assert arrivals[-1] - arrivals[0] >= 4 * 0.050 - 0.050
 
 
 def test_seeded_random_faults_are_recovered_and_reproducible(

@@ -36,6 +36,18 @@ async def test_a_failed_probe_stops_the_job_and_releases_the_waiters() -> None:
     assert await waiter == (False, False)
 
 
+async def test_a_failed_probe_leaves_the_breaker_open_until_the_job_stops() -> None:
+    guards, stop = Guards(max_consecutive_failures=1, pause_s=3600), asyncio.Event()
+    guards.attempt_done(ok=False, retryable_failure=True, is_probe=False)
+    assert guards.attempt_done(ok=False, retryable_failure=True, is_probe=True) is not None
+    late = asyncio.create_task(guards.admit(stop))  # an attempt that comes along before the stop
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not late.done()  # nothing goes out to a service that just failed its probe
+    stop.set()
+    assert await asyncio.wait_for(late, timeout=5) == (False, True)
+
+
 async def test_a_refused_probe_still_proves_the_service_up() -> None:
     guards, stop = Guards(max_consecutive_failures=1, pause_s=0), asyncio.Event()
     guards.attempt_done(ok=False, retryable_failure=True, is_probe=False)
@@ -79,3 +91,10 @@ def test_max_cost_counts_reservations_spend_and_unconfirmed_attempts() -> None:
     guards.settle(0.4, produced=True, unconfirmed=1)  # an image, and one cut-off attempt
     assert round(guards.spent, 6) == 0.8
     assert guards.reserve(0.4) is not None
+
+
+def test_max_cost_can_be_spent_to_the_cent_despite_float_rounding() -> None:
+    guards = Guards(max_cost=0.3)
+    assert guards.reserve(0.1) is None
+    assert guards.reserve(0.2) is None  # 0.1 + 0.2 is 0.30000000000000004 in floats
+    assert guards.reserve(0.01) is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import orjson
@@ -109,3 +111,151 @@ def test_the_run_header_round_trips_and_reads_what_older_lines_lack(tmp_path: Pa
     assert header.manifest_relative == "../../jobs/m.yaml"
     assert journal.RunHeader.from_json(header.to_json()) == header
     assert journal.RunHeader.from_json({"type": "run"}) == journal.RunHeader("", None, 0.0)
+
+
+def raw_lines(folder: Path) -> list[bytes]:
+    return (folder / journal.JOURNAL).read_bytes().split(b"\n")[:-1]
+
+
+def append_raw(folder: Path, *lines: bytes) -> None:
+    with open(folder / journal.JOURNAL, "ab") as f:
+        f.write(b"".join(line + b"\n" for line in lines))
+
+
+def test_every_field_survives_a_round_trip(tmp_path: Path) -> None:
+    remade = Entry(
+        "a",
+        ItemStatus.SUCCEEDED,
+        "f1",
+        "p",
+        2,
+        (JournalFile("images/a.png", "ab", 10),),
+        estimated_cost=0.078,
+        version=3,
+    )
+    lost = Entry(
+        "b",
+        ItemStatus.FAILED,
+        "f2",
+        "q",
+        1,
+        error_class=ErrorClass.DOWNLOAD_FAILED,
+        message="the link answered 404",
+        http_status=404,
+        retryable=False,
+        estimated_cost=0.039,
+        links=("https://cdn.test/b/0.png", "https://cdn.test/b/1.png"),
+        version=2,
+    )
+    write(tmp_path, remade, lost)
+    assert journal.read(tmp_path).entries == {"a": remade, "b": lost}
+    assert journal.read(tmp_path).entries["b"].refetchable
+
+
+def test_lines_without_the_newer_fields_read_with_their_defaults(tmp_path: Path) -> None:
+    append_raw(
+        tmp_path, b'{"type": "item", "id": "a", "status": "succeeded", "fingerprint": "f", "files": []}'
+    )
+    assert journal.read(tmp_path).entries["a"] == Entry("a", ItemStatus.SUCCEEDED, "f", "", 0)
+
+
+def test_the_latest_run_line_says_which_manifest_and_shard(tmp_path: Path) -> None:
+    folder = tmp_path / "out" / "job"
+    folder.mkdir(parents=True)
+    book = Journal(folder)
+    book.open()
+    book.run_started(tmp_path / "jobs" / "m.yaml", 1.0, "2/3")
+    book.close()
+    state = journal.read(folder)
+    assert state.manifest == str((tmp_path / "jobs" / "m.yaml").resolve())
+    assert state.manifest_relative == os.path.join("..", "..", "jobs", "m.yaml")  # found again if both move
+    assert state.shard == "2/3"
+    book.open()
+    book.run_started(tmp_path / "jobs" / "n.yaml", 2.0)
+    book.close()
+    state = journal.read(folder)
+    assert (state.manifest_relative, state.shard) == (os.path.join("..", "..", "jobs", "n.yaml"), None)
+
+
+def test_a_run_line_without_a_usable_manifest_keeps_the_one_before(tmp_path: Path) -> None:
+    append_raw(
+        tmp_path,
+        b'{"type": "run", "manifest": "/work/jobs/m.yaml", "manifest_relative": "../jobs/m.yaml"}',
+        b'{"type": "run", "manifest": "", "manifest_relative": 5}',
+    )
+    state = journal.read(tmp_path)
+    assert (state.manifest, state.manifest_relative) == ("/work/jobs/m.yaml", None)
+
+
+def test_each_line_says_when(tmp_path: Path) -> None:
+    book = Journal(tmp_path)
+    book.open()
+    book.run_started(tmp_path / "m.yaml", 1700000000.5)
+    book.append(ok("a").to_json(1700000060.25))
+    book.close()
+    run, item = (orjson.loads(line) for line in raw_lines(tmp_path))
+    assert (run["type"], run["started_at"]) == ("run", 1700000000.5)
+    assert (item["type"], item["finished_at"]) == ("item", 1700000060.25)
+
+
+def test_every_damaged_line_is_counted_and_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path, ok("a"))
+    append_raw(
+        tmp_path,
+        b"{not json",
+        b"\xff\xfe\x00 not even text",  # a crash can leave any bytes, not only UTF-8
+        b'{"type": "item", "id": "x"}',
+        b'{"type": "item", "id": "y", "status": "succeeded", "fingerprint": "f", "files": [{}]}',
+    )
+    state = journal.read(tmp_path)
+    assert (set(state.entries), state.damaged_lines) == ({"a"}, 4)
+    path = tmp_path / journal.JOURNAL
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: skipped 4 damaged line(s) (a crash mid-write?)"
+    ]
+
+
+def test_a_clean_journal_reopened_gets_no_blank_line(tmp_path: Path) -> None:
+    write(tmp_path, ok("a"))
+    write(tmp_path, ok("b"))
+    assert [orjson.loads(line)["type"] for line in raw_lines(tmp_path)] == ["run", "item", "run", "item"]
+
+
+def test_the_run_after_a_torn_line_is_read_whole(tmp_path: Path) -> None:
+    write(tmp_path, ok("a"))
+    append_raw(tmp_path, orjson.dumps(ok("b").to_json(3.0))[:25])
+    (tmp_path / journal.JOURNAL).write_bytes((tmp_path / journal.JOURNAL).read_bytes()[:-1])  # no newline
+    book = Journal(tmp_path)
+    book.open()
+    book.run_started(tmp_path / "later.yaml", 4.0)
+    book.append(ok("c").to_json(5.0))
+    book.close()
+    state = journal.read(tmp_path)
+    assert state.manifest == str((tmp_path / "later.yaml").resolve())
+    assert (set(state.entries), state.damaged_lines) == ({"a", "c"}, 1)
+
+
+def test_the_journal_is_created_readable_by_all_and_writable_by_its_owner(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        write(tmp_path, ok("a"))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / journal.JOURNAL).stat().st_mode) == 0o644
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/dev/fd"))
+
+
+def test_closing_releases_the_file_once_and_may_be_repeated(tmp_path: Path) -> None:
+    book = Journal(tmp_path)
+    book.close()  # never opened: nothing to close
+    before = open_fds()
+    book.open()
+    assert open_fds() != before
+    book.close()
+    book.close()
+    assert open_fds() == before
+    with pytest.raises(AssertionError, match=r"^Journal\.open\(\) first$"):
+        book.append({"type": "item"})

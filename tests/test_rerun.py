@@ -232,6 +232,20 @@ def test_max_cost_prices_what_the_run_will_send_edited_items_and_deleted_images_
     assert sim.stats.requests == sent + 6
 
 
+def test_max_cost_stops_a_running_job_whose_unconfirmed_attempts_used_the_budget(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # Four 1K images (0.039 each) fit under 0.16, so the job starts; but the gateway's 504 on the
+    # first attempt came after the image was made (billed), and then a fourth image would not fit.
+    job = Job(tmp_path, sim, [{"id": "i0", "prompt": "[sim:504*1] p 0"}, *items(4)[1:]], concurrency=1)
+    assert job.run("--max-cost", "0.16") == 3
+    report = job.report()
+    assert report["status"] == "aborted"
+    assert report["aborted_reason"].startswith("--max-cost 0.16 reached")
+    assert job.statuses() == {"i0": "succeeded", "i1": "succeeded", "i2": "succeeded", "i3": "pending"}
+    assert job.requests() == {"[sim:504*1] p 0": 2, "p 1": 1, "p 2": 1}  # nothing sent for i3
+
+
 def test_a_second_run_of_the_same_job_is_refused(
     tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import time
 
 import orjson
 import pybase64
@@ -10,7 +11,9 @@ import pytest
 
 from batchgen.errors import ErrorClass, RequestError
 from batchgen.service.responses import (
+    MAX_MESSAGE,
     classify,
+    describe_body,
     error_from_response,
     parse_retry_after,
     parse_success,
@@ -46,6 +49,8 @@ from .conftest import png_bytes
         (503, "", ErrorClass.SERVER_ERROR),
         (599, "", ErrorClass.SERVER_ERROR),
         (302, "", ErrorClass.INVALID_RESPONSE),
+        (499, "", ErrorClass.INVALID_REQUEST),  # nginx's "client closed request": a 4xx like any
+        (600, "", ErrorClass.INVALID_RESPONSE),  # not an HTTP status at all, let alone a 5xx
         # Gemini's refusal reasons, as gateways pass them on, whatever the status.
         (400, "request blocked by Gemini API: PROHIBITED_CONTENT prompt_blocked", ErrorClass.SAFETY_FILTER),
         (400, "request blocked by Gemini API: OTHER", ErrorClass.SAFETY_FILTER),
@@ -80,6 +85,27 @@ from .conftest import png_bytes
 )
 def test_classify(status: int, text: str, expected: ErrorClass) -> None:
     assert classify(status, text) is expected
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # One phrase per case: each must be enough on its own to make the answer a refusal.
+        "Your prompt was flagged",
+        "FLAGGED by the upstream",
+        "Rejected by the safety system",
+        "rejected by our safety filter",
+        "request blocked by safety settings",
+        "the image contains prohibited content",
+        "Content Policy violation",
+    ],
+)
+def test_a_refusal_in_a_500_is_final_not_a_server_error_to_retry(message: str) -> None:
+    # Were it a server error it would be sent max_attempts times, and each attempt billed.
+    body = orjson.dumps({"error": {"message": message, "type": "upstream_error"}})
+    error = error_from_response(500, {}, body)
+    assert error.error_class is ErrorClass.SAFETY_FILTER
+    assert error.retryable is False
 
 
 @pytest.mark.parametrize(
@@ -154,6 +180,25 @@ def test_retry_after_seconds_and_http_date() -> None:
         (503, b"<!DOCTYPE html><body>down</body>", "HTTP 503: HTML page"),
         (500, b"", "HTTP 500: empty body"),
         (500, b'{"error": {"message": "cut', 'HTTP 500: {"error": {"message": "cut'),
+        (500, b'{"error": {"type": "server_error"}}', "HTTP 500: server_error"),  # no message: its type
+        (500, b'{"error": {}}', "HTTP 500: error without a message"),
+        (500, b'{"error": ""}', "HTTP 500"),
+        (500, b'{"message": "no error object around it"}', "HTTP 500: no error object around it"),
+        (500, b'["a JSON list"]', 'HTTP 500: ["a JSON list"]'),
+        (502, b"<HTML><HEAD><TITLE>Bad\n  Gateway</TITLE></HEAD></HTML>", "HTTP 502: HTML page: Bad Gateway"),
+        # A proxy's page in Latin-1, not UTF-8: read, not a crash.
+        (
+            502,
+            b"<html><title>Passerelle d\xe9faillante</title></html>",
+            "HTTP 502: HTML page: Passerelle d\ufffdfaillante",
+        ),
+        (503, b"<html><body>Please wait</body></html>", "HTTP 503: HTML page"),
+        (
+            413,
+            b"<html><head><title>413 Request Entity Too Large</title></head></html>",
+            "HTTP 413: HTML page: 413 Request Entity Too Large (the relay or a proxy in front of it refused"
+            " the request's size: lower limits.reference_max_mb or api.max_request_mb)",
+        ),
     ],
 )
 def test_error_messages_from_json_html_and_garbage(status: int, body: bytes, message: str) -> None:
@@ -163,6 +208,40 @@ def test_error_messages_from_json_html_and_garbage(status: int, body: bytes, mes
 def test_error_message_is_bounded() -> None:
     error = error_from_response(500, {}, b"x" * 10_000)
     assert len(error.message) < 400
+
+
+@pytest.mark.parametrize("length", [MAX_MESSAGE - 1, MAX_MESSAGE, MAX_MESSAGE + 1, 10_000])
+def test_a_long_message_is_cut_to_the_limit_with_an_ellipsis(length: int) -> None:
+    text = "".join(chr(ord("a") + k % 26) for k in range(length))
+    message = error_from_response(500, {}, text.encode()).message.removeprefix("HTTP 500: ")
+    if length <= MAX_MESSAGE:
+        assert message == text
+    else:
+        assert message == text[: MAX_MESSAGE - 1] + "\u2026"
+        assert len(message) == MAX_MESSAGE
+
+
+@pytest.mark.parametrize(
+    ("body", "described"),
+    [
+        (b'{"error": {"message": "m", "type": "t", "code": "c", "param": "p"}}', ("m", "t c p")),
+        (b'{"error": {"message": "m", "type": "t"}}', ("m", "t")),
+        (b'{"error": {"message": "m", "code": "insufficient_quota"}}', ("m", "insufficient_quota")),
+        (b'{"error": "plain"}', ("plain", "")),
+        (b'["a JSON list"]', ('["a JSON list"]', "")),
+        (b"<html>down</html>", ("HTML page", "")),
+    ],
+)
+def test_describe_body_gives_the_message_and_the_error_kind(body: bytes, described: tuple[str, str]) -> None:
+    # The kind (type, code, param) is what classify reads besides the message.
+    assert describe_body(body) == described
+
+
+def test_an_http_date_retry_after_counts_from_the_clock() -> None:
+    soon = email.utils.formatdate(time.time() + 120, usegmt=True)
+    wait = parse_retry_after(soon)
+    assert wait is not None
+    assert 100 < wait <= 120
 
 
 def b64_body(*payloads: bytes) -> bytes:
@@ -209,6 +288,25 @@ def inline_bodies() -> list[tuple[str, bytes]]:
             "inline and a link",
             orjson.dumps({"created": 3, "data": [{"url": uri}, {"url": "https://cdn.test/b.png"}]}),
         ),
+        (
+            "a link, then inline",
+            orjson.dumps({"created": 3, "data": [{"url": "https://cdn.test/b.png"}, {"b64_json": b64}]}),
+        ),
+        (
+            "null b64_json and a data: URI",
+            orjson.dumps({"created": 3, "data": [{"b64_json": None, "url": uri}]}),
+        ),
+        (
+            "escapes before and after",
+            orjson.dumps(
+                {"created": 3, "data": [{"revised_prompt": 'a "red" tote', "b64_json": b64, "note": "a\tb"}]}
+            ),
+        ),
+        (
+            "non-ASCII in a data: URI",
+            orjson.dumps({"created": 3, "data": [{"url": "data:image/png;name=\u00e9;base64," + b64}]}),
+        ),
+        ("a url that is not a string", orjson.dumps({"created": 3, "data": [{"b64_json": b64}, {"url": 7}]})),
     ]
 
 
@@ -222,7 +320,9 @@ def test_the_fast_path_takes_every_inline_shape_and_agrees_with_the_full_parse(
     assert fast == full
     assert all(image.data == png_bytes() for image in fast.images)
     assert fast.created == 3
-    assert len(fast.images) + len(fast.links) == len(orjson.loads(body)["data"])
+    assert len(fast.images) + len(fast.links) == len(
+        [e for e in orjson.loads(body)["data"] if e != {"url": 7}]
+    )
 
 
 @pytest.mark.parametrize(
@@ -233,6 +333,8 @@ def test_the_fast_path_takes_every_inline_shape_and_agrees_with_the_full_parse(
         b'{"data": [{"url": "data:image/png;base64,iVBOR',  # cut off
         b'{"note": {"b64_json": "iVBOR"}, "data": []}',  # outside data
         b'{"data": [{"url": "data:image/png;base64,iVBOR", "b64_json": "iVBOR"}]}',  # two in one
+        b'{"error": null, "data": [{"b64_json": "iVBOR"}]}',  # an error key: the full parse judges
+        b'[{"b64_json": "iVBOR"}]',  # not an object
     ],
 )
 def test_the_fast_path_leaves_what_it_is_not_sure_of_to_the_full_parse(body: bytes) -> None:
@@ -245,6 +347,11 @@ def test_the_fast_path_leaves_what_it_is_not_sure_of_to_the_full_parse(body: byt
         ("data:image/png;base64,***", "data[0].url is not valid base64"),
         ("data:image/svg+xml,<svg/>", "not base64"),
         ("data:text/plain;base64," + pybase64.b64encode(b"hello, no image").decode(), "not a PNG"),
+        # RFC 2397: the first comma ends the header, so this one's data is "b;base64,...": not base64.
+        (
+            "data:image/png;name=a,b;base64," + pybase64.b64encode(png_bytes()).decode(),
+            "data[0].url is a data: URI that is not base64",
+        ),
     ],
 )
 def test_bad_data_uris_in_url(uri: str, fragment: str) -> None:
@@ -253,17 +360,55 @@ def test_bad_data_uris_in_url(uri: str, fragment: str) -> None:
             parse(orjson.dumps({"data": [{"url": uri}]}))
         assert caught.value.error_class is ErrorClass.INVALID_RESPONSE
         assert fragment in caught.value.message
+        assert caught.value.http_status == 200
+
+
+def test_a_bad_image_is_named_by_its_place_in_the_answer() -> None:
+    good = pybase64.b64encode(png_bytes()).decode()
+    body = orjson.dumps({"data": [{"b64_json": good}, {"b64_json": "***"}]})
+    for parse in (parse_success_fast, parse_success):
+        with pytest.raises(RequestError) as caught:
+            parse(body)
+        assert "data[1].b64_json is not valid base64" in caught.value.message
+
+
+def test_an_error_key_beside_images_is_not_an_error() -> None:
+    # Some gateways add "error": null to every answer.
+    body = orjson.dumps({"error": None, "data": [{"b64_json": pybase64.b64encode(png_bytes()).decode()}]})
+    assert [image.data for image in parse_success(body).images] == [png_bytes()]
+
+
+def test_a_created_that_is_not_a_number_is_left_out() -> None:
+    body = orjson.dumps(
+        {"created": "today", "data": [{"b64_json": pybase64.b64encode(png_bytes()).decode()}]}
+    )
+    assert parse_success(body).created is None
+    fast = parse_success_fast(body)
+    assert fast is not None
+    assert fast.created is None
 
 
 @pytest.mark.parametrize(
     ("body", "error_class", "fragment"),
     [
         (b"<html>oops</html>", ErrorClass.INVALID_RESPONSE, "not JSON"),
+        (
+            b"<html><title>Please wait</title></html>",
+            ErrorClass.INVALID_RESPONSE,
+            "not JSON (HTML page: Please wait)",
+        ),
         (b'{"created": 1, "data": [{"b64_json": "iVBOR', ErrorClass.INVALID_RESPONSE, "not JSON"),
-        (b"[]", ErrorClass.INVALID_RESPONSE, "not an object"),
-        (b'{"data": []}', ErrorClass.NO_IMAGE, "without any image"),
-        (b'{"created": 1}', ErrorClass.NO_IMAGE, "without any image"),
-        (b'{"data": [{"revised_prompt": "x"}]}', ErrorClass.NO_IMAGE, "without any image"),
+        (b"[]", ErrorClass.INVALID_RESPONSE, "HTTP 200 with JSON that is not an object"),
+        (b'{"data": []}', ErrorClass.NO_IMAGE, "the service answered without any image"),
+        (b'{"data": "an image"}', ErrorClass.NO_IMAGE, "the service answered without any image"),
+        (b'{"created": 1}', ErrorClass.NO_IMAGE, "the service answered without any image"),
+        (
+            b'{"data": [{"revised_prompt": "x"}]}',
+            ErrorClass.NO_IMAGE,
+            "the service answered without any image",
+        ),
+        (b'{"data": [{"url": 7}]}', ErrorClass.NO_IMAGE, "the service answered without any image"),
+        (b'{"error": {"message": "odd"}}', ErrorClass.INVALID_RESPONSE, "HTTP 200 with an error: odd"),
         (b'{"data": ["x"]}', ErrorClass.INVALID_RESPONSE, "not an object"),
         (b'{"data": [{"b64_json": "***"}]}', ErrorClass.INVALID_RESPONSE, "not valid base64"),
         (b64_body(b"hello world, not an image"), ErrorClass.INVALID_RESPONSE, "not a PNG"),
@@ -280,3 +425,17 @@ def test_parse_success_failures(body: bytes, error_class: ErrorClass, fragment: 
     assert caught.value.error_class is error_class
     assert fragment in caught.value.message
     assert caught.value.http_status == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[]", "HTTP 200 with JSON that is not an object"),
+        (b'{"data": []}', "the service answered without any image"),
+        (b'{"data": [{"revised_prompt": "x"}]}', "the service answered without any image"),
+    ],
+)
+def test_what_a_useless_200_is_reported_as_word_for_word(body: bytes, message: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        parse_success(body)
+    assert caught.value.message == message

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from batchgen.config import Limits
 from batchgen.engine.retry import RetryPolicy
 from batchgen.errors import ErrorClass, RequestError
 
@@ -161,3 +164,74 @@ def test_a_gateway_naming_the_upstream_524_is_unconfirmed() -> None:
     error = error_from_response(500, {}, body)
     assert error.upstream_status == 524
     assert is_unconfirmed(error)
+
+
+@pytest.fixture
+def widest_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full jitter draws each wait from U(0, ceiling); this draw is always the ceiling, so the
+    waits show the ceilings themselves."""
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+
+
+@pytest.mark.usefixtures("widest_jitter")
+async def test_limits_give_the_backoff_its_base_and_its_cap() -> None:
+    # retry_base_s is the first ceiling and the one that doubles; retry_cap_s is where doubling stops.
+    policy = RetryPolicy.from_limits(Limits(max_attempts=8, retry_base_s=0.5, retry_cap_s=3.0))
+    calls, waits, _ = await attempts_until_done(policy, [err(ErrorClass.SERVER_ERROR)] * 8)
+    assert calls == 8
+    assert waits == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0, 3.0]
+
+
+async def test_limits_set_how_long_a_retry_after_is_honoured() -> None:
+    policy = RetryPolicy.from_limits(Limits(max_retry_after_s=9.0))
+    errors = [
+        err(ErrorClass.RATE_LIMITED, retry_after=100.0),
+        err(ErrorClass.RATE_LIMITED, retry_after=4.0),
+        None,
+    ]
+    assert (await attempts_until_done(policy, errors))[1] == [9.0, 4.0]
+
+
+def test_limits_set_how_often_a_perhaps_billed_attempt_is_repeated() -> None:
+    timed_out = err(ErrorClass.TIMEOUT, sent=True)
+    three = RetryPolicy.from_limits(Limits(max_unconfirmed_per_item=3))
+    assert [three.should_retry(timed_out, unconfirmed=k) for k in (1, 2, 3)] == [True, True, False]
+    never = RetryPolicy.from_limits(Limits(retry_after_send=False, max_unconfirmed_per_item=3))
+    assert never.should_retry(timed_out, unconfirmed=1) is False
+    assert never.should_retry(err(ErrorClass.TIMEOUT, sent=False), unconfirmed=0) is True  # never left
+
+
+async def downloads_until_done(policy: RetryPolicy, attempts: int) -> tuple[int, list[float]]:
+    """Fetch a link that fails ``attempts`` times with a retryable error; count the tries."""
+    sleep = RecordingSleep()
+    calls = 0
+    try:
+        async for attempt in policy.downloading(sleep=sleep):
+            with attempt:
+                calls += 1
+                if calls <= attempts:
+                    raise err(ErrorClass.DOWNLOAD_FAILED, should_retry=True)
+    except RequestError:
+        return calls, sleep.waits
+    raise AssertionError("the link was never fetched, yet no error was raised")
+
+
+@pytest.mark.usefixtures("widest_jitter")
+async def test_a_link_is_fetched_again_with_its_own_backoff_and_budget() -> None:
+    policy = RetryPolicy(download_attempts=4, download_base_s=0.01, download_cap_s=0.03)
+    assert await downloads_until_done(policy, attempts=10) == (4, [0.01, 0.02, 0.03])
+
+
+@pytest.mark.usefixtures("widest_jitter")
+@pytest.mark.parametrize(
+    ("base", "cap", "waits"),
+    [
+        (0.25, 0.3, [0.25, 0.3]),  # the job's own backoff, when it is shorter
+        (1.5, 60.0, [1.0, 2.0]),  # but a link's first wait is never over 1 s
+    ],
+)
+async def test_limits_give_link_fetches_a_backoff_no_longer_than_the_jobs(
+    base: float, cap: float, waits: list[float]
+) -> None:
+    policy = RetryPolicy.from_limits(Limits(retry_base_s=base, retry_cap_s=cap))
+    assert await downloads_until_done(policy, attempts=10) == (3, waits)

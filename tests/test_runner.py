@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
@@ -11,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from batchgen.engine.guards import Guards
 from batchgen.engine.retry import RetryPolicy
 from batchgen.engine.room import ImageRoom
 from batchgen.engine.runner import JobRun, Runner
@@ -51,6 +54,7 @@ def runner(
     events: list[Event] | None = None,
     io: Executor | None = None,
     room: ImageRoom | None = None,
+    guards: Guards | None = None,
     **policy: float,
 ) -> Runner:
     fake = fake or FakeTime()
@@ -68,6 +72,7 @@ def runner(
         clock=fake.clock,
         io=io,
         room=room or ImageRoom(),
+        guards=guards or Guards(),
     )
 
 
@@ -439,3 +444,40 @@ class TestLinks:
         (outcome,) = (await run(r, [make_spec(0, "a", "p")])).outcomes
         assert outcome.status is ItemStatus.SUCCEEDED
         assert client.downloads == [link, link]
+
+
+async def test_a_full_disk_stops_the_job_instead_of_paying_for_images_it_cannot_keep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    client = FakeClient()
+    r = runner(tmp_path, client, concurrency=1)
+    monkeypatch.setattr(os, "fsync", disk_full)  # where a full disk shows when an image is written
+    result = await run(r, [make_spec(k) for k in range(6)])
+    monkeypatch.undo()
+    assert result.aborted is not None
+    assert result.aborted.startswith("cannot write the output:")
+    assert "No space left on device" in result.aborted
+    # The second request may have gone out while the first answer was being written; no more.
+    assert len(client.calls) <= 2
+    assert [o.status for o in result.outcomes] == [ItemStatus.PENDING] * 6
+    assert list((tmp_path / "out/job/images").iterdir()) == []  # no half-written file either
+
+
+async def test_max_cost_stops_a_running_job_once_unconfirmed_attempts_used_the_budget(
+    tmp_path: Path,
+) -> None:
+    # Four 1K images at 0.039 fit under 0.16, but a timed-out attempt may have been billed too:
+    # after three images and that attempt, a fourth image would take the spend to 0.195.
+    client = FakeClient({"prompt 0": [error(ErrorClass.TIMEOUT, sent=True), OK]})
+    events: list[Event] = []
+    r = runner(tmp_path, client, concurrency=1, events=events, guards=Guards(max_cost=0.16))
+    result = await run(r, [make_spec(k) for k in range(4)])
+    assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED] * 3 + [ItemStatus.PENDING]
+    assert [client.calls_for(f"prompt {k}") for k in range(4)] == [2, 1, 1, 0]
+    assert result.aborted is not None
+    assert result.aborted.startswith("--max-cost 0.16 reached")
+    assert [e.reason for e in events if isinstance(e, JobStopping)] == [result.aborted]
+    assert r.guards.spent == pytest.approx(4 * 0.039)  # three images and one perhaps-billed attempt
