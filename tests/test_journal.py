@@ -259,3 +259,36 @@ def test_closing_releases_the_file_once_and_may_be_repeated(tmp_path: Path) -> N
     assert open_fds() == before
     with pytest.raises(AssertionError, match=r"^Journal\.open\(\) first$"):
         book.append({"type": "item"})
+
+
+def test_a_merged_folders_run_line_says_so_and_reads_back(tmp_path: Path) -> None:
+    merged = journal.RunHeader.of(tmp_path / "m.yaml", tmp_path, 0, merged=True)
+    assert merged.to_json()["merged"] is True
+    assert journal.RunHeader.from_json(merged.to_json()).merged
+    run = journal.RunHeader.of(tmp_path / "m.yaml", tmp_path, 0)
+    assert "merged" not in run.to_json()  # a run's line as 0.3.0 wrote it
+    assert not journal.RunHeader.from_json(run.to_json()).merged
+    assert not journal.RunHeader.from_json({**run.to_json(), "merged": "yes"}).merged
+
+
+@pytest.mark.parametrize("odd", [5, ["x"], {"k": 1}])
+def test_a_run_line_or_a_class_of_the_wrong_type_reads_as_none(tmp_path: Path, odd: object) -> None:
+    assert journal.RunHeader.from_json({"type": "run", "shard": odd}).shard is None
+    line = {**bad("a").to_json(2.0), "class": odd}
+    (tmp_path / journal.JOURNAL).write_bytes(orjson.dumps(line) + b"\n")
+    state = journal.read(tmp_path)
+    assert state.entries["a"].error_class is None
+    assert state.damaged_lines == 0
+
+
+def test_a_first_version_is_written_without_a_version_key_as_before(tmp_path: Path) -> None:
+    assert "version" not in ok("a").to_json(1.0)
+    redone = Entry("a", ItemStatus.SUCCEEDED, "f", "p", 1, version=2)
+    assert redone.to_json(1.0)["version"] == 2
+
+
+def test_a_failure_whose_class_was_unknown_is_written_back_without_one(tmp_path: Path) -> None:
+    unknown = Entry("a", ItemStatus.FAILED, "f", "p", 1, message="from a later version")
+    assert unknown.to_json(1.0)["class"] is None
+    write(tmp_path, unknown)
+    assert journal.read(tmp_path).entries["a"] == unknown
