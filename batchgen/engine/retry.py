@@ -47,7 +47,7 @@ class RetryPolicy:
             download_cap_s=min(10.0, limits.retry_cap_s),
         )
 
-    def should_retry(self, exc: BaseException, unconfirmed: int = 0) -> bool:
+    def should_retry(self, exc: BaseException, unconfirmed: int) -> bool:
         """Another attempt after ``exc``, for an item with ``unconfirmed`` perhaps-billed attempts
         so far (``exc`` included)?"""
         if not isinstance(exc, RequestError) or not exc.retryable:
