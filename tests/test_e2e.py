@@ -14,7 +14,11 @@ from typing import Any
 import orjson
 import pytest
 
+from batchgen import config
 from batchgen.cli.main import main
+from batchgen.errors import UsageError
+from batchgen.job import jobs
+from batchgen.manifest import validate
 from batchgen.sim.simulator import Simulator
 
 from .conftest import CANARY_KEY, FAST_LIMITS
@@ -374,4 +378,16 @@ def test_hostile_manifests_get_one_line_exit_2_and_nothing_sent(
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"batchgen: error: {path}{fragment}"), line
     assert sim.stats.requests == 0
+    assert not (tmp_path / "out").exists()
+
+
+async def test_asked_to_simulate_without_a_simulator_the_library_sends_nothing(
+    write_manifest: Callable[..., Path], tmp_path: Path
+) -> None:
+    # config.resolve skips the key when simulating: without the simulator the command line
+    # passes, the prompts would go to the manifest's base_url with no key.
+    path = write_manifest({"job": "j", "items": [{"id": "a", "prompt": "p"}]})
+    options = jobs.RunOptions(overrides=config.Overrides(output_dir=tmp_path / "out", simulate=True))
+    with pytest.raises(UsageError, match="simulate"):
+        await jobs.run_manifest(validate.load(path), options, {})
     assert not (tmp_path / "out").exists()

@@ -6,9 +6,11 @@ import asyncio
 import errno
 import os
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -18,6 +20,7 @@ from batchgen.engine.retry import RetryPolicy
 from batchgen.engine.room import ImageRoom
 from batchgen.engine.runner import JobRun, Runner
 from batchgen.errors import ErrorClass
+from batchgen.images import GeneratedImage
 from batchgen.manifest.references import LocalReference, ReferenceLoader, UrlReference
 from batchgen.outcomes import Event, ItemFinished, ItemRetrying, ItemStatus, JobStarted, JobStopping
 from batchgen.output.store import JobStore
@@ -25,6 +28,7 @@ from batchgen.plan.plan import plan_item
 from batchgen.plan.pricing import PriceTable
 from batchgen.plan.resume import Mode
 from batchgen.plan.triage import Triage, decided
+from batchgen.service.client import Generation, Room, no_wait
 
 from .fakes import LINKS, OK, FakeClient, error, make_spec
 
@@ -481,3 +485,33 @@ async def test_max_cost_stops_a_running_job_once_unconfirmed_attempts_used_the_b
     assert result.aborted.startswith("--max-cost 0.16 reached")
     assert [e.reason for e in events if isinstance(e, JobStopping)] == [result.aborted]
     assert r.guards.spent == pytest.approx(4 * 0.039)  # three images and one perhaps-billed attempt
+
+
+class StuckInTheBody:
+    """Takes room for its answer, then never finishes reading it."""
+
+    def __init__(self) -> None:
+        self.reading = asyncio.Event()
+
+    async def generate(
+        self, body: Mapping[str, Any], idempotency_key: str, room: Room = no_wait
+    ) -> Generation:
+        await room()
+        self.reading.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def download(self, url: str) -> GeneratedImage:
+        raise AssertionError("no links here")
+
+
+async def test_a_request_cancelled_while_its_body_is_read_gives_its_place_back(tmp_path: Path) -> None:
+    client = StuckInTheBody()
+    r = runner(tmp_path, client, concurrency=1, room=ImageRoom(1))  # type: ignore[arg-type]
+    task = asyncio.create_task(run(r, [make_spec(0)]))
+    await asyncio.wait_for(client.reading.wait(), timeout=10)
+    assert r.room.taken == 1
+    r.halt()
+    result = await asyncio.wait_for(task, timeout=10)
+    assert [o.status for o in result.outcomes] == [ItemStatus.PENDING]
+    assert r.room.taken == 0

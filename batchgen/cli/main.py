@@ -184,8 +184,8 @@ def _send(args: argparse.Namespace, manifests: Sequence[jobs.Loaded], options: j
 
 
 def _simulated(cfg: SimulatorConfig) -> jobs.Connect:
-    """--simulate: each job talks to a simulator of its own, started when the job first sends
-    (a job with nothing to send starts none)."""
+    """--simulate: each job talks to a simulator of its own, started as the job begins sending
+    (a nightly re-run that its stamp settles starts none)."""
 
     @contextlib.asynccontextmanager
     async def connect(settings: config.RunSettings) -> AsyncIterator[ImageClient]:

@@ -119,6 +119,7 @@ class ItemAttempt:
             self.stopping.abort(f"cannot write the output: {exc}")
             return pending(request, counts)
         finally:
+            place.give_back()  # whatever ended it: a cancel mid-body, an error of any kind
             self.guards.settle(request.estimated_cost, produced=produced, unconfirmed=counts.unconfirmed)
         return await self.endings.succeeded(
             request, stored, request_fingerprint, counts, request.estimated_cost, version

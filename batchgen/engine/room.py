@@ -2,7 +2,8 @@
 
 Requests go out at full concurrency, but an answer's body is read only once it has a
 place: the others wait in the kernel, flow-controlled, not in our memory. The place is
-given back once its images are written (or lost), or at once when the attempt fails.
+given back once its images are written (or lost), at once when an attempt fails (so its
+retry waits for no one), and in any case when the item ends, cancelled or not.
 Each answer can be several megabytes; holding more than the disk takes gains nothing.
 """
 

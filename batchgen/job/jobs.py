@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -139,6 +140,8 @@ async def run_manifest(
 ) -> JobOutput:
     """Send what ``job`` still needs, write its images, journal and report; returns the report."""
     header = job.header if isinstance(job, Unchanged) else job
+    if options.overrides.simulate and connect is None:
+        raise UsageError("simulate: pass a connect that starts the simulator (the command line does)")
     settings = config.resolve(header.api, header.limits, options.overrides, environ)
     folder = job_folder(settings.output_dir, header.job, options.shard)
     shard_label = f"{options.shard[0]}/{options.shard[1]}" if options.shard else None
@@ -162,7 +165,8 @@ async def run_manifest(
         for warning in job.warnings:
             log.warning("%s", warning)
         sources = _sources(job, options)  # signed before they are read
-        planned = _plan(job, settings, options, store)
+        # Off the loop: triage reads every local reference (hashed, and shrunk if too large).
+        planned = await asyncio.to_thread(_plan, job, settings, options, store)
         unchanged.forget(store)  # what this run changes, no stamp of the last one vouches for
         caught = Caught()
         hooks = _Hooks(on_event, connect or http_client, sleep, caught if handle_signals else None)

@@ -2,7 +2,7 @@
 
 A camera photo (6 MB PNG, 4000 px) makes a request body that the proxy in
 front of a relay refuses (413), and the model gains nothing from more than
-about 2048 px. Blocking and CPU-bound: the runner calls it in a worker thread.
+about 2048 px. Blocking and CPU-bound: called in worker threads (triage, and the engine's I/O threads).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""What a manifest will cost and make: counts, sizes and estimated spend (``validate``, ``--max-cost``)."""
+"""What a manifest will cost and make: counts, sizes and estimated spend, as ``validate`` prints them.
+
+(``--max-cost`` prices what a run will send with ``triage.Triage.to_send``.)"""
 
 from __future__ import annotations
 

@@ -85,10 +85,12 @@ class Triage:
         return todo, left
 
     def to_send(self, specs: Sequence[ItemSpec]) -> Iterator[PlannedRequest]:
-        """The requests a run would send (a link fetched again is not one: it was paid for)."""
+        """The requests a run may send. A link fetched again is not one (it was paid for),
+        except with --all-failed, where a dead link's image is made, and paid for, again."""
+        paid = (Action.SEND, Action.FETCH) if self.mode is Mode.ALL_FAILED else (Action.SEND,)
         for start in range(0, len(specs), CHUNK):
             todo, _ = self.chunk(specs[start : start + CHUNK])
-            yield from (work.request for work in todo if work.action is Action.SEND)
+            yield from (work.request for work in todo if work.action in paid)
 
 
 async def decided(

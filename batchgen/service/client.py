@@ -2,8 +2,8 @@
 
 Every aiohttp/asyncio exception and every error response is translated here
 into a ``RequestError`` with its ``ErrorClass`` (README "Failures, and what is retried"); nothing above this
-module knows HTTP exists. ``ImageClient`` is the interface the runner uses;
-tests of the runner use a fake of it.
+module knows HTTP exists. ``ImageClient`` is the interface the engine uses
+(``engine.attempts``, ``engine.links``); tests of the engine use a fake of it.
 """
 
 from __future__ import annotations
