@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from batchgen.errors import ErrorClass
-from batchgen.manifest.references import ReferenceLoader
-from batchgen.outcomes import ItemStatus
+from batchgen.manifest.references import LocalReference, ReferenceLoader
+from batchgen.outcomes import Failure, ItemStatus
 from batchgen.output.journal import Entry, JournalFile
 from batchgen.output.store import JobStore
 from batchgen.plan.plan import fingerprint, plan_item
@@ -83,3 +83,128 @@ def test_a_redo_prices_only_the_items_it_names(tmp_path: Path) -> None:
     previous = {"a": made(tmp_path, 0, "a"), "b": made(tmp_path, 1, "b")}
     decided = triage(tmp_path, previous, Mode.REDO, frozenset({"b"}))
     assert [request.id for request in decided.to_send(specs)] == ["b"]
+
+
+def test_every_new_item_is_priced_the_first_one_too(tmp_path: Path) -> None:
+    specs = [make_spec(k) for k in range(3)]
+    assert [r.id for r in triage(tmp_path, {}, Mode.RUN).to_send(specs)] == ["item-0", "item-1", "item-2"]
+
+
+def test_work_carries_the_entry_and_whether_its_files_are_there(tmp_path: Path) -> None:
+    specs = [make_spec(0, "deleted"), make_spec(1, "edited", "a new prompt")]
+    previous = {k: made(tmp_path, i, k) for i, k in enumerate(("deleted", "edited"))}
+    (tmp_path / "job/images/deleted.png").unlink()
+    todo, left = triage(tmp_path, previous, Mode.RUN).chunk(specs)
+    assert left == []
+    deleted, edited = todo
+    assert (deleted.entry, deleted.intact, deleted.replaces, deleted.version) == (
+        previous["deleted"],
+        False,
+        False,
+        2,
+    )
+    assert (edited.entry, edited.intact, edited.replaces, edited.version) == (
+        previous["edited"],
+        True,
+        True,
+        2,
+    )
+
+
+def test_a_reference_counts_by_content_and_an_unreadable_one_is_sent_to_say_why(
+    tmp_path: Path, ref_png: Path
+) -> None:
+    reference = LocalReference(ref_png, "refs/style.png")
+    with_ref = make_spec(0, "styled", references=[reference])
+    loader = ReferenceLoader(20_000_000)
+    request = PLANNER(with_ref)
+    entry = made(tmp_path, 0, "styled")
+    entry = Entry(
+        entry.id, entry.status, fingerprint(request, [loader.digest(reference)]), entry.prompt, 1, entry.files
+    )
+    decided = triage(tmp_path, {"styled": entry}, Mode.RUN)
+    todo, (skipped,) = decided.chunk([with_ref])  # made with this reference's content: done
+    assert todo == []
+    assert skipped.status is ItemStatus.SKIPPED
+    ref_png.unlink()  # unreadable now: sending it reports why, and the next item is still decided
+    todo, left = triage(tmp_path, {"styled": entry}, Mode.RUN).chunk([with_ref, make_spec(1, "next")])
+    assert [(w.request.id, w.action, w.entry) for w in todo] == [
+        ("styled", Action.SEND, entry),
+        ("next", Action.SEND, None),
+    ]
+    assert left == []
+
+
+def test_items_left_alone_are_reported_as_the_journal_has_them(tmp_path: Path) -> None:
+    done = made(tmp_path, 0, "done")
+    done = Entry(done.id, done.status, done.fingerprint, done.prompt, 3, done.files, version=2)
+    refused = Entry(
+        "refused",
+        ItemStatus.FAILED,
+        fingerprint(PLANNER(make_spec(1, "refused")), []),
+        "prompt 1",
+        1,
+        error_class=ErrorClass.SAFETY_FILTER,
+        message="refused: SAFETY",
+        http_status=400,
+        retryable=False,
+    )
+    specs = [make_spec(0, "done"), make_spec(1, "refused"), make_spec(2, "never")]
+    todo, left = triage(tmp_path, {"done": done, "refused": refused}, Mode.ONLY_FAILED).chunk(specs)
+    assert [w.request.id for w in todo] == ["never"]  # never finished: sent by --only-failed
+    skipped, failed = left
+    assert (skipped.index, skipped.id, skipped.prompt, skipped.status) == (
+        0,
+        "done",
+        "prompt 0",
+        ItemStatus.SKIPPED,
+    )
+    assert (skipped.attempts, skipped.files, skipped.sizes, skipped.version) == (
+        3,
+        ("images/done.png",),
+        (10,),
+        2,
+    )
+    assert (failed.index, failed.id, failed.prompt, failed.status, failed.attempts) == (
+        1,
+        "refused",
+        "prompt 1",
+        ItemStatus.FAILED,
+        1,
+    )
+    assert failed.failure == Failure(ErrorClass.SAFETY_FILTER, "refused: SAFETY", 400, False, ())
+    _, (pending,) = triage(tmp_path, {}, Mode.REDO, frozenset({"other"})).chunk([make_spec(2, "never")])
+    assert (pending.index, pending.id, pending.prompt, pending.status) == (
+        2,
+        "never",
+        "prompt 2",
+        ItemStatus.PENDING,
+    )
+    assert pending.attempts == 0
+
+
+def test_a_failure_of_a_class_this_version_does_not_know_is_reported_as_an_invalid_response(
+    tmp_path: Path,
+) -> None:
+    lost = Entry("x", ItemStatus.FAILED, "f", "prompt 0", 2, message="odd", links=("https://cdn.test/a.png",))
+    _, (failed,) = triage(tmp_path, {"x": lost}, Mode.ONLY_FAILED).chunk([make_spec(0, "x")])
+    assert failed.failure == Failure(
+        ErrorClass.INVALID_RESPONSE, "odd", None, False, ("https://cdn.test/a.png",)
+    )
+
+
+def test_a_redo_leaves_other_items_as_they_are_pending_and_retryable_failures_included(
+    tmp_path: Path,
+) -> None:
+    gone = made(tmp_path, 0, "gone")
+    (tmp_path / "job/images/gone.png").unlink()  # made, but its image deleted: not this redo's business
+    busy = Entry(
+        "busy", ItemStatus.FAILED, "f", "prompt 1", 4, error_class=ErrorClass.SERVER_ERROR, retryable=True
+    )
+    specs = [make_spec(0, "gone"), make_spec(1, "busy")]
+    todo, (pending, failed) = triage(tmp_path, {"gone": gone, "busy": busy}, Mode.REDO, frozenset()).chunk(
+        specs
+    )
+    assert todo == []
+    assert (pending.status, pending.failure) == (ItemStatus.PENDING, None)
+    assert failed.failure == Failure(ErrorClass.SERVER_ERROR, "", None, True, ())
