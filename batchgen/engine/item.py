@@ -99,16 +99,11 @@ class ItemAttempt:
                 )
             produced = True  # billed, whatever happens to the bytes now
             release()
-            try:
-                images = answer.images
-                if answer.links:
-                    images += await self._fetch(request, answer.links)
-                made = Made(answer.created, counts.attempts, self.clock() - started)
-                stored = await self.writer.blocking(
-                    self.writer.save, request, images, loaded, made, replacing
-                )
-            finally:
-                place.give_back()  # the images are on disk (or lost)
+            images = answer.images
+            if answer.links:
+                images += await self._fetch(request, answer.links)
+            made = Made(answer.created, counts.attempts, self.clock() - started)
+            stored = await self.writer.blocking(self.writer.save, request, images, loaded, made, replacing)
         except LinkError as exc:
             cost = request.estimated_cost
             return await self.endings.failed(request, exc, counts, request_fingerprint, cost, replacing)
@@ -119,7 +114,7 @@ class ItemAttempt:
             self.stopping.abort(f"cannot write the output: {exc}")
             return pending(request, counts)
         finally:
-            place.give_back()  # whatever ended it: a cancel mid-body, an error of any kind
+            place.give_back()  # its images are on disk or lost, or it was cancelled mid-body
             self.guards.settle(request.estimated_cost, produced=produced, unconfirmed=counts.unconfirmed)
         return await self.endings.succeeded(
             request, stored, request_fingerprint, counts, request.estimated_cost, version

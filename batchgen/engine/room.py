@@ -17,29 +17,27 @@ IMAGES_AT_ONCE = 8
 class ImageRoom:
     def __init__(self, at_once: int = IMAGES_AT_ONCE) -> None:
         self._free = asyncio.Semaphore(at_once)
-        self.at_once = at_once
+        self.taken = 0  # places held now
 
     def place(self) -> Place:
         """A place for one item's answer, not yet taken."""
-        return Place(self._free)
-
-    @property
-    def taken(self) -> int:
-        return self.at_once - self._free._value
+        return Place(self)
 
 
 class Place:
-    def __init__(self, free: asyncio.Semaphore) -> None:
-        self._free = free
+    def __init__(self, room: ImageRoom) -> None:
+        self._room = room
         self._held = False
 
     async def take(self) -> None:
         """Wait for room; a place already held is kept."""
         if not self._held:
-            await self._free.acquire()
+            await self._room._free.acquire()
             self._held = True
+            self._room.taken += 1
 
     def give_back(self) -> None:
         if self._held:
             self._held = False
-            self._free.release()
+            self._room.taken -= 1
+            self._room._free.release()
