@@ -34,9 +34,9 @@ constraints:
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 	rm -rf .venv-constraints
 
-# A benchmark, not a test: ratios against baselines measured in the same run (tests/bench/bench.py).
+# A benchmark, not a test: ratios against baselines measured in the same run (bench/bench.py).
 bench: $(VENV)/.bench-stamp
-	$(BIN)/python tests/bench/bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 # Mutation testing, not part of `make test`: mutmut plants one small bug at a time in the core
 # modules ([tool.mutmut] in pyproject.toml) and runs the fast tests that reach it; score.py then
@@ -51,14 +51,14 @@ demo: $(STAMP)
 	@echo "Open the gallery in a browser: $(CURDIR)/output/catalog/report.html"
 
 lint: $(STAMP)
-	$(BIN)/ruff check batchgen tests docs
-	$(BIN)/ruff format --check batchgen tests docs
+	$(BIN)/ruff check batchgen tests bench docs
+	$(BIN)/ruff format --check batchgen tests bench docs
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
-	$(BIN)/ruff format batchgen tests docs
-	$(BIN)/ruff check --fix batchgen tests docs
+	$(BIN)/ruff format batchgen tests bench docs
+	$(BIN)/ruff check --fix batchgen tests bench docs
 
 test: lint
 	$(BIN)/pytest

@@ -5,13 +5,13 @@ runs in a fresh child process, in alternating order, and its peak RSS is read fr
 of the repetitions are compared as ratios against the baselines measured in the same run, and each
 bar of README "Performance" is printed with PASS or FAIL. Not a test: nothing in the suite depends on timing.
 
-    python tests/bench/bench.py            # the full run, under 3 minutes on 2 cores
-    python tests/bench/bench.py --quick    # a smaller run, under 30 seconds
-    python tests/bench/bench.py --scaling  # throughput by concurrency and image size (for the README)
-    python tests/bench/bench.py --only throughput  # items/s against the bare loop and the SDK
-    python tests/bench/bench.py --only latency     # latency-bound rate and event-loop lag
-    python tests/bench/bench.py --only nightly   # re-running a finished 100,000-item catalog
-    python tests/bench/bench.py --only gallery   # the first screen of a 100,000-item gallery
+    python bench/bench.py            # the full run, under 3 minutes on 2 cores
+    python bench/bench.py --quick    # a smaller run, under 30 seconds
+    python bench/bench.py --scaling  # throughput by concurrency and image size (for the README)
+    python bench/bench.py --only throughput  # items/s against the bare loop and the SDK
+    python bench/bench.py --only latency     # latency-bound rate and event-loop lag
+    python bench/bench.py --only nightly   # re-running a finished 100,000-item catalog
+    python bench/bench.py --only gallery   # the first screen of a 100,000-item gallery
 """
 
 from __future__ import annotations
@@ -380,7 +380,7 @@ def gallery_first_paint(res: Results, items: int) -> None:
     import shutil
     import tempfile
 
-    sys.path.insert(0, str(HERE.parent.parent))
+    sys.path.insert(0, str(HERE.parent))
     from batchgen.report import gallery
     from tests.test_browser import FLAGS, big_report
 
@@ -417,9 +417,8 @@ def gallery_first_paint(res: Results, items: int) -> None:
 
 def report(res: Results, started: float) -> bool:
     width = max(len(r[0]) for r in res.rows)
-    print(
-        f"\nbatchgen benchmark, {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.time() - started:.0f} s\n"
-    )
+    python = sys.version.split()[0]
+    print(f"\nbatchgen benchmark, {os.cpu_count()} cores, Python {python}, {time.time() - started:.0f} s\n")
     print(f"{'scenario':<{width}}  {'contender':<9} {'items/s':>8} {'wall s':>7} {'peak RSS MB':>11}")
     for scenario, name, rate, secs, rss in res.rows:
         print(f"{scenario:<{width}}  {name:<9} {rate:>8} {secs:>7} {rss:>11}")

@@ -6,7 +6,7 @@ images takes minutes. ``--references`` gives every row its own product photo (ti
 with content of its own): closer to a real catalog, but the simulator then draws every picture
 anew and the first run takes far longer.
 
-    python tests/bench/catalog.py --rows 20000    # make (or reuse) it, then time the no-op
+    python bench/catalog.py --rows 20000    # make (or reuse) it, then time the no-op
 """
 
 from __future__ import annotations
