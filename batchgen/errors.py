@@ -23,7 +23,7 @@ from dataclasses import dataclass
 class ErrorClass(enum.StrEnum):
     """Why an item failed; the values are part of the report format.
 
-    README "Failures, and what is retried" lists them for the people and scripts that read them.
+    docs/failures.md lists them for the people and scripts that read them.
     """
 
     SAFETY_FILTER = "safety_filter"  # refused by a safety filter

@@ -3,11 +3,11 @@
 The simulator runs in a process of its own (its CPU is not charged to the client); each contender
 runs in a fresh child process, in alternating order, and its peak RSS is read from the OS. Medians
 of the repetitions are compared as ratios against the baselines measured in the same run, and each
-bar of README "Performance" is printed with PASS or FAIL. Not a test: nothing in the suite depends on timing.
+bar of docs/performance.md is printed with PASS or FAIL. Not a test: nothing in the suite depends on timing.
 
     python bench/bench.py            # the full run, under 3 minutes on 2 cores
     python bench/bench.py --quick    # a smaller run, under 30 seconds
-    python bench/bench.py --scaling  # throughput by concurrency and image size (for the README)
+    python bench/bench.py --scaling  # throughput by concurrency and image size (for docs/performance.md)
     python bench/bench.py --only throughput  # items/s against the bare loop and the SDK
     python bench/bench.py --only latency     # latency-bound rate and event-loop lag
     python bench/bench.py --only nightly   # re-running a finished 100,000-item catalog
@@ -423,7 +423,7 @@ def report(res: Results, started: float) -> bool:
     for scenario, name, rate, secs, rss in res.rows:
         print(f"{scenario:<{width}}  {name:<9} {rate:>8} {secs:>7} {rss:>11}")
     if res.bars:
-        print(f"\n{'bar (README Performance)':<52} {'measured':<28} {'target':<22} result")
+        print(f"\n{'bar (docs/performance.md)':<52} {'measured':<28} {'target':<22} result")
         for bar in res.bars:
             print(f"{bar.name:<52} {bar.measured:<28} {bar.target:<22} {'PASS' if bar.ok else 'FAIL'}")
     out = Path("output/bench")

@@ -31,7 +31,7 @@ def test_only_the_commands_that_run_the_simulator_load_it() -> None:
     assert "aiohttp.web" not in loaded
 
 
-# A class past ~150 lines or a function past ~60 is two things (README "Development").
+# A class past ~150 lines or a function past ~60 is two things (docs/development.md).
 CLASS_LINES, FUNCTION_LINES, MODULE_LINES = 150, 60, 400
 
 

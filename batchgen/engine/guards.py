@@ -1,6 +1,6 @@
 """What stops a job on its own: a failing service, too many failed items, the money.
 
-README "Nightly runs and re-runs" describes these budgets for users.
+docs/nightly.md describes these budgets for users.
 
 - Circuit breaker: after ``max_consecutive_failures`` retryable failures in a
   row with no success, every worker pauses; one attempt goes out as a probe

@@ -1,6 +1,6 @@
 """Where retries are decided: a policy value, handed to tenacity. One layer only.
 
-README "Failures, and what is retried" describes the policy for users.
+docs/failures.md describes the policy for users.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What the nano-banana relay accepts (README "The real service"): models, sizes, aspect ratios."""
+"""What the nano-banana relay accepts (docs/real-service.md): models, sizes, aspect ratios."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A manifest file, validated into item specs: every mistake found, none sent (README "The manifest").
+"""A manifest file, validated into item specs: every mistake found, none sent (docs/manifest.md).
 
 ``load`` reads the sections (``read``), checks each field and item, defaults applied (``check``,
 ``defaults``), and raises one ManifestError with every problem. Callers import this module as

@@ -1,6 +1,6 @@
 """What a re-run does with each item, given what the journal says about it.
 
-README "Nightly runs and re-runs" describes the same rules for users.
+docs/nightly.md describes the same rules for users.
 """
 
 from __future__ import annotations

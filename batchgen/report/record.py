@@ -1,4 +1,4 @@
-"""report.json (README "Outputs") as a typed record: ``Report.to_json`` its one writer,
+"""report.json (docs/outputs.md) as a typed record: ``Report.to_json`` its one writer,
 ``Report.from_json`` its one reader, ``write`` and ``read`` the file itself.
 
 What scripts read: the job's status, counts and spend, a row per failure and a line per

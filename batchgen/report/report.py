@@ -1,4 +1,4 @@
-"""The job report (README "Outputs") and its one-screen summary: pure functions of the outcomes.
+"""The job report (docs/outputs.md) and its one-screen summary: pure functions of the outcomes.
 
 A run's report and the report of shards merged are assembled by the one function,
 ``assemble``: from a line per item (with its failure row, if it failed), what the items

@@ -1,7 +1,7 @@
 """The HTTP boundary: the only module that imports aiohttp.
 
 Every aiohttp/asyncio exception and every error response is translated here
-into a ``RequestError`` with its ``ErrorClass`` (README "Failures, and what is retried"); nothing above this
+into a ``RequestError`` with its ``ErrorClass`` (docs/failures.md); nothing above this
 module knows HTTP exists. ``ImageClient`` is the interface the engine uses
 (``engine.attempts``, ``engine.links``); tests of the engine use a fake of it.
 """
@@ -59,7 +59,7 @@ class ImageClient(Protocol):
     async def generate(
         self, body: Mapping[str, Any], idempotency_key: str, room: Room = no_wait
     ) -> Generation:
-        """One attempt; raises RequestError with its ErrorClass (README "Failures")."""
+        """One attempt; raises RequestError with its ErrorClass (docs/failures.md)."""
         ...
 
     async def download(self, url: str) -> GeneratedImage:

@@ -18,7 +18,7 @@ from batchgen.images import SNIFF_BYTES, GeneratedImage, ImageFormat, sniff
 
 MAX_MESSAGE = 300
 
-# The provider's documented messages, which arrive with status 500 (README "The real service").
+# The provider's documented messages, which arrive with status 500 (docs/real-service.md).
 _MESSAGE_RULES = (
     ("chat response contains no choices", ErrorClass.SAFETY_FILTER),
     ("no base64 image found in response", ErrorClass.NO_IMAGE),

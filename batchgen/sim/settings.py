@@ -20,7 +20,7 @@ ALL_FAULTS = (
     "notimage",
     "empty",
     "slow",
-    # The relay's own answers (README "The real service").
+    # The relay's own answers (docs/real-service.md).
     "blocked",  # new-api's 400 prompt_blocked: Gemini refused the prompt
     "image_safety",  # a 500 carrying Gemini's finishReason IMAGE_SAFETY
     "no_images",  # Gemini answered without an image part

@@ -1,6 +1,6 @@
-"""A stand-in for the relay: a real aiohttp server on 127.0.0.1 (README "The simulator").
+"""A stand-in for the relay: a real aiohttp server on 127.0.0.1 (docs/simulator.md).
 
-It imitates the real relay, not an idealised one (README "The real service"):
+It imitates the real relay, not an idealised one (docs/real-service.md):
 it reads reference images only under ``extra_fields.reference_images`` and
 draws them into the picture it returns, answers with ``b64_json``, an inline
 ``data:`` URI or a link, refuses in Gemini's words, runs out of quota, gives
