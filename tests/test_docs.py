@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
+from batchgen.cli import reference
 from batchgen.cli.arguments import parser
 from batchgen.manifest import schema
 from batchgen.manifest.loader import read_yaml
@@ -113,3 +114,31 @@ def test_the_documents_show_commands() -> None:
 def test_every_command_shown_parses(name: str, argv: list[str]) -> None:
     args = parser().parse_args(argv)  # exits (fails the test) on any unknown flag or bad value
     assert args.command == argv[0], name
+
+
+def test_the_command_line_reference_is_what_help_prints() -> None:
+    page = (REPO / "docs" / "cli.md").read_text()
+    assert page == reference.page_with_reference(page), (
+        "docs/cli.md drifted from --help: run `python -m batchgen.cli.reference docs/cli.md`"
+    )
+    for command in [
+        "run",
+        "retry",
+        "redo",
+        "validate",
+        "report",
+        "merge",
+        "simulator",
+        "schema",
+        "completion",
+    ]:
+        assert f"### `batchgen {command}`\n\n```\nusage: batchgen {command} " in page
+
+
+def test_the_reference_is_rewritten_in_place_and_keeps_the_prose_around_it() -> None:
+    stale = f"# Command line\n\nprose\n\n{reference.BEGIN}\nold --help\n{reference.END}\n\nafter\n"
+    fresh = reference.page_with_reference(stale)
+    assert fresh.startswith("# Command line\n\nprose\n\n")
+    assert fresh.endswith(f"{reference.END}\n\nafter\n")
+    assert "old --help" not in fresh
+    assert reference.page_with_reference(fresh) == fresh
