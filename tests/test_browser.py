@@ -334,3 +334,45 @@ def test_an_older_job_without_thumbnails_shows_the_images_until_report_makes_the
     assert (old / "thumbs/ok-1.webp").is_file()
     open_page(page, old / "report.html")
     expect(page.locator(".card[data-id=ok-1] img")).to_have_attribute("src", "thumbs/ok-1.webp")
+
+
+def test_hostile_messages_parameters_and_prompts_stay_text(page: Any, tmp_path: Path) -> None:
+    """A failure message and request parameters from a service, and a prompt that would open a
+    comment-and-script in the data block: each shown as written, none run, the page whole."""
+    message = '<img src=x onerror="document.body.dataset.pwned=1"> refused'
+    note = '<img src=x onerror="document.body.dataset.pwned=2">'
+    prompt = "<!--<script a tote, --> <script"
+    cards = [
+        gallery_module.Card(
+            "bad", ItemStatus.FAILED, 1, (), "a mug", {"note": note}, ErrorClass.SAFETY_FILTER, message
+        ),
+        gallery_module.Card("odd", ItemStatus.PENDING, 0, (), prompt),
+    ]
+    report = Report.from_json(
+        {
+            "job": "hostile",
+            "manifest": "jobs/hostile.yaml",
+            "status": "partial",
+            "started_at": "2026-11-24T00:00:00Z",
+            "finished_at": "2026-11-24T00:01:00Z",
+            "duration_s": 60.0,
+            "requests_sent": 1,
+            "unconfirmed_attempts": 0,
+            "estimated_cost": 0.0,
+            "failures": [{"id": "bad", "prompt": "a mug", "class": "safety_filter", "message": message}],
+            "items": [
+                {"id": "bad", "status": "failed", "files": [], "attempts": 1},
+                {"id": "odd", "status": "pending", "files": [], "attempts": 0},
+            ],
+        }
+    )
+    path = gallery_module.write(tmp_path, report, cards)
+    open_page(page, path, "#view=bad")
+    expect(page.locator("#viewer-message")).to_have_text(message)
+    expect(page.locator("#viewer-params")).to_contain_text(note)
+    assert page.locator("img[src=x]").count() == 0
+    assert page.locator("body").get_attribute("data-pwned") is None
+    assert shown_ids(page) == ["bad", "odd"]
+    page.keyboard.press("Escape")
+    page.locator(".card[data-id=odd]").click()
+    expect(page.locator("#viewer-prompt")).to_have_text(prompt)

@@ -431,3 +431,13 @@ async def test_the_ends_of_a_key_in_new_apis_quota_message_are_cut_out_too(
     assert error.error_class is ErrorClass.QUOTA_EXHAUSTED
     assert CANARY_KEY[-4:] not in error.message
     assert "TokenStatusExhausted[sk-********]" in error.message
+
+
+async def test_a_200_whose_error_body_echoes_the_key_is_scrubbed(
+    client: HttpImageClient, mocked: MockedApi
+) -> None:
+    mocked.post(URL_GEN, status=200, payload={"error": {"message": f"upstream said: Bearer {CANARY_KEY}"}})
+    error = await failure(client)
+    assert CANARY_KEY not in error.message
+    assert CANARY_KEY not in repr(error)
+    assert "upstream said: Bearer ********" in error.message

@@ -10,6 +10,7 @@ from batchgen.config import (
     ApiSettings,
     Limits,
     Overrides,
+    Secret,
     resolve,
 )
 from batchgen.errors import UsageError
@@ -45,3 +46,11 @@ def test_a_bad_base_url_is_blamed_on_where_it_came_from() -> None:
         resolve(ApiSettings(), Limits(), Overrides(base_url="ftp://cli.test"), {"BATCHGEN_API_KEY": "k"})
     with pytest.raises(UsageError, match=r"^api\.base_url must be an http"):
         resolve(ApiSettings(base_url="ftp://m.test"), Limits(), Overrides(), {"BATCHGEN_API_KEY": "k"})
+
+
+def test_a_secret_never_shows_its_value() -> None:
+    key = Secret("sk-never-show-me")
+    shown = [repr(key), str(key), f"{key}", repr([key]), str({"key": key})]
+    assert all("sk-never-show-me" not in text for text in shown)
+    assert all("********" in text for text in shown)
+    assert key.reveal() == "sk-never-show-me"

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from batchgen.cli.main import main
+from batchgen.output.lock import JobLock
 from batchgen.plan import shard
 from batchgen.plan.pricing import PriceTable
 from batchgen.report.record import Report
@@ -218,6 +219,48 @@ class TestShards:
         assert main(["merge", str(tmp_path / "o/one"), "--output", str(tmp_path / "m")]) == 3
         assert "outside its folder" in capsys.readouterr().err
 
+    def test_a_merge_keeps_an_items_success_over_a_later_failure(
+        self, tmp_path: Path, sim: Simulator
+    ) -> None:
+        # The same job run in two folders: in the second, the item failed; in the first, it succeeded.
+        path = write(tmp_path / "jobs", "cat.yaml", "cat", ["[sim:500*1] flaky"])
+        run = ["run", str(path), "--base-url", sim.base_url, "--max-attempts", "1", "-q"]
+        assert main([*run, "--output", str(tmp_path / "failed")]) == 1
+        assert main([*run, "--output", str(tmp_path / "made")]) == 0
+        folders = [str(tmp_path / "made/cat"), str(tmp_path / "failed/cat")]  # the failure read last
+        assert main(["merge", *folders, "--output", str(tmp_path / "m"), "-q"]) == 0
+        assert report_of(tmp_path / "m/cat")["counts"]["succeeded"] == 1
+        sent = sim.stats.requests
+        assert main([*run, "--output", str(tmp_path / "m")]) == 0
+        assert sim.stats.requests == sent  # the merged folder knows the image is paid for
+
+    def test_a_merge_waits_for_no_one_holding_its_target(
+        self, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = write(tmp_path / "jobs", "one.yaml", "one", ["x"])
+        main(["run", str(path), "--base-url", sim.base_url, "--output", str(tmp_path / "o"), "-q"])
+        (tmp_path / "m/one").mkdir(parents=True)
+        with JobLock(tmp_path / "m/one"):
+            assert main(["merge", str(tmp_path / "o/one"), "--output", str(tmp_path / "m")]) == 3
+        assert "in use by another batchgen run" in capsys.readouterr().err
+        assert not (tmp_path / "m/one/report.json").exists()
+
+    def test_redo_in_a_shard_folder_refuses_an_id_of_another_shard(
+        self, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        self.run_shards(tmp_path, sim, 2, [1])
+        folder = tmp_path / "machine-1/cat/shard-1-of-2"
+        ours = next(f"i{k}" for k in range(len(self.PROMPTS)) if shard.shard_of(f"i{k}", 2) == 1)
+        theirs = next(f"i{k}" for k in range(len(self.PROMPTS)) if shard.shard_of(f"i{k}", 2) == 2)
+        sent = sim.stats.requests
+        assert main(["redo", str(folder), theirs, "--base-url", sim.base_url, "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "1 id(s) not in shard 1/2 of job 'cat'" in err
+        assert err.rstrip().endswith(f": {theirs}; nothing was sent")
+        assert sim.stats.requests == sent
+        assert main(["redo", str(folder), ours, "--base-url", sim.base_url, "-q"]) == 0
+        assert sim.stats.requests == sent + 1
+
 
 def test_merge_reports_keeps_the_best_status_and_sums_spend() -> None:
     def rep(shard_label: str, items: list[tuple[str, str]], sent: int, start: str, end: str) -> Report:
@@ -356,3 +399,31 @@ class TestPrices:
         )
         assert table.cost("other", "512", 2) == 10
         assert table.cost("other", "1K", 1) == 2
+
+
+def test_merge_reports_keeps_every_shards_failure_rows_and_sums_unconfirmed_cost() -> None:
+    def rep(shard_label: str, failed: str, unconfirmed_cost: float) -> Report:
+        return Report.from_json(
+            {
+                "job": "j",
+                "manifest": "m",
+                "status": "partial",
+                "started_at": "2026-01-01T00:00:00Z",
+                "finished_at": "2026-01-01T00:01:00Z",
+                "duration_s": 60,
+                "requests_sent": 2,
+                "unconfirmed_attempts": 1,
+                "estimated_cost": 0.0,
+                "unconfirmed_cost": unconfirmed_cost,
+                "shard": shard_label,
+                "failures": [{"id": failed, "class": "timeout", "message": f"{failed} timed out"}],
+                "items": [{"id": failed, "status": "failed", "files": [], "attempts": 2}],
+            }
+        )
+
+    merged = merge_reports([rep("1/2", "a", 0.25), rep("2/2", "b", 0.5)]).to_json()
+    assert [(f["id"], f["class"], f["message"]) for f in merged["failures"]] == [
+        ("a", "timeout", "a timed out"),
+        ("b", "timeout", "b timed out"),
+    ]
+    assert merged["unconfirmed_cost"] == 0.75

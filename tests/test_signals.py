@@ -169,3 +169,24 @@ def test_a_second_ctrl_c_cancels_the_requests_in_flight(
     assert report["requests_sent"] == 4
     assert report["unconfirmed_attempts"] == 4  # cut off after sending: perhaps billed
     assert read_journal(out / "nightly").entries == {}
+
+
+def test_a_first_sigterm_lets_the_requests_in_flight_finish(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator]
+) -> None:
+    # Slow answers, well inside the grace period: the four in flight finish, are journaled and paid
+    # for once; nothing is cut off after sending.
+    sim = threaded_simulator(latency_ms=800)
+    path, out = write_job(tmp_path, grace_s=30), tmp_path / "out"
+    reached = when_requests_reach(sim, 4)
+    with start_run(path, out, sim, "-q") as proc:
+        assert reached.wait(timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    report = orjson.loads((out / "nightly/report.json").read_bytes())
+    assert (report["requests_sent"], report["unconfirmed_attempts"]) == (4, 0)
+    assert report["counts"]["succeeded"] == 4
+    finished = {e.id for e in read_journal(out / "nightly").entries.values() if e.status == "succeeded"}
+    assert len(finished) == 4
+    assert sim.stats.requests == 4

@@ -10,6 +10,7 @@ import pytest
 from batchgen.errors import StoreError
 from batchgen.images import JPEG, PNG, GeneratedImage
 from batchgen.output import paths
+from batchgen.output.durable import fsync_dir
 from batchgen.output.store import JobStore
 
 from .conftest import png_bytes
@@ -133,3 +134,31 @@ def test_archive_keeps_each_file_under_its_history_name(store: JobStore) -> None
     store.archive([paths.image("a.png"), paths.sidecar("a")], 1)
     assert sorted(os.listdir(store.root / paths.HISTORY)) == ["a.1.json", "a.1.png"]
     assert (store.root / paths.history("images/a.png", 1)).read_bytes() == b"old"
+
+
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The paths os.fsync is called on, in order (a spy: fsync is not what these tests test)."""
+    seen: list[Path] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        seen.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return seen
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd through /proc (Linux)")
+def test_fsync_dir_syncs_the_folder_itself(tmp_path: Path, synced: list[Path]) -> None:
+    fsync_dir(tmp_path)
+    assert synced == [tmp_path]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd through /proc (Linux)")
+def test_sync_makes_the_images_folder_and_the_job_folder_durable(store: JobStore, synced: list[Path]) -> None:
+    store.write_bytes("images/a.json", b"{}", durable=False)
+    assert synced == []
+    store.sync()
+    assert set(synced) >= {store.root / paths.IMAGES, store.root}

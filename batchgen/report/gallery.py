@@ -179,7 +179,7 @@ def _data(report: Report, cards: Iterable[Card], folder: str, history: Mapping[s
         shared = params.get(id(c.params))
         if shared is None:
             shared = params[id(c.params)] = len(params_table)
-            params_table.append(c.params)
+            params_table.append(dict(c.params))  # any Mapping, the default's proxy too
         files: Any = list(c.files)
         if len(c.files) == 1 and c.files[0].startswith(f"{paths.image(c.id)}."):
             files = c.files[0].rpartition(".")[2]
