@@ -55,6 +55,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check batchgen tests bench docs
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python tests/lint/cycles.py
 
 format: $(STAMP)
 	$(BIN)/ruff format batchgen tests bench docs

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import batchgen
 
+from .lint import cycles as import_check
+
 PACKAGE = Path(batchgen.__file__).parent
 
 
@@ -53,3 +55,13 @@ def _too_big() -> list[str]:
 
 def test_no_module_class_or_function_outgrows_one_job() -> None:
     assert _too_big() == []
+
+
+def test_the_cycle_check_finds_every_cycle_and_only_cycles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a", "e"}, "e": set(), "f": {"f"}}
+    assert import_check.cycles(graph) == [["a", "b", "c"], ["f"]]
+    assert import_check.cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    assert import_check.main() == 0

@@ -9,7 +9,7 @@ import pytest
 
 from batchgen.errors import StoreError
 from batchgen.images import JPEG, PNG, GeneratedImage
-from batchgen.output import paths
+from batchgen.output import history, paths
 from batchgen.output.durable import fsync_dir
 from batchgen.output.store import JobStore
 
@@ -131,7 +131,7 @@ def test_history_names_and_their_reading_back(relative: str, version: int, kept:
 def test_archive_keeps_each_file_under_its_history_name(store: JobStore) -> None:
     store.write_bytes(paths.image("a.png"), b"old")
     store.write_bytes(paths.sidecar("a"), b"{}")
-    store.archive([paths.image("a.png"), paths.sidecar("a")], 1)
+    history.keep(store, [paths.image("a.png"), paths.sidecar("a")], 1)
     assert sorted(os.listdir(store.root / paths.HISTORY)) == ["a.1.json", "a.1.png"]
     assert (store.root / paths.history("images/a.png", 1)).read_bytes() == b"old"
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from batchgen.images import GeneratedImage
 from batchgen.manifest.references import LoadedReference, LocalReference, Reference
-from batchgen.output import thumbs
+from batchgen.output import history, thumbs
 from batchgen.output.journal import Entry, Journal
 from batchgen.output.sidecar import Sidecar
 from batchgen.output.store import JobStore, StoredFile
@@ -58,7 +58,7 @@ class Writer:
     ) -> list[StoredFile]:
         """``replacing``: the entry of the image these replace, moved into history/ first."""
         if replacing is not None:
-            self.store.archive([*(f.path for f in replacing.files), request.sidecar], replacing.version)
+            history.keep(self.store, [*(f.path for f in replacing.files), request.sidecar], replacing.version)
             thumbs.forget(self.store.root, (f.path for f in replacing.files))  # never the old picture's
         stored = self.store.write_images(request.image_stems, images)
         if self.thumbnails is not None:

@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 
 IO_THREADS = 16
 IO_THREAD_NICE = 10
-# A job finished in one of these modes, with nothing changed since, sends nothing: its stamp says so.
-TRUSTS_STAMP = frozenset({Mode.RUN, Mode.ONLY_FAILED, Mode.ALL_FAILED})
 
 Loaded = manifest.Manifest | Unchanged
 
@@ -92,7 +90,7 @@ def load_all(paths: list[Path]) -> list[manifest.Manifest]:
 def load_for_run(paths: list[Path], options: RunOptions) -> list[Loaded]:
     """As ``load_all``, but a job whose last run finished it, with nothing changed since, is known
     by its header and stamp alone: a nightly re-run of a 100,000-item catalog expands nothing."""
-    if options.mode not in TRUSTS_STAMP:
+    if options.mode not in unchanged.TRUSTED_BY:
         return list(load_all(paths))
     loaded: list[Loaded] = []
     problems: list[Problem] = []
@@ -171,8 +169,10 @@ async def run_manifest(
         caught = Caught()
         hooks = _Hooks(on_event, connect or http_client, sleep, caught if handle_signals else None)
         run = await _send(job, planned, settings, options, store, shard_label, hooks)
+        stamps = options.mode in unchanged.WRITTEN_BY
+        stamp_key = unchanged.key(job, options.shard, options.prices) if stamps else None
         with memory.bulk():
-            report = reporting.write_report(job, planned.items, run, options, store, shard_label, sources)
+            report = reporting.write_report(job, planned.items, run, store, shard_label, sources, stamp_key)
     return JobOutput(report, folder, caught.signum)
 
 

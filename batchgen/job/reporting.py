@@ -14,30 +14,26 @@ from batchgen.job.unchanged import Unchanged
 from batchgen.manifest import validate as manifest
 from batchgen.outcomes import Event, ItemFinished, ItemOutcome, JobStarted
 from batchgen.output.store import JobStore
-from batchgen.plan.resume import Mode
 from batchgen.report import gallery, record
 from batchgen.report.report import build_report
 
 if TYPE_CHECKING:
     from batchgen.engine.runner import JobRun
-    from batchgen.job.jobs import RunOptions
 
 log = logging.getLogger(__name__)
-
-# Runs in these modes compare every item with its journal entry: what they end with can be stamped.
-STAMPS = frozenset({Mode.RUN, Mode.FORCE})
 
 
 def write_report(
     job: manifest.Manifest,
     items: Sequence[manifest.ItemSpec],
     run: JobRun,
-    options: RunOptions,
     store: JobStore,
     shard_label: str | None,
     sources: list[tuple[str, manifest.Signature]],
+    stamp_key: str | None,
 ) -> record.Report:
-    """report.json, report.html, and the stamp that lets tomorrow's run skip all this."""
+    """report.json, report.html, and (``stamp_key``: the run may leave one) the stamp that lets
+    tomorrow's run skip all this."""
     report = build_report(
         job=job.job,
         manifest=str(job.path),
@@ -52,9 +48,8 @@ def write_report(
     table, param_of = _params(items)
     gallery.write(store.root, report, _cards(run.outcomes, (table[k] for k in param_of)))
     finished = run.aborted is None and run.interrupted is None
-    if finished and options.mode in STAMPS and unchanged.stampable(run.outcomes):
-        wanted = unchanged.key(job, options.shard, options.prices)
-        unchanged.write(store, wanted, sources, run.outcomes, table, param_of, job.warnings)
+    if finished and stamp_key is not None and unchanged.stampable(run.outcomes):
+        unchanged.write(store, stamp_key, sources, run.outcomes, table, param_of, job.warnings)
     return report
 
 

@@ -36,11 +36,19 @@ from batchgen.manifest.spec import Manifest
 from batchgen.outcomes import ItemOutcome, ItemStatus
 from batchgen.output import journal
 from batchgen.output.store import JobStore
+from batchgen.plan.resume import Mode
 
 log = logging.getLogger(__name__)
 
 STAMP = "unchanged.json"
 FORMAT = 1
+
+# The stamp policy, whole. Runs in these modes compare every item with its journal entry, so what
+# they end with may be stamped ...
+WRITTEN_BY = frozenset({Mode.RUN, Mode.FORCE})
+# ... and a job loaded in these modes, finished with nothing changed since, sends nothing: its
+# stamp says so (``--force`` must send everything, ``redo`` what it names, whatever a stamp says).
+TRUSTED_BY = frozenset({Mode.RUN, Mode.ONLY_FAILED, Mode.ALL_FAILED})
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import orjson
 
 from batchgen.errors import StoreError
 from batchgen.images import GIF, JPEG, PNG, WEBP, GeneratedImage
-from batchgen.output import history, paths
+from batchgen.output import paths
 from batchgen.output.durable import fsync_dir
 
 TEMP_PREFIX = ".batchgen-"
@@ -176,11 +176,6 @@ class JobStore:
             except OSError:
                 return False
         return True
-
-    def archive(self, files: Sequence[str], version: int) -> None:
-        """Keep ``files`` (an item's images and sidecar) as version ``version`` in ``history/``,
-        before a new version replaces them (``history.keep``)."""
-        history.keep(self, files, version)
 
     def sync(self) -> None:
         """Make this run's files durable: once per job, not once per file."""
