@@ -9,8 +9,7 @@ import pytest
 
 from batchgen.errors import StoreError
 from batchgen.images import JPEG, PNG, GeneratedImage
-from batchgen.output import history, paths
-from batchgen.output.durable import fsync_dir
+from batchgen.output import durable, history, paths
 from batchgen.output.store import JobStore
 
 from .conftest import png_bytes
@@ -49,14 +48,39 @@ def test_a_regenerated_image_in_another_format_replaces_the_old(store: JobStore)
     assert sorted(p.name for p in (store.root / "images").iterdir()) == ["a.jpg"]
 
 
-def test_no_temp_file_is_left_and_stale_ones_are_cleaned(store: JobStore) -> None:
-    stale = store.root / "images" / ".batchgen-dead.tmp"
-    stale.write_bytes(b"half an image")
+def test_no_temp_file_is_left_and_stale_ones_are_cleaned_from_every_folder(store: JobStore) -> None:
+    (store.root / paths.HISTORY).mkdir()
+    stale = [store.root / folder / ".batchgen-dead.tmp" for folder in (".", paths.IMAGES, paths.HISTORY)]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    (store.root / ".lock").write_bytes(b"")  # not a temp file: left alone
     store.write_json("report.json", {"ok": True})
-    assert stale.exists()
+    assert all(path.exists() for path in stale)
     store.prepare()
-    assert not stale.exists()
-    assert [p.name for p in store.root.iterdir() if p.name.startswith(".")] == []
+    assert [path for path in stale if path.exists()] == []
+    assert [p.name for p in store.root.iterdir() if p.name.startswith(".")] == [".lock"]
+
+
+def test_link_or_copy_links_where_it_can_and_else_copies_durably(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "a.png"
+    source.write_bytes(b"an image")
+    durable.link_or_copy(source, tmp_path / "linked.png")
+    assert (tmp_path / "linked.png").stat().st_ino == source.stat().st_ino
+
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "link", no_links)
+    monkeypatch.setattr(os, "fsync", lambda fd: fsynced.append(fd) or real_fsync(fd))
+    durable.link_or_copy(source, tmp_path / "copied.png")
+    assert (tmp_path / "copied.png").read_bytes() == b"an image"
+    assert (tmp_path / "copied.png").stat().st_ino != source.stat().st_ino
+    assert len(fsynced) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "copied.png", "linked.png"]
 
 
 def test_a_failed_write_leaves_the_old_file_whole(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,7 +176,7 @@ def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd through /proc (Linux)")
 def test_fsync_dir_syncs_the_folder_itself(tmp_path: Path, synced: list[Path]) -> None:
-    fsync_dir(tmp_path)
+    durable.fsync_dir(tmp_path)
     assert synced == [tmp_path]
 
 

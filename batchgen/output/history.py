@@ -6,8 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from batchgen.output import paths
-from batchgen.output.durable import fsync_dir
+from batchgen.output import durable, paths
 from batchgen.output.paths import HISTORY
 
 if TYPE_CHECKING:
@@ -38,4 +37,4 @@ def keep(store: JobStore, files: Sequence[str], version: int) -> None:
                 store.write_bytes(str(target.relative_to(store.root)), source.read_bytes())
             except FileNotFoundError:
                 continue
-    fsync_dir(store.root / HISTORY)
+    durable.fsync_dir(store.root / HISTORY)

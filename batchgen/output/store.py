@@ -1,9 +1,9 @@
 """Where files are written: atomically, and only inside the job folder.
 
-Every file appears whole or not at all: written to a temp file in the same
-folder, fsync'd, renamed over the target, and the folder fsync'd, so a crash
-or ``kill -9`` leaves complete images or none. All methods block; the runner
-calls them in a worker thread.
+Every file appears whole or not at all, through ``durable.atomic`` (a temp file in the same
+folder, fsync'd, renamed over the target); the folders are fsync'd once, in ``sync()``, so a
+crash or ``kill -9`` leaves complete images or none. All methods block; the runner calls them
+in a worker thread.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -21,11 +20,9 @@ import orjson
 
 from batchgen.errors import StoreError
 from batchgen.images import GIF, JPEG, PNG, WEBP, GeneratedImage
+from batchgen.output import durable as files
 from batchgen.output import paths
-from batchgen.output.durable import fsync_dir
 
-TEMP_PREFIX = ".batchgen-"
-TEMP_SUFFIX = ".tmp"
 _IMAGE_EXTS = tuple(f.ext for f in (PNG, JPEG, WEBP, GIF))
 
 
@@ -35,18 +32,6 @@ class StoredFile:
     sha256: str
     bytes: int
     mime: str
-
-
-def _remove_stale(folder: Path, names: list[str]) -> list[str]:
-    """Delete the temp files a crashed run left in ``folder`` (listed as ``names``); the other names."""
-    kept = []
-    for name in names:
-        if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(folder / name)
-        else:
-            kept.append(name)
-    return kept
 
 
 class JobStore:
@@ -66,13 +51,16 @@ class JobStore:
         self._real_root = self.root.resolve()
         self._folders.clear()
         self.tidy()
+        if (self.root / paths.HISTORY).is_dir():
+            files.sweep(self.root / paths.HISTORY)
         # One listing: images/ of a catalog holds 200,000 names.
-        names = _remove_stale(images, os.listdir(images))
+        names = files.sweep(images, os.listdir(images))
         self._existing = {paths.image(name) for name in names}
 
     def tidy(self) -> None:
-        """Remove the temp files a crashed write left in the job folder itself (not in images/)."""
-        _remove_stale(self.root, os.listdir(self.root))
+        """Remove the temp files a crashed write left in the job folder itself (not in images/,
+        which ``prepare`` sweeps as it lists it)."""
+        files.sweep(self.root)
 
     def path(self, relative: str) -> Path:
         """The path of ``relative``, refused if it would leave the job folder.
@@ -104,25 +92,11 @@ class JobStore:
         the process (the rename is atomic), and ``sync()`` makes it durable at the job's end.
         """
         target = self.path(relative)
-        # Not tempfile.mkstemp: its files are 0600, and images are meant to be shared.
-        temp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except OSError as exc:
-            raise StoreError(f"cannot write in {target.parent}: {exc.strerror}") from exc
-        try:
-            with os.fdopen(fd, "wb") as f:
+            with files.atomic(target, durable=durable) as f:
                 yield f
-                f.flush()
-                if durable:
-                    os.fsync(f.fileno())
-            os.replace(temp, target)
-        except BaseException as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            if isinstance(exc, OSError):
-                raise StoreError(f"cannot write {target}: {exc.strerror}") from exc
-            raise
+        except OSError as exc:
+            raise StoreError(f"cannot write {target}: {exc.strerror}") from exc
         # No directory fsync per file (one per folder in sync()): a rename lost to a power cut
         # leaves the old file or none, and the next run's journal-against-files check sends that
         # item again. The file's own data is fsync'd above, so what appears is always whole.
@@ -181,4 +155,4 @@ class JobStore:
         """Make this run's files durable: once per job, not once per file."""
         os.sync()  # the sidecars written without their own fsync
         for folder in (self.root / paths.IMAGES, self.root):
-            fsync_dir(folder)
+            files.fsync_dir(folder)

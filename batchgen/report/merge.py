@@ -2,23 +2,21 @@
 
 The result is a job folder like any other: ``retry`` and ``report`` work on it.
 Images are hard-linked where the file system allows (no extra space), copied
-where it does not (shards synced from other machines, another disk).
+where it does not (shards synced from other machines, another disk); every file goes in
+place through ``durable``'s one writer, and the folders are made durable at the end.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 
 from batchgen.errors import StoreError, UsageError
-from batchgen.output import journal, paths
+from batchgen.output import durable, journal, paths
 from batchgen.output.lock import JobLock
-from batchgen.output.store import TEMP_PREFIX, TEMP_SUFFIX, JobStore
+from batchgen.output.store import JobStore
 from batchgen.plan import shard
 from batchgen.report import cards, gallery, record
 from batchgen.report.report import merge_reports
@@ -76,6 +74,7 @@ def merge(given: Sequence[Path], output: Path) -> tuple[record.Report, Path]:
         store.write_bytes(journal.JOURNAL, b"".join(line + b"\n" for line in lines))
         record.write(store, merged)
         gallery.write(target, merged, cards.from_folder(target, merged, entries))
+        store.sync()
     return merged, target
 
 
@@ -104,16 +103,4 @@ def _bring_files(source: Path, store: JobStore, report: record.Report) -> None:
             if not src.resolve().is_relative_to(root):
                 raise StoreError(f"{source}/report.json names {name!r}, outside its folder")
             if src.is_file():
-                _link_or_copy(src, store.path(name))
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Atomically: the new file appears whole under its name, or not at all."""
-    temp = dst.parent / f"{TEMP_PREFIX}{os.getpid()}-{dst.name}{TEMP_SUFFIX}"
-    with contextlib.suppress(FileNotFoundError):
-        temp.unlink()
-    try:
-        os.link(src, temp)
-    except OSError:
-        shutil.copyfile(src, temp)
-    os.replace(temp, dst)
+                durable.link_or_copy(src, store.path(name))
