@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from batchgen.config import Limits
 from batchgen.engine.guards import Guards
 
 
@@ -57,7 +58,7 @@ async def test_a_refused_probe_still_proves_the_service_up() -> None:
 
 
 async def test_refusals_neither_trip_nor_reset_the_breaker() -> None:
-    guards = Guards(max_consecutive_failures=3)
+    guards = Guards.from_limits(Limits(max_consecutive_failures=3))
     guards.attempt_done(ok=False, retryable_failure=True, is_probe=False)
     guards.attempt_done(ok=False, retryable_failure=False, is_probe=False)
     guards.attempt_done(ok=False, retryable_failure=True, is_probe=False)
@@ -74,13 +75,13 @@ async def test_stop_during_the_pause_sends_no_probe() -> None:
 
 
 def test_max_failures() -> None:
-    guards = Guards(max_failures=2)
+    guards = Guards.from_limits(max_failures=2)
     assert guards.item_failed() is None
     assert guards.item_failed() == "--max-failures 2 reached"
 
 
 def test_max_cost_counts_reservations_spend_and_unconfirmed_attempts() -> None:
-    guards = Guards(max_cost=1.0)
+    guards = Guards.from_limits(max_cost=1.0)
     assert guards.reserve(0.4) is None
     assert guards.reserve(0.4) is None
     refusal = guards.reserve(0.4)  # 1.2 would pass 1.0 with both in flight
@@ -94,7 +95,7 @@ def test_max_cost_counts_reservations_spend_and_unconfirmed_attempts() -> None:
 
 
 def test_max_cost_can_be_spent_to_the_cent_despite_float_rounding() -> None:
-    guards = Guards(max_cost=0.3)
+    guards = Guards.from_limits(max_cost=0.3)
     assert guards.reserve(0.1) is None
     assert guards.reserve(0.2) is None  # 0.1 + 0.2 is 0.30000000000000004 in floats
     assert guards.reserve(0.01) is not None

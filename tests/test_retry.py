@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -55,7 +56,7 @@ def err(error_class: ErrorClass, **kw: object) -> RequestError:
     ],
 )
 async def test_final_classes_are_tried_once(error_class: ErrorClass) -> None:
-    calls, waits, outcome = await attempts_until_done(RetryPolicy(), [err(error_class)] * 4)
+    calls, waits, outcome = await attempts_until_done(RetryPolicy.from_limits(), [err(error_class)] * 4)
     assert (calls, waits) == (1, [])
     assert isinstance(outcome, RequestError)
     assert outcome.error_class is error_class
@@ -72,7 +73,9 @@ async def test_final_classes_are_tried_once(error_class: ErrorClass) -> None:
     ],
 )
 async def test_retryable_classes_use_every_attempt_then_raise_the_last(error_class: ErrorClass) -> None:
-    calls, waits, outcome = await attempts_until_done(RetryPolicy(max_attempts=4), [err(error_class)] * 4)
+    calls, waits, outcome = await attempts_until_done(
+        RetryPolicy.from_limits(Limits(max_attempts=4)), [err(error_class)] * 4
+    )
     assert calls == 4
     assert len(waits) == 3
     assert isinstance(outcome, RequestError)
@@ -80,13 +83,13 @@ async def test_retryable_classes_use_every_attempt_then_raise_the_last(error_cla
 
 async def test_success_after_failures_stops_retrying() -> None:
     calls, waits, outcome = await attempts_until_done(
-        RetryPolicy(), [err(ErrorClass.SERVER_ERROR), None, None]
+        RetryPolicy.from_limits(), [err(ErrorClass.SERVER_ERROR), None, None]
     )
     assert (calls, len(waits), outcome) == (2, 1, None)
 
 
 async def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
-    policy = RetryPolicy(max_attempts=8, base_s=2.0, cap_s=10.0)
+    policy = RetryPolicy.from_limits(Limits(max_attempts=8, retry_base_s=2.0, retry_cap_s=10.0))
     for _ in range(30):
         _, waits, _ = await attempts_until_done(policy, [err(ErrorClass.SERVER_ERROR)] * 8)
         ceilings = [min(10.0, 2.0 * 2**k) for k in range(7)]
@@ -94,7 +97,7 @@ async def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
 
 
 async def test_jitter_spreads_the_waits() -> None:
-    policy = RetryPolicy(max_attempts=2, base_s=2.0)
+    policy = RetryPolicy.from_limits(Limits(max_attempts=2, retry_base_s=2.0))
     firsts = set()
     for _ in range(20):
         _, waits, _ = await attempts_until_done(policy, [err(ErrorClass.SERVER_ERROR)] * 2)
@@ -103,7 +106,7 @@ async def test_jitter_spreads_the_waits() -> None:
 
 
 async def test_retry_after_is_honoured_and_capped() -> None:
-    policy = RetryPolicy(max_attempts=3, max_retry_after_s=30)
+    policy = RetryPolicy.from_limits(Limits(max_attempts=3, max_retry_after_s=30))
     errors = [
         err(ErrorClass.RATE_LIMITED, retry_after=7.0),
         err(ErrorClass.RATE_LIMITED, retry_after=3600.0),
@@ -115,21 +118,21 @@ async def test_retry_after_is_honoured_and_capped() -> None:
 
 async def test_x_should_retry_false_stops_a_retryable_class() -> None:
     calls, _, _ = await attempts_until_done(
-        RetryPolicy(), [err(ErrorClass.SERVER_ERROR, should_retry=False)] * 4
+        RetryPolicy.from_limits(), [err(ErrorClass.SERVER_ERROR, should_retry=False)] * 4
     )
     assert calls == 1
 
 
 async def test_x_should_retry_true_retries_a_final_class() -> None:
     calls, _, _ = await attempts_until_done(
-        RetryPolicy(), [err(ErrorClass.INVALID_REQUEST, should_retry=True), None]
+        RetryPolicy.from_limits(), [err(ErrorClass.INVALID_REQUEST, should_retry=True), None]
     )
     assert calls == 2
 
 
 async def test_a_stopped_job_makes_no_retry() -> None:
     calls, waits, outcome = await attempts_until_done(
-        RetryPolicy(), [err(ErrorClass.SERVER_ERROR)] * 4, stopped=True
+        RetryPolicy.from_limits(), [err(ErrorClass.SERVER_ERROR)] * 4, stopped=True
     )
     assert (calls, waits) == (1, [])
     assert isinstance(outcome, RequestError)
@@ -218,7 +221,9 @@ async def downloads_until_done(policy: RetryPolicy, attempts: int) -> tuple[int,
 
 @pytest.mark.usefixtures("widest_jitter")
 async def test_a_link_is_fetched_again_with_its_own_backoff_and_budget() -> None:
-    policy = RetryPolicy(download_attempts=4, download_base_s=0.01, download_cap_s=0.03)
+    policy = replace(
+        RetryPolicy.from_limits(), download_attempts=4, download_base_s=0.01, download_cap_s=0.03
+    )
     assert await downloads_until_done(policy, attempts=10) == (4, [0.01, 0.02, 0.03])
 
 

@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ def runner(
         job="job",
         client=client,
         store=store,
-        policy=RetryPolicy(**policy),  # type: ignore[arg-type]
+        policy=replace(RetryPolicy.from_limits(), **policy),  # type: ignore[arg-type]
         references=ReferenceLoader(20_000_000),
         concurrency=concurrency,
         on_event=(events.append if events is not None else lambda e: None),
@@ -76,7 +77,7 @@ def runner(
         clock=fake.clock,
         io=io,
         room=room or ImageRoom(),
-        guards=guards or Guards(),
+        guards=guards or Guards.from_limits(),
     )
 
 
@@ -477,7 +478,7 @@ async def test_max_cost_stops_a_running_job_once_unconfirmed_attempts_used_the_b
     # after three images and that attempt, a fourth image would take the spend to 0.195.
     client = FakeClient({"prompt 0": [error(ErrorClass.TIMEOUT, sent=True), OK]})
     events: list[Event] = []
-    r = runner(tmp_path, client, concurrency=1, events=events, guards=Guards(max_cost=0.16))
+    r = runner(tmp_path, client, concurrency=1, events=events, guards=Guards.from_limits(max_cost=0.16))
     result = await run(r, [make_spec(k) for k in range(4)])
     assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED] * 3 + [ItemStatus.PENDING]
     assert [client.calls_for(f"prompt {k}") for k in range(4)] == [2, 1, 1, 0]

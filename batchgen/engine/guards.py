@@ -19,13 +19,11 @@ from typing import Any
 
 from batchgen.config import Limits
 
-_DEFAULT = Limits()  # the one place default limits are written
-
 
 @dataclass
 class Guards:
-    max_consecutive_failures: int = _DEFAULT.max_consecutive_failures
-    pause_s: float = _DEFAULT.retry_cap_s
+    max_consecutive_failures: int
+    pause_s: float  # how long the breaker stays open before its probe
     max_failures: int | None = None
     max_cost: float | None = None
 
@@ -35,6 +33,14 @@ class Guards:
     reserved: float = 0.0
     _probe: asyncio.Future[bool] | None = field(default=None, repr=False)
     _tripped: bool = False
+
+    @classmethod
+    def from_limits(
+        cls, limits: Limits | None = None, max_failures: int | None = None, max_cost: float | None = None
+    ) -> Guards:
+        """The budgets of ``limits`` (None: the default limits) and of the command line."""
+        limits = limits or Limits()
+        return cls(limits.max_consecutive_failures, limits.retry_cap_s, max_failures, max_cost)
 
     async def admit(self, stopped: asyncio.Event) -> tuple[bool, bool]:
         """May an attempt go out now? Returns (go, is_probe); waits while the breaker is open."""

@@ -15,27 +15,28 @@ from tenacity.wait import wait_base, wait_random_exponential
 from batchgen.config import Limits
 from batchgen.errors import ErrorClass, RequestError
 
-_DEFAULT = Limits()  # the one place default limits are written
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How many attempts, how long between them, and which failures earn another."""
+    """How many attempts, how long between them, and which failures earn another.
 
-    max_attempts: int = _DEFAULT.max_attempts
-    base_s: float = _DEFAULT.retry_base_s  # exponential backoff, full jitter: U(0, min(cap, base * 2**k))
-    cap_s: float = _DEFAULT.retry_cap_s
-    max_retry_after_s: float = _DEFAULT.max_retry_after_s  # a server's Retry-After is honoured up to this
-    retry_after_send: bool = _DEFAULT.retry_after_send  # false: one that may have been billed is not repeated
-    max_unconfirmed: int = (
-        _DEFAULT.max_unconfirmed_per_item
-    )  # perhaps billed this often without an image: stop
+    Made from the job's ``Limits`` (``from_limits``): the defaults are theirs, written in config.
+    """
+
+    max_attempts: int
+    base_s: float  # exponential backoff, full jitter: U(0, min(cap, base * 2**k))
+    cap_s: float
+    max_retry_after_s: float  # a server's Retry-After is honoured up to this
+    retry_after_send: bool  # false: one that may have been billed is not repeated
+    max_unconfirmed: int  # perhaps billed this often without an image: stop
     download_attempts: int = 3  # fetching an image link: its own budget, never a new generation
     download_base_s: float = 1.0
     download_cap_s: float = 10.0
 
     @classmethod
-    def from_limits(cls, limits: Limits) -> RetryPolicy:
+    def from_limits(cls, limits: Limits | None = None) -> RetryPolicy:
+        """The policy of ``limits`` (None: the default limits)."""
+        limits = limits or Limits()
         return cls(
             max_attempts=limits.max_attempts,
             base_s=limits.retry_base_s,

@@ -62,7 +62,7 @@ class Runner:
     clock: Callable[[], float] = time.monotonic
     journal: Journal | None = None
     mode: Mode = Mode.RUN
-    guards: Guards = field(default_factory=Guards)
+    guards: Guards = field(default_factory=Guards.from_limits)
     requests_per_minute: float | None = None
     io: Executor | None = None  # threads for blocking file work (None: the loop's default)
     thumbnails: thumbs.Background | None = None  # makes the gallery's previews of what is written

@@ -254,12 +254,7 @@ async def _send(
                 requests_per_minute=limits.requests_per_minute,
                 io=io,
                 thumbnails=previews,
-                guards=Guards(
-                    max_consecutive_failures=limits.max_consecutive_failures,
-                    pause_s=limits.retry_cap_s,
-                    max_failures=options.max_failures,
-                    max_cost=options.max_cost,
-                ),
+                guards=Guards.from_limits(limits, options.max_failures, options.max_cost),
             )
             caught = hooks.signals
             with signals(runner, limits.grace_s, caught) if caught else contextlib.nullcontext():

@@ -1,8 +1,8 @@
 """Stage 5, the output: what a job leaves on disk, and the records people and scripts read.
 
-Owns the job folder (``paths``: the name of every file in it; ``store``: images and atomic
-writes; ``history``: earlier versions kept; ``durable``: the one atomic writer, the sweep of what a crash left, fsync of folders), the sidecar
-next to each item's images (``sidecar``), the journal a re-run reads (``journal``), the
-one-run-per-folder lock (``lock``) and the thumbnails (``thumbs``, ``thumbs_maker``,
-``thumbnail``). Imports no other stage: every stage may read it.
+Owns the job folder (``paths``: the name of every file in it; ``store``: writing inside it;
+``durable``: the one atomic writer, the sweep of what a crash left, fsync of folders;
+``history``: earlier versions kept), the sidecar next to each item's images (``sidecar``),
+the journal a re-run reads (``journal``), the one-run-per-folder lock (``lock``) and the
+thumbnails (``thumbs``, ``thumbs_maker``, ``thumbnail``). Imports no other stage: every stage may read it.
 """
