@@ -16,6 +16,7 @@ import yaml
 from batchgen.cli.main import main
 from batchgen.job import unchanged
 from batchgen.manifest import validate as manifest
+from batchgen.output import paths
 from batchgen.plan import pricing
 from batchgen.sim.simulator import Simulator
 
@@ -106,7 +107,7 @@ def without_times(report: dict[str, Any]) -> dict[str, Any]:
 def test_a_finished_job_is_rerun_from_its_stamp_without_expanding_the_manifest(
     catalog: Catalog, expansions: list[Path]
 ) -> None:
-    assert (catalog.job / unchanged.STAMP).is_file()
+    assert (catalog.job / paths.STAMP).is_file()
     journal = (catalog.job / "journal.jsonl").read_bytes()
 
     assert catalog.run() == 0
@@ -127,7 +128,7 @@ def test_the_stamp_writes_the_report_and_gallery_the_long_way_would(
     assert catalog.run() == 0  # from the stamp
     assert expansions == []
     quick, quick_page = catalog.report(), gallery_data(catalog.job)
-    (catalog.job / unchanged.STAMP).unlink()
+    (catalog.job / paths.STAMP).unlink()
 
     assert catalog.run() == 0  # the long way, which stamps the job again
 
@@ -136,7 +137,7 @@ def test_the_stamp_writes_the_report_and_gallery_the_long_way_would(
     assert gallery_data(catalog.job) == quick_page
     assert quick_page["params"]
     assert {row[1] for row in quick_page["items"]} == {2}
-    assert (catalog.job / unchanged.STAMP).is_file()
+    assert (catalog.job / paths.STAMP).is_file()
 
 
 def edit_a_row(c: Catalog) -> int:
@@ -221,7 +222,7 @@ def test_a_retry_after_an_edit_leaves_no_stamp_and_the_next_run_makes_the_edited
     changed = edit_a_row(catalog)
     assert main(["retry", str(catalog.job), "--base-url", catalog.sim.base_url, "-q"]) == 0
     assert catalog.sent() == ROWS * len(VIEWS)
-    assert not (catalog.job / unchanged.STAMP).exists()
+    assert not (catalog.job / paths.STAMP).exists()
 
     assert catalog.run() == 0
 
@@ -239,7 +240,7 @@ def test_a_file_edited_while_the_job_runs_is_not_vouched_for(tmp_path: Path, sim
     sim.on_request = edit_once
     assert made.run() == 0
     sim.on_request = None
-    assert not (made.job / unchanged.STAMP).exists()
+    assert not (made.job / paths.STAMP).exists()
 
     assert made.run() == 0
 
@@ -250,13 +251,13 @@ def test_a_failed_item_leaves_no_stamp(tmp_path: Path, sim: Simulator) -> None:
     made = Catalog(tmp_path, sim)
     made.write_rows(["product 0", "[sim:safety] product 1", "product 2", "product 3"])
     assert made.run() == 1
-    assert not (made.job / unchanged.STAMP).exists()
+    assert not (made.job / paths.STAMP).exists()
 
 
 def test_the_stamp_holds_whichever_folder_the_runs_start_in(
     catalog: Catalog, expansions: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (catalog.job / unchanged.STAMP).unlink()
+    (catalog.job / paths.STAMP).unlink()
     monkeypatch.chdir(catalog.folder)
     assert catalog.run(manifest_path="catalog.yaml") == 0  # stamped, the manifest given relative
     assert expansions == [Path("catalog.yaml")]

@@ -34,13 +34,12 @@ from batchgen import __version__
 from batchgen.manifest import validate as manifest
 from batchgen.manifest.spec import Manifest
 from batchgen.outcomes import ItemOutcome, ItemStatus
-from batchgen.output import journal
+from batchgen.output import journal, paths
 from batchgen.output.store import JobStore
 from batchgen.plan.resume import Mode
 
 log = logging.getLogger(__name__)
 
-STAMP = "unchanged.json"
 FORMAT = 1
 
 # The stamp policy, whole. Runs in these modes compare every item with its journal entry, so what
@@ -100,7 +99,7 @@ def signature(path: Path | str) -> list[int] | None:
 def find(folder: Path, wanted: str) -> Stamp | None:
     """The stamp in ``folder`` if it is for ``wanted`` and none of its sources changed since."""
     try:
-        data = orjson.loads((folder / STAMP).read_bytes())
+        data = orjson.loads((folder / paths.STAMP).read_bytes())
         if data.get("format") != FORMAT or data.get("key") != wanted:
             return None
         stamp = Stamp(**{name: data[name] for name in Stamp.__dataclass_fields__})
@@ -175,13 +174,13 @@ def write(
 
 def _save(store: JobStore, stamp: dict[str, Any]) -> None:
     # Compact and not fsync'd: lost to a power cut, the next run takes the long way, that is all.
-    store.write_bytes(STAMP, orjson.dumps(stamp), durable=False)
+    store.write_bytes(paths.STAMP, orjson.dumps(stamp), durable=False)
 
 
 def forget(store: JobStore) -> None:
     """The job is about to change: no stamp may outlive that, even if this run dies."""
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(store.root / STAMP)
+        os.unlink(store.root / paths.STAMP)
 
 
 def stampable(outcomes: Sequence[ItemOutcome]) -> bool:

@@ -8,13 +8,12 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 
 from batchgen.errors import JobLockedError, UsageError
-
-LOCK_FILE = ".lock"
+from batchgen.output import paths
 
 
 class JobLock:
     def __init__(self, folder: Path) -> None:
-        self.path = folder / LOCK_FILE
+        self.path = folder / paths.LOCK
         self._fd: int | None = None
 
     def __enter__(self) -> JobLock:

@@ -5,6 +5,8 @@
     <job>/history/<stem>.<v>.<ext>     version ``v`` of an image or sidecar, kept by a redo
     <job>/journal.jsonl                the journal (output/journal.py)
     <job>/report.json, report.html     the report (report/record.py) and the gallery
+    <job>/unchanged.json               the stamp of a finished job (job/unchanged.py)
+    <job>/.lock                        held while a run works in the folder (output/lock.py)
     <job>/thumbs/<stem>.webp           the gallery's previews (``thumbs.thumb_path``)
 
 All relative to the job folder, with ``/`` between parts, as they appear in the journal,
@@ -20,6 +22,8 @@ HISTORY = "history"
 JOURNAL = "journal.jsonl"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
+STAMP = "unchanged.json"
+LOCK = ".lock"
 
 
 def image(stem: str) -> str:
