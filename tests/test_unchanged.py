@@ -289,3 +289,27 @@ def test_a_stamp_is_for_one_manifest_shard_price_table_and_version(
 def test_force_is_never_answered_from_the_stamp(catalog: Catalog) -> None:
     assert catalog.run("--force") == 0
     assert catalog.sent() == 2 * ROWS * len(VIEWS)
+
+
+def test_a_stamp_reads_back_as_written_and_refuses_another_format() -> None:
+    stamp = unchanged.Stamp(
+        key="k",
+        sources=(("/jobs/a.yaml", (10, 1, 2, 3)),),
+        journal=(120, 5),
+        ids=("a", "b"),
+        prompts=("one", "two"),
+        attempts=(1, 2),
+        versions=(1, 3),
+        files=((("images/a.png", 100),), (("images/b-1.png", 7), ("images/b-2.jpg", 8))),
+        params=({"model": "nano-banana-2"},),
+        param_of=(0, 0),
+        warnings=("w",),
+    )
+    written = orjson.loads(orjson.dumps(stamp.to_json()))
+    assert written["sources"] == [["/jobs/a.yaml", 10, 1, 2, 3]]  # the format on disk, unchanged
+    assert written["files"][1] == [["images/b-1.png", 7], ["images/b-2.jpg", 8]]
+    assert unchanged.Stamp.from_json(written) == stamp
+    with pytest.raises(ValueError, match="format"):
+        unchanged.Stamp.from_json({**written, "format": unchanged.FORMAT + 1})
+    with pytest.raises(KeyError):
+        unchanged.Stamp.from_json({k: v for k, v in written.items() if k != "files"})

@@ -32,7 +32,7 @@ import orjson
 
 from batchgen import __version__
 from batchgen.manifest import validate as manifest
-from batchgen.manifest.spec import Manifest
+from batchgen.manifest.spec import Manifest, Signature
 from batchgen.outcomes import ItemOutcome, ItemStatus
 from batchgen.output import journal, paths
 from batchgen.output.store import JobStore
@@ -50,21 +50,67 @@ WRITTEN_BY = frozenset({Mode.RUN, Mode.FORCE})
 TRUSTED_BY = frozenset({Mode.RUN, Mode.ONLY_FAILED, Mode.ALL_FAILED})
 
 
+Stored = tuple[str, int]  # a file an item made: its path relative to the job folder, its size
+
+
 @dataclass(frozen=True)
 class Stamp:
-    """What a finished run left to be trusted while nothing changes."""
+    """What a finished run left to be trusted while nothing changes: ``to_json`` its one writer,
+    ``from_json`` its one reader. Per item, in the report's order: id, prompt, attempts, version,
+    files, and the index of its parameters (each distinct set written once)."""
 
     key: str
-    sources: list[list[Any]]  # [path, size, mtime_ns, ctime_ns, inode]
-    journal: list[int]  # [size, mtime_ns]
-    ids: list[str]
-    prompts: list[str]
-    attempts: list[int]
-    versions: list[int]
-    files: list[list[list[Any]]]  # per item: [[path relative to the job folder, bytes], ...]
-    params: list[dict[str, Any]]  # the requests' parameters, each written once ...
-    param_of: list[int]  # ... and which one each item was asked with
-    warnings: list[str]
+    sources: tuple[tuple[str, Signature], ...]  # each file the items were made from, as signed
+    journal: tuple[int, int] | None  # the journal's size and mtime_ns when the stamp was written
+    ids: tuple[str, ...]
+    prompts: tuple[str, ...]
+    attempts: tuple[int, ...]
+    versions: tuple[int, ...]
+    files: tuple[tuple[Stored, ...], ...]
+    params: tuple[dict[str, Any], ...]
+    param_of: tuple[int, ...]
+    warnings: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "key": self.key,
+            "sources": [[path, *sig] for path, sig in self.sources],
+            "journal": list(self.journal) if self.journal else None,
+            "ids": self.ids,
+            "prompts": self.prompts,
+            "attempts": self.attempts,
+            "versions": self.versions,
+            "files": self.files,
+            "params": self.params,
+            "param_of": self.param_of,
+            "warnings": self.warnings,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Stamp:
+        """The stamp ``data`` holds; KeyError, TypeError or ValueError if it holds none."""
+        if data["format"] != FORMAT:
+            raise ValueError(f"format {data['format']!r}")
+        journal_sig = data["journal"]
+        return cls(
+            key=str(data["key"]),
+            sources=tuple((str(path), _signature(sig)) for path, *sig in data["sources"]),
+            journal=(int(journal_sig[0]), int(journal_sig[1])) if journal_sig else None,
+            ids=tuple(data["ids"]),
+            prompts=tuple(data["prompts"]),
+            attempts=tuple(data["attempts"]),
+            versions=tuple(data["versions"]),
+            files=tuple(tuple((str(path), int(size)) for path, size in item) for item in data["files"]),
+            params=tuple(data["params"]),
+            param_of=tuple(data["param_of"]),
+            warnings=tuple(data["warnings"]),
+        )
+
+
+def _signature(values: Sequence[Any]) -> Signature:
+    size, mtime_ns, ctime_ns, inode = (int(v) for v in values)
+    return size, mtime_ns, ctime_ns, inode
 
 
 @dataclass(frozen=True)
@@ -89,9 +135,9 @@ def key(header: Manifest, shard: tuple[int, int] | None, prices: Path | None) ->
     return hashlib.sha256(orjson.dumps(what)).hexdigest()
 
 
-def signature(path: Path | str) -> list[int] | None:
+def signature(path: Path | str) -> Signature | None:
     try:
-        return list(manifest.signature(os.stat(path)))
+        return manifest.signature(os.stat(path))
     except OSError:
         return None
 
@@ -100,18 +146,18 @@ def find(folder: Path, wanted: str) -> Stamp | None:
     """The stamp in ``folder`` if it is for ``wanted`` and none of its sources changed since."""
     try:
         data = orjson.loads((folder / paths.STAMP).read_bytes())
-        if data.get("format") != FORMAT or data.get("key") != wanted:
+        if data.get("key") != wanted:
             return None
-        stamp = Stamp(**{name: data[name] for name in Stamp.__dataclass_fields__})
-    except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        stamp = Stamp.from_json(data)
+    except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         return None
-    for path, *was in stamp.sources:
+    for path, was in stamp.sources:
         if signature(path) != was:
             return None
     return stamp  # the journal and the images are checked under the job's lock (``outcomes``)
 
 
-def journal_signature(folder: Path) -> list[int] | None:
+def journal_signature(folder: Path) -> tuple[int, int] | None:
     sig = signature(folder / journal.JOURNAL)
     return None if sig is None else sig[:2]
 
@@ -126,14 +172,16 @@ def outcomes(stamp: Stamp, store: JobStore) -> list[ItemOutcome] | None:
     for index, (item_id, prompt, attempts, version, files) in enumerate(
         zip(stamp.ids, stamp.prompts, stamp.attempts, stamp.versions, stamp.files, strict=True)
     ):
-        if not store.intact([(path, size) for path, size in files]):
+        if not store.intact(files):
             return None
+        names: tuple[str, ...]
+        sizes: tuple[int, ...]
         if len(files) == 1:
-            paths, sizes = (files[0][0],), (files[0][1],)
+            names, sizes = (files[0][0],), (files[0][1],)
         else:
-            paths, sizes = tuple(f[0] for f in files), tuple(f[1] for f in files)
+            names, sizes = tuple(f[0] for f in files), tuple(f[1] for f in files)
         made.append(
-            ItemOutcome(index, item_id, prompt, skipped, attempts, paths, sizes=sizes, version=version)
+            ItemOutcome(index, item_id, prompt, skipped, attempts, names, sizes=sizes, version=version)
         )
     return made
 
@@ -151,30 +199,25 @@ def write(
     the signatures they had before they were read. False, and no stamp, if one changed since:
     what this run made may not be what the file asks for now."""
     for path, was in sources:
-        if signature(path) != list(was):
+        if signature(path) != tuple(was):
             log.info("%s changed while the job ran: the next run reads the manifest again", path)
             return False
-    stamp = {
-        "format": FORMAT,
-        "key": wanted,
-        "sources": [[path, *sig] for path, sig in sources],
-        "journal": journal_signature(store.root),
-        "ids": [o.id for o in outcomes],
-        "prompts": [o.prompt for o in outcomes],
-        "attempts": [o.attempts for o in outcomes],
-        "versions": [o.version for o in outcomes],
-        "files": [[[path, size] for path, size in zip(o.files, o.sizes, strict=True)] for o in outcomes],
-        "params": list(params),
-        "param_of": list(param_of),
-        "warnings": [str(w) for w in warnings],
-    }
-    _save(store, stamp)
-    return True
-
-
-def _save(store: JobStore, stamp: dict[str, Any]) -> None:
+    stamp = Stamp(
+        key=wanted,
+        sources=tuple(sources),
+        journal=journal_signature(store.root),
+        ids=tuple(o.id for o in outcomes),
+        prompts=tuple(o.prompt for o in outcomes),
+        attempts=tuple(o.attempts for o in outcomes),
+        versions=tuple(o.version for o in outcomes),
+        files=tuple(tuple(zip(o.files, o.sizes, strict=True)) for o in outcomes),
+        params=tuple(dict(p) for p in params),
+        param_of=tuple(param_of),
+        warnings=tuple(str(w) for w in warnings),
+    )
     # Compact and not fsync'd: lost to a power cut, the next run takes the long way, that is all.
-    store.write_bytes(paths.STAMP, orjson.dumps(stamp), durable=False)
+    store.write_bytes(paths.STAMP, orjson.dumps(stamp.to_json()), durable=False)
+    return True
 
 
 def forget(store: JobStore) -> None:
