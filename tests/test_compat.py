@@ -25,7 +25,7 @@ from batchgen.output.journal import Entry, JournalFile, RunHeader
 from batchgen.output.sidecar import Sidecar
 from batchgen.output.store import StoredFile
 from batchgen.report import record
-from batchgen.report.record import Counts, Report, ReportFailure, ReportItem
+from batchgen.report.record import StatusCounts, Report, ReportFailure, ReportItem
 from batchgen.sim.simulator import Simulator
 
 FIXTURE = Path(__file__).parent / "data" / "job-v0.3.0"
@@ -158,7 +158,7 @@ def test_report_json_reads_as_a_record(old: Path) -> None:
         "out/v03/../../jobs/v03.yaml",
     )
     assert report.started_at == datetime(2026, 11, 24, 10, 4, 32, tzinfo=UTC)
-    assert report.counts == Counts(total=5, succeeded=1, failed=2, skipped=2, pending=0)
+    assert report.counts == StatusCounts(total=5, succeeded=1, failed=2, skipped=2, pending=0)
     assert (report.requests_sent, report.unconfirmed_attempts, report.estimated_cost) == (1, 0, 0.039)
     assert [(i.id, i.status, i.files, i.version) for i in report.items] == [
         ("mug-red", S, ("images/mug-red.png",), 2),
@@ -267,7 +267,7 @@ def test_report_records_round_trip(old: Path) -> None:
         started_at=when,
         finished_at=when,
         duration_s=0.5,
-        counts=Counts(3, 1, 1, 0, 1),
+        counts=StatusCounts(3, 1, 1, 0, 1),
         requests_sent=4,
         unconfirmed_attempts=1,
         estimated_cost=0.08,

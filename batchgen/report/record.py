@@ -30,7 +30,9 @@ _COUNTS = ("total", "succeeded", "failed", "skipped", "pending")
 
 
 @dataclass(frozen=True, slots=True)
-class Counts:
+class StatusCounts:
+    """How many items the report lists, and how many ended in each status (its ``counts``)."""
+
     total: int = 0
     succeeded: int = 0
     failed: int = 0
@@ -38,7 +40,7 @@ class Counts:
     pending: int = 0
 
     @classmethod
-    def of(cls, statuses: Iterable[ItemStatus]) -> Counts:
+    def of(cls, statuses: Iterable[ItemStatus]) -> StatusCounts:
         c = Counter(statuses)
         S = ItemStatus
         return cls(sum(c.values()), c[S.SUCCEEDED], c[S.FAILED], c[S.SKIPPED], c[S.PENDING])
@@ -56,7 +58,7 @@ class Counts:
         }
 
     @classmethod
-    def from_json(cls, data: object, items: Iterable[ReportItem]) -> Counts:
+    def from_json(cls, data: object, items: Iterable[ReportItem]) -> StatusCounts:
         """The counts a report states; what it leaves out is counted from its items."""
         given = data if isinstance(data, dict) else {}
         if all(name in given for name in _COUNTS):
@@ -128,7 +130,7 @@ class Report:
     started_at: datetime  # UTC, to the second
     finished_at: datetime
     duration_s: float
-    counts: Counts
+    counts: StatusCounts
     requests_sent: int  # attempts that may have reached the service
     unconfirmed_attempts: int  # of those, ones cut off after sending: perhaps billed
     estimated_cost: float
@@ -189,7 +191,7 @@ class Report:
                 started_at=_moment(data["started_at"]),
                 finished_at=_moment(data["finished_at"]),
                 duration_s=float(data.get("duration_s", 0.0)),
-                counts=Counts.from_json(data.get("counts"), items),
+                counts=StatusCounts.from_json(data.get("counts"), items),
                 requests_sent=int(data.get("requests_sent", 0)),
                 unconfirmed_attempts=int(data.get("unconfirmed_attempts", 0)),
                 estimated_cost=float(data.get("estimated_cost", 0.0)),

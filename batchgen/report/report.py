@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from batchgen.outcomes import ItemOutcome, ItemStatus, JobStatus
 from batchgen.output import paths
-from batchgen.report.record import Counts, Report, ReportFailure, ReportItem, moment
+from batchgen.report.record import StatusCounts, Report, ReportFailure, ReportItem, moment
 
 # An item in more than one report keeps its best status.
 _RANK = {ItemStatus.SUCCEEDED: 0, ItemStatus.SKIPPED: 1, ItemStatus.FAILED: 2, ItemStatus.PENDING: 3}
@@ -30,7 +30,7 @@ class Spend:
     unconfirmed_cost: float = 0.0
 
 
-def job_status(counts: Counts, aborted: bool, incomplete: bool = False) -> JobStatus:
+def job_status(counts: StatusCounts, aborted: bool, incomplete: bool = False) -> JobStatus:
     """``incomplete``: some of the job is not in the report at all (shards missing from a merge)."""
     if aborted:
         return JobStatus.ABORTED
@@ -56,7 +56,7 @@ def assemble(
 ) -> Report:
     """The report of ``items`` (in the report's order), with ``failures``, the rows of those
     that ended failed; counts and status follow from the items, the spend is rounded."""
-    counts = Counts.of([item.status for item in items])
+    counts = StatusCounts.of([item.status for item in items])
     return Report(
         job=job,
         manifest=manifest,
