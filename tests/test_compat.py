@@ -25,7 +25,7 @@ from batchgen.output.journal import Entry, JournalFile, RunHeader
 from batchgen.output.sidecar import Sidecar
 from batchgen.output.store import StoredFile
 from batchgen.report import record
-from batchgen.report.record import StatusCounts, Report, ReportFailure, ReportItem
+from batchgen.report.record import Report, ReportFailure, ReportItem, StatusCounts
 from batchgen.sim.simulator import Simulator
 
 FIXTURE = Path(__file__).parent / "data" / "job-v0.3.0"

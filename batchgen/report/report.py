@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from batchgen.outcomes import ItemOutcome, ItemStatus, JobStatus
 from batchgen.output import paths
-from batchgen.report.record import StatusCounts, Report, ReportFailure, ReportItem, moment
+from batchgen.report.record import Report, ReportFailure, ReportItem, StatusCounts, moment
 
 # An item in more than one report keeps its best status.
 _RANK = {ItemStatus.SUCCEEDED: 0, ItemStatus.SKIPPED: 1, ItemStatus.FAILED: 2, ItemStatus.PENDING: 3}
