@@ -48,9 +48,8 @@ class Heartbeat:
 async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     import yaml
 
-    from batchgen import config
+    from batchgen import config, manifest
     from batchgen.job import jobs, memory
-    from batchgen.manifest import validate as manifest
     from batchgen.output import thumbs
 
     memory.tune_allocator()  # as `batchgen run` does

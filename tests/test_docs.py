@@ -15,9 +15,8 @@ from jsonschema import Draft202012Validator
 
 from batchgen.cli import reference
 from batchgen.cli.arguments import parser
-from batchgen.manifest import schema
+from batchgen.manifest import load, schema
 from batchgen.manifest.loader import read_yaml
-from batchgen.manifest.validate import load
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"

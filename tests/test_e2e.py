@@ -14,11 +14,10 @@ from typing import Any
 import orjson
 import pytest
 
-from batchgen import config
+from batchgen import config, manifest
 from batchgen.cli.main import main
 from batchgen.errors import UsageError
 from batchgen.job import jobs
-from batchgen.manifest import validate
 from batchgen.sim.simulator import Simulator
 
 from .conftest import CANARY_KEY, FAST_LIMITS
@@ -389,5 +388,5 @@ async def test_asked_to_simulate_without_a_simulator_the_library_sends_nothing(
     path = write_manifest({"job": "j", "items": [{"id": "a", "prompt": "p"}]})
     options = jobs.RunOptions(overrides=config.Overrides(output_dir=tmp_path / "out", simulate=True))
     with pytest.raises(UsageError, match="simulate"):
-        await jobs.run_manifest(validate.load(path), options, {})
+        await jobs.run_manifest(manifest.load(path), options, {})
     assert not (tmp_path / "out").exists()

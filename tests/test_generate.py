@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from batchgen import manifest
 from batchgen.errors import ManifestError
-from batchgen.manifest import validate as manifest
 from batchgen.manifest.references import LocalReference
 
 CSV = "sku,name,color\nA1,tote bag,red\nB2,mug,navy\n"
@@ -272,8 +272,8 @@ def test_a_row_missing_several_columns_names_the_same_one_every_run(
     )
     show = (
         "import sys; from pathlib import Path; from batchgen.errors import ManifestError\n"
-        "from batchgen.manifest import validate\n"
-        "try: validate.load(Path(sys.argv[1]))\n"
+        "from batchgen import manifest\n"
+        "try: manifest.load(Path(sys.argv[1]))\n"
         "except ManifestError as exc: print(*(p.message for p in exc.problems), sep='; ')\n"
     )
     said = {

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from batchgen import manifest
 from batchgen.errors import ManifestError
-from batchgen.manifest import validate as manifest
 from batchgen.manifest.references import LocalReference, UrlReference
 
 

@@ -18,9 +18,9 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import batchgen
+from batchgen import manifest
 from batchgen.errors import ManifestError
 from batchgen.manifest import schema
-from batchgen.manifest import validate as manifest
 from batchgen.manifest.loader import read_yaml
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,9 +13,9 @@ import orjson
 import pytest
 import yaml
 
+from batchgen import manifest
 from batchgen.cli.main import main
 from batchgen.job import unchanged
-from batchgen.manifest import validate as manifest
 from batchgen.output import paths
 from batchgen.plan import pricing
 from batchgen.sim.simulator import Simulator

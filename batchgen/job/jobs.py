@@ -15,14 +15,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchgen import config
+from batchgen import config, manifest
 from batchgen.engine.guards import Guards
 from batchgen.engine.retry import RetryPolicy
 from batchgen.errors import ManifestError, Problem, StoreError, UsageError
 from batchgen.job import memory, reporting, unchanged
 from batchgen.job.signals import Caught, signals
 from batchgen.job.unchanged import Unchanged
-from batchgen.manifest import validate as manifest
 from batchgen.manifest.references import ReferenceLoader
 from batchgen.outcomes import Event
 from batchgen.output import journal, thumbs

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from batchgen import manifest
 from batchgen.errors import UsageError
 from batchgen.job.jobs import RunOptions
-from batchgen.manifest import validate as manifest
 from batchgen.output import journal
 from batchgen.plan import shard
 

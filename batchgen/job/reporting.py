@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from batchgen import manifest
 from batchgen.job import memory, unchanged
 from batchgen.job.unchanged import Unchanged
-from batchgen.manifest import validate as manifest
 from batchgen.outcomes import Event, ItemFinished, ItemOutcome, JobStarted
 from batchgen.output.store import JobStore
 from batchgen.report import gallery, record

@@ -30,8 +30,7 @@ from typing import Any
 
 import orjson
 
-from batchgen import __version__
-from batchgen.manifest import validate as manifest
+from batchgen import __version__, manifest
 from batchgen.manifest.spec import Manifest, Signature
 from batchgen.outcomes import ItemOutcome, ItemStatus
 from batchgen.output import journal, paths

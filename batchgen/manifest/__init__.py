@@ -13,5 +13,23 @@
     provider    what the relay accepts
     schema      the JSON Schema, made from the same tables
 
-Imports nothing from a later stage.
+Imports nothing from a later stage. The way in is exported here: ``from batchgen import
+manifest``, then ``manifest.load(path)``, ``manifest.Manifest``, ``manifest.ItemSpec``.
 """
+
+from batchgen.manifest.fields import ID_HELP, ITEM_KEYS, check_id
+from batchgen.manifest.spec import ItemSpec, Manifest, Signature, output_stems, signature
+from batchgen.manifest.validate import load, load_header
+
+__all__ = [
+    "ID_HELP",
+    "ITEM_KEYS",
+    "ItemSpec",
+    "Manifest",
+    "Signature",
+    "check_id",
+    "load",
+    "load_header",
+    "output_stems",
+    "signature",
+]

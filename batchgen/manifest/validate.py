@@ -1,8 +1,8 @@
 """A manifest file, validated into item specs: every mistake found, none sent (docs/manifest.md).
 
 ``load`` reads the sections (``read``), checks each field and item, defaults applied (``check``,
-``defaults``), and raises one ManifestError with every problem. Callers import this module as
-``manifest``: it also exports the public types of ``spec`` and the names tests compare with.
+``defaults``), and raises one ManifestError with every problem. The package exports it with the
+public types of ``spec`` (``from batchgen import manifest``).
 """
 
 from __future__ import annotations
@@ -12,23 +12,9 @@ from pathlib import Path
 
 from batchgen.errors import ManifestError
 from batchgen.manifest import check, read
-from batchgen.manifest.fields import ID_HELP, ITEM_KEYS, check_id
 from batchgen.manifest.loader import read_yaml
 from batchgen.manifest.problems import Problems
-from batchgen.manifest.spec import ItemSpec, Manifest, Signature, Sources, output_stems, signature
-
-__all__ = [
-    "ID_HELP",
-    "ITEM_KEYS",
-    "ItemSpec",
-    "Manifest",
-    "Signature",
-    "check_id",
-    "load",
-    "load_header",
-    "output_stems",
-    "signature",
-]
+from batchgen.manifest.spec import Manifest, Sources
 
 
 def load(path: Path) -> Manifest:
