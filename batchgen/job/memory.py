@@ -1,11 +1,10 @@
 """Process-wide allocator and collector settings for a process that handles multi-megabyte buffers.
 
 glibc serves large allocations with fresh mmap()s and hands them back with
-munmap(), so every ~3 MB image and ~4 MB body is page-faulted in, zeroed and
-unmapped again: measured, 177,000 page faults and 4.7 s of kernel time for 384
-images. Raising the mmap threshold lets freed blocks be reused from the heap
-(29,000 faults, 3.6 s, and 10% more images per second), and two arenas keep
-worker threads from each growing their own. Peak memory is bounded by the
+munmap(), so every multi-megabyte image and body is page-faulted in, zeroed and
+unmapped again. Raising the mmap threshold lets freed blocks be reused from the
+heap (docs/performance.md has the figures), and two arenas keep worker threads
+from each growing their own. Peak memory is bounded by the
 client's slots either way. Only the CLI, which owns its process, calls this.
 """
 

@@ -77,7 +77,7 @@ def write(folder: Path, report: Report, cards: Iterable[Card]) -> Path:
     outcomes, or from the folder's records (``report.cards``)."""
     parts = render_parts(report, cards, folder=str(folder), history=_history(folder))
     with JobStore(folder).open_atomic(paths.REPORT_HTML, durable=False) as out:
-        for part in parts:  # written in parts: the page of a catalog is 19 MB, never one more copy
+        for part in parts:  # written in parts: a catalog's page runs to megabytes, never one more copy
             out.write(part)
     return folder / paths.REPORT_HTML
 

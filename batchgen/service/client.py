@@ -159,8 +159,8 @@ class HttpImageClient:
         if status != 200:
             raise self._scrubbed(responses.error_from_response(status, headers, raw))
         try:
-            # The fast path runs on the loop (pybase64 holds the GIL anyway, for 0.3 ms per
-            # image); a full JSON parse, when needed, goes to a worker thread.
+            # The fast path runs on the loop (pybase64 holds the GIL anyway, and briefly: see
+            # docs/performance.md); a full JSON parse, when needed, goes to a worker thread.
             parsed = responses.parse_success_fast(raw)
             if parsed is None:
                 parsed = await asyncio.to_thread(responses.parse_success, raw)

@@ -184,7 +184,7 @@ def parse_success_fast(raw: bytes) -> ParsedSuccess | None:
     Each inline image value (``"b64_json": "..."``, or ``"url": "data:image/...;base64,..."``)
     is found in the raw bytes (base64 holds no quote, so the next quote ends it), the small
     rest is parsed as JSON with those values emptied, and the values are decoded straight
-    from the bytes. About 0.5 ms for a 3 MB image where a full parse costs 5 to 20. None
+    from the bytes, a small fraction of a full parse (docs/performance.md). None
     means "not sure": an escaped character in a value, a cut-off body, values outside
     ``data``; then ``parse_success`` decides.
     """

@@ -82,8 +82,8 @@ class Answers:
         """The body for ``asked`` in ``shape``; a link's fetches fail ``link_fails`` times first
         (-1: every one), and it points at ``origin``."""
         if not asked.references and shape != "url":
-            # Rendering a new image size takes ~100 ms of zlib (which releases the GIL): in a
-            # thread, so a cache miss never stalls the other requests.
+            # Rendering a new image size is zlib work (which releases the GIL): in a thread,
+            # so a cache miss never stalls the other requests.
             payload = await asyncio.to_thread(
                 images.b64_response,
                 asked.width,
