@@ -56,6 +56,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python tests/lint/cycles.py
+	$(BIN)/python tests/lint/sizes.py
 
 format: $(STAMP)
 	$(BIN)/ruff format batchgen tests bench docs
