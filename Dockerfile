@@ -1,5 +1,5 @@
 # The batchgen image: the wheel built from this repo, installed with its dependencies at the
-# versions in constraints.txt, run as a non-root user (uid 10001). README "Install" says how to
+# versions in constraints.txt, run as a non-root user (uid 10001). docs/install.md says how to
 # build, push and run it; the key comes at run time, never from the image:
 #
 #   docker build -t registry.example.com/team/batchgen:0.3.0 .
