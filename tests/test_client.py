@@ -10,12 +10,11 @@ import orjson
 import pybase64
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
-from yarl import URL
 
 from batchgen.config import Secret
 from batchgen.errors import ErrorClass, RequestError
 from batchgen.service import client as client_module
-from batchgen.service.client import DownloadPolicy, HttpImageClient, _check_download_url
+from batchgen.service.client import DownloadPolicy, HttpImageClient
 
 from .conftest import CANARY_KEY, MockedApi, png_bytes
 
@@ -322,18 +321,20 @@ class TestDownloads:
             "file:///etc/passwd",
         ],
     )
-    def test_private_addresses_are_refused(self, url: str) -> None:
-        with pytest.raises(RequestError) as caught:
-            _check_download_url(URL(url), allow_loopback=False)
-        assert caught.value.error_class is ErrorClass.DOWNLOAD_FAILED
-        assert not caught.value.retryable  # asking again will not make it public
+    async def test_private_addresses_are_refused(self, url: str, mocked: MockedApi) -> None:
+        async with HttpImageClient(BASE, None, timeout_s=5) as client:
+            error = await download_failure(client, url)
+        assert error.error_class is ErrorClass.DOWNLOAD_FAILED
+        assert not error.retryable  # asking again will not make it public
 
     @pytest.mark.parametrize(
         "url",
         ["https://cdn.test/a.png", "https://8.8.8.8/a.png", "http://cdn.test/a.png", "http://8.8.8.8/a"],
     )
-    def test_public_hosts_are_allowed(self, url: str) -> None:
-        _check_download_url(URL(url), allow_loopback=False)
+    async def test_public_hosts_are_allowed(self, url: str, mocked: MockedApi) -> None:
+        mocked.get(url, body=png_bytes())
+        async with HttpImageClient(BASE, None, timeout_s=5) as client:
+            assert (await client.download(url)).data == png_bytes()
 
     async def test_plain_http_from_a_public_host_is_fetched_with_one_warning(
         self, mocked: MockedApi, caplog: pytest.LogCaptureFixture
@@ -348,10 +349,13 @@ class TestDownloads:
             "image links from cdn.test are plain http: fetched, but anyone on the way could read or alter them"
         ]
 
-    def test_loopback_http_only_when_the_api_is_on_loopback(self) -> None:
-        _check_download_url(URL("http://127.0.0.1:8787/files/x"), allow_loopback=True)
-        with pytest.raises(RequestError):
-            _check_download_url(URL("http://127.0.0.1:8787/files/x"), allow_loopback=False)
+    async def test_loopback_http_only_when_the_api_is_on_loopback(self, mocked: MockedApi) -> None:
+        link = "http://127.0.0.1:8787/files/x"
+        mocked.get(link, body=png_bytes())
+        async with HttpImageClient("http://127.0.0.1:8787/v1", None, timeout_s=5) as client:
+            assert (await client.download(link)).data == png_bytes()
+        async with HttpImageClient(BASE, None, timeout_s=5) as client:
+            assert (await download_failure(client, link)).error_class is ErrorClass.DOWNLOAD_FAILED
 
     @pytest.mark.parametrize(
         ("answers", "allow_loopback", "kept"),

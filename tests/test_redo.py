@@ -32,10 +32,6 @@ def redo(job: Job, *args: str) -> int:
     return main(["redo", str(job.out / "cat"), "--base-url", job.sim.base_url, "-q", *args])
 
 
-def keys_by_prompt(sim: Simulator) -> dict[str, list[str]]:
-    return {prompt: list(keys) for prompt, keys in sim._takes.items()}
-
-
 def test_redo_sends_exactly_the_named_items_with_fresh_keys_and_keeps_the_old_images(
     tmp_path: Path, sim: Simulator
 ) -> None:
@@ -43,12 +39,12 @@ def test_redo_sends_exactly_the_named_items_with_fresh_keys_and_keeps_the_old_im
     assert job.run() == 0
     folder = job.out / "cat"
     first = {p: (folder / f"images/i{p}.png").read_bytes() for p in range(5)}
-    keys = keys_by_prompt(sim)
+    keys = sim.takes()
 
     assert redo(job, "i1", "i3") == 0
 
     assert job.requests() == {"p 0": 1, "p 1": 2, "p 2": 1, "p 3": 2, "p 4": 1}
-    after = keys_by_prompt(sim)
+    after = sim.takes()
     for k in (1, 3):
         assert len(after[f"p {k}"]) == 2
         assert after[f"p {k}"][0] == keys[f"p {k}"][0]
@@ -92,7 +88,7 @@ def test_redo_sends_exactly_the_named_items_with_fresh_keys_and_keeps_the_old_im
     assert (folder / "history/i1.2.png").is_file()
     assert (folder / "history/i1.1.png").read_bytes() == first[1]
     assert read_journal(folder).entries["i1"].version == 3
-    assert len(set(keys_by_prompt(sim)["p 1"])) == 3
+    assert len(set(sim.takes()["p 1"])) == 3
 
 
 def mean_colour(data: bytes) -> tuple[float, ...]:
@@ -173,7 +169,7 @@ def test_force_keeps_what_it_replaces_and_asks_with_a_new_key(tmp_path: Path, si
     assert job.run() == 0
     assert job.run("--force") == 0
     assert sorted(os.listdir(job.out / "cat/history")) == ["i0.1.json", "i0.1.png", "i1.1.json", "i1.1.png"]
-    assert all(len(set(keys)) == 2 for keys in keys_by_prompt(sim).values())
+    assert all(len(set(keys)) == 2 for keys in sim.takes().values())
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

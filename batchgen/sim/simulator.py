@@ -131,6 +131,10 @@ class Simulator:
         shape = answers.shape_of(self.config.response, asked, link_fails)
         return await self._answers.answer(asked, hue, shape, link_fails, self._origin)
 
+    def takes(self) -> dict[str, list[str]]:
+        """Every Idempotency-Key each prompt came with, in the order they first came."""
+        return {prompt: list(keys) for prompt, keys in self._takes.items()}
+
     def _take(self, prompt: str, key: str) -> int:
         keys = self._takes.setdefault(prompt, [])
         if key not in keys:
