@@ -262,8 +262,10 @@ class TestShards:
         assert sim.stats.requests == sent + 1
 
 
-def test_merge_reports_keeps_the_best_status_and_sums_spend() -> None:
-    def rep(shard_label: str, items: list[tuple[str, str]], sent: int, start: str, end: str) -> Report:
+def test_merge_reports_keeps_the_best_status_every_failure_row_and_sums_spend() -> None:
+    def rep(
+        shard_label: str, items: list[tuple[str, str]], sent: int, start: str, end: str, cost: float
+    ) -> Report:
         return Report.from_json(
             {
                 "job": "j",
@@ -276,8 +278,13 @@ def test_merge_reports_keeps_the_best_status_and_sums_spend() -> None:
                 "requests_sent": sent,
                 "unconfirmed_attempts": 1,
                 "estimated_cost": 0.5,
+                "unconfirmed_cost": cost,
                 "shard": shard_label,
-                "failures": [{"id": i, "class": "timeout"} for i, s in items if s == "failed"],
+                "failures": [
+                    {"id": i, "class": "timeout", "message": f"{i} timed out"}
+                    for i, s in items
+                    if s == "failed"
+                ],
                 "items": [{"id": i, "status": s, "files": [], "attempts": 1} for i, s in items],
             }
         )
@@ -286,17 +293,19 @@ def test_merge_reports_keeps_the_best_status_and_sums_spend() -> None:
         [
             rep(
                 "1/2",
-                [("a", "failed"), ("b", "succeeded")],
+                [("a", "failed"), ("b", "succeeded"), ("d", "failed")],
                 3,
                 "2026-01-01T00:00:00Z",
                 "2026-01-01T00:01:00Z",
+                0.25,
             ),
             rep(
                 "2/2",
-                [("a", "succeeded"), ("c", "pending")],
+                [("a", "succeeded"), ("c", "pending"), ("e", "failed")],
                 2,
                 "2026-01-01T00:00:30Z",
                 "2026-01-01T00:02:00Z",
+                0.5,
             ),
         ]
     ).to_json()  # as report.json has it
@@ -304,10 +313,17 @@ def test_merge_reports_keeps_the_best_status_and_sums_spend() -> None:
         ("a", "succeeded"),
         ("b", "succeeded"),
         ("c", "pending"),
+        ("d", "failed"),
+        ("e", "failed"),
     ]
-    assert merged["failures"] == []
-    assert merged["counts"] == {"total": 3, "succeeded": 2, "failed": 0, "skipped": 0, "pending": 1}
+    # a's failure is gone with its success; each shard's other failure keeps its row
+    assert [(f["id"], f["class"], f["message"]) for f in merged["failures"]] == [
+        ("d", "timeout", "d timed out"),
+        ("e", "timeout", "e timed out"),
+    ]
+    assert merged["counts"] == {"total": 5, "succeeded": 2, "failed": 2, "skipped": 0, "pending": 1}
     assert (merged["requests_sent"], merged["unconfirmed_attempts"], merged["estimated_cost"]) == (5, 2, 1.0)
+    assert merged["unconfirmed_cost"] == 0.75
     assert (merged["duration_s"], merged["status"]) == (120.0, "partial")
 
 
@@ -399,31 +415,3 @@ class TestPrices:
         )
         assert table.cost("other", "512", 2) == 10
         assert table.cost("other", "1K", 1) == 2
-
-
-def test_merge_reports_keeps_every_shards_failure_rows_and_sums_unconfirmed_cost() -> None:
-    def rep(shard_label: str, failed: str, unconfirmed_cost: float) -> Report:
-        return Report.from_json(
-            {
-                "job": "j",
-                "manifest": "m",
-                "status": "partial",
-                "started_at": "2026-01-01T00:00:00Z",
-                "finished_at": "2026-01-01T00:01:00Z",
-                "duration_s": 60,
-                "requests_sent": 2,
-                "unconfirmed_attempts": 1,
-                "estimated_cost": 0.0,
-                "unconfirmed_cost": unconfirmed_cost,
-                "shard": shard_label,
-                "failures": [{"id": failed, "class": "timeout", "message": f"{failed} timed out"}],
-                "items": [{"id": failed, "status": "failed", "files": [], "attempts": 2}],
-            }
-        )
-
-    merged = merge_reports([rep("1/2", "a", 0.25), rep("2/2", "b", 0.5)]).to_json()
-    assert [(f["id"], f["class"], f["message"]) for f in merged["failures"]] == [
-        ("a", "timeout", "a timed out"),
-        ("b", "timeout", "b timed out"),
-    ]
-    assert merged["unconfirmed_cost"] == 0.75
