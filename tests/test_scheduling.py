@@ -138,6 +138,14 @@ class TestShards:
         assert len(images) == 40
         for image in images:
             assert_png_whole(image)
+        # Each image's sidecar comes along, and the gallery lists what each was asked with.
+        assert len(list((tmp_path / "merged/cat/images").glob("*.json"))) == 40
+        assert "nano-banana-2" in (tmp_path / "merged/cat/report.html").read_text()
+        # The journal says a merge wrote it, and from which manifest: retry finds it there.
+        header = orjson.loads((tmp_path / "merged/cat/journal.jsonl").read_bytes().split(b"\n")[0])
+        assert (header["type"], header["merged"]) == ("run", True)
+        assert Path(header["manifest"]) == (tmp_path / "jobs/cat.yaml").resolve()
+        assert main(["retry", str(tmp_path / "merged/cat"), "--base-url", sim.base_url, "-q"]) == 0
         # The merged folder is a job folder: a re-run there sends nothing.
         path = tmp_path / "jobs/cat.yaml"
         assert (
@@ -172,11 +180,12 @@ class TestShards:
     def test_a_missing_shard_makes_the_merge_partial(
         self, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        self.run_shards(tmp_path, sim, 3, [1, 3])
+        self.run_shards(tmp_path, sim, 3, [2, 3])
+        (tmp_path / "machine-3/cat/shard-1-of-3").mkdir()  # a shard that never wrote its report
         code = main(
             [
                 "merge",
-                str(tmp_path / "machine-1/cat"),
+                str(tmp_path / "machine-2/cat"),
                 str(tmp_path / "machine-3/cat"),
                 "--output",
                 str(tmp_path / "m"),
@@ -185,8 +194,24 @@ class TestShards:
         assert code == 1
         merged = report_of(tmp_path / "m/cat")
         assert merged["status"] == "partial"
-        assert merged["missing_shards"] == ["2/3"]
-        assert "shards 2/3 are missing from the merge" in capsys.readouterr().err
+        assert merged["missing_shards"] == ["1/3"]
+        assert "shards 1/3 are missing from the merge" in capsys.readouterr().err
+
+    def test_shards_of_different_splits_or_no_report_are_refused(
+        self, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = write(tmp_path / "jobs", "cat.yaml", "cat", ["a", "b"])
+        for split in ("1/2", "1/3"):
+            run = ["run", str(path), "--shard", split, "--base-url", sim.base_url, "-q"]
+            main([*run, "--output", str(tmp_path / f"o{split[-1]}")])
+        assert main(["merge", str(tmp_path / "o2/cat"), str(tmp_path / "o3/cat")]) == 2
+        assert (
+            "these shards were cut [2, 3] ways; merge shards of one --shard K/N split"
+            in capsys.readouterr().err
+        )
+        (tmp_path / "empty").mkdir()
+        assert main(["merge", str(tmp_path / "empty")]) == 2
+        assert "empty: no report.json here, nor shard-K-of-N folders with one" in capsys.readouterr().err
 
     def test_retry_in_a_shard_folder_keeps_to_its_shard(self, tmp_path: Path, sim: Simulator) -> None:
         prompts = [f"[sim:502*1] flaky {k}" for k in range(12)]

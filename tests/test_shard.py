@@ -59,3 +59,12 @@ def test_parse(text: str, parsed: tuple[int, int]) -> None:
 def test_parse_errors(text: str, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         shard.parse(text)
+
+
+@pytest.mark.parametrize("text", ["0/4", "5/4", "1/0"])
+def test_the_message_of_a_shard_out_of_range_ends_with_its_hint_only_for_k_0(text: str) -> None:
+    with pytest.raises(ValueError, match="must have 1 <= K <= N") as caught:
+        shard.parse(text)
+    hint = " (shards count from 1: a Kubernetes JOB_COMPLETION_INDEX i is shard i+1)"
+    said = f"must have 1 <= K <= N, not {text!r}"
+    assert str(caught.value) == (said + hint if text.startswith("0/") else said)
