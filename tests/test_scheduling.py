@@ -180,8 +180,8 @@ class TestShards:
     def test_a_missing_shard_makes_the_merge_partial(
         self, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        self.run_shards(tmp_path, sim, 3, [2, 3])
-        (tmp_path / "machine-3/cat/shard-1-of-3").mkdir()  # a shard that never wrote its report
+        self.run_shards(tmp_path, sim, 4, [2, 3])
+        (tmp_path / "machine-3/cat/shard-1-of-4").mkdir()  # a shard that never wrote its report
         code = main(
             [
                 "merge",
@@ -194,8 +194,8 @@ class TestShards:
         assert code == 1
         merged = report_of(tmp_path / "m/cat")
         assert merged["status"] == "partial"
-        assert merged["missing_shards"] == ["1/3"]
-        assert "shards 1/3 are missing from the merge" in capsys.readouterr().err
+        assert merged["missing_shards"] == ["1/4", "4/4"]  # the first and the last
+        assert "are missing from the merge" in capsys.readouterr().err
 
     def test_shards_of_different_splits_or_no_report_are_refused(
         self, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
