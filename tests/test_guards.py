@@ -99,3 +99,17 @@ def test_max_cost_can_be_spent_to_the_cent_despite_float_rounding() -> None:
     assert guards.reserve(0.1) is None
     assert guards.reserve(0.2) is None  # 0.1 + 0.2 is 0.30000000000000004 in floats
     assert guards.reserve(0.01) is not None
+
+
+def test_the_budgets_come_from_the_limits_and_the_command_line() -> None:
+    guards = Guards.from_limits(Limits(max_consecutive_failures=5, retry_cap_s=7.0), 3, 1.5)
+    assert (guards.max_consecutive_failures, guards.pause_s) == (
+        5,
+        7.0,
+    )  # the breaker's pause: the backoff cap
+    assert (guards.max_failures, guards.max_cost) == (3, 1.5)
+    default = Guards.from_limits()
+    assert (default.max_consecutive_failures, default.pause_s) == (
+        Limits().max_consecutive_failures,
+        Limits().retry_cap_s,
+    )
