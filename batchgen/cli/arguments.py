@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeAlias
 from batchgen import __version__, config
 from batchgen.cli import logs
 from batchgen.plan import shard
-from batchgen.sim.settings import ALL_FAULTS, RESPONSE_SHAPES, TRANSIENT_FAULTS
+from batchgen.sim.settings import ALL_FAULTS, DROPPABLE_FIELDS, RESPONSE_SHAPES, TRANSIENT_FAULTS
 
 EXIT_HELP = """exit status:
   0    every item succeeded or was already done
@@ -326,6 +326,12 @@ def _simulator_flags(parser: Any, prefix: str) -> None:
         type=float,
         metavar="MB",
         help="answer 413 to a larger request body, as the proxy in front of a relay does",
+    )
+    add(
+        f"--{prefix}drop-fields",
+        metavar="FIELDS",
+        help=f"answer as a relay that loses these fields ({','.join(DROPPABLE_FIELDS)}): Gemini then"
+        " makes its default, 1K and square",
     )
 
 

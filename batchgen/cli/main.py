@@ -67,9 +67,10 @@ def _simulator_config(args: argparse.Namespace, prefix: str, **extra: Any) -> Si
         "response": getattr(args, f"{prefix}response"),
         "max_body_mb": getattr(args, f"{prefix}max_body_mb"),
     }
-    faults = getattr(args, f"{prefix}faults")
-    if faults is not None:
-        given["faults"] = tuple(f.strip() for f in faults.split(",") if f.strip())
+    for name, flag in (("faults", "faults"), ("dropped_fields", "drop_fields")):
+        words = getattr(args, f"{prefix}{flag}")
+        if words is not None:
+            given[name] = tuple(w.strip() for w in words.split(",") if w.strip())
     try:
         return SimulatorConfig(**{k: v for k, v in given.items() if v is not None}, **extra)
     except ValueError as exc:

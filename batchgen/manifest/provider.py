@@ -1,9 +1,12 @@
-"""What the nano-banana relay accepts (README "The real service"): models, sizes, aspect ratios."""
+"""The relay's facts (README "The real service"): the models, sizes and aspect ratios it accepts,
+the pixel sizes Gemini answers with, and the shape each request asks for. The plan, the check of
+what arrived and the simulator all read them here."""
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 KNOWN_MODELS = ("nano-banana-2", "nano-banana-pro")
 DEFAULT_MODEL = "nano-banana-2"
@@ -37,7 +40,47 @@ REFERENCE_LIKE_FIELDS = (
 )
 
 WXH = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
-_LONG_SIDE = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
+LONG_SIDE = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}  # each class's nominal long side
+# What Gemini answers at 1K for each aspect ratio; 2K and 4K are twice and four times these, 512
+# half (README "The real service", docs/real-service.md).
+GEMINI_1K = {
+    "1:1": (1024, 1024),
+    "2:3": (848, 1264),
+    "3:2": (1264, 848),
+    "3:4": (896, 1200),
+    "4:3": (1200, 896),
+    "4:5": (928, 1152),
+    "5:4": (1152, 928),
+    "9:16": (768, 1376),
+    "16:9": (1376, 768),
+    "21:9": (1584, 672),
+}
+_SCALE = {"512": 0.5, "1K": 1, "2K": 2, "4K": 4}
+DEFAULT_RATIO = "1:1"  # what Gemini makes when no aspect ratio reaches it
+# The size check (docs/real-service.md, "What arrived: the size check"): an image whose long side
+# is under this share of its class's, or whose aspect is further than this from the one asked,
+# is not what was paid for.
+SHORT_SIDE_SHARE = 0.75
+ASPECT_TOLERANCE = 0.03
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What a request asks of the picture: the resolution class it bills as, and the aspect ratio
+    (width, height) it names by ``aspect_ratio`` or a ``WxH`` size; None when it names none."""
+
+    size_class: str
+    aspect: tuple[int, int] | None = None
+
+    def mismatch(self, width: int, height: int) -> bool:
+        """An image of ``width`` x ``height`` is not what this asked for: too small for its class,
+        or another shape."""
+        if max(width, height) < SHORT_SIDE_SHARE * LONG_SIDE[self.size_class]:
+            return True
+        if self.aspect is None:
+            return False
+        asked = self.aspect[0] / self.aspect[1]
+        return abs(width / height / asked - 1) > ASPECT_TOLERANCE
 
 
 def size_class(size: str, image_size: str | None) -> str:
@@ -45,33 +88,49 @@ def size_class(size: str, image_size: str | None) -> str:
 
     A ``WxH`` the service doesn't know falls back to its default resolution.
     """
-    if image_size in _LONG_SIDE:
+    if image_size in LONG_SIDE:
         return image_size
     return SIZES.get(size, DEFAULT_SIZE)
+
+
+def requested(size: str, image_size: str | None, aspect_ratio: str | None) -> Shape:
+    """The shape a request asks for: its class, and its aspect by ``aspect_ratio``, else by a
+    ``WxH`` size."""
+    aspect = parse_ratio(aspect_ratio) if aspect_ratio else None
+    if aspect is None:
+        m = WXH.match(size)
+        aspect = (int(m.group(1)), int(m.group(2))) if m else None
+    return Shape(size_class(size, image_size), aspect)
+
+
+def pixels(klass: str, ratio: str) -> tuple[int, int]:
+    """What Gemini answers for class ``klass`` and one of its aspect ratios (``GEMINI_1K``)."""
+    w, h = GEMINI_1K[ratio]
+    scale = _SCALE[klass]
+    return int(w * scale), int(h * scale)
 
 
 def dimensions(size: str, image_size: str | None, aspect_ratio: str | None) -> tuple[int, int]:
     """Pixel size the service answers with (what the simulator draws).
 
-    ``image_size`` with ``aspect_ratio`` overrides ``size``; an explicit known
-    ``WxH`` is used as is; otherwise the class's square, reshaped to the ratio
-    at about the same pixel count.
+    Gemini's size for the class and the ratio asked; a ``WxH`` size gets the ratio nearest to
+    it, and a ratio Gemini's table lacks (``1:4``) the class's pixel count at that ratio.
     """
-    if image_size is None and aspect_ratio is None:
-        m = WXH.match(size)
-        if m and size in SIZES:
-            return int(m.group(1)), int(m.group(2))
-    side = _LONG_SIDE[size_class(size, image_size)]
-    ratio = _parse_ratio(aspect_ratio) if aspect_ratio else None
-    if ratio is None:
-        m = WXH.match(size)
-        ratio = (int(m.group(1)), int(m.group(2))) if m and size in SIZES else (1, 1)
-    w, h = ratio
+    shape = requested(size, image_size, aspect_ratio)
+    if aspect_ratio in GEMINI_1K:
+        return pixels(shape.size_class, aspect_ratio)
+    if shape.aspect is None:
+        return pixels(shape.size_class, DEFAULT_RATIO)
+    w, h = shape.aspect
+    if parse_ratio(aspect_ratio or "") is None:  # a WxH size: Gemini makes the ratio nearest to it
+        nearest = min(GEMINI_1K, key=lambda r: abs(math.log(w / h * GEMINI_1K[r][1] / GEMINI_1K[r][0])))
+        return pixels(shape.size_class, nearest)
+    side = LONG_SIDE[shape.size_class]
     scale = math.sqrt(side * side / (w * h))
-    return max(8, round(w * scale / 8) * 8), max(8, round(h * scale / 8) * 8)
+    return max(16, round(w * scale / 16) * 16), max(16, round(h * scale / 16) * 16)
 
 
-def _parse_ratio(text: str) -> tuple[int, int] | None:
+def parse_ratio(text: str) -> tuple[int, int] | None:
     parts = text.split(":")
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
         return None
