@@ -7,7 +7,8 @@ stamp in the job folder, ``unchanged.json``, the way ``make`` trusts file times:
   (the manifest, its CSVs, its local references, the price table);
 - the journal's size and modification time;
 - what the report and the gallery say about each item, in order (id, prompt, attempts,
-  version, files with their sizes, the request's parameters) and the manifest's warnings.
+  version, files with their sizes, pixel size, flags, the request's parameters) and the
+  manifest's warnings.
 
 The next ``batchgen run`` reads only the manifest's header. If the stamp is for the same manifest,
 shard, price table and batchgen version, every source file is as it was, the journal has not been
@@ -33,14 +34,14 @@ import orjson
 from batchgen import __version__
 from batchgen.manifest import validate as manifest
 from batchgen.manifest.spec import Manifest
-from batchgen.outcomes import ItemOutcome, ItemStatus
+from batchgen.outcomes import FLAGS, ItemOutcome, ItemStatus
 from batchgen.output import journal
 from batchgen.output.store import JobStore
 
 log = logging.getLogger(__name__)
 
 STAMP = "unchanged.json"
-FORMAT = 1
+FORMAT = 2  # 2: with each item's pixel size and flags
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class Stamp:
     params: list[dict[str, Any]]  # the requests' parameters, each written once ...
     param_of: list[int]  # ... and which one each item was asked with
     warnings: list[str]
+    pixels: list[list[int] | None]  # per item: [width, height] of its first image, if known
+    flags: list[list[str]]  # per item
 
 
 @dataclass(frozen=True)
@@ -116,8 +119,17 @@ def outcomes(stamp: Stamp, store: JobStore) -> list[ItemOutcome] | None:
         return None
     skipped = ItemStatus.SKIPPED
     made: list[ItemOutcome] = []
-    for index, (item_id, prompt, attempts, version, files) in enumerate(
-        zip(stamp.ids, stamp.prompts, stamp.attempts, stamp.versions, stamp.files, strict=True)
+    columns = (
+        stamp.ids,
+        stamp.prompts,
+        stamp.attempts,
+        stamp.versions,
+        stamp.files,
+        stamp.pixels,
+        stamp.flags,
+    )
+    for index, (item_id, prompt, attempts, version, files, pixels, flags) in enumerate(
+        zip(*columns, strict=True)
     ):
         if not store.intact([(path, size) for path, size in files]):
             return None
@@ -126,7 +138,18 @@ def outcomes(stamp: Stamp, store: JobStore) -> list[ItemOutcome] | None:
         else:
             paths, sizes = tuple(f[0] for f in files), tuple(f[1] for f in files)
         made.append(
-            ItemOutcome(index, item_id, prompt, skipped, attempts, paths, sizes=sizes, version=version)
+            ItemOutcome(
+                index,
+                item_id,
+                prompt,
+                skipped,
+                attempts,
+                paths,
+                sizes=sizes,
+                version=version,
+                pixels=(pixels[0], pixels[1]) if pixels else None,
+                flags=tuple(FLAGS[name] for name in flags if name in FLAGS),
+            )
         )
     return made
 
@@ -160,6 +183,8 @@ def write(
         "params": list(params),
         "param_of": list(param_of),
         "warnings": [str(w) for w in warnings],
+        "pixels": [o.pixels and list(o.pixels) for o in outcomes],
+        "flags": [[flag.value for flag in o.flags] for o in outcomes],
     }
     _save(store, stamp)
     return True

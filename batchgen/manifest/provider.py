@@ -82,6 +82,13 @@ class Shape:
         asked = self.aspect[0] / self.aspect[1]
         return abs(width / height / asked - 1) > ASPECT_TOLERANCE
 
+    def __str__(self) -> str:
+        if self.aspect is None:
+            return self.size_class
+        w, h = self.aspect
+        k = math.gcd(w, h)
+        return f"{self.size_class} {w // k}:{h // k}"
+
 
 def size_class(size: str, image_size: str | None) -> str:
     """The resolution class a request bills as: ``image_size`` wins over ``size``.
