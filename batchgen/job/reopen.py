@@ -1,5 +1,5 @@
 """A job folder opened again (``retry``, ``redo``): the manifest it was made from, found
-where the folder is now, and the ids a redo names, checked against the job."""
+where the folder is now, and the ids a redo names (or the flags it names), checked against the job."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from batchgen.errors import UsageError
 from batchgen.job.jobs import RunOptions
 from batchgen.manifest import validate as manifest
+from batchgen.outcomes import FLAGS
 from batchgen.output import journal
 from batchgen.plan import shard
 
@@ -67,6 +68,14 @@ def redo_ids(
             f"{len(unknown)} id(s) not in {where}job {job.job!r} ({job.path}): {shown}; nothing was sent"
         )
     return frozenset(wanted)
+
+
+def flagged(job_dir: Path, names: Sequence[str]) -> list[str]:
+    """The items whose current image the journal has flagged with any of ``names`` (``Flag``
+    values), for ``redo --flag``."""
+    wanted = {FLAGS[name] for name in names}
+    entries = journal.read(job_dir).entries.values()
+    return sorted(e.id for e in entries if e.succeeded and not wanted.isdisjoint(e.flags))
 
 
 def find_manifest(job_dir: Path, state: journal.JournalState) -> Path:

@@ -134,7 +134,7 @@ def dimensions(size: str, image_size: str | None, aspect_ratio: str | None) -> t
         return pixels(shape.size_class, nearest)
     side = LONG_SIDE[shape.size_class]
     scale = math.sqrt(side * side / (w * h))
-    return max(16, round(w * scale / 16) * 16), max(16, round(h * scale / 16) * 16)
+    return max(8, round(w * scale / 8) * 8), max(8, round(h * scale / 8) * 8)
 
 
 def parse_ratio(text: str) -> tuple[int, int] | None:
