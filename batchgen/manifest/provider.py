@@ -61,7 +61,7 @@ DEFAULT_RATIO = "1:1"  # what Gemini makes when no aspect ratio reaches it
 # is under this share of its class's, or whose aspect is further than this from the one asked,
 # is not what was paid for.
 SHORT_SIDE_SHARE = 0.75
-ASPECT_TOLERANCE = 0.03
+ASPECT_TOLERANCE_PERCENT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +79,9 @@ class Shape:
             return True
         if self.aspect is None:
             return False
-        asked = self.aspect[0] / self.aspect[1]
-        return abs(width / height / asked - 1) > ASPECT_TOLERANCE
+        aw, ah = self.aspect
+        # (width/height) / (aw/ah) - 1, in integers: exact at the boundary.
+        return abs(width * ah - height * aw) * 100 > ASPECT_TOLERANCE_PERCENT * height * aw
 
     def __str__(self) -> str:
         if self.aspect is None:

@@ -43,7 +43,7 @@ def read(body: dict[str, Any], drop: tuple[str, ...] = ()) -> Asked:
     """What ``body`` asks for; a field the relay would not understand is left at its default.
 
     ``drop``: the fields a relay lost on the way (``image_size``, ``aspect_ratio``), so the
-    picture is Gemini's default for them, 1K and square, whatever the body says.
+    picture is Gemini's default for them, 1K or square, whatever the body says.
     """
     extra = body.get("extra_fields")
     extra = extra if isinstance(extra, dict) else {}
@@ -52,8 +52,9 @@ def read(body: dict[str, Any], drop: tuple[str, ...] = ()) -> Asked:
     image_size = image_size if image_size in provider.IMAGE_SIZES else None
     ratio = extra.get("aspect_ratio")
     ratio = ratio if isinstance(ratio, str) else None
-    if "image_size" in drop:
-        size, image_size = provider.DEFAULT_SIZE, None
+    if "image_size" in drop:  # the class is lost, a WxH size's shape is not
+        image_size = None
+        size = provider.DEFAULT_SIZE if size in provider.LONG_SIDE else size
     if "aspect_ratio" in drop:
         ratio = provider.DEFAULT_RATIO
     width, height = provider.dimensions(size, image_size, ratio)
