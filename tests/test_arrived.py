@@ -8,6 +8,7 @@ hand; the rest end to end against the simulator, told to lose ``image_size`` or
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,13 @@ from batchgen.cli.main import main
 from batchgen.images import pixel_size
 from batchgen.manifest import provider
 from batchgen.manifest.provider import Shape
-from batchgen.outcomes import Flag
+from batchgen.outcomes import Flag, ItemStatus
 from batchgen.output import journal, sidecar
+from batchgen.output.journal import Entry, JournalFile
+from batchgen.output.sidecar import Sidecar
+from batchgen.output.store import StoredFile
+from batchgen.report.record import Report, ReportItem
+from batchgen.report.report import Spend, assemble, merge_reports
 from batchgen.sim import answers
 from batchgen.sim.settings import SimulatorConfig
 from batchgen.sim.simulator import Simulator
@@ -307,3 +313,80 @@ def test_run_simulate_can_drop_fields_and_refuses_unknown_ones(
     assert report["flags"] == {"size_mismatch": 1}
     assert main([*args, "--sim-drop-fields", "image_size,seed"]) == 2
     assert "cannot drop ['seed']" in capsys.readouterr().err
+
+
+# --- the records carry them, and what reads the records later keeps them --------------------------
+
+
+def test_the_records_round_trip_pixel_sizes_and_flags() -> None:
+    made = Entry(
+        "a",
+        ItemStatus.SUCCEEDED,
+        "fp",
+        "p",
+        1,
+        (JournalFile("images/a.png", "ab", 3, 1376, 768),),
+        flags=(Flag.SIZE_MISMATCH,),
+    )
+    line = made.to_json(1.0)
+    assert (line["files"][0]["width"], line["files"][0]["height"], line["flags"]) == (
+        1376,
+        768,
+        ["size_mismatch"],
+    )
+    assert Entry.from_json(line) == made
+    assert "flags" not in Entry("b", ItemStatus.SUCCEEDED, "fp", "p", 1).to_json(
+        1.0
+    )  # only when it says something
+    car = Sidecar("a", files=(StoredFile("images/a.png", "ab", 3, "image/png", 1376, 768),))
+    assert Sidecar.from_json(car.to_json()) == car
+    items = (
+        ReportItem("a", ItemStatus.SUCCEEDED, ("images/a.png",), 1, 1, (1376, 768), (Flag.SIZE_MISMATCH,)),
+        ReportItem("b", ItemStatus.SKIPPED, ("images/b.png",), 1, 1, (2752, 1536)),
+        ReportItem("c", ItemStatus.FAILED),
+    )
+    report = merge_reports([shard_report(items[:2], "1/2"), shard_report(items[2:], "2/2")])
+    assert report.items == items  # merged: each item as its shard had it
+    assert report.flags == {"size_mismatch": 1}
+    data = report.to_json()
+    assert data["flags"] == {"size_mismatch": 1}
+    assert [(i.get("width"), i.get("height"), i.get("flags")) for i in data["items"]] == [
+        (1376, 768, ["size_mismatch"]),
+        (2752, 1536, []),
+        (None, None, None),  # no image: nothing checked, nothing written
+    ]
+    assert Report.from_json(data) == report
+
+
+def shard_report(items: tuple[ReportItem, ...], shard: str) -> Report:
+    return assemble(
+        job="j",
+        manifest="m.yaml",
+        items=items,
+        failures=(),
+        spend=Spend(),
+        started_at=0,
+        finished_at=1,
+        aborted=None,
+        shard=shard,
+    )
+
+
+def test_batchgen_report_rebuilds_a_gallery_with_the_flags(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = threaded_simulator(dropped_fields=("image_size",))
+    job = Job(tmp_path, sim, ITEMS)
+    assert job.run() == 0
+    folder = job.out / "cat"
+    (folder / "report.html").unlink()
+    assert main(["report", str(folder)]) == 0
+    assert "flagged: 1 size_mismatch" in capsys.readouterr().out
+    page = (folder / "report.html").read_text()
+    block = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)
+    assert block is not None
+    data = orjson.loads(block.group(1))
+    ids = [row[0] for row in data["items"]]
+    assert data["flagged"] == {"size_mismatch": [ids.index("wide-2k")]}
+    assert data["pixels"][data["pixel_of"][ids.index("wide-2k")]] == [1376, 768]
+    assert '<option value="size_mismatch">size_mismatch (1)</option>' in page
