@@ -200,6 +200,7 @@ def test_a_relay_dropping_image_size_is_flagged_kept_and_counted(
     assert f"batchgen redo {job.out / 'cat'} --flag size_mismatch" in captured.out
     (warning,) = [line for line in captured.err.splitlines() if "size_mismatch" in line]
     assert "wide-2k: size_mismatch: asked for 2K 16:9, got 1376x768" in warning
+    assert f"`batchgen redo {job.out / 'cat'} --flag size_mismatch` makes it again" in warning
 
 
 def test_a_relay_dropping_the_aspect_ratio_is_flagged(
