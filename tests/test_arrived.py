@@ -20,7 +20,6 @@ from PIL import Image
 from batchgen.cli.main import main
 from batchgen.images import pixel_size
 from batchgen.manifest import provider
-from batchgen.manifest.provider import Shape
 from batchgen.outcomes import Flag, ItemStatus
 from batchgen.output import journal, sidecar
 from batchgen.output.journal import Entry, JournalFile
@@ -72,42 +71,53 @@ def test_the_simulator_answers_geminis_pixel_sizes(klass: str, ratio: str) -> No
 @pytest.mark.parametrize(
     ("size", "image_size", "ratio", "shape"),
     [
-        ("1K", None, None, Shape("1K")),
-        ("2K", None, None, Shape("2K")),
-        ("1K", "4K", None, Shape("4K")),  # image_size beats size
-        ("4K", None, "16:9", Shape("4K", (16, 9))),
-        ("1024x1792", None, None, Shape("1K", (1024, 1792))),  # a WxH size names the aspect
-        ("2000x1000", None, None, Shape("1K", (2000, 1000))),  # one the service does not know: 1K
-        ("1024x1792", None, "1:1", Shape("1K", (1, 1))),  # aspect_ratio beats the size's shape
-        ("1K", "512", "wide", Shape("512")),  # a ratio that is none names no aspect
+        ("1K", None, None, ("1K", None, 1024, "1K")),
+        ("2K", None, None, ("2K", None, 2048, "2K")),
+        ("1K", "4K", None, ("4K", None, 4096, "4K")),  # image_size beats size
+        ("4K", None, "16:9", ("4K", (16, 9), 5504, "4K 16:9")),
+        ("1K", "2K", "21:9", ("2K", (21, 9), 3168, "2K 21:9")),
+        ("1024x1792", None, None, ("1K", (1024, 1792), 1376, "1K 1024x1792")),  # Gemini's 9:16
+        ("2000x1000", None, None, ("1K", (2000, 1000), 1376, "1K 2000x1000")),  # unknown WxH: 1K
+        ("1024x1792", None, "1:1", ("1K", (1, 1), 1024, "1K 1:1")),  # aspect_ratio beats the size's shape
+        ("1K", "512", "wide", ("512", None, 512, "512")),  # a ratio that is none names no aspect
+        ("1K", None, "1:4", ("1K", (1, 4), 0, "1K 1:4")),  # not in Gemini's table: the class's side
     ],
 )
 def test_the_shape_a_request_asks_for(
-    size: str, image_size: str | None, ratio: str | None, shape: Shape
+    size: str, image_size: str | None, ratio: str | None, shape: tuple[Any, ...]
 ) -> None:
-    assert provider.requested(size, image_size, ratio) == shape
+    asked = provider.requested(size, image_size, ratio)
+    assert (asked.size_class, asked.aspect, asked.long_side, str(asked)) == shape
 
 
 @pytest.mark.parametrize(
-    ("shape", "pixels", "mismatch"),
+    ("asked", "pixels", "mismatch"),
     [
-        (Shape("2K"), (2048, 2048), False),
-        (Shape("2K"), (1536, 1536), False),  # 0.75 x 2048: the smallest that passes
-        (Shape("2K"), (1535, 1535), True),
-        (Shape("2K", (16, 9)), (1376, 768), True),  # asked 2K, got Gemini's 1K: image_size dropped
-        (Shape("4K", (16, 9)), (2752, 1536), True),  # asked 4K, got 2K
-        (Shape("512"), (1024, 1024), False),  # larger than asked is no loss
-        (Shape("1K", (16, 9)), (1024, 1024), True),  # aspect_ratio dropped: square
-        (Shape("1K", (16, 9)), (1376, 768), False),
-        (Shape("1K", (100, 100)), (1030, 1000), False),  # 3% off: still the shape asked
-        (Shape("1K", (100, 100)), (1031, 1000), True),  # more than 3% off
-        (Shape("1K", (100, 100)), (1000, 1031), True),
-        (Shape("1K", (1024, 1792)), (768, 1376), False),  # Gemini's 9:16 for a 1024x1792 size
-        (Shape("1K"), (1584, 672), False),  # no aspect asked: any shape will do
+        (("2K", None, None), (2048, 2048), False),
+        (("2K", None, None), (1536, 1536), False),  # 0.75 x 2048: the smallest that passes
+        (("2K", None, None), (1535, 1535), True),
+        (("1K", "2K", "16:9"), (1376, 768), True),  # asked 2K, got Gemini's 1K: image_size dropped
+        (("1K", "4K", "16:9"), (2752, 1536), True),  # asked 4K, got 2K
+        (("1K", "2K", "21:9"), (1584, 672), True),  # over 0.75 x 2048, but Gemini's 1K all the same
+        (("1K", "2K", "21:9"), (2376, 1018), False),  # 0.75 x 3168, the 2K 21:9 long side
+        (("1K", "2K", "21:9"), (2375, 1018), True),
+        (("512", None, None), (1024, 1024), False),  # larger than asked is no loss
+        (("1K", None, "16:9"), (1024, 1024), True),  # aspect_ratio dropped: square
+        (("1K", None, "16:9"), (1376, 768), False),
+        (("1K", None, "16:9"), (1344, 768), False),  # the 2.5 Flash model's 16:9
+        (("1K", None, "1:1"), (1030, 1000), False),  # 3% off: still the shape asked
+        (("1K", None, "1:1"), (1031, 1000), True),  # more than 3% off
+        (("1K", None, "1:1"), (1000, 1031), True),
+        (("1024x1792", None, None), (768, 1376), False),  # Gemini's 9:16 for a 1024x1792 size
+        (("1024x1792", None, None), (1024, 1024), True),  # the size dropped
+        (("1K", None, None), (1584, 672), False),  # no aspect asked: any shape will do
+        (("1K", None, "1:4"), (512, 2048), False),
     ],
 )
-def test_the_size_check(shape: Shape, pixels: tuple[int, int], mismatch: bool) -> None:
-    assert shape.mismatch(*pixels) is mismatch
+def test_the_size_check(
+    asked: tuple[str, str | None, str | None], pixels: tuple[int, int], mismatch: bool
+) -> None:
+    assert provider.requested(*asked).mismatch(*pixels) is mismatch
 
 
 def test_pixel_sizes_are_read_from_the_header_alone() -> None:

@@ -66,16 +66,24 @@ ASPECT_TOLERANCE_PERCENT = 3
 
 @dataclass(frozen=True, slots=True)
 class Shape:
-    """What a request asks of the picture: the resolution class it bills as, and the aspect ratio
-    (width, height) it names by ``aspect_ratio`` or a ``WxH`` size; None when it names none."""
+    """What a request asks of the picture: the resolution class it bills as, the aspect ratio
+    (width, height) it names by ``aspect_ratio`` or a ``WxH`` size (None when it names none), and
+    the long side Gemini answers it with (0 when its table does not say)."""
 
     size_class: str
     aspect: tuple[int, int] | None = None
+    long_side: int = 0
+    named: str = ""  # the aspect as the request says it: "16:9", "1024x1792"
 
     def mismatch(self, width: int, height: int) -> bool:
         """An image of ``width`` x ``height`` is not what this asked for: too small for its class,
-        or another shape."""
-        if max(width, height) < SHORT_SIDE_SHARE * LONG_SIDE[self.size_class]:
+        or another shape.
+
+        Too small is measured against the class's side (1024 for 1K) or, where longer, the long
+        side Gemini answers at that ratio: a 2K 21:9 request answered at 1K (1584 px) is short of
+        the 3168 px it should be, though over 0.75 x 2048.
+        """
+        if max(width, height) < SHORT_SIDE_SHARE * max(LONG_SIDE[self.size_class], self.long_side):
             return True
         if self.aspect is None:
             return False
@@ -84,11 +92,7 @@ class Shape:
         return abs(width * ah - height * aw) * 100 > ASPECT_TOLERANCE_PERCENT * height * aw
 
     def __str__(self) -> str:
-        if self.aspect is None:
-            return self.size_class
-        w, h = self.aspect
-        k = math.gcd(w, h)
-        return f"{self.size_class} {w // k}:{h // k}"
+        return f"{self.size_class} {self.named}" if self.named else self.size_class
 
 
 def size_class(size: str, image_size: str | None) -> str:
@@ -102,13 +106,27 @@ def size_class(size: str, image_size: str | None) -> str:
 
 
 def requested(size: str, image_size: str | None, aspect_ratio: str | None) -> Shape:
-    """The shape a request asks for: its class, and its aspect by ``aspect_ratio``, else by a
-    ``WxH`` size."""
-    aspect = parse_ratio(aspect_ratio) if aspect_ratio else None
+    """The shape a request asks for: its class, its aspect by ``aspect_ratio``, else by a ``WxH``
+    size, and the long side of what Gemini makes of it."""
+    ratio = parse_ratio(aspect_ratio) if aspect_ratio else None
+    aspect, named = ratio, aspect_ratio if ratio else ""
     if aspect is None:
         m = WXH.match(size)
-        aspect = (int(m.group(1)), int(m.group(2))) if m else None
-    return Shape(size_class(size, image_size), aspect)
+        aspect, named = ((int(m.group(1)), int(m.group(2))), size) if m else (None, "")
+    klass = size_class(size, image_size)
+    table = _table_ratio(aspect, by_name=aspect_ratio if ratio else None)
+    return Shape(klass, aspect, max(pixels(klass, table)) if table else 0, named or "")
+
+
+def _table_ratio(aspect: tuple[int, int] | None, by_name: str | None) -> str | None:
+    """The ratio of Gemini's table it answers ``aspect`` with: the one named; the nearest to a
+    ``WxH`` size's; square when none is asked; None for a ratio the table lacks (``1:4``)."""
+    if by_name is not None:
+        return by_name if by_name in GEMINI_1K else None
+    if aspect is None:
+        return DEFAULT_RATIO
+    w, h = aspect
+    return min(GEMINI_1K, key=lambda r: abs(math.log(w / h * GEMINI_1K[r][1] / GEMINI_1K[r][0])))
 
 
 def pixels(klass: str, ratio: str) -> tuple[int, int]:
@@ -125,14 +143,12 @@ def dimensions(size: str, image_size: str | None, aspect_ratio: str | None) -> t
     it, and a ratio Gemini's table lacks (``1:4``) the class's pixel count at that ratio.
     """
     shape = requested(size, image_size, aspect_ratio)
-    if aspect_ratio in GEMINI_1K:
-        return pixels(shape.size_class, aspect_ratio)
-    if shape.aspect is None:
-        return pixels(shape.size_class, DEFAULT_RATIO)
+    ratio = parse_ratio(aspect_ratio) if aspect_ratio else None
+    table = _table_ratio(shape.aspect, by_name=aspect_ratio if ratio else None)
+    if table is not None:
+        return pixels(shape.size_class, table)
+    assert shape.aspect is not None  # a ratio the table lacks
     w, h = shape.aspect
-    if parse_ratio(aspect_ratio or "") is None:  # a WxH size: Gemini makes the ratio nearest to it
-        nearest = min(GEMINI_1K, key=lambda r: abs(math.log(w / h * GEMINI_1K[r][1] / GEMINI_1K[r][0])))
-        return pixels(shape.size_class, nearest)
     side = LONG_SIDE[shape.size_class]
     scale = math.sqrt(side * side / (w * h))
     return max(8, round(w * scale / 8) * 8), max(8, round(h * scale / 8) * 8)
