@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -401,3 +402,66 @@ def test_batchgen_report_rebuilds_a_gallery_with_the_flags(
     assert data["flagged"] == {"size_mismatch": [ids.index("wide-2k")]}
     assert data["pixels"][data["pixel_of"][ids.index("wide-2k")]] == [1376, 768]
     assert '<option value="size_mismatch">size_mismatch (1)</option>' in page
+
+
+# --- the page that documents it says what the code does ---------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "real-service.md"
+
+
+def docs_section() -> str:
+    text = DOCS.read_text()
+    return text.split("## What arrived: the size check\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_docs_table_is_the_one_the_code_reads() -> None:
+    rows = re.findall(r"^\| (\d+:\d+) \| (\d+)x(\d+) \|$", docs_section(), re.M)
+    assert {ratio: (int(w), int(h)) for ratio, w, h in rows} == provider.GEMINI_1K == GEMINI_1K
+
+
+def timeless(text: str) -> list[str]:
+    return re.sub(r"in \d+\.\ds:", "in #s:", text).splitlines()
+
+
+def test_the_docs_example_prints_what_the_docs_show(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = DOCS.parent.parent
+    shutil.copytree(repo / "jobs", tmp_path / "jobs", ignore=shutil.ignore_patterns("deploy"))
+    monkeypatch.chdir(tmp_path)
+    (_, command), (_, shown), (_, redo_commands) = re.findall(r"```(\w*)\n(.*?)```", docs_section(), re.S)
+    args = command.split()
+    assert args[0] == "batchgen"
+    assert main(args[1:]) == 0
+    captured = capsys.readouterr()
+    printed = timeless(captured.err) + timeless(captured.out)
+    expected = timeless(shown)
+    warnings = [line for line in expected if line.startswith("batchgen: warning")]
+    assert len(warnings) == 3
+    assert sorted(printed[: len(warnings)]) == sorted(warnings)  # in the order the items finished
+    assert printed[len(warnings) :] == expected[len(warnings) :]
+    # The redo commands it shows: the first remakes the three flagged items, the second only the
+    # id it names (nothing is flagged any more).
+    for line in redo_commands.strip().splitlines():
+        words = line.split("#", 1)[0].split()
+        assert main([*words[1:], "--simulate", "-q"]) == 0
+    report = orjson.loads((tmp_path / "output/demo/report.json").read_bytes())
+    assert report["flags"] == {"size_mismatch": 0}
+    assert {i["id"]: i.get("version", 1) for i in report["items"] if i.get("version", 1) > 1} == {
+        "tote-red-lifestyle": 2,
+        "tote-green-scene": 2,
+        "tote-lineup": 2,
+        "tote-red-front": 2,
+    }
+
+
+def test_the_readme_points_at_the_section() -> None:
+    readme = (DOCS.parent.parent / "README.md").read_text()
+    links = re.findall(r"\]\((docs/real-service\.md)#([a-z0-9-]+)\)", readme)
+    assert ("docs/real-service.md", "what-arrived-the-size-check") in links
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+        for line in DOCS.read_text().splitlines()
+        if line.startswith("## ")
+    }
+    assert {anchor for _, anchor in links} <= anchors
