@@ -32,7 +32,7 @@ class JournalFile:
     path: str
     sha256: str
     bytes: int
-    width: int | None = None  # pixels; journals of 0.3.0 have none
+    width: int | None = None  # pixels; none in lines written before sizes were recorded
     height: int | None = None
 
     @property

@@ -100,7 +100,7 @@ def _read_all(fd: int) -> bytes:
 
 def _file_json(f: StoredFile) -> dict[str, Any]:
     line: dict[str, Any] = {"path": f.path, "sha256": f.sha256, "bytes": f.bytes, "mime": f.mime}
-    if f.pixels is not None:  # the sidecars of 0.3.0 have none
+    if f.pixels is not None:  # none in sidecars written before sizes were recorded
         line["width"], line["height"] = f.pixels
     return line
 
