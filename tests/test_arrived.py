@@ -465,3 +465,28 @@ def test_the_readme_points_at_the_section() -> None:
         if line.startswith("## ")
     }
     assert {anchor for _, anchor in links} <= anchors
+
+
+def test_json_logs_carry_the_flags(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = threaded_simulator(dropped_fields=("image_size",))
+    job = Job(tmp_path, sim, ITEMS[:2])
+    args = [
+        "run",
+        str(job.path),
+        "--base-url",
+        sim.base_url,
+        "--output",
+        str(job.out),
+        "--log-format",
+        "json",
+    ]
+    assert main(args) == 0
+    lines = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+    (warning,) = [line for line in lines if line["level"] == "warning"]
+    assert warning["message"].startswith("wide-2k: size_mismatch: asked for 2K 16:9, got 1376x768")
+    finished = {line["id"]: line for line in lines if line.get("event") == "item_finished"}
+    assert (finished["wide-2k"]["flags"], "flags" in finished["square-1k"]) == (["size_mismatch"], False)
+    assert lines[-1]["event"] == "job_finished"
+    assert lines[-1]["flags"] == {"size_mismatch": 1}

@@ -53,7 +53,7 @@ def redo_ids(
     wanted = [w for w in wanted if w]
     if not wanted:
         raise UsageError(
-            "name the items to make again: batchgen redo OUTPUT_JOB_DIR ID... or --ids-file FILE"
+            "name the items to make again: batchgen redo OUTPUT_JOB_DIR ID..., --ids-file FILE or --flag NAME"
         )
     items = job.items
     if options.shard is not None:
