@@ -402,6 +402,7 @@ def test_batchgen_report_rebuilds_a_gallery_with_the_flags(
     assert data["flagged"] == {"size_mismatch": [ids.index("wide-2k")]}
     assert data["pixels"][data["pixel_of"][ids.index("wide-2k")]] == [1376, 768]
     assert '<option value="size_mismatch">size_mismatch (1)</option>' in page
+    assert '<div class="fact"><span>flagged</span><b>1</b></div>' in page
 
 
 # --- the page that documents it says what the code does ---------------------------------------------
@@ -490,3 +491,12 @@ def test_json_logs_carry_the_flags(
     assert (finished["wide-2k"]["flags"], "flags" in finished["square-1k"]) == (["size_mismatch"], False)
     assert lines[-1]["event"] == "job_finished"
     assert lines[-1]["flags"] == {"size_mismatch": 1}
+
+
+def test_the_simulator_command_takes_the_fields_to_drop() -> None:
+    from batchgen.cli import arguments
+    from batchgen.cli.main import _simulator_config
+
+    args = arguments.parse(["simulator", "--drop-fields", "aspect_ratio, image_size"])
+    assert _simulator_config(args, "").dropped_fields == ("aspect_ratio", "image_size")
+    assert _simulator_config(arguments.parse(["simulator"]), "").dropped_fields == ()
