@@ -238,8 +238,14 @@ def test_flags_and_pixel_sizes_survive_the_runs_that_skip_the_item(
     job = Job(tmp_path, sim, ITEMS)
     assert job.run() == 0
     first = item_lines(job)
+    log = job.out / "cat" / "journal.jsonl"
     for rerun in ("from the journal", "from the stamp of an unchanged job"):
+        if rerun == "from the journal":
+            job.write(ITEMS)  # the same manifest, written again: its stamp no longer holds
+        lines = log.read_bytes().count(b"\n")
         assert job.run() == 0, rerun
+        # The long way reads the journal and adds its run's line; the stamp's replay adds none.
+        assert log.read_bytes().count(b"\n") == lines + (rerun == "from the journal"), rerun
         assert sim.stats.requests == 5, rerun  # nothing sent again
         again = item_lines(job)
         assert {k: line["status"] for k, line in again.items()} == dict.fromkeys(EXPECTED, "skipped")

@@ -72,10 +72,11 @@ def redo_ids(
 
 def flagged(job_dir: Path, names: Sequence[str]) -> list[str]:
     """The items whose current image the journal has flagged with any of ``names`` (``Flag``
-    values), for ``redo --flag``."""
+    values), for ``redo --flag``. Only a success carries flags: a redo that fails leaves the
+    flagged image, and its line, as they were."""
     wanted = {FLAGS[name] for name in names}
     entries = journal.read(job_dir).entries.values()
-    return sorted(e.id for e in entries if e.succeeded and not wanted.isdisjoint(e.flags))
+    return sorted(e.id for e in entries if not wanted.isdisjoint(e.flags))
 
 
 def find_manifest(job_dir: Path, state: journal.JournalState) -> Path:
