@@ -506,3 +506,22 @@ def test_the_simulator_command_takes_the_fields_to_drop() -> None:
     args = arguments.parse(["simulator", "--drop-fields", "aspect_ratio, image_size"])
     assert _simulator_config(args, "").dropped_fields == ("aspect_ratio", "image_size")
     assert _simulator_config(arguments.parse(["simulator"]), "").dropped_fields == ()
+
+
+def test_a_failed_redo_leaves_the_item_flagged_for_the_next(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator]
+) -> None:
+    job = Job(tmp_path, threaded_simulator(dropped_fields=("image_size",)), ITEMS, max_attempts=1)
+    assert job.run() == 0
+    folder = job.out / "cat"
+    kept = (folder / "images/wide-2k.png").read_bytes()
+    refusing = threaded_simulator(fault_rate=1.0, faults=("safety",))
+    redo = ["redo", str(folder), "--flag", "size_mismatch", "-q", "--base-url"]
+    assert main([*redo, refusing.base_url]) == 1
+    assert refusing.stats.requests == 1
+    assert (folder / "images/wide-2k.png").read_bytes() == kept  # the billed image stays
+    assert journal.read(folder).entries["wide-2k"].flags == (Flag.SIZE_MISMATCH,)
+    fixed = threaded_simulator()
+    assert main([*redo, fixed.base_url]) == 0
+    assert dict(fixed.stats.by_prompt) == {"a wide tote, 2K": 1}
+    assert journal.read(folder).entries["wide-2k"].flags == ()
