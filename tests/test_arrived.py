@@ -72,23 +72,23 @@ def test_the_simulator_answers_geminis_pixel_sizes(klass: str, ratio: str) -> No
 @pytest.mark.parametrize(
     ("size", "image_size", "ratio", "shape"),
     [
-        ("1K", None, None, ("1K", None, 1024, "1K")),
-        ("2K", None, None, ("2K", None, 2048, "2K")),
-        ("1K", "4K", None, ("4K", None, 4096, "4K")),  # image_size beats size
-        ("4K", None, "16:9", ("4K", (16, 9), 5504, "4K 16:9")),
-        ("1K", "2K", "21:9", ("2K", (21, 9), 3168, "2K 21:9")),
-        ("1024x1792", None, None, ("1K", (1024, 1792), 1376, "1K 1024x1792")),  # Gemini's 9:16
-        ("2000x1000", None, None, ("1K", (2000, 1000), 1376, "1K 2000x1000")),  # unknown WxH: 1K
-        ("1024x1792", None, "1:1", ("1K", (1, 1), 1024, "1K 1:1")),  # aspect_ratio beats the size's shape
-        ("1K", "512", "wide", ("512", None, 512, "512")),  # a ratio that is none names no aspect
-        ("1K", None, "1:4", ("1K", (1, 4), 0, "1K 1:4")),  # not in Gemini's table: the class's side
+        ("1K", None, None, ("1K", None, (1024, 1024), "1K")),
+        ("2K", None, None, ("2K", None, (2048, 2048), "2K")),
+        ("1K", "4K", None, ("4K", None, (4096, 4096), "4K")),  # image_size beats size
+        ("4K", None, "16:9", ("4K", (16, 9), (5504, 3072), "4K 16:9")),
+        ("1K", "2K", "21:9", ("2K", (21, 9), (3168, 1344), "2K 21:9")),
+        ("1024x1792", None, None, ("1K", (1024, 1792), (768, 1376), "1K 1024x1792")),  # Gemini's 9:16
+        ("2000x1000", None, None, ("1K", (2000, 1000), (1376, 768), "1K 2000x1000")),  # unknown WxH: 1K
+        ("1024x1792", None, "1:1", ("1K", (1, 1), (1024, 1024), "1K 1:1")),  # aspect_ratio beats the size
+        ("1K", "512", "wide", ("512", None, (512, 512), "512")),  # a ratio that is none names no aspect
+        ("1K", None, "1:4", ("1K", (1, 4), None, "1K 1:4")),  # not in Gemini's table
     ],
 )
 def test_the_shape_a_request_asks_for(
     size: str, image_size: str | None, ratio: str | None, shape: tuple[Any, ...]
 ) -> None:
     asked = provider.requested(size, image_size, ratio)
-    assert (asked.size_class, asked.aspect, asked.long_side, str(asked)) == shape
+    assert (asked.size_class, asked.aspect, asked.answered, str(asked)) == shape
 
 
 @pytest.mark.parametrize(

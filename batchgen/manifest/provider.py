@@ -58,7 +58,7 @@ GEMINI_1K = {
 _SCALE = {"512": 0.5, "1K": 1, "2K": 2, "4K": 4}
 DEFAULT_RATIO = "1:1"  # what Gemini makes when no aspect ratio reaches it
 # The size check (docs/real-service.md, "What arrived: the size check"): an image whose long side
-# is under this share of its class's, or whose aspect is further than this from the one asked,
+# is under this share of the one asked, or whose aspect is further than this from the one asked,
 # is not what was paid for.
 SHORT_SIDE_SHARE = 0.75
 ASPECT_TOLERANCE_PERCENT = 3
@@ -68,11 +68,11 @@ ASPECT_TOLERANCE_PERCENT = 3
 class Shape:
     """What a request asks of the picture: the resolution class it bills as, the aspect ratio
     (width, height) it names by ``aspect_ratio`` or a ``WxH`` size (None when it names none), and
-    the long side Gemini answers it with (0 when its table does not say)."""
+    the pixels Gemini answers it with (None for a ratio its table lacks)."""
 
     size_class: str
     aspect: tuple[int, int] | None = None
-    long_side: int = 0
+    answered: tuple[int, int] | None = None
     named: str = ""  # the aspect as the request says it: "16:9", "1024x1792"
 
     def mismatch(self, width: int, height: int) -> bool:
@@ -83,7 +83,8 @@ class Shape:
         side Gemini answers at that ratio: a 2K 21:9 request answered at 1K (1584 px) is short of
         the 3168 px it should be, though over 0.75 x 2048.
         """
-        if max(width, height) < SHORT_SIDE_SHARE * max(LONG_SIDE[self.size_class], self.long_side):
+        asked = max((LONG_SIDE[self.size_class], *(self.answered or ())))
+        if max(width, height) < SHORT_SIDE_SHARE * asked:
             return True
         if self.aspect is None:
             return False
@@ -108,24 +109,20 @@ def size_class(size: str, image_size: str | None) -> str:
 def requested(size: str, image_size: str | None, aspect_ratio: str | None) -> Shape:
     """The shape a request asks for: its class, its aspect by ``aspect_ratio``, else by a ``WxH``
     size, and the long side of what Gemini makes of it."""
-    ratio = parse_ratio(aspect_ratio) if aspect_ratio else None
-    aspect, named = ratio, aspect_ratio if ratio else ""
-    if aspect is None:
-        m = WXH.match(size)
-        aspect, named = ((int(m.group(1)), int(m.group(2))), size) if m else (None, "")
     klass = size_class(size, image_size)
-    table = _table_ratio(aspect, by_name=aspect_ratio if ratio else None)
-    return Shape(klass, aspect, max(pixels(klass, table)) if table else 0, named or "")
+    ratio = parse_ratio(aspect_ratio) if aspect_ratio else None
+    if ratio is not None and aspect_ratio is not None:
+        table = aspect_ratio if aspect_ratio in GEMINI_1K else None
+        return Shape(klass, ratio, pixels(klass, table) if table else None, aspect_ratio)
+    m = WXH.match(size)
+    if m is None:
+        return Shape(klass, None, pixels(klass, DEFAULT_RATIO))
+    w, h = int(m.group(1)), int(m.group(2))
+    return Shape(klass, (w, h), pixels(klass, _nearest_ratio(w, h)), size)
 
 
-def _table_ratio(aspect: tuple[int, int] | None, by_name: str | None) -> str | None:
-    """The ratio of Gemini's table it answers ``aspect`` with: the one named; the nearest to a
-    ``WxH`` size's; square when none is asked; None for a ratio the table lacks (``1:4``)."""
-    if by_name is not None:
-        return by_name if by_name in GEMINI_1K else None
-    if aspect is None:
-        return DEFAULT_RATIO
-    w, h = aspect
+def _nearest_ratio(w: int, h: int) -> str:
+    """The ratio of Gemini's table nearest to ``w:h``: what a ``WxH`` size is answered with."""
     return min(GEMINI_1K, key=lambda r: abs(math.log(w / h * GEMINI_1K[r][1] / GEMINI_1K[r][0])))
 
 
@@ -143,11 +140,9 @@ def dimensions(size: str, image_size: str | None, aspect_ratio: str | None) -> t
     it, and a ratio Gemini's table lacks (``1:4``) the class's pixel count at that ratio.
     """
     shape = requested(size, image_size, aspect_ratio)
-    ratio = parse_ratio(aspect_ratio) if aspect_ratio else None
-    table = _table_ratio(shape.aspect, by_name=aspect_ratio if ratio else None)
-    if table is not None:
-        return pixels(shape.size_class, table)
-    assert shape.aspect is not None  # a ratio the table lacks
+    if shape.answered is not None:
+        return shape.answered
+    assert shape.aspect is not None  # only a ratio the table lacks has no answer in it
     w, h = shape.aspect
     side = LONG_SIDE[shape.size_class]
     scale = math.sqrt(side * side / (w * h))
