@@ -80,6 +80,22 @@ def test_size_class_and_cost(
     assert (planned.size_class, planned.estimated_cost) == (size_class, cost)
 
 
+@pytest.mark.parametrize(
+    ("size", "extra", "shape"),
+    [
+        ("1K", {}, ("1K", None, (1024, 1024))),
+        ("2K", {"aspect_ratio": "16:9"}, ("2K", (16, 9), (2752, 1536))),
+        ("1K", {"image_size": "4K", "aspect_ratio": "4:5"}, ("4K", (4, 5), (3712, 4608))),
+        ("1024x1792", {}, ("1K", (1024, 1792), (768, 1376))),
+    ],
+)
+def test_a_request_carries_the_shape_its_images_are_checked_against(
+    size: str, extra: dict[str, str], shape: tuple[object, ...]
+) -> None:
+    planned = plan_item(spec(size=size, extra_fields=MappingProxyType(extra)), "f", PRICES)
+    assert (planned.shape.size_class, planned.shape.aspect, planned.shape.answered) == shape
+
+
 def test_fingerprint_sees_content_not_paths() -> None:
     a = plan_item(spec(references=(LocalReference(Path("/a.png"), "a.png"),)), "f", PRICES)
     b = plan_item(spec(references=(LocalReference(Path("/b.png"), "b.png"),)), "f", PRICES)

@@ -108,7 +108,7 @@ def size_class(size: str, image_size: str | None) -> str:
 
 def requested(size: str, image_size: str | None, aspect_ratio: str | None) -> Shape:
     """The shape a request asks for: its class, its aspect by ``aspect_ratio``, else by a ``WxH``
-    size, and the long side of what Gemini makes of it."""
+    size, and the pixels Gemini makes of it."""
     klass = size_class(size, image_size)
     ratio = parse_ratio(aspect_ratio) if aspect_ratio else None
     if ratio is not None and aspect_ratio is not None:
