@@ -525,3 +525,17 @@ def test_a_failed_redo_leaves_the_item_flagged_for_the_next(
     assert main([*redo, fixed.base_url]) == 0
     assert dict(fixed.stats.by_prompt) == {"a wide tote, 2K": 1}
     assert journal.read(folder).entries["wide-2k"].flags == ()
+
+
+def test_redo_flag_passes_over_a_flagged_item_the_manifest_no_longer_has(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator]
+) -> None:
+    job = Job(tmp_path, threaded_simulator(dropped_fields=("aspect_ratio",)), ITEMS)
+    assert job.run() == 0  # wide-2k, portrait and tall-wxh flagged
+    job.write([item for item in ITEMS if item["id"] != "portrait"])
+    fixed = threaded_simulator()
+    assert (
+        main(["redo", str(job.out / "cat"), "--flag", "size_mismatch", "-q", "--base-url", fixed.base_url])
+        == 0
+    )
+    assert dict(fixed.stats.by_prompt) == {"a wide tote, 2K": 1, "a tall banner": 1}

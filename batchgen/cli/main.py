@@ -127,7 +127,7 @@ def _retry(args: argparse.Namespace) -> int:
 
 def _redo(args: argparse.Namespace) -> int:
     job, options = reopen.load_for_retry(args.job_dir, _options(args, None, Mode.REDO), args.manifest)
-    flagged = reopen.flagged(args.job_dir, args.flag) if args.flag else []
+    flagged = reopen.flagged(args.job_dir, job, args.flag) if args.flag else []
     if args.flag and not (flagged or args.ids or args.ids_file):
         log.warning("%s: no item is flagged %s; nothing to make again", args.job_dir, " or ".join(args.flag))
         return EXIT_OK
