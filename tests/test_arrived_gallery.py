@@ -75,6 +75,12 @@ def test_the_flag_filter_shows_only_the_flagged_cards(page: Any, flagged_job: Pa
     page.locator("#flag-filter").select_option("")
     expect(page.locator("#shown")).to_have_text("showing 4 of 4")
     assert page.locator(".card[data-id=plain-1] .badge.flag").count() == 0
+    # Cards are laid out at one measured height: a flagged one is no taller than the others.
+    heights = {
+        card.get_attribute("data-id"): card.bounding_box()["height"]
+        for card in page.locator("#grid .card").all()
+    }
+    assert heights["hero-2k"] == heights["plain-1"]
 
 
 def test_a_flag_link_opens_filtered_and_the_viewer_lists_pixels_and_flags(
