@@ -539,3 +539,25 @@ def test_redo_flag_passes_over_a_flagged_item_the_manifest_no_longer_has(
         == 0
     )
     assert dict(fixed.stats.by_prompt) == {"a wide tote, 2K": 1, "a tall banner": 1}
+
+
+def test_pixel_sizes_are_read_in_the_io_threads_never_on_the_loop(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from batchgen.output import store
+
+    readers: list[str] = []
+    real = store.pixel_size
+
+    def spy(data: bytes) -> tuple[int, int] | None:
+        readers.append(threading.current_thread().name)
+        return real(data)
+
+    monkeypatch.setattr(store, "pixel_size", spy)
+    job = Job(tmp_path, sim, ITEMS[:3])
+    assert job.run() == 0  # the CLI runs its event loop in this, the main, thread
+    assert len(readers) == 3
+    assert threading.main_thread().name not in readers
+    assert {line["width"] for line in item_lines(job).values()} == {2752, 1024, 928}
