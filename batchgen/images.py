@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 
@@ -38,3 +39,16 @@ class GeneratedImage:
 
     data: bytes
     format: ImageFormat
+
+
+def pixel_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height of an image, read from its header (no pixel is decoded); None if its
+    header cannot be read. Blocks for a moment: call it off the event loop."""
+    from PIL import Image, UnidentifiedImageError  # only the threads that write images need it
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+    return int(width), int(height)

@@ -21,6 +21,17 @@ class JobStatus(enum.StrEnum):
     ABORTED = "aborted"  # the job stopped itself (bad key, ...)
 
 
+class Flag(enum.StrEnum):
+    """What an item that succeeded may still be flagged for: kept, counted in the report, shown in
+    the gallery, and remade only when asked (``batchgen redo DIR --flag NAME``). A new check adds
+    a member here and puts it in the item's flags; the report, gallery and redo need no change."""
+
+    SIZE_MISMATCH = "size_mismatch"  # an image smaller than its class, or of another shape, than asked
+
+
+FLAGS = {flag.value: flag for flag in Flag}  # looked up when a record is read, not called
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     error_class: ErrorClass
@@ -45,6 +56,8 @@ class ItemOutcome:
     estimated_cost: float = 0.0  # of the images this item produced (billed, even if they were lost)
     unconfirmed_cost: float = 0.0  # of its unconfirmed attempts: perhaps billed
     version: int = 1  # of its image: 2 and up once redone (earlier ones are in history/)
+    pixels: tuple[int, int] | None = None  # width and height of its (first) image, when known
+    flags: tuple[Flag, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from batchgen.errors import ErrorClass
-from batchgen.outcomes import ItemStatus
+from batchgen.outcomes import Flag, ItemStatus
 from batchgen.output import journal
 from batchgen.output.journal import Entry, Journal, JournalFile
 
@@ -292,3 +292,25 @@ def test_a_failure_whose_class_was_unknown_is_written_back_without_one(tmp_path:
     assert unknown.to_json(1.0)["class"] is None
     write(tmp_path, unknown)
     assert journal.read(tmp_path).entries["a"] == unknown
+
+
+def test_pixel_sizes_and_flags_are_written_when_known_and_read_back(tmp_path: Path) -> None:
+    sized = JournalFile("images/a.png", "ab", 10, 1376, 768)
+    flagged = Entry("a", ItemStatus.SUCCEEDED, "f1", "p", 1, (sized,), flags=(Flag.SIZE_MISMATCH,))
+    line = flagged.to_json(1.0)
+    assert line["files"] == [
+        {"path": "images/a.png", "sha256": "ab", "bytes": 10, "width": 1376, "height": 768}
+    ]
+    assert line["flags"] == ["size_mismatch"]
+    assert list(ok("b").to_json(1.0)["files"][0]) == ["path", "sha256", "bytes"]  # unknown: not written
+    assert "flags" not in ok("b").to_json(1.0)
+    write(tmp_path, flagged, ok("b"))
+    entries = journal.read(tmp_path).entries
+    assert entries["a"] == flagged
+    assert (entries["a"].files[0].pixels, entries["a"].flags) == ((1376, 768), (Flag.SIZE_MISMATCH,))
+    assert (entries["b"].files[0].pixels, entries["b"].flags) == (None, ())
+    # A flag a later batchgen wrote, read by this one: passed over, the line kept.
+    line["flags"] = ["size_mismatch", "blurry"]
+    read_back = Entry.from_json(line)
+    assert read_back is not None
+    assert read_back.flags == (Flag.SIZE_MISMATCH,)

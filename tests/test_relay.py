@@ -291,20 +291,20 @@ class TestEffectiveSize:
 
     ITEMS = (
         # id, the item's own fields, what is sent (size, extra_fields), image dimensions
-        ("inherits", {}, ("1K", {"image_size": "512", "aspect_ratio": "4:5"}), (456, 576)),
-        ("own-class", {"size": "2K"}, ("2K", {"aspect_ratio": "4:5"}), (1832, 2288)),
-        ("own-wxh", {"size": "1024x1792"}, ("1024x1792", {}), (1024, 1792)),
+        ("inherits", {}, ("1K", {"image_size": "512", "aspect_ratio": "4:5"}), (464, 576)),
+        ("own-class", {"size": "2K"}, ("2K", {"aspect_ratio": "4:5"}), (1856, 2304)),
+        ("own-wxh", {"size": "1024x1792"}, ("1024x1792", {}), (768, 1376)),
         (
             "own-shorthand",
             {"image_size": "1K"},
             ("1K", {"image_size": "1K", "aspect_ratio": "4:5"}),
-            (912, 1144),
+            (928, 1152),
         ),
         (
             "own-both",
             {"size": "2K", "image_size": "512"},
             ("2K", {"image_size": "512", "aspect_ratio": "4:5"}),
-            (456, 576),
+            (464, 576),
         ),
     )
 

@@ -78,8 +78,10 @@ def test_shape_counts_and_failures() -> None:
         "estimated_cost",
         "unconfirmed_cost",
         "failures",
+        "flags",
         "items",
     ]
+    assert report["flags"] == {"size_mismatch": 0}
     assert report["counts"] == {"total": 5, "succeeded": 1, "failed": 2, "skipped": 1, "pending": 1}
     assert (report["requests_sent"], report["unconfirmed_attempts"], report["estimated_cost"]) == (10, 2, 0.5)
     assert report["unconfirmed_cost"] == 0.5

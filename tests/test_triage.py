@@ -9,7 +9,7 @@ import pytest
 
 from batchgen.errors import ErrorClass
 from batchgen.manifest.references import LocalReference, ReferenceLoader
-from batchgen.outcomes import Failure, ItemStatus
+from batchgen.outcomes import Failure, Flag, ItemStatus
 from batchgen.output.journal import Entry, JournalFile
 from batchgen.output.store import JobStore
 from batchgen.plan.plan import fingerprint, plan_item
@@ -181,6 +181,23 @@ def test_items_left_alone_are_reported_as_the_journal_has_them(tmp_path: Path) -
         ItemStatus.PENDING,
     )
     assert pending.attempts == 0
+
+
+def test_an_item_left_alone_reports_the_pixel_size_and_flags_its_journal_line_has(tmp_path: Path) -> None:
+    done = made(tmp_path, 0, "done")
+    files = (JournalFile("images/done.png", "ab", 10, 1376, 768), JournalFile("images/done.png", "ab", 10))
+    flagged = Entry(
+        done.id, done.status, done.fingerprint, done.prompt, 1, files[:1], flags=(Flag.SIZE_MISMATCH,)
+    )
+    _, (skipped,) = triage(tmp_path, {"done": flagged}, Mode.RUN).chunk([make_spec(0, "done")])
+    assert (skipped.status, skipped.pixels, skipped.flags) == (
+        ItemStatus.SKIPPED,
+        (1376, 768),
+        (Flag.SIZE_MISMATCH,),
+    )
+    unsized = Entry(done.id, done.status, done.fingerprint, done.prompt, 1, files[1:])  # as 0.3.0 wrote it
+    _, (skipped,) = triage(tmp_path, {"done": unsized}, Mode.RUN).chunk([make_spec(0, "done")])
+    assert (skipped.status, skipped.pixels, skipped.flags) == (ItemStatus.SKIPPED, None, ())
 
 
 def test_a_failure_of_a_class_this_version_does_not_know_is_reported_as_an_invalid_response(

@@ -13,8 +13,9 @@ from typing import Any, NoReturn, TypeAlias
 
 from batchgen import __version__, config
 from batchgen.cli import logs
+from batchgen.outcomes import FLAGS
 from batchgen.plan import shard
-from batchgen.sim.settings import ALL_FAULTS, RESPONSE_SHAPES, TRANSIENT_FAULTS
+from batchgen.sim.settings import ALL_FAULTS, DROPPABLE_FIELDS, RESPONSE_SHAPES, TRANSIENT_FAULTS
 
 EXIT_HELP = """exit status:
   0    every item succeeded or was already done
@@ -167,7 +168,8 @@ def _redo_command(commands: _Commands) -> None:
         description="Make again exactly the named items of a job, each with a fresh Idempotency-Key."
         " The image each replaces is kept in history/<id>.<version>.<ext>, never deleted; the journal"
         " and report record the new version. Nothing else is sent. The gallery (report.html) hands"
-        " out the list as redo.txt, or this command ready to copy.",
+        " out the list as redo.txt, or this command ready to copy; --flag names the items a check"
+        " of what arrived flagged.",
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -179,6 +181,14 @@ def _redo_command(commands: _Commands) -> None:
         metavar="FILE",
         help="a file of ids, one per line (blank lines and # comments ignored), as the gallery exports it",
     ).complete = FILE  # type: ignore[attr-defined]
+    redo.add_argument(
+        "--flag",
+        action="append",
+        choices=tuple(FLAGS),
+        metavar="NAME",
+        help=f"also the items flagged NAME ({', '.join(FLAGS)}: an image smaller than its class or of"
+        " another shape than asked); repeat for more",
+    )
     _manifest_flag(redo)
     _sending_flags(redo)
     redo.set_defaults(command="redo")
@@ -326,6 +336,12 @@ def _simulator_flags(parser: Any, prefix: str) -> None:
         type=float,
         metavar="MB",
         help="answer 413 to a larger request body, as the proxy in front of a relay does",
+    )
+    add(
+        f"--{prefix}drop-fields",
+        metavar="FIELDS",
+        help=f"answer as a relay that loses these fields ({','.join(DROPPABLE_FIELDS)}): Gemini then"
+        " makes its default, 1K and square",
     )
 
 

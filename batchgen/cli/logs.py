@@ -92,6 +92,8 @@ def event_logger(job: str) -> Callable[[Event], None]:
                 fields.update({"class": o.failure.error_class.value, "message": o.failure.message})
             if o.files:
                 fields["files"] = list(o.files)
+            if o.flags:
+                fields["flags"] = [flag.value for flag in o.flags]
         elif isinstance(event, JobStopping):
             fields = {"event": "job_stopping", "job": job, "reason": event.reason}
         else:
@@ -115,6 +117,8 @@ def job_finished(report: Report, folder: str, exit_code: int, event: str = "job_
         "report": f"{folder}/{paths.REPORT_JSON}",
         "exit_code": exit_code,
     }
+    if report.flags is not None:
+        fields["flags"] = dict(report.flags)
     EVENTS.info("%s", event, extra={"event": fields})
 
 

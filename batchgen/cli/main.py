@@ -67,9 +67,10 @@ def _simulator_config(args: argparse.Namespace, prefix: str, **extra: Any) -> Si
         "response": getattr(args, f"{prefix}response"),
         "max_body_mb": getattr(args, f"{prefix}max_body_mb"),
     }
-    faults = getattr(args, f"{prefix}faults")
-    if faults is not None:
-        given["faults"] = tuple(f.strip() for f in faults.split(",") if f.strip())
+    for name, flag in (("faults", "faults"), ("dropped_fields", "drop_fields")):
+        words = getattr(args, f"{prefix}{flag}")
+        if words is not None:
+            given[name] = tuple(w.strip() for w in words.split(",") if w.strip())
     try:
         return SimulatorConfig(**{k: v for k, v in given.items() if v is not None}, **extra)
     except ValueError as exc:
@@ -126,7 +127,11 @@ def _retry(args: argparse.Namespace) -> int:
 
 def _redo(args: argparse.Namespace) -> int:
     job, options = reopen.load_for_retry(args.job_dir, _options(args, None, Mode.REDO), args.manifest)
-    ids = reopen.redo_ids(job, options, args.ids, args.ids_file)
+    flagged = reopen.flagged(args.job_dir, job, args.flag) if args.flag else []
+    if args.flag and not (flagged or args.ids or args.ids_file):
+        log.warning("%s: no item is flagged %s; nothing to make again", args.job_dir, " or ".join(args.flag))
+        return EXIT_OK
+    ids = reopen.redo_ids(job, options, [*args.ids, *flagged], args.ids_file)
     return _send(args, [job], replace(options, redo=ids))
 
 

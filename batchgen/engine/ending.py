@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
+from batchgen.engine import arrived
 from batchgen.engine.attempts import Counts
 from batchgen.engine.guards import Guards
 from batchgen.engine.retry import RetryPolicy
@@ -42,7 +43,8 @@ class Endings:
     ) -> ItemOutcome:
         if len(stored) < request.n:
             log.warning("%s: asked for %d images, the service sent %d", request.id, request.n, len(stored))
-        files = tuple(JournalFile(f.path, f.sha256, f.bytes) for f in stored)
+        files = tuple(JournalFile(f.path, f.sha256, f.bytes, f.width, f.height) for f in stored)
+        flags = arrived.check(request, stored, self.writer.store.root)
         entry = Entry(
             request.id,
             ItemStatus.SUCCEEDED,
@@ -52,6 +54,7 @@ class Endings:
             files,
             estimated_cost=cost,
             version=version,
+            flags=flags,
         )
         await self.writer.journal_entry(entry)
         return outcome(
@@ -62,6 +65,8 @@ class Endings:
             sizes=tuple(f.bytes for f in stored),
             estimated_cost=cost,
             version=version,
+            pixels=stored[0].pixels if stored else None,
+            flags=flags,
         )
 
     async def failed(

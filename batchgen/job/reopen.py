@@ -1,5 +1,5 @@
 """A job folder opened again (``retry``, ``redo``): the manifest it was made from, found
-where the folder is now, and the ids a redo names, checked against the job."""
+where the folder is now, and the ids a redo names (or the flags it names), checked against the job."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from batchgen import manifest
 from batchgen.errors import UsageError
 from batchgen.job.jobs import RunOptions
+from batchgen.outcomes import FLAGS
 from batchgen.output import journal
 from batchgen.plan import shard
 
@@ -52,7 +53,7 @@ def redo_ids(
     wanted = [w for w in wanted if w]
     if not wanted:
         raise UsageError(
-            "name the items to make again: batchgen redo OUTPUT_JOB_DIR ID... or --ids-file FILE"
+            "name the items to make again: batchgen redo OUTPUT_JOB_DIR ID..., --ids-file FILE or --flag NAME"
         )
     items = job.items
     if options.shard is not None:
@@ -67,6 +68,23 @@ def redo_ids(
             f"{len(unknown)} id(s) not in {where}job {job.job!r} ({job.path}): {shown}; nothing was sent"
         )
     return frozenset(wanted)
+
+
+def flagged(job_dir: Path, job: manifest.Manifest, names: Sequence[str]) -> list[str]:
+    """The items of ``job`` whose current image the journal has flagged with any of ``names``
+    (``Flag`` values), for ``redo --flag``. Only a success carries flags: a redo that fails leaves
+    the flagged image, and its line, as they were. An item the manifest no longer has is passed
+    over: there is no request left to send for it."""
+    wanted = {FLAGS[name] for name in names}
+    entries = journal.read(job_dir).entries.values()
+    found = sorted(e.id for e in entries if not wanted.isdisjoint(e.flags))
+    known = {item.id for item in job.items}
+    gone = [item_id for item_id in found if item_id not in known]
+    if gone:
+        log.info(
+            "%d flagged item(s) no longer in %s, left as they are: %s", len(gone), job.path, ", ".join(gone)
+        )
+    return [item_id for item_id in found if item_id in known]
 
 
 def find_manifest(job_dir: Path, state: journal.JournalState) -> Path:

@@ -125,4 +125,6 @@ def _cards(outcomes: Sequence[ItemOutcome], params: Iterable[Mapping[str, Any]])
             error_class=failure.error_class if failure else None,
             message=failure.message if failure else None,
             version=outcome.version,
+            pixels=outcome.pixels,
+            flags=tuple(flag.value for flag in outcome.flags),
         )

@@ -7,7 +7,8 @@ stamp in the job folder, ``unchanged.json``, the way ``make`` trusts file times:
   (the manifest, its CSVs, its local references, the price table);
 - the journal's size and modification time;
 - what the report and the gallery say about each item, in order (id, prompt, attempts,
-  version, files with their sizes, the request's parameters) and the manifest's warnings.
+  version, files with their sizes, pixel size, flags, the request's parameters) and the
+  manifest's warnings.
 
 The next ``batchgen run`` reads only the manifest's header. If the stamp is for the same manifest,
 shard, price table and batchgen version, every source file is as it was, the journal has not been
@@ -32,14 +33,14 @@ import orjson
 
 from batchgen import __version__, manifest
 from batchgen.manifest.spec import Manifest, Signature
-from batchgen.outcomes import ItemOutcome, ItemStatus
+from batchgen.outcomes import FLAGS, ItemOutcome, ItemStatus
 from batchgen.output import journal, paths
 from batchgen.output.store import JobStore
 from batchgen.plan.resume import Mode
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: with each item's pixel size and flags
 
 # The stamp policy, whole. Runs in these modes compare every item with its journal entry, so what
 # they end with may be stamped ...
@@ -69,6 +70,8 @@ class Stamp:
     params: tuple[dict[str, Any], ...]
     param_of: tuple[int, ...]
     warnings: tuple[str, ...]
+    pixels: tuple[tuple[int, int] | None, ...]  # per item: width, height of its first image, if known
+    flags: tuple[tuple[str, ...], ...]  # per item
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,8 @@ class Stamp:
             "params": self.params,
             "param_of": self.param_of,
             "warnings": self.warnings,
+            "pixels": self.pixels,
+            "flags": self.flags,
         }
 
     @classmethod
@@ -104,6 +109,8 @@ class Stamp:
             params=tuple(data["params"]),
             param_of=tuple(data["param_of"]),
             warnings=tuple(data["warnings"]),
+            pixels=tuple((int(p[0]), int(p[1])) if p else None for p in data["pixels"]),
+            flags=tuple(tuple(str(f) for f in item) for item in data["flags"]),
         )
 
 
@@ -168,8 +175,17 @@ def outcomes(stamp: Stamp, store: JobStore) -> list[ItemOutcome] | None:
         return None
     skipped = ItemStatus.SKIPPED
     made: list[ItemOutcome] = []
-    for index, (item_id, prompt, attempts, version, files) in enumerate(
-        zip(stamp.ids, stamp.prompts, stamp.attempts, stamp.versions, stamp.files, strict=True)
+    columns = (
+        stamp.ids,
+        stamp.prompts,
+        stamp.attempts,
+        stamp.versions,
+        stamp.files,
+        stamp.pixels,
+        stamp.flags,
+    )
+    for index, (item_id, prompt, attempts, version, files, pixels, flags) in enumerate(
+        zip(*columns, strict=True)
     ):
         if not store.intact(files):
             return None
@@ -180,7 +196,18 @@ def outcomes(stamp: Stamp, store: JobStore) -> list[ItemOutcome] | None:
         else:
             names, sizes = tuple(f[0] for f in files), tuple(f[1] for f in files)
         made.append(
-            ItemOutcome(index, item_id, prompt, skipped, attempts, names, sizes=sizes, version=version)
+            ItemOutcome(
+                index,
+                item_id,
+                prompt,
+                skipped,
+                attempts,
+                names,
+                sizes=sizes,
+                version=version,
+                pixels=pixels,
+                flags=tuple(FLAGS[name] for name in flags if name in FLAGS),
+            )
         )
     return made
 
@@ -213,6 +240,8 @@ def write(
         params=tuple(dict(p) for p in params),
         param_of=tuple(param_of),
         warnings=tuple(str(w) for w in warnings),
+        pixels=tuple(o.pixels for o in outcomes),
+        flags=tuple(tuple(flag.value for flag in o.flags) for o in outcomes),
     )
     # Compact and not fsync'd: lost to a power cut, the next run takes the long way, that is all.
     store.write_bytes(paths.STAMP, orjson.dumps(stamp.to_json()), durable=False)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import orjson
 
 from batchgen.errors import ErrorClass
-from batchgen.outcomes import ItemStatus
+from batchgen.outcomes import FLAGS, Flag, ItemStatus
 from batchgen.output import paths
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,29 @@ class JournalFile:
     path: str
     sha256: str
     bytes: int
+    width: int | None = None  # pixels; none in lines written before sizes were recorded
+    height: int | None = None
+
+    @property
+    def pixels(self) -> tuple[int, int] | None:
+        return None if self.width is None or self.height is None else (self.width, self.height)
+
+    def to_json(self) -> dict[str, Any]:
+        line: dict[str, Any] = {"path": self.path, "sha256": self.sha256, "bytes": self.bytes}
+        if self.pixels is not None:
+            line["width"], line["height"] = self.pixels
+        return line
+
+    @classmethod
+    def from_json(cls, line: Mapping[str, Any]) -> JournalFile:
+        width, height = line.get("width"), line.get("height")
+        return cls(
+            str(line["path"]),
+            str(line["sha256"]),
+            int(line["bytes"]),
+            None if width is None else int(width),
+            None if height is None else int(height),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +78,7 @@ class Entry:
     estimated_cost: float = 0.0
     links: tuple[str, ...] = ()  # download_failed: the links of images made and billed, to fetch again
     version: int = 1  # how many times its image was made; earlier versions are in history/
+    flags: tuple[Flag, ...] = ()  # what the checks of what arrived found (a run skipping it reports them)
 
     @property
     def succeeded(self) -> bool:
@@ -85,12 +109,14 @@ class Entry:
             "fingerprint": self.fingerprint,
             "prompt": self.prompt,
             "attempts": self.attempts,
-            "files": [{"path": f.path, "sha256": f.sha256, "bytes": f.bytes} for f in self.files],
+            "files": [f.to_json() for f in self.files],
             "estimated_cost": self.estimated_cost,
             "finished_at": finished_at,
         }
         if self.version > 1:
             record["version"] = self.version
+        if self.flags:
+            record["flags"] = [flag.value for flag in self.flags]
         if self.status is ItemStatus.FAILED:
             record["class"] = None if self.error_class is None else self.error_class.value
             record["message"] = self.message
@@ -105,9 +131,7 @@ class Entry:
         """The entry a line holds; None if it is damaged (a missing id, status or fingerprint,
         a value of the wrong kind). A failure class this batchgen does not know reads as None."""
         try:
-            files = tuple(
-                JournalFile(str(f["path"]), str(f["sha256"]), int(f["bytes"])) for f in record["files"]
-            )
+            files = tuple(JournalFile.from_json(f) for f in record["files"])
             return cls(
                 id=str(record["id"]),
                 status=_STATUSES[record["status"]],
@@ -122,6 +146,7 @@ class Entry:
                 estimated_cost=float(record.get("estimated_cost", 0.0)),
                 links=tuple(str(link) for link in record.get("links", ())),
                 version=int(record.get("version", 1)),
+                flags=tuple(FLAGS[name] for name in record.get("flags", ()) if name in FLAGS),
             )
         except (KeyError, TypeError, ValueError):
             return None

@@ -2,7 +2,7 @@
 
 For people and scripts that look at one image: the request as sent (each reference image
 described by its file and digest or its URL, never its bytes), the model, the service's
-timestamp, the attempts and latency, and every file with its digest, size and type. Written
+timestamp, the attempts and latency, and every file with its digest, size, type and pixel size. Written
 next to the images each time they are made (``to_json``), kept in ``history/`` with them by
 a redo, and read back by ``read``/``load``, which take whatever a sidecar of an older
 batchgen holds.
@@ -48,9 +48,7 @@ class Sidecar:
             "created": self.created,
             "attempts": self.attempts,
             "latency_s": self.latency_s,
-            "files": [
-                {"path": f.path, "sha256": f.sha256, "bytes": f.bytes, "mime": f.mime} for f in self.files
-            ],
+            "files": [_file_json(f) for f in self.files],
             "estimated_cost": self.estimated_cost,
         }
 
@@ -100,15 +98,34 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _file_json(f: StoredFile) -> dict[str, Any]:
+    line: dict[str, Any] = {"path": f.path, "sha256": f.sha256, "bytes": f.bytes, "mime": f.mime}
+    if f.pixels is not None:  # none in sidecars written before sizes were recorded
+        line["width"], line["height"] = f.pixels
+    return line
+
+
 def _files(value: object) -> tuple[StoredFile, ...]:
     if not isinstance(value, list):
         return ()
     try:
         return tuple(
-            StoredFile(str(f["path"]), str(f["sha256"]), int(f["bytes"]), str(f["mime"])) for f in value
+            StoredFile(
+                str(f["path"]),
+                str(f["sha256"]),
+                int(f["bytes"]),
+                str(f["mime"]),
+                _pixel(f.get("width")),
+                _pixel(f.get("height")),
+            )
+            for f in value
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return ()
+
+
+def _pixel(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _text(value: object) -> str:

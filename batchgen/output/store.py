@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from batchgen.errors import StoreError
-from batchgen.images import GIF, JPEG, PNG, WEBP, GeneratedImage
+from batchgen.images import GIF, JPEG, PNG, WEBP, GeneratedImage, pixel_size
 from batchgen.output import durable as files
 from batchgen.output import paths
 
@@ -32,6 +32,12 @@ class StoredFile:
     sha256: str
     bytes: int
     mime: str
+    width: int | None = None  # pixels, from the image's header; None when it could not be read
+    height: int | None = None
+
+    @property
+    def pixels(self) -> tuple[int, int] | None:
+        return None if self.width is None or self.height is None else (self.width, self.height)
 
 
 class JobStore:
@@ -105,7 +111,8 @@ class JobStore:
         self.write_bytes(relative, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n", durable=durable)
 
     def write_images(self, stems: Sequence[str], images: Sequence[GeneratedImage]) -> list[StoredFile]:
-        """One file per image, named by stem and the format its bytes show."""
+        """One file per image, named by stem and the format its bytes show, with its pixel size
+        read from its header (for the check of what arrived)."""
         if len(images) > len(stems):
             images = images[: len(stems)]  # the service sent more than asked; keep what was asked
         stored = []
@@ -114,12 +121,15 @@ class JobStore:
             self.write_bytes(relative, image.data)
             self._remove_other_formats(stem, image.format.ext)
             self._existing.add(relative)
+            width, height = pixel_size(image.data) or (None, None)
             stored.append(
                 StoredFile(
                     relative,
                     hashlib.sha256(image.data).hexdigest(),
                     len(image.data),
                     image.format.mime,
+                    width,
+                    height,
                 )
             )
         return stored

@@ -34,6 +34,7 @@ class PlannedRequest:
     sidecar: str  # relative to the job folder
     size_class: str
     estimated_cost: float
+    shape: provider.Shape  # what the images should be: checked when they arrive
 
     @property
     def model(self) -> str:
@@ -58,7 +59,8 @@ def plan_item(spec: ItemSpec, reference_field: str, prices: pricing.PriceTable) 
     }
     if spec.extra_fields:
         body["extra_fields"] = dict(spec.extra_fields)
-    size_class = provider.size_class(spec.size, spec.image_size)
+    shape = provider.requested(spec.size, spec.image_size, spec.aspect_ratio)
+    size_class = shape.size_class
     return PlannedRequest(
         index=spec.index,
         id=spec.id,
@@ -69,6 +71,7 @@ def plan_item(spec: ItemSpec, reference_field: str, prices: pricing.PriceTable) 
         sidecar=paths.sidecar(spec.id),
         size_class=size_class,
         estimated_cost=prices.cost(spec.model, size_class, spec.n),
+        shape=shape,
     )
 
 

@@ -120,6 +120,8 @@ def _from_journal(request: PlannedRequest, entry: Entry | None, action: Action) 
             files=tuple(f.path for f in entry.files),
             sizes=tuple(f.bytes for f in entry.files),
             version=entry.version,
+            pixels=entry.files[0].pixels if entry.files else None,
+            flags=entry.flags,
         )
     failure = Failure(
         entry.error_class or ErrorClass.INVALID_RESPONSE,

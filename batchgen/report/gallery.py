@@ -55,6 +55,8 @@ class Card(NamedTuple):
     error_class: ErrorClass | None = None
     message: str | None = None
     version: int = 1
+    pixels: tuple[int, int] | None = None  # of its (first) image
+    flags: tuple[str, ...] = ()  # what the checks of what arrived found
 
 
 def request_params(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,6 +134,8 @@ def render_parts(
         ("perhaps billed", f"${report.unconfirmed_cost:.2f}"),
         ("estimated cost", f"${report.estimated_cost:.2f}"),
     ]
+    if report.flags is not None:
+        facts.append(("flagged", sum(1 for item in report.items if item.flags)))
     header = "".join(f'<div class="fact"><span>{e(k)}</span><b>{e(str(v))}</b></div>' for k, v in facts)
     notice = f'<p class="notice">Stopped: {e(report.stopped)}</p>' if report.stopped else ""
     classes = sorted({f.error_class.value for f in report.failures})
@@ -149,6 +153,7 @@ def render_parts(
         "facts": header + notice,
         "status_buttons": status_buttons,
         "class_options": "".join(f'<option value="{e(c)}">{e(c)}</option>' for c in classes),
+        "flag_filter": _flag_filter(report),
         "failures": _failures(report.failures),
     }
     template = resources.files("batchgen.report").joinpath("gallery.html").read_text(encoding="utf-8")
@@ -169,13 +174,21 @@ def _data(report: Report, cards: Iterable[Card], folder: str, history: Mapping[s
 
     ``[id, status, class, attempts, params, prompt, files, version, message]``, where status,
     class and params index the tables beside it, files is just the extension when the item
-    has the one image ``images/<id>.<ext>``, and trailing empty values are left out.
+    has the one image ``images/<id>.<ext>``, and trailing empty values are left out. Beside the
+    rows: each item's pixel size (``pixel_of`` indexes ``pixels``; -1: unknown) and the rows
+    each flag is on (``flagged``).
     """
     params: dict[int, int] = {}
     params_table: list[Mapping[str, Any]] = []
     classes: dict[ErrorClass, int] = {}
     rows: list[list[Any]] = []
+    shapes: dict[tuple[int, int], int] = {}  # pixel sizes, each written once
+    pixel_of: list[int] = []
+    flagged: dict[str, list[int]] = defaultdict(list)  # flag: the rows of the items it is on
     for c in cards:
+        pixel_of.append(-1 if c.pixels is None else shapes.setdefault(c.pixels, len(shapes)))
+        for flag in c.flags:
+            flagged[flag].append(len(rows))
         shared = params.get(id(c.params))
         if shared is None:
             shared = params[id(c.params)] = len(params_table)
@@ -208,10 +221,26 @@ def _data(report: Report, cards: Iterable[Card], folder: str, history: Mapping[s
         "params": params_table,
         "history": dict(history),
         "items": rows,
+        "pixels": list(shapes),
+        "pixel_of": pixel_of,
+        "flagged": flagged,
     }
     # "</script>" or "<!--" in a prompt must not end the block: JSON's own escapes for < > &
     # (ASCII bytes, never part of a UTF-8 sequence, so replaced in the bytes directly).
     return orjson.dumps(data).replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
+
+
+def _flag_filter(report: Report) -> str:
+    """The flag filter: any flag, then each flag, with how many items carry it; none for a report
+    made before the checks of what arrived."""
+    if report.flags is None:
+        return ""
+    options = [("any", "flagged", sum(1 for item in report.items if item.flags))]
+    options += [(name, name, n) for name, n in report.flags.items()]
+    e = html.escape
+    choices = "".join(f'<option value="{e(v)}">{e(label)} ({n})</option>' for v, label, n in options)
+    every = '<option value="">flagged or not</option>'
+    return f'<select id="flag-filter" aria-label="flag">{every}{choices}</select>'
 
 
 def _failures(failures: Iterable[ReportFailure]) -> str:

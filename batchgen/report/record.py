@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from batchgen.errors import ErrorClass, UsageError
-from batchgen.outcomes import ItemStatus, JobStatus
+from batchgen.outcomes import FLAGS, Flag, ItemStatus, JobStatus
 from batchgen.output import paths
 from batchgen.output.store import JobStore
 
@@ -76,6 +76,8 @@ class ReportItem:
     files: tuple[str, ...] = ()  # relative to the job folder
     attempts: int = 0
     version: int = 1  # of its image: written only from 2 up
+    pixels: tuple[int, int] | None = None  # width, height of its (first) image; written when known
+    flags: tuple[Flag, ...] = ()  # written with its pixel size, or when it has any
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,7 @@ class Report:
     shard: str | None = None  # "K/N": the report of one shard
     merged_from: tuple[str, ...] | None = None  # a merged report: the shards (or jobs) it was made from
     missing_shards: tuple[str, ...] = ()
+    flags: Mapping[str, int] | None = None  # items per flag, every flag named; None: a report of 0.3.0
 
     @property
     def stopped(self) -> str | None:
@@ -162,8 +165,10 @@ class Report:
             "estimated_cost": self.estimated_cost,
             "unconfirmed_cost": self.unconfirmed_cost,
             "failures": [f.to_json() for f in self.failures],
-            "items": _items_json(self.items),
         }
+        if self.flags is not None:
+            report["flags"] = dict(self.flags)
+        report["items"] = _items_json(self.items)
         if self.merged_from is not None:
             report["merged_from"] = list(self.merged_from)
         if self.aborted_reason:
@@ -203,6 +208,7 @@ class Report:
                 shard=_text(data.get("shard")),
                 merged_from=None if merged is None else tuple(str(name) for name in merged),
                 missing_shards=tuple(str(label) for label in data.get("missing_shards", ())),
+                flags=_flag_counts(data.get("flags")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a batchgen report ({type(exc).__name__}: {exc})") from None
@@ -221,6 +227,10 @@ def _items_json(items: Iterable[ReportItem]) -> list[dict[str, Any]]:
         }
         if item.version > 1:
             line["version"] = item.version
+        if item.pixels is not None:
+            line["width"], line["height"] = item.pixels
+        if item.pixels is not None or item.flags:
+            line["flags"] = [flag.value for flag in item.flags]
         lines.append(line)
     return lines
 
@@ -234,9 +244,26 @@ def _items(lines: Iterable[Mapping[str, Any]]) -> tuple[ReportItem, ...]:
             tuple(map(str, line.get("files", ()))),
             int(line.get("attempts", 0)),
             int(line.get("version") or 1),
+            (int(line["width"]), int(line["height"])) if "width" in line else None,
+            tuple(FLAGS[name] for name in line.get("flags", ()) if name in FLAGS),
         )
         for line in lines
     )
+
+
+def flag_counts(items: Iterable[ReportItem]) -> dict[str, int]:
+    """Items per flag, every flag named (a zero says the check ran and found nothing)."""
+    counts = dict.fromkeys(FLAGS, 0)
+    for item in items:
+        for flag in item.flags:
+            counts[flag.value] += 1
+    return counts
+
+
+def _flag_counts(value: object) -> dict[str, int] | None:
+    if not isinstance(value, dict):
+        return None
+    return {str(name): int(count) for name, count in value.items()}
 
 
 def write(store: JobStore, report: Report) -> None:

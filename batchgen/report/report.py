@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from batchgen.outcomes import ItemOutcome, ItemStatus, JobStatus
 from batchgen.output import paths
-from batchgen.report.record import Report, ReportFailure, ReportItem, StatusCounts, moment
+from batchgen.report.record import Report, ReportFailure, ReportItem, StatusCounts, flag_counts, moment
 
 # An item in more than one report keeps its best status.
 _RANK = {ItemStatus.SUCCEEDED: 0, ItemStatus.SKIPPED: 1, ItemStatus.FAILED: 2, ItemStatus.PENDING: 3}
@@ -76,6 +76,7 @@ def assemble(
         shard=shard or None,
         merged_from=None if merged_from is None else tuple(merged_from),
         missing_shards=tuple(missing_shards),
+        flags=flag_counts(items),
     )
 
 
@@ -99,7 +100,9 @@ def build_report(
     return assemble(
         job=job,
         manifest=manifest,
-        items=[ReportItem(o.id, o.status, o.files, o.attempts, o.version) for o in outcomes],
+        items=[
+            ReportItem(o.id, o.status, o.files, o.attempts, o.version, o.pixels, o.flags) for o in outcomes
+        ],
         failures=[_failure_row(o) for o in outcomes if o.status is ItemStatus.FAILED and o.failure],
         spend=spend,
         started_at=started_at,
@@ -164,6 +167,13 @@ def summary_lines(report: Report, output: str) -> list[str]:
         + _unconfirmed(report)
         + f", estimated cost ${report.estimated_cost:.2f}",
     ]
+    flagged = {name: n for name, n in (report.flags or {}).items() if n}
+    if flagged:
+        lines[0] += ", flagged: " + ", ".join(f"{n} {name}" for name, n in flagged.items())
+        lines.append(
+            f"  flagged items are kept and count as succeeded (they were billed); to make them again:"
+            f" batchgen redo {output} --flag {next(iter(flagged))}"
+        )
     if report.aborted_reason:
         lines.append(f"  aborted: {report.aborted_reason}")
     if report.interrupted_by:

@@ -39,8 +39,12 @@ class Asked:
     ignored: tuple[str, ...]  # the extra_fields keys the relay does not know
 
 
-def read(body: dict[str, Any]) -> Asked:
-    """What ``body`` asks for; a field the relay would not understand is left at its default."""
+def read(body: dict[str, Any], drop: tuple[str, ...] = ()) -> Asked:
+    """What ``body`` asks for; a field the relay would not understand is left at its default.
+
+    ``drop``: the fields a relay lost on the way (``image_size``, ``aspect_ratio``), so the
+    picture is Gemini's default for them, 1K or square, whatever the body says.
+    """
     extra = body.get("extra_fields")
     extra = extra if isinstance(extra, dict) else {}
     size = str(body.get("size") or provider.DEFAULT_SIZE)
@@ -48,6 +52,11 @@ def read(body: dict[str, Any]) -> Asked:
     image_size = image_size if image_size in provider.IMAGE_SIZES else None
     ratio = extra.get("aspect_ratio")
     ratio = ratio if isinstance(ratio, str) else None
+    if "image_size" in drop:  # the class is lost, a WxH size's shape is not
+        image_size = None
+        size = provider.DEFAULT_SIZE if size in provider.LONG_SIDE else size
+    if "aspect_ratio" in drop:
+        ratio = provider.DEFAULT_RATIO
     width, height = provider.dimensions(size, image_size, ratio)
     n = body.get("n")
     refs = extra.get(REFERENCE_KEY)

@@ -32,13 +32,16 @@ def hue_of(prompt: str) -> int:
 @lru_cache(maxsize=256)
 def png(width: int, height: int, hue: int, payload_kb: int) -> bytes:
     """A vertical gradient in one of 12 hues, padded to about ``payload_kb``."""
-    rows = []
+    # Row by row into the compressor: a 4K picture's 50 MB of pixels are never held at once.
+    deflate = zlib.compressobj(6)
+    packed = []
     for y in range(height):
         r, g, b = colorsys.hsv_to_rgb(hue / 12, 0.55, 0.95 - 0.5 * y / max(1, height - 1))
-        rows.append(b"\x00" + bytes((int(r * 255), int(g * 255), int(b * 255))) * width)
+        packed.append(deflate.compress(b"\x00" + bytes((int(r * 255), int(g * 255), int(b * 255))) * width))
+    packed.append(deflate.flush())
     parts = [
         _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)),
-        _chunk(b"IDAT", zlib.compress(b"".join(rows), 6)),
+        _chunk(b"IDAT", b"".join(packed)),
     ]
     return _padded(PNG_SIGNATURE + b"".join(parts) + _chunk(b"IEND", b""), payload_kb, hue)
 

@@ -35,6 +35,9 @@ ALL_FAULTS = (
     "flakylink",  # success, as a link whose first fetch fails (billed)
 )
 RESPONSE_SHAPES = ("asked", "b64", "dataurl", "url")
+# Fields a relay may lose on the way to Gemini, which then makes its default: 1K, square
+# (docs/real-service.md, "What arrived: the size check").
+DROPPABLE_FIELDS = ("image_size", "aspect_ratio")
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,16 @@ class SimulatorConfig:
     response: str = "asked"  # b64, dataurl, url: answer so whatever was asked; asked: as response_format says
     max_body_mb: float | None = None  # like the proxy in front of a relay: 413 for a larger body
     link_failures: int = 1  # how many fetches of a "flakylink" link fail before one works
+    dropped_fields: tuple[str, ...] = ()  # of DROPPABLE_FIELDS: answer as if the request had not said them
     record_bodies: bool = False  # keep every request body in stats.bodies (tests look at what was sent)
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(ALL_FAULTS)
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(ALL_FAULTS)}")
+        dropped = set(self.dropped_fields) - set(DROPPABLE_FIELDS)
+        if dropped:
+            raise ValueError(f"cannot drop {sorted(dropped)}; fields to drop: {', '.join(DROPPABLE_FIELDS)}")
         if self.max_body_mb is not None and not self.max_body_mb > 0:
             raise ValueError(f"max body must be above 0 MB, not {self.max_body_mb:g}")
         if self.link_failures < 0:

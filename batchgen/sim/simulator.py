@@ -123,7 +123,7 @@ class Simulator:
     async def _success(
         self, body: dict[str, Any], prompt: str, key: str, link_fails: int = 0
     ) -> web.Response:
-        asked = answers.read(body)
+        asked = answers.read(body, self.config.dropped_fields)
         for name in asked.ignored:
             self.stats.ignored_fields[name] += 1
         self.stats.references[prompt] += len(asked.references)
