@@ -304,6 +304,8 @@ def test_a_stamp_reads_back_as_written_and_refuses_another_format() -> None:
         params=({"model": "nano-banana-2"},),
         param_of=(0, 0),
         warnings=("w",),
+        pixels=((928, 1152), None),
+        flags=(("size_mismatch",), ()),
     )
     written = orjson.loads(orjson.dumps(stamp.to_json()))
     assert written["sources"] == [["/jobs/a.yaml", 10, 1, 2, 3]]  # the format on disk, unchanged
