@@ -31,6 +31,21 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class Derived:
+    """What the derivation stage left of an item's images (docs/variants.md)."""
+
+    files: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (variant name, its files), thumb included
+    sizes: tuple[tuple[int, ...], ...] = ()  # of each of those files, in bytes
+    upscaled: tuple[str, ...] = ()  # variants that enlarged an original more than 1.25x
+    errors: tuple[tuple[str, str], ...] = ()  # (variant name, why it was not made)
+
+    @property
+    def channels(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The channel variants, without the gallery's thumbnail."""
+        return tuple((name, files) for name, files in self.files if name != "thumb")
+
+
+@dataclass(frozen=True, slots=True)
 class ItemOutcome:
     index: int
     id: str
@@ -45,6 +60,7 @@ class ItemOutcome:
     estimated_cost: float = 0.0  # of the images this item produced (billed, even if they were lost)
     unconfirmed_cost: float = 0.0  # of its unconfirmed attempts: perhaps billed
     version: int = 1  # of its image: 2 and up once redone (earlier ones are in history/)
+    derived: Derived | None = None  # its variants, once the derivation stage made them
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,13 +19,13 @@ from batchgen import config
 from batchgen.engine.guards import Guards
 from batchgen.engine.retry import RetryPolicy
 from batchgen.errors import ManifestError, Problem, StoreError, UsageError
-from batchgen.job import memory, reporting, unchanged
+from batchgen.job import deriving, memory, reporting, unchanged
 from batchgen.job.signals import Caught, signals
 from batchgen.job.unchanged import Unchanged
 from batchgen.manifest import validate as manifest
 from batchgen.manifest.references import ReferenceLoader
-from batchgen.outcomes import Event
-from batchgen.output import journal, thumbs
+from batchgen.outcomes import Event, ItemFinished, ItemStatus
+from batchgen.output import journal
 from batchgen.output.lock import JobLock
 from batchgen.output.store import JobStore
 from batchgen.plan import pricing, shard
@@ -169,11 +169,35 @@ async def run_manifest(
         planned = await asyncio.to_thread(_plan, job, settings, options, store)
         unchanged.forget(store)  # what this run changes, no stamp of the last one vouches for
         caught = Caught()
-        hooks = _Hooks(on_event, connect or http_client, sleep, caught if handle_signals else None)
-        run = await _send(job, planned, settings, options, store, shard_label, hooks)
+        derive = deriving.Deriving(folder, job.job, job.variants)
+        on_finished = _deriving_each(planned.items, derive, on_event)
+        hooks = _Hooks(on_finished, connect or http_client, sleep, caught if handle_signals else None)
+        try:
+            run = await _send(job, planned, settings, options, store, shard_label, hooks)
+        except BaseException:
+            derive.close()  # blocks: the lock is never released while a worker still writes
+            raise
+        # Every item's thumbnail and variants are made before the lock is released.
+        run.outcomes = deriving.attach(run.outcomes, await asyncio.to_thread(derive.close))
         with memory.bulk():
             report = reporting.write_report(job, planned.items, run, options, store, shard_label, sources)
     return JobOutput(report, folder, caught.signum)
+
+
+def _deriving_each(
+    items: Sequence[manifest.ItemSpec], derive: deriving.Deriving, on_event: Callable[[Event], None]
+) -> Callable[[Event], None]:
+    """``on_event``, and each item that ends with images (written now, or by an earlier run)
+    handed to the derivation stage as it ends: after its image is written, never before."""
+    specs = {spec.index: spec for spec in items}
+    done = (ItemStatus.SUCCEEDED, ItemStatus.SKIPPED)
+
+    def finished(event: Event) -> None:
+        if isinstance(event, ItemFinished) and event.outcome.status in done and event.outcome.files:
+            derive.submit(specs[event.outcome.index], event.outcome.files)
+        on_event(event)
+
+    return finished
 
 
 @dataclass(frozen=True)
@@ -235,7 +259,6 @@ async def _send(
     io = ThreadPoolExecutor(
         max_workers=IO_THREADS, thread_name_prefix="batchgen-io", initializer=_background_priority
     )
-    previews = thumbs.Background(store.root)
     limits = settings.limits
     try:
         book.run_started(job.path, time.time(), shard_label)
@@ -253,7 +276,6 @@ async def _send(
                 mode=options.mode,
                 requests_per_minute=limits.requests_per_minute,
                 io=io,
-                thumbnails=previews,
                 guards=Guards(
                     max_consecutive_failures=limits.max_consecutive_failures,
                     pause_s=limits.retry_cap_s,
@@ -268,9 +290,6 @@ async def _send(
         io.shutdown(wait=True)
         book.close()
         store.sync()
-        left = previews.close()  # the run never waits for its previews
-        if left:
-            log.info("%d thumbnail(s) to make after the run; meanwhile the gallery shows the image", left)
 
 
 def _sources(job: manifest.Manifest, options: RunOptions) -> list[tuple[str, manifest.Signature]]:

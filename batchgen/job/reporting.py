@@ -130,4 +130,5 @@ def _cards(outcomes: Sequence[ItemOutcome], params: Iterable[Mapping[str, Any]])
             error_class=failure.error_class if failure else None,
             message=failure.message if failure else None,
             version=outcome.version,
+            variants=outcome.derived.channels if outcome.derived else (),
         )

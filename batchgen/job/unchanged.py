@@ -7,14 +7,16 @@ stamp in the job folder, ``unchanged.json``, the way ``make`` trusts file times:
   (the manifest, its CSVs, its local references, the price table);
 - the journal's size and modification time;
 - what the report and the gallery say about each item, in order (id, prompt, attempts,
-  version, files with their sizes, the request's parameters) and the manifest's warnings.
+  version, files with their sizes, the request's parameters, its thumbnails and variants with
+  their sizes) and the manifest's warnings.
 
 The next ``batchgen run`` reads only the manifest's header. If the stamp is for the same manifest,
-shard, price table and batchgen version, every source file is as it was, the journal has not been
-written since and every image is still there at its size, the run writes its report and gallery
-from the stamp and sends nothing: exactly what expanding the manifest would have ended in. Any
-difference, and the run takes the long way. The change time cannot be set back by a user (``touch``
-sets the modification time only), so an edited file is never mistaken for an unchanged one.
+shard, price table and batchgen version, every source file is as it was, the journal has not
+been written since and every image, thumbnail and variant is still there at its size, the run
+writes its report and gallery from the stamp and sends nothing: exactly what expanding the
+manifest would have ended in. Any difference, and the run takes the long way. The change time
+cannot be set back by a user (``touch`` sets the modification time only), so an edited file is
+never mistaken for an unchanged one.
 """
 
 from __future__ import annotations
@@ -33,14 +35,14 @@ import orjson
 from batchgen import __version__
 from batchgen.manifest import validate as manifest
 from batchgen.manifest.spec import Manifest
-from batchgen.outcomes import ItemOutcome, ItemStatus
+from batchgen.outcomes import Derived, ItemOutcome, ItemStatus
 from batchgen.output import journal
 from batchgen.output.store import JobStore
 
 log = logging.getLogger(__name__)
 
 STAMP = "unchanged.json"
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Stamp:
     params: list[dict[str, Any]]  # the requests' parameters, each written once ...
     param_of: list[int]  # ... and which one each item was asked with
     warnings: list[str]
+    derived: list[Any]  # per item: [[[variant, [[path, bytes], ...]], ...], upscaled] or None
 
 
 @dataclass(frozen=True)
@@ -119,16 +122,58 @@ def outcomes(stamp: Stamp, store: JobStore) -> list[ItemOutcome] | None:
     for index, (item_id, prompt, attempts, version, files) in enumerate(
         zip(stamp.ids, stamp.prompts, stamp.attempts, stamp.versions, stamp.files, strict=True)
     ):
-        if not store.intact([(path, size) for path, size in files]):
+        derived = _derived(stamp.derived[index])
+        if not store.intact([(path, size) for path, size in files]) or not _derived_intact(store, derived):
             return None
         if len(files) == 1:
             paths, sizes = (files[0][0],), (files[0][1],)
         else:
             paths, sizes = tuple(f[0] for f in files), tuple(f[1] for f in files)
         made.append(
-            ItemOutcome(index, item_id, prompt, skipped, attempts, paths, sizes=sizes, version=version)
+            ItemOutcome(
+                index,
+                item_id,
+                prompt,
+                skipped,
+                attempts,
+                paths,
+                sizes=sizes,
+                version=version,
+                derived=derived,
+            )
         )
     return made
+
+
+def _derived(saved: Any) -> Derived | None:
+    if saved is None:
+        return None
+    files, upscaled = saved
+    return Derived(
+        files=tuple((name, tuple(p for p, _ in made)) for name, made in files),
+        sizes=tuple(tuple(size for _, size in made) for _, made in files),
+        upscaled=tuple(upscaled),
+    )
+
+
+def _derived_intact(store: JobStore, derived: Derived | None) -> bool:
+    """Every thumbnail and variant still there at its size: a deleted one is made again."""
+    if derived is None:
+        return True
+    return all(
+        not files or store.intact(list(zip(files, sizes, strict=True)))
+        for (_, files), sizes in zip(derived.files, derived.sizes, strict=True)
+    )
+
+
+def _saved(derived: Derived | None) -> Any:
+    if derived is None:
+        return None
+    files = [
+        [name, [[path, size] for path, size in zip(paths, sizes, strict=True)]]
+        for (name, paths), sizes in zip(derived.files, derived.sizes, strict=True)
+    ]
+    return [files, list(derived.upscaled)]
 
 
 def write(
@@ -160,6 +205,7 @@ def write(
         "params": list(params),
         "param_of": list(param_of),
         "warnings": [str(w) for w in warnings],
+        "derived": [_saved(o.derived) for o in outcomes],
     }
     _save(store, stamp)
     return True
@@ -177,9 +223,12 @@ def forget(store: JobStore) -> None:
 
 
 def stampable(outcomes: Sequence[ItemOutcome]) -> bool:
-    """Every item made (now or before) and nothing to fetch or retry."""
+    """Every item made (now or before), every variant made, and nothing to fetch or retry."""
     return bool(outcomes) and all(
-        o.status in (ItemStatus.SUCCEEDED, ItemStatus.SKIPPED) and len(o.sizes) == len(o.files) and o.files
+        o.status in (ItemStatus.SUCCEEDED, ItemStatus.SKIPPED)
+        and len(o.sizes) == len(o.files)
+        and o.files
+        and not (o.derived and o.derived.errors)
         for o in outcomes
     )
 

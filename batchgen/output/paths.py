@@ -5,7 +5,9 @@
     <job>/history/<stem>.<v>.<ext>     version ``v`` of an image or sidecar, kept by a redo
     <job>/journal.jsonl                the journal (output/journal.py)
     <job>/report.json, report.html     the report (report/record.py) and the gallery
-    <job>/thumbs/<stem>.webp           the gallery's previews (``thumbs.thumb_path``)
+    <job>/thumbs/<stem>.webp           the gallery's previews, the built-in variant ``thumb``
+    <job>/variants/<name>/<stem>.<ext> the channel variants (``variants.Variant.path``)
+    <job>/derived/<id>.json            what was derived from an item's images (``variants.Record``)
 
 All relative to the job folder, with ``/`` between parts, as they appear in the journal,
 the sidecars and the report.

@@ -51,4 +51,5 @@ def from_folder(folder: Path, report: Report, entries: Mapping[str, Entry] | Non
             # The report writes a version from 2 up only; an item it lists without one (failed
             # or pending this run) shows the version the journal has of its image.
             version=item.version if item.version > 1 or entry is None else entry.version,
+            variants=item.variants,
         )

@@ -74,6 +74,9 @@ class ReportItem:
     files: tuple[str, ...] = ()  # relative to the job folder
     attempts: int = 0
     version: int = 1  # of its image: written only from 2 up
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (channel variant, its files): written if any
+    upscaled: tuple[str, ...] = ()  # variants that enlarged the image more than 1.25x
+    variant_errors: tuple[tuple[str, str], ...] = ()  # (variant, why it was not made this time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +222,12 @@ def _items_json(items: Iterable[ReportItem]) -> list[dict[str, Any]]:
         }
         if item.version > 1:
             line["version"] = item.version
+        if item.variants:
+            line["variants"] = {name: list(files) for name, files in item.variants}
+        if item.upscaled:
+            line["upscaled"] = list(item.upscaled)
+        if item.variant_errors:
+            line["variant_errors"] = dict(item.variant_errors)
         lines.append(line)
     return lines
 
@@ -232,6 +241,9 @@ def _items(lines: Iterable[Mapping[str, Any]]) -> tuple[ReportItem, ...]:
             tuple(map(str, line.get("files", ()))),
             int(line.get("attempts", 0)),
             int(line.get("version") or 1),
+            tuple((str(n), tuple(map(str, f))) for n, f in (line.get("variants") or {}).items()),
+            tuple(map(str, line.get("upscaled", ()))),
+            tuple((str(n), str(why)) for n, why in (line.get("variant_errors") or {}).items()),
         )
         for line in lines
     )

@@ -99,7 +99,7 @@ def build_report(
     return assemble(
         job=job,
         manifest=manifest,
-        items=[ReportItem(o.id, o.status, o.files, o.attempts, o.version) for o in outcomes],
+        items=[_item(o) for o in outcomes],
         failures=[_failure_row(o) for o in outcomes if o.status is ItemStatus.FAILED and o.failure],
         spend=spend,
         started_at=started_at,
@@ -108,6 +108,13 @@ def build_report(
         interrupted=interrupted,
         shard=shard,
     )
+
+
+def _item(o: ItemOutcome) -> ReportItem:
+    d = o.derived
+    if d is None:
+        return ReportItem(o.id, o.status, o.files, o.attempts, o.version)
+    return ReportItem(o.id, o.status, o.files, o.attempts, o.version, d.channels, d.upscaled, d.errors)
 
 
 def _failure_row(o: ItemOutcome) -> ReportFailure:
