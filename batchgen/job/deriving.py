@@ -64,7 +64,10 @@ class Deriving:
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self.workers, _context(), initializer=derive.nice, initargs=(WORKER_NICE,)
+                self.workers,
+                _context(),
+                initializer=derive.worker_started,
+                initargs=(WORKER_NICE, os.getpid()),
             )
         variants = self.chosen(spec)
         task = Task(str(self.folder), spec.id, images, variants, meta(spec, self.job))

@@ -12,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import select
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,8 +141,29 @@ def _intact(store: JobStore, made: Made) -> bool:
     return len(data) == made.bytes and hashlib.sha256(data).hexdigest() == made.sha256
 
 
-def nice(level: int) -> None:
+def worker_started(level: int, command: int) -> None:
     """The worker processes' initializer: below the run's priority, so the event loop and the
-    writing of images come first."""
+    writing of images come first; and ended with the command (process ``command``), so that not
+    even a ``kill -9`` of it leaves a worker behind."""
     with contextlib.suppress(AttributeError, OSError):
         os.nice(level)
+    threading.Thread(target=_end_with, args=(command,), name="batchgen-end-with", daemon=True).start()
+
+
+def _end_with(command: int) -> None:
+    try:
+        handle = os.pidfd_open(command)  # readable once the process has ended (Linux)
+    except (AttributeError, OSError):
+        handle = None
+    if handle is not None:
+        select.select([handle], [], [])
+    else:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(command, 0)
+            except ProcessLookupError:
+                break
+            except OSError:
+                continue
+    os._exit(0)
