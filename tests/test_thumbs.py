@@ -26,6 +26,7 @@ class thumbs:
         except UNREADABLE:
             return None
 
+
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
 
@@ -260,4 +261,3 @@ def test_a_possible_decompression_bomb_gives_none(monkeypatch: pytest.MonkeyPatc
 )
 def test_thumb_path(image: str, thumb: str) -> None:
     assert thumbs.thumb_path(image) == thumb
-

@@ -115,7 +115,7 @@ class LevelChecker:
         self.problems = problems
         self.references = ReferenceChecker(header, problems, sources)
         self.reference_field = header.api.reference_field
-        self.variants = header.variants
+        self.variants = header.variant_names
 
     def defaults(self, raw: dict[str, Any]) -> Level:
         """``defaults:``: any item field but the id."""

@@ -110,8 +110,10 @@ def header(data: dict[str, Any], path: Path, problems: Problems, sources: Source
     limits = _limits(section(data, "limits", problems), problems)
     api = _api(section(data, "api", problems), problems)
     prices = _prices(data.get("prices"), path.parent, problems, sources)
-    derived = variants.section(data.get("variants"), problems)
-    return Manifest(path, str(job), (), limits, api, (), prices, variants=derived)
+    raw = data.get("variants")
+    derived = variants.section(raw, problems)
+    names = tuple(map(str, raw)) if isinstance(raw, dict) else ()
+    return Manifest(path, str(job), (), limits, api, (), prices, variants=derived, variant_names=names)
 
 
 def section(data: dict[str, Any], key: str, problems: Problems) -> dict[str, Any]:

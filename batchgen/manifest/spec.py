@@ -56,6 +56,7 @@ class Manifest:
     # that nothing changed since (see ``unchanged``).
     sources: tuple[tuple[str, Signature], ...] = ()
     variants: Mapping[str, Variant] = field(default_factory=dict)  # name: how to make it
+    variant_names: tuple[str, ...] = ()  # every name the section gives, a mistaken variant's too
 
 
 Signature = tuple[int, int, int, int]  # size, modification and change times (ns), inode

@@ -8,7 +8,7 @@ that are good come back as the ``Variant`` records the derivation stage renders.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from PIL import features
@@ -168,8 +168,9 @@ def _quality(value: Any, fmt: Any) -> str | None:
     return None
 
 
-def check_choice(value: Any, known: Mapping[str, Variant]) -> Checked:
-    """An item's ``variants:`` list against the job's variants."""
+def check_choice(value: Any, known: Sequence[str]) -> Checked:
+    """An item's ``variants:`` list against the names the job's ``variants:`` section gives
+    (a variant with a mistake of its own is reported there, not again for each item)."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         return None, "must be a list of variant names, like [amazon, web]; [] for none"
     unknown = [v for v in value if v not in known]
