@@ -22,6 +22,7 @@ from batchgen.manifest.catalog import Where
 from batchgen.manifest.fields import ID_HELP, ID_PATTERN, Key, check_id
 from batchgen.manifest.problems import Problems
 from batchgen.manifest.spec import Manifest, Sources
+from batchgen.output.variants import THUMB_NAME
 
 # The keys of each mapping the validator knows, from the tables ``schema`` reads too (see fields.Key).
 # Nested mappings (defaults, limits, api, items, generate) hold their own tables: their keys here
@@ -112,7 +113,7 @@ def header(data: dict[str, Any], path: Path, problems: Problems, sources: Source
     prices = _prices(data.get("prices"), path.parent, problems, sources)
     raw = data.get("variants")
     derived = variants.section(raw, problems)
-    names = tuple(map(str, raw)) if isinstance(raw, dict) else ()
+    names = tuple(str(n) for n in raw if n != THUMB_NAME) if isinstance(raw, dict) else ()
     return Manifest(path, str(job), (), limits, api, (), prices, variants=derived, variant_names=names)
 
 
