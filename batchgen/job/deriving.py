@@ -57,11 +57,14 @@ class Deriving:
         names = self.variants if spec.variants is None else spec.variants
         return (THUMB, *(self.variants[name] for name in names))
 
-    def submit(self, spec: ItemSpec, files: Sequence[str]) -> None:
-        """Derive ``spec``'s item from its images ``files`` (relative to the folder), in the pool."""
-        images = tuple(f for f in files if f.lower().endswith(_IMAGE_SUFFIXES))
-        if not images:
-            return
+    def start(self) -> None:
+        """Start the pool and its workers (blocks: call it off the event loop). Otherwise the
+        first ``submit`` starts them, waiting on the loop for the fork server to be ready."""
+        pool = self._started()
+        for warm in [pool.submit(os.getpid) for _ in range(self.workers)]:
+            warm.result()
+
+    def _started(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.workers,
@@ -69,17 +72,31 @@ class Deriving:
                 initializer=derive.worker_started,
                 initargs=(WORKER_NICE, os.getpid()),
             )
+        return self._pool
+
+    def submit(self, spec: ItemSpec, files: Sequence[str]) -> None:
+        """Derive ``spec``'s item from its images ``files`` (relative to the folder), in the pool."""
+        images = tuple(f for f in files if f.lower().endswith(_IMAGE_SUFFIXES))
+        if not images:
+            return
+        pool = self._started()
         variants = self.chosen(spec)
         task = Task(str(self.folder), spec.id, images, variants, meta(spec, self.job))
         self._pending.append(
-            (spec.id, tuple(v.name for v in variants), self._pool.submit(derive.derive_item, task))
+            (spec.id, tuple(v.name for v in variants), pool.submit(derive.derive_item, task))
         )
 
-    def close(self) -> dict[str, Derived]:
-        """Wait for every derivation, shut the pool down; what each item has (blocks)."""
+    def close(self, *, stopping: bool = False) -> dict[str, Derived]:
+        """Wait for every derivation, shut the pool down; what each item has (blocks).
+
+        ``stopping`` (the run was interrupted): those not started yet are dropped instead, and
+        left for the next run or ``batchgen report``; the ones under way are finished.
+        """
         results: dict[str, Derived] = {}
         try:
             for item_id, names, future in self._pending:
+                if stopping and future.cancel():
+                    continue
                 try:
                     result = future.result()
                 except Exception as exc:  # a worker that died (killed, out of memory): its item fails only

@@ -173,12 +173,14 @@ async def run_manifest(
         on_finished = _deriving_each(planned.items, derive, on_event)
         hooks = _Hooks(on_finished, connect or http_client, sleep, caught if handle_signals else None)
         try:
+            await asyncio.to_thread(derive.start)
             run = await _send(job, planned, settings, options, store, shard_label, hooks)
         except BaseException:
-            derive.close()  # blocks: the lock is never released while a worker still writes
+            derive.close(stopping=True)  # blocks: the lock is never released while a worker still writes
             raise
         # Every item's thumbnail and variants are made before the lock is released.
-        run.outcomes = deriving.attach(run.outcomes, await asyncio.to_thread(derive.close))
+        made = await asyncio.to_thread(partial(derive.close, stopping=run.interrupted is not None))
+        run.outcomes = deriving.attach(run.outcomes, made)
         with memory.bulk():
             report = reporting.write_report(job, planned.items, run, options, store, shard_label, sources)
     return JobOutput(report, folder, caught.signum)

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import select
+import signal
 import threading
 import time
 from collections.abc import Mapping
@@ -147,6 +148,8 @@ def worker_started(level: int, command: int) -> None:
     even a ``kill -9`` of it leaves a worker behind."""
     with contextlib.suppress(AttributeError, OSError):
         os.nice(level)
+    # A Ctrl-C reaches the whole process group: the command decides what stops, and when.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_end_with, args=(command,), name="batchgen-end-with", daemon=True).start()
 
 
