@@ -72,7 +72,11 @@ def test_the_stage_chooses_each_items_variants_and_a_stopped_one_drops_what_has_
     stage = Deriving(tmp_path, "job", {"web": WEB}, workers=1)
     assert [v.name for v in stage.chosen(spec("a"))] == ["thumb", "web"]
     assert [v.name for v in stage.chosen(spec("a", ()))] == ["thumb"]
+    for half in ("thumbs/.batchgen-0a.tmp", "variants/web/.batchgen-0b.tmp"):  # a killed worker's
+        (tmp_path / half).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / half).write_bytes(b"half")
     stage.start()
+    assert not list(tmp_path.rglob("*.tmp"))
     for k, image in enumerate(images):
         stage.submit(spec(f"i{k}", () if k else None), [image, f"images/i{k}.json"])
     made = stage.close(stopping=True)

@@ -22,7 +22,7 @@ from batchgen.manifest.spec import ItemSpec
 from batchgen.outcomes import Derived, ItemOutcome, ItemStatus
 from batchgen.output import derive
 from batchgen.output.derive import Result, Task
-from batchgen.output.variants import THUMB, Variant
+from batchgen.output.variants import THUMB, Variant, tidy
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,9 @@ class Deriving:
 
     def start(self) -> None:
         """Start the pool and its workers (blocks: call it off the event loop). Otherwise the
-        first ``submit`` starts them, waiting on the loop for the fork server to be ready."""
+        first ``submit`` starts them, waiting on the loop for the fork server to be ready. What a
+        killed worker left half-written is removed first."""
+        tidy(self.folder)
         pool = self._started()
         for warm in [pool.submit(os.getpid) for _ in range(self.workers)]:
             warm.result()

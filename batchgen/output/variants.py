@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from batchgen.output.store import TEMP_PREFIX, TEMP_SUFFIX
+
 FOLDER = "variants"
 THUMBS = "thumbs"
 RECORDS = "derived"
@@ -120,6 +122,24 @@ class Record:
             return cls({str(i): {str(n): Made(**m) for n, m in v.items()} for i, v in images.items()})
         except (KeyError, TypeError, AttributeError):
             return cls()
+
+
+def tidy(root: os.PathLike[str] | str) -> None:
+    """Remove the temporary files a killed worker left in the derived folders (one listing each)."""
+    folder = os.fspath(root)
+    try:
+        subs = [f"{FOLDER}/{n}" for n in os.listdir(os.path.join(folder, FOLDER))]
+    except OSError:
+        subs = []
+    for sub in (THUMBS, RECORDS, *subs):
+        try:
+            names = os.listdir(os.path.join(folder, sub))
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, sub, name))
 
 
 def forget(root: os.PathLike[str] | str, item_id: str, images: Iterable[str]) -> None:
