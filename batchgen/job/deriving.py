@@ -88,17 +88,21 @@ class Deriving:
             (spec.id, tuple(v.name for v in variants), pool.submit(derive.derive_item, task))
         )
 
-    def close(self, *, stopping: bool = False) -> dict[str, Derived]:
-        """Wait for every derivation, shut the pool down; what each item has (blocks).
+    def drop_waiting(self) -> set[str]:
+        """Drop the derivations no worker has started (the run was interrupted): the next run or
+        ``batchgen report`` makes them. The ids of the items dropped."""
+        dropped = {item_id for item_id, _, future in self._pending if future.cancel()}
+        self._pending = [p for p in self._pending if not p[2].cancelled()]
+        return dropped
 
-        ``stopping`` (the run was interrupted): those not started yet are dropped instead, and
-        left for the next run or ``batchgen report``; the ones under way are finished.
-        """
+    def close(self, *, stopping: bool = False) -> dict[str, Derived]:
+        """Wait for every derivation (``stopping``: for those under way, the rest dropped first),
+        shut the pool down; what each item has (blocks)."""
+        if stopping:
+            self.drop_waiting()
         results: dict[str, Derived] = {}
         try:
             for item_id, names, future in self._pending:
-                if stopping and future.cancel():
-                    continue
                 try:
                     result = future.result()
                 except Exception as exc:  # a worker that died (killed, out of memory): its item fails only
