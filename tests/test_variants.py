@@ -276,3 +276,26 @@ def test_no_process_outlives_the_command_and_its_thumbnails_are_there_when_it_re
             assert os.WIFEXITED(status), f"a process of the command ended by signal {os.WTERMSIG(status)}"
     finally:
         libc.prctl(subreaper, 0)
+
+
+def test_merging_shards_brings_their_thumbnails_and_variants(tmp_path: Path, sim: Simulator) -> None:
+    job = Job(
+        tmp_path,
+        sim,
+        [{"id": f"i{k}", "prompt": f"p {k}"} for k in range(4)],
+        {"web": {"width": 50, "format": "png"}},
+    )
+    for k in (1, 2):
+        assert job.run("--shard", f"{k}/2", "-q") == 0
+    shards = [str(job.folder / f"shard-{k}-of-2") for k in (1, 2)]
+    assert main(["merge", *shards, "--output", str(tmp_path / "merged"), "-q"]) == 0
+    merged = tmp_path / "merged/cat"
+    report = orjson.loads((merged / "report.json").read_bytes())
+    assert {i["id"]: i["variants"] for i in report["items"]} == {
+        f"i{k}": {"web": [f"variants/web/i{k}.png"]} for k in range(4)
+    }
+    for k in range(4):
+        with Image.open(merged / f"variants/web/i{k}.png") as made:
+            assert made.size == (50, 50)
+        assert (merged / f"thumbs/i{k}.webp").is_file()
+        assert (merged / f"derived/i{k}.json").is_file()

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 
 from batchgen.errors import StoreError, UsageError
-from batchgen.output import journal, paths
+from batchgen.output import journal, paths, variants
 from batchgen.output.lock import JobLock
 from batchgen.output.store import TEMP_PREFIX, TEMP_SUFFIX, JobStore
 from batchgen.plan import shard
@@ -98,13 +98,19 @@ def _bring_files(source: Path, store: JobStore, report: record.Report) -> None:
     for item in report.items:
         names = list(item.files)
         if names:
-            names.append(paths.sidecar(item.id))
+            # Its sidecar, and what was derived from its images: thumbnails, variants, their record.
+            names += [paths.sidecar(item.id), variants.record_path(item.id)]
+            names += [variants.thumb_path(f) for f in item.files] + [
+                f for _, got in item.variants for f in got
+            ]
         for name in names:
             src = source / name
             if not src.resolve().is_relative_to(root):
                 raise StoreError(f"{source}/report.json names {name!r}, outside its folder")
             if src.is_file():
-                _link_or_copy(src, store.path(name))
+                target = store.path(name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(src, target)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
