@@ -26,7 +26,7 @@ from batchgen.output.variants import THUMB, Variant, tidy
 
 log = logging.getLogger(__name__)
 
-WORKER_NICE = 10
+WORKER_NICE = 19  # below the I/O threads (10): a run busy with its images keeps the CPU
 ERRORS_LOGGED = 10  # one line each; the rest are counted, and all are in report.json
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 
