@@ -10,9 +10,12 @@ CPU work, and ``close`` blocks (the run calls it in a thread).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import queue
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
@@ -40,7 +43,12 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 class Deriving:
-    """The derivations of one command, in one job folder."""
+    """The derivations of one command, in one job folder.
+
+    ``submit`` only queues (the event loop calls it); a thread of the stage's own, at the lowest
+    priority, starts the pool (the fork server and workers it starts inherit that priority) and
+    hands each item to it. ``start`` starts that thread; ``close`` waits for all of it.
+    """
 
     def __init__(
         self, folder: Path, job: str, variants: Mapping[str, Variant], workers: int | None = None
@@ -49,8 +57,12 @@ class Deriving:
         self.job = job
         self.variants = variants
         self.workers = workers or os.cpu_count() or 1
+        self._queue: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._feeder: threading.Thread | None = None
         self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
         self._pending: list[tuple[str, tuple[str, ...], Future[Result]]] = []
+        self._dropping = False
 
     def chosen(self, spec: ItemSpec) -> tuple[Variant, ...]:
         """The thumbnail, then the variants ``spec`` asks for (all of the job's by default)."""
@@ -58,48 +70,46 @@ class Deriving:
         return (THUMB, *(self.variants[name] for name in names))
 
     def start(self) -> None:
-        """Start the pool and its workers (blocks: call it off the event loop). Otherwise the
-        first ``submit`` starts them, waiting on the loop for the fork server to be ready. What a
-        killed worker left half-written is removed first."""
-        tidy(self.folder)
-        pool = self._started()
-        for warm in [pool.submit(os.getpid) for _ in range(self.workers)]:
-            warm.result()
+        """Start handing the queued items to the pool; returns at once."""
+        if self._feeder is None:
+            self._feeder = threading.Thread(target=self._feed, name="batchgen-derive", daemon=True)
+            self._feeder.start()
 
-    def _started(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.workers,
-                _context(),
-                initializer=derive.worker_started,
-                initargs=(WORKER_NICE, os.getpid()),
-            )
-        return self._pool
+    def _feed(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # Linux: nice is per thread, and inherited
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+        tidy(self.folder)  # what a killed worker left half-written
+        pool = self._pool = ProcessPoolExecutor(
+            self.workers, _context(), initializer=derive.worker_started, initargs=(WORKER_NICE, os.getpid())
+        )
+        while (task := self._queue.get()) is not None:
+            with self._lock:
+                if not self._dropping:
+                    names = tuple(v.name for v in task.variants)
+                    self._pending.append((task.item_id, names, pool.submit(derive.derive_item, task)))
 
     def submit(self, spec: ItemSpec, files: Sequence[str]) -> None:
         """Derive ``spec``'s item from its images ``files`` (relative to the folder), in the pool."""
         images = tuple(f for f in files if f.lower().endswith(_IMAGE_SUFFIXES))
-        if not images:
-            return
-        pool = self._started()
-        variants = self.chosen(spec)
-        task = Task(str(self.folder), spec.id, images, variants, meta(spec, self.job))
-        self._pending.append(
-            (spec.id, tuple(v.name for v in variants), pool.submit(derive.derive_item, task))
-        )
+        if images:
+            self._queue.put(Task(str(self.folder), spec.id, images, self.chosen(spec), meta(spec, self.job)))
 
-    def drop_waiting(self) -> set[str]:
+    def drop_waiting(self) -> None:
         """Drop the derivations no worker has started (the run was interrupted): the next run or
-        ``batchgen report`` makes them. The ids of the items dropped."""
-        dropped = {item_id for item_id, _, future in self._pending if future.cancel()}
-        self._pending = [p for p in self._pending if not p[2].cancelled()]
-        return dropped
+        ``batchgen report`` makes them."""
+        with self._lock:
+            self._dropping = True
+            self._pending = [p for p in self._pending if not p[2].cancel()]
 
     def close(self, *, stopping: bool = False) -> dict[str, Derived]:
         """Wait for every derivation (``stopping``: for those under way, the rest dropped first),
         shut the pool down; what each item has (blocks)."""
         if stopping:
             self.drop_waiting()
+        self.start()  # what was queued is made, or dropped, by the stage's own thread
+        self._queue.put(None)
+        assert self._feeder is not None
+        self._feeder.join()
         results: dict[str, Derived] = {}
         try:
             for item_id, names, future in self._pending:

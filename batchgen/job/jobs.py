@@ -173,7 +173,7 @@ async def run_manifest(
         on_finished = _deriving_each(planned.items, derive, on_event)
         hooks = _Hooks(on_finished, connect or http_client, sleep, caught if handle_signals else None)
         try:
-            await asyncio.to_thread(derive.start)
+            derive.start()
             run = await _send(job, planned, settings, options, store, shard_label, hooks)
         except BaseException:
             derive.close(stopping=True)  # blocks: the lock is never released while a worker still writes

@@ -121,6 +121,7 @@ def derive_again(job_dir: Path, report: record.Report) -> record.Report:
     done = (ItemStatus.SUCCEEDED, ItemStatus.SKIPPED)
     try:
         with JobLock(job_dir):
+            derive.start()
             for item in report.items:
                 if item.status in done and item.files:
                     derive.submit(specs.get(item.id) or _bare(item.id), item.files)
