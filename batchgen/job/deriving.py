@@ -10,7 +10,6 @@ CPU work, and ``close`` blocks (the run calls it in a thread).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -45,9 +44,8 @@ def _context() -> multiprocessing.context.BaseContext:
 class Deriving:
     """The derivations of one command, in one job folder.
 
-    ``submit`` only queues (the event loop calls it); a thread of the stage's own, at the lowest
-    priority, starts the pool (the fork server and workers it starts inherit that priority) and
-    hands each item to it. ``start`` starts that thread; ``close`` waits for all of it.
+    ``submit`` only queues (the event loop calls it); a thread of the stage's own starts the pool
+    (so the run never waits for it) and hands each item to it. ``start`` starts that thread; ``close`` waits for all of it.
     """
 
     def __init__(
@@ -76,8 +74,8 @@ class Deriving:
             self._feeder.start()
 
     def _feed(self) -> None:
-        with contextlib.suppress(AttributeError, OSError):  # Linux: nice is per thread, and inherited
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+        # Not itself at a lower priority: a thread the OS preempts while it holds the GIL keeps
+        # the event loop waiting. The workers lower their own (``derive.worker_started``).
         tidy(self.folder)  # what a killed worker left half-written
         pool = self._pool = ProcessPoolExecutor(
             self.workers, _context(), initializer=derive.worker_started, initargs=(WORKER_NICE, os.getpid())
