@@ -45,7 +45,8 @@ class Deriving:
     """The derivations of one command, in one job folder.
 
     ``submit`` only queues (the event loop calls it); a thread of the stage's own starts the pool
-    (so the run never waits for it) and hands each item to it. ``start`` starts that thread; ``close`` waits for all of it.
+    (so the run never waits for it) and hands each item to it. ``start`` starts that thread;
+    ``close`` waits for all of it.
     """
 
     def __init__(
