@@ -148,6 +148,8 @@ def worker_started(level: int, command: int) -> None:
     even a ``kill -9`` of it leaves a worker behind."""
     with contextlib.suppress(AttributeError, OSError):
         os.nice(level)
+    with contextlib.suppress(AttributeError, OSError):  # Linux: a core only when nothing else wants it
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     # A Ctrl-C reaches the whole process group: the command decides what stops, and when.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_end_with, args=(command,), name="batchgen-end-with", daemon=True).start()
