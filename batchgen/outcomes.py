@@ -42,6 +42,21 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class Derived:
+    """What the derivation stage left of an item's images (docs/variants.md)."""
+
+    files: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (variant name, its files), thumb included
+    sizes: tuple[tuple[int, ...], ...] = ()  # of each of those files, in bytes
+    upscaled: tuple[str, ...] = ()  # variants that enlarged an original more than 1.25x
+    errors: tuple[tuple[str, str], ...] = ()  # (variant name, why it was not made)
+
+    @property
+    def channels(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The channel variants, without the gallery's thumbnail."""
+        return tuple((name, files) for name, files in self.files if name != "thumb")
+
+
+@dataclass(frozen=True, slots=True)
 class ItemOutcome:
     index: int
     id: str
@@ -58,6 +73,7 @@ class ItemOutcome:
     version: int = 1  # of its image: 2 and up once redone (earlier ones are in history/)
     pixels: tuple[int, int] | None = None  # width and height of its (first) image, when known
     flags: tuple[Flag, ...] = ()
+    derived: Derived | None = None  # its variants, once the derivation stage made them
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ import pytest
 import yaml
 from aioresponses import aioresponses
 
-from batchgen.output import thumbs
 from batchgen.sim.images import png as _png
 from batchgen.sim.settings import SimulatorConfig
 from batchgen.sim.simulator import Simulator
@@ -153,16 +152,6 @@ def batchgen_logger_kept() -> Iterator[None]:
 def _restore_batchgen_logger() -> Iterator[None]:
     with batchgen_logger_kept():
         yield
-
-
-@pytest.fixture(autouse=True)
-def _thumbnail_makers_ended() -> Iterator[None]:
-    """A run's thumbnail maker outlives it; a test's ends with the test, so that none writes
-    into a folder after its test or takes CPU from the next one."""
-    yield
-    for worker in list(thumbs._running):
-        worker.wait(timeout=60)
-    thumbs._reap()
 
 
 @pytest.fixture

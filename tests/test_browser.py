@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from PIL import Image
 
 from batchgen.errors import ErrorClass
 from batchgen.outcomes import ItemStatus
@@ -90,15 +91,15 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Simula
     ]
     manifest = folder / "jobs" / "g.yaml"
     manifest.parent.mkdir()
-    manifest.write_text(
-        yaml.safe_dump({"job": "g", "limits": {**FAST_LIMITS, "max_attempts": 2}, "items": items})
-    )
+    variants = {
+        "amazon": {"size": "200x200", "fit": "pad", "format": "jpeg"},
+        "web": {"width": 300, "format": "webp"},
+    }
+    limits = {**FAST_LIMITS, "max_attempts": 2}
+    manifest.write_text(yaml.safe_dump({"job": "g", "limits": limits, "variants": variants, "items": items}))
     with ThreadedSimulator(SimulatorConfig()) as sim:
         run = ["run", str(manifest), "--output", str(folder / "out"), "-q", "--base-url", sim.base_url]
-        assert cli(*run) == 1
-        # A run does not wait for its thumbnails (its maker finishes them after it);
-        # `batchgen report` makes any not there yet, so every card below has one.
-        assert cli("report", str(folder / "out" / "g")) == 1
+        assert cli(*run) == 1  # its thumbnails and variants made before it returned
         yield folder / "out" / "g", sim
 
 
@@ -147,6 +148,34 @@ def test_the_page_draws_cards_with_thumbnails_and_runs_its_script(
         "safety_filter",
         "server_error",
     ]
+
+
+def test_the_viewer_lists_each_variant_and_opens_it(page: Any, job: tuple[Path, Simulator]) -> None:
+    folder, _ = job
+    open_page(page, folder / "report.html")
+    page.locator(".card[data-id=ok-2]").click()
+    links = page.locator("#viewer-variants a")
+    expect(links).to_have_text(["amazon", "web"])
+    assert [a.get_attribute("href") for a in links.all()] == [
+        "variants/amazon/ok-2.jpg",
+        "variants/web/ok-2.webp",
+    ]
+    image = page.locator("#viewer-image")
+    with Image.open(folder / "images/ok-2.png") as original:  # 4:5, as the relay made it
+        web = [300, round(original.height * 300 / original.width)]
+    for name, path, size in [
+        ("amazon", "variants/amazon/ok-2.jpg", [200, 200]),
+        ("web", "variants/web/ok-2.webp", web),
+    ]:
+        page.get_by_role("link", name=name).click()
+        expect(image).to_have_attribute("src", path)
+        expect(page.get_by_role("link", name=name)).to_have_attribute("aria-current", "true")
+        image.evaluate("img => img.decode()")  # loaded, or the promise rejects
+        assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == size
+    # A card without variants (a failure) lists none.
+    page.locator("#viewer-close").click()
+    page.locator(".card[data-id=refused]").click()
+    expect(links).to_have_count(0)
 
 
 def test_injected_markup_is_shown_as_text_and_runs_nothing(page: Any, job: tuple[Path, Simulator]) -> None:

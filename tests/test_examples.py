@@ -46,6 +46,7 @@ def without_durations(line: str) -> str:
     return re.sub(r"in \d+\.\ds:", "in #s:", line)
 
 
+@pytest.mark.timeout(240)  # the whole demo: 228 images, each with its thumbnail and variants
 def test_the_readme_demo_prints_what_the_readme_shows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -99,6 +99,7 @@ def test_the_source_distribution_carries_what_its_tests_need_and_nothing_else(sd
     assert not [n for n in names if n.startswith(("output/", ".venv/")) or "__pycache__" in n]
 
 
+@pytest.mark.timeout(360)  # runs the README demo test again, from the unpacked sources
 def test_tests_run_from_the_unpacked_source_distribution(sdist: Path, tmp_path: Path) -> None:
     with tarfile.open(sdist) as archive:
         archive.extractall(tmp_path, filter="data")
@@ -119,7 +120,7 @@ def test_tests_run_from_the_unpacked_source_distribution(sdist: Path, tmp_path: 
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
     )
     assert run.returncode == 0, run.stdout[-3000:]

@@ -106,8 +106,21 @@ def test_the_examples_are_all_found() -> None:
 # - where JSON has no word for the difference: n: 2.0 and aspect_ratio: 2.0 (refused by the
 #   validator, which tells YAML's float from an int) and version: true (taken as 1 by the
 #   validator, refused by the schema); base_url oddities (leading spaces, an empty user name).
+_CHANNELS = {
+    "amazon": {"size": "2000x2000", "fit": "pad", "background": "#FFFFFF", "format": "jpeg", "quality": 90},
+    "web": {"width": 1200, "format": "webp", "quality": 82},
+    "square": {"size": "1080x1080", "fit": "crop", "format": "png", "metadata": False},
+    "tall": {"height": 800, "format": "jpeg"},
+    "box": {"width": 800, "height": 600, "format": "webp"},
+}
 GOOD: list[tuple[str, dict[str, Any]]] = [
     ("minimal", {"items": [{"prompt": "a tote bag"}]}),
+    ("variants", job(item(variants=["web"]), item(id="b", variants=[]), variants=_CHANNELS)),
+    (
+        "variants chosen in defaults",
+        {**job(item(), variants=_CHANNELS), "defaults": {"variants": ["amazon"]}},
+    ),
+    ("variants: null", job(item(), variants=None)),
     ("an id", job(item())),
     ("a null id is no id", job(item(id=None))),
     (
@@ -318,6 +331,36 @@ BAD: list[tuple[str, dict[str, Any]]] = [
     ("generate: a size with no placeholder", {"generate": [template(size="3K")]}),
     ("generate: n from a placeholder", {"generate": [template(n="{sku}")]}),
     ("generate: a template without a prompt", {"generate": [block(template={"id": "{sku}"})]}),
+    ("variants: an unknown format", job(item(), variants={"a": {"width": 10, "format": "gif"}})),
+    ("variants: a bad size", job(item(), variants={"a": {"size": "20x", "format": "jpeg"}})),
+    ("variants: a size of 0", job(item(), variants={"a": {"size": "0x10", "format": "jpeg"}})),
+    ("variants: no size at all", job(item(), variants={"a": {"format": "jpeg"}})),
+    ("variants: no format", job(item(), variants={"a": {"width": 10}})),
+    ("variants: size and width", job(item(), variants={"a": {"size": "9x9", "width": 9, "format": "png"}})),
+    ("variants: fit without size", job(item(), variants={"a": {"width": 9, "fit": "pad", "format": "png"}})),
+    (
+        "variants: an unknown fit",
+        job(item(), variants={"a": {"size": "9x9", "fit": "fill", "format": "png"}}),
+    ),
+    ("variants: quality 0", job(item(), variants={"a": {"width": 9, "format": "jpeg", "quality": 0}})),
+    ("variants: quality for png", job(item(), variants={"a": {"width": 9, "format": "png", "quality": 50}})),
+    (
+        "variants: a bad colour",
+        job(item(), variants={"a": {"width": 9, "format": "jpeg", "background": "white"}}),
+    ),
+    (
+        "variants: metadata text",
+        job(item(), variants={"a": {"width": 9, "format": "jpeg", "metadata": "no"}}),
+    ),
+    ("variants: an unknown key", job(item(), variants={"a": {"width": 9, "format": "jpeg", "dpi": 72}})),
+    ("variants: the reserved name", job(item(), variants={"thumb": {"width": 9, "format": "png"}})),
+    ("variants: a capital in a name", job(item(), variants={"Web": {"width": 9, "format": "png"}})),
+    ("variants: a name too long", job(item(), variants={"a" * 33: {"width": 9, "format": "png"}})),
+    ("variants: a list", job(item(), variants=["web"])),
+    (
+        "variants: an item's choice as text",
+        job(item(variants="web"), variants={"web": {"width": 9, "format": "png"}}),
+    ),
 ]
 
 

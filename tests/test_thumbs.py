@@ -5,14 +5,27 @@ from __future__ import annotations
 import io
 import os
 import random
-import sys
-import threading
-from pathlib import Path
 
 import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageOps, ImageStat
 
-from batchgen.output import thumbs
+from batchgen.output.render import UNREADABLE, Source
+from batchgen.output.variants import THUMB, thumb_path
+
+
+class thumbs:
+    """The built-in variant ``thumb``, rendered as the derivation workers render it."""
+
+    LONG_SIDE = 384
+    thumb_path = staticmethod(thumb_path)
+
+    @staticmethod
+    def make(data: bytes) -> bytes | None:
+        try:
+            return Source(data, [THUMB]).render(THUMB, {}).data
+        except UNREADABLE:
+            return None
+
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -243,269 +256,8 @@ def test_a_possible_decompression_bomb_gives_none(monkeypatch: pytest.MonkeyPatc
         ("images/x.v2.png", "thumbs/x.v2.webp"),  # only the last extension goes
         ("images/a..png", "thumbs/a..webp"),
         ("images/noext", "thumbs/noext.webp"),
-        ("images/sub/a.b/c.gif", "thumbs/sub/a.b/c.webp"),  # only the first folder is replaced
-        ("images/images/a.png", "thumbs/images/a.webp"),
         ("a.png", "thumbs/a.webp"),
     ],
 )
 def test_thumb_path(image: str, thumb: str) -> None:
     assert thumbs.thumb_path(image) == thumb
-
-
-def test_write_puts_a_webp_in_place_and_no_temp_file(tmp_path: Path) -> None:
-    data = encoded(quadrants(800, 600), "PNG")
-    assert thumbs.write(tmp_path, "images/a-1.png", data) == "thumbs/a-1.webp"
-    assert os.listdir(tmp_path / "thumbs") == ["a-1.webp"]
-    assert decoded((tmp_path / "thumbs/a-1.webp").read_bytes()).size == (384, 288)
-
-
-def test_write_replaces_an_old_thumbnail(tmp_path: Path) -> None:
-    (tmp_path / "thumbs").mkdir()
-    (tmp_path / "thumbs/a.webp").write_bytes(b"old")
-    assert thumbs.write(tmp_path, "images/a.jpg", encoded(quadrants(100, 50), "JPEG")) == "thumbs/a.webp"
-    assert os.listdir(tmp_path / "thumbs") == ["a.webp"]
-    assert decoded((tmp_path / "thumbs/a.webp").read_bytes()).size == (100, 50)
-
-
-def test_write_of_what_is_not_an_image_writes_nothing(tmp_path: Path) -> None:
-    assert thumbs.write(tmp_path, "images/a.png", b"garbage") is None
-    assert not (tmp_path / "thumbs").exists()
-
-
-def test_write_errors_propagate_and_leave_no_temp_file(tmp_path: Path) -> None:
-    (tmp_path / "thumbs/a.webp").mkdir(parents=True)  # a folder where the thumbnail goes
-    with pytest.raises(OSError):  # noqa: PT011 (IsADirectoryError on Linux, PermissionError elsewhere)
-        thumbs.write(tmp_path, "images/a.png", encoded(quadrants(64, 64), "PNG"))
-    assert os.listdir(tmp_path / "thumbs") == ["a.webp"]
-
-    (tmp_path / "other").mkdir()
-    (tmp_path / "other/thumbs").write_bytes(b"a file, not a folder")
-    with pytest.raises(OSError):  # noqa: PT011
-        thumbs.write(tmp_path / "other", "images/a.png", encoded(quadrants(64, 64), "PNG"))
-
-
-def job(tmp_path: Path, names: dict[str, bytes]) -> Path:
-    """A job folder with these files (paths relative to it)."""
-    for name, data in names.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(data)
-    return tmp_path
-
-
-def test_missing_lists_existing_images_without_a_thumbnail(tmp_path: Path) -> None:
-    png = encoded(quadrants(32, 32), "PNG")
-    folder = job(tmp_path, {"images/a.png": png, "images/b.jpg": png, "images/c.png": png})
-    assert thumbs.missing(folder, ["images/a.png", "images/b.jpg", "images/gone.png"]) == [
-        "images/a.png",
-        "images/b.jpg",
-    ]  # no thumbs/ folder at all yet; an image not on disk is not listed
-    job(tmp_path, {"thumbs/b.webp": b"x", "thumbs/x.webp": b"x"})
-    images = ["images/c.png", "images/a.png", "images/b.jpg", "images/a.png"]
-    assert thumbs.missing(folder, images) == ["images/c.png", "images/a.png"]  # in order, once each
-    assert thumbs.missing(folder, iter(images)) == ["images/c.png", "images/a.png"]
-    assert thumbs.missing(folder, []) == []
-
-
-def test_backfill_makes_only_the_missing_thumbnails(tmp_path: Path) -> None:
-    folder = job(
-        tmp_path,
-        {
-            "images/a.png": encoded(quadrants(600, 300), "PNG"),
-            "images/b.jpg": encoded(quadrants(300, 600), "JPEG"),
-            "images/c.png": encoded(quadrants(50, 50), "PNG"),
-            "images/d.png": b"\x89PNG\r\n\x1a\n corrupt",
-            "thumbs/c.webp": b"kept as it was",
-        },
-    )
-    (folder / "images/e.png").mkdir()  # listed, but cannot be read: skipped, not raised
-    images = [
-        "images/a.png",
-        "images/b.jpg",
-        "images/c.png",
-        "images/d.png",
-        "images/e.png",
-        "images/gone.png",
-    ]
-    assert thumbs.backfill(folder, images, workers=2) == 2
-    assert sorted(os.listdir(folder / "thumbs")) == ["a.webp", "b.webp", "c.webp"]
-    assert decoded((folder / "thumbs/a.webp").read_bytes()).size == (384, 192)
-    assert decoded((folder / "thumbs/b.webp").read_bytes()).size == (192, 384)
-    assert (folder / "thumbs/c.webp").read_bytes() == b"kept as it was"
-    assert thumbs.missing(folder, images) == ["images/d.png", "images/e.png"]  # tried again next time
-    assert thumbs.backfill(folder, images) == 0
-
-
-def test_a_thumbnail_made_while_its_image_was_replaced_is_made_again_from_the_new_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "images").mkdir()
-    image = tmp_path / "images/a.png"
-    image.write_bytes(encoded(Image.new("RGB", (800, 400), RED), "PNG"))
-    new = tmp_path / "images/.new.png"
-    new.write_bytes(encoded(Image.new("RGB", (800, 400), BLUE), "PNG"))
-    real_make = thumbs.make
-
-    def make_while_a_redo_lands(data: bytes) -> bytes | None:
-        if new.exists():
-            os.replace(new, image)  # a new version renamed over the image as its old bytes are read
-        return real_make(data)
-
-    monkeypatch.setattr(thumbs, "make", make_while_a_redo_lands)
-
-    assert thumbs.from_disk(tmp_path, "images/a.png") == "thumbs/a.webp"
-
-    assert close(decoded((tmp_path / "thumbs/a.webp").read_bytes()).getpixel((10, 10)), BLUE)  # type: ignore[arg-type]
-
-
-def images_in(folder: Path, count: int, side: int = 1024) -> list[str]:
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    names = []
-    for k in range(count):
-        picture = Image.new("RGB", (side, side // 2), (k * 40 % 256, 90, 160))
-        (folder / "images" / f"i{k}.png").write_bytes(encoded(picture, "PNG"))
-        names.append(f"images/i{k}.png")
-    return names
-
-
-def test_the_background_maker_makes_each_queued_thumbnail_in_a_process_of_its_own(tmp_path: Path) -> None:
-    maker = thumbs.Background(tmp_path)
-    for image in images_in(tmp_path, 3):
-        maker.add(image)
-
-    assert maker.close(wait_s=60) == 0
-
-    worker = maker._worker
-    assert worker is not None
-    assert worker.pid != os.getpid()
-    assert worker.poll() == 0  # it finished its list and ended
-    assert sorted(os.listdir(tmp_path / "thumbs")) == ["i0.webp", "i1.webp", "i2.webp"]
-    assert decoded((tmp_path / "thumbs/i0.webp").read_bytes()).size == (384, 192)
-
-
-def test_closing_hands_the_rest_over_at_once_and_the_maker_finishes_it_after_the_run(tmp_path: Path) -> None:
-    maker = thumbs.Background(tmp_path)
-    images = images_in(tmp_path, 40, side=2048)
-    for image in images:
-        maker.add(image)
-
-    left = maker.close()  # no wait: 40 thumbnails of 2048-px images take seconds
-
-    worker = maker._worker
-    assert worker is not None
-    assert left > 0
-    assert worker.poll() is None  # still at it, with its whole list
-    assert os.getsid(worker.pid) == worker.pid  # a session of its own: a Ctrl-C to the run spares it
-    assert maker.handed == len(images)  # all of it, before close returned
-    maker.add(images[0])  # after close: ignored
-    assert maker.handed == len(images)
-    assert worker.wait(timeout=120) == 0
-    assert thumbs.missing(tmp_path, images) == []
-    assert sorted(os.listdir(tmp_path / "thumbs")) == sorted(f"{Path(i).stem}.webp" for i in images)
-
-
-def test_a_maker_stopped_by_sigterm_leaves_whole_thumbnails_and_report_makes_the_rest(tmp_path: Path) -> None:
-    maker = thumbs.Background(tmp_path)
-    images = images_in(tmp_path, 40, side=2048)
-    for image in images:
-        maker.add(image)
-    maker.close()
-    worker = maker._worker
-    assert worker is not None
-
-    worker.terminate()  # a machine shutting down, a container stopped
-    worker.wait(timeout=60)
-
-    made = sorted(os.listdir(tmp_path / "thumbs")) if (tmp_path / "thumbs").exists() else []
-    assert all(name.endswith(".webp") for name in made)  # no temp file left by the stop
-    left = thumbs.missing(tmp_path, images)
-    assert len(left) == len(images) - len(made) > 0
-    assert thumbs.backfill(tmp_path, images) == len(left)
-    assert thumbs.missing(tmp_path, images) == []
-
-
-class Clock:
-    """A run's CPU share as the maker's feeder sees it: busy or quiet, and how often it looked."""
-
-    def __init__(self, share: float) -> None:
-        self.share = share
-        self.looked = threading.Semaphore(0)
-
-    def __call__(self) -> float:
-        self.looked.release()
-        return self.share
-
-
-def test_while_the_run_is_quiet_each_image_gets_its_thumbnail_during_the_run(tmp_path: Path) -> None:
-    quiet = Clock(0.1)
-    maker = thumbs.Background(tmp_path, tick_s=0.001, cpu_share=quiet)
-    images = images_in(tmp_path, 5)
-    for image in images:
-        maker.add(image)
-
-    assert maker.wait_made(5, timeout=60)  # before the run ends, not after
-
-    assert thumbs.missing(tmp_path, images) == []
-    assert maker.close() == 0
-
-
-def test_while_the_run_keeps_the_cpu_busy_its_thumbnails_wait_for_its_end(tmp_path: Path) -> None:
-    busy = Clock(thumbs.Background.BUSY_SHARE)
-    maker = thumbs.Background(tmp_path, tick_s=0.001, cpu_share=busy)
-    images = images_in(tmp_path, 5)
-    for image in images:
-        maker.add(image)
-    for _ in range(20):  # twenty looks at a busy run
-        assert busy.looked.acquire(timeout=60)
-
-    assert maker.handed == 0
-    assert maker._worker is None  # not even started: starting it takes CPU too
-    assert not (tmp_path / "thumbs").exists()
-
-    maker.close()
-
-    worker = maker._worker
-    assert worker is not None
-    assert maker.handed == 5  # all of it at the end
-    assert worker.wait(timeout=60) == 0
-    assert thumbs.missing(tmp_path, images) == []
-
-
-def test_the_maker_is_handed_no_more_than_it_can_keep_up_with(tmp_path: Path) -> None:
-    quiet = Clock(0.0)
-    maker = thumbs.Background(tmp_path, tick_s=0.001, cpu_share=quiet)
-    for image in images_in(tmp_path, 12, side=2048):
-        maker.add(image)
-    for _ in range(50):
-        assert quiet.looked.acquire(timeout=60)
-        assert maker.handed - maker.made <= thumbs.Background.OUTSTANDING
-    maker.close()
-
-
-def test_a_job_without_images_never_starts_the_maker(tmp_path: Path) -> None:
-    maker = thumbs.Background(tmp_path)
-    assert maker.close(wait_s=0) == 0
-    assert maker._worker is None
-
-
-def test_closing_never_hangs_on_a_full_backlog_nobody_reads_any_more(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))  # the maker cannot start
-    quiet = Clock(0.0)
-    maker = thumbs.Background(tmp_path, backlog=2, tick_s=0.001, cpu_share=quiet)
-    images = images_in(tmp_path, 5)
-    maker.add(images[0])
-    assert quiet.looked.acquire(timeout=60)  # the feeder tries the maker, fails, and stops
-    feeder = maker._feeder
-    assert feeder is not None
-    feeder.join(timeout=60)
-    for image in images[1:]:  # two fill the backlog, the rest are left for `batchgen report`
-        maker.add(image)
-    closed: list[int] = []
-
-    closing = threading.Thread(target=lambda: closed.append(maker.close(hand_over_s=1.0)), daemon=True)
-    closing.start()
-    closing.join(timeout=30)
-
-    assert closed == [3]  # returned, with the three it had queued still to make
-    assert maker._worker is None

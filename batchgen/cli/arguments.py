@@ -206,7 +206,9 @@ def _validate_command(commands: _Commands) -> None:
 
 def _report_command(commands: _Commands) -> None:
     report_cmd = commands.add_parser(
-        "report", help="print a job's summary and rebuild its report.html from report.json"
+        "report",
+        help="print a job's summary, make the thumbnails and variants a run left unmade, and rebuild"
+        " its report.html from report.json",
     )
     report_cmd.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
     _logging_flags(report_cmd)

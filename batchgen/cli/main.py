@@ -21,7 +21,6 @@ from batchgen.cli.progress import ProgressBar, TqdmLogHandler
 from batchgen.errors import JobLockedError, ManifestError, StoreError, UsageError
 from batchgen.job import jobs, memory, reopen
 from batchgen.outcomes import Event, JobStatus
-from batchgen.output import thumbs
 from batchgen.plan import estimate
 from batchgen.plan.resume import Mode
 from batchgen.report import cards, gallery, merge, record
@@ -237,11 +236,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    report = record.read(args.job_dir)
-    images = [f for item in report.items for f in item.files if not f.endswith(".json")]
-    made = thumbs.backfill(args.job_dir, images)
-    if made:
-        log.info("made %d missing thumbnail(s)", made)
+    report = reopen.derive_again(args.job_dir, record.read(args.job_dir))
     gallery.write(args.job_dir, report, cards.from_folder(args.job_dir, report))
     _summary(args, report, args.job_dir)
     return exit_code(report)

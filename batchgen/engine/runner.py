@@ -26,7 +26,6 @@ from batchgen.engine.writing import Writer
 from batchgen.manifest.references import ReferenceLoader
 from batchgen.manifest.spec import ItemSpec
 from batchgen.outcomes import Event, ItemFinished, ItemOutcome, ItemStatus, JobStarted
-from batchgen.output import thumbs
 from batchgen.output.journal import Journal
 from batchgen.output.store import JobStore
 from batchgen.plan.resume import Mode
@@ -65,7 +64,6 @@ class Runner:
     guards: Guards = field(default_factory=Guards.from_limits)
     requests_per_minute: float | None = None
     io: Executor | None = None  # threads for blocking file work (None: the loop's default)
-    thumbnails: thumbs.Background | None = None  # makes the gallery's previews of what is written
     room: ImageRoom = field(default_factory=ImageRoom)  # answers' images held in memory at once
 
     def __post_init__(self) -> None:
@@ -83,7 +81,7 @@ class Runner:
             sleep,
             lambda event: self.on_event(event),
         )
-        self.writer = Writer(self.store, self.journal, self.io, self.thumbnails)
+        self.writer = Writer(self.store, self.journal, self.io)
         self.item = ItemAttempt(
             self.job,
             sender,

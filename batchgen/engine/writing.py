@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from batchgen.images import GeneratedImage
 from batchgen.manifest.references import LoadedReference, LocalReference, Reference
-from batchgen.output import history, thumbs
+from batchgen.output import history, variants
 from batchgen.output.journal import Entry, Journal
 from batchgen.output.sidecar import Sidecar
 from batchgen.output.store import JobStore, StoredFile
@@ -38,7 +38,6 @@ class Writer:
     store: JobStore
     journal: Journal | None = None
     io: Executor | None = None  # threads for blocking file work (None: the loop's default)
-    thumbnails: thumbs.Background | None = None  # makes the gallery's previews of what is written
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Reading references, writing files, appending to the journal: in the I/O threads."""
@@ -59,11 +58,9 @@ class Writer:
         """``replacing``: the entry of the image these replace, moved into history/ first."""
         if replacing is not None:
             history.keep(self.store, [*(f.path for f in replacing.files), request.sidecar], replacing.version)
-            thumbs.forget(self.store.root, (f.path for f in replacing.files))  # never the old picture's
+            # Never a thumbnail or variant of the old picture beside the new one.
+            variants.forget(self.store.root, request.id, (f.path for f in replacing.files))
         stored = self.store.write_images(request.image_stems, images)
-        if self.thumbnails is not None:
-            for kept in stored:
-                self.thumbnails.add(kept.path)
         shown = [_describe(ref, got) for ref, got in zip(request.references, loaded, strict=True)]
         # The sidecar is metadata the journal also holds (files, sizes, sha256): it is renamed
         # into place whole, and made durable with the rest of the job's files at the end.

@@ -19,12 +19,12 @@ from batchgen import config, manifest
 from batchgen.engine.guards import Guards
 from batchgen.engine.retry import RetryPolicy
 from batchgen.errors import ManifestError, Problem, StoreError, UsageError
-from batchgen.job import memory, reporting, unchanged
+from batchgen.job import deriving, memory, reporting, unchanged
 from batchgen.job.signals import Caught, signals
 from batchgen.job.unchanged import Unchanged
 from batchgen.manifest.references import ReferenceLoader
-from batchgen.outcomes import Event
-from batchgen.output import journal, thumbs
+from batchgen.outcomes import Event, ItemFinished, ItemStatus
+from batchgen.output import journal
 from batchgen.output.lock import JobLock
 from batchgen.output.store import JobStore
 from batchgen.plan import pricing, shard
@@ -166,13 +166,39 @@ async def run_manifest(
         planned = await asyncio.to_thread(_plan, job, settings, options, store)
         unchanged.forget(store)  # what this run changes, no stamp of the last one vouches for
         caught = Caught()
-        hooks = _Hooks(on_event, connect or http_client, sleep, caught if handle_signals else None)
-        run = await _send(job, planned, settings, options, store, shard_label, hooks)
+        derive = deriving.Deriving(folder, job.job, job.variants)
+        on_finished = _deriving_each(planned.items, derive, on_event)
+        hooks = _Hooks(on_finished, connect or http_client, sleep, caught if handle_signals else None)
+        try:
+            derive.start()
+            run = await _send(job, planned, settings, options, store, shard_label, hooks)
+        except BaseException:
+            derive.close(stopping=True)  # blocks: the lock is never released while a worker still writes
+            raise
+        # Every item's thumbnail and variants are made before the lock is released.
+        made = await asyncio.to_thread(partial(derive.close, stopping=run.interrupted is not None))
+        run.outcomes = deriving.attach(run.outcomes, made)
         stamps = options.mode in unchanged.WRITTEN_BY
         stamp_key = unchanged.key(job, options.shard, options.prices) if stamps else None
         with memory.bulk():
             report = reporting.write_report(job, planned.items, run, store, shard_label, sources, stamp_key)
     return JobOutput(report, folder, caught.signum)
+
+
+def _deriving_each(
+    items: Sequence[manifest.ItemSpec], derive: deriving.Deriving, on_event: Callable[[Event], None]
+) -> Callable[[Event], None]:
+    """``on_event``, and each item that ends with images (written now, or by an earlier run)
+    handed to the derivation stage as it ends: after its image is written, never before."""
+    specs = {spec.index: spec for spec in items}
+    done = (ItemStatus.SUCCEEDED, ItemStatus.SKIPPED)
+
+    def finished(event: Event) -> None:
+        if isinstance(event, ItemFinished) and event.outcome.status in done and event.outcome.files:
+            derive.submit(specs[event.outcome.index], event.outcome.files)
+        on_event(event)
+
+    return finished
 
 
 @dataclass(frozen=True)
@@ -234,7 +260,6 @@ async def _send(
     io = ThreadPoolExecutor(
         max_workers=IO_THREADS, thread_name_prefix="batchgen-io", initializer=_background_priority
     )
-    previews = thumbs.Background(store.root)
     limits = settings.limits
     try:
         book.run_started(job.path, time.time(), shard_label)
@@ -252,7 +277,6 @@ async def _send(
                 mode=options.mode,
                 requests_per_minute=limits.requests_per_minute,
                 io=io,
-                thumbnails=previews,
                 guards=Guards.from_limits(limits, options.max_failures, options.max_cost),
             )
             caught = hooks.signals
@@ -262,9 +286,6 @@ async def _send(
         io.shutdown(wait=True)
         book.close()
         store.sync()
-        left = previews.close()  # the run never waits for its previews
-        if left:
-            log.info("%d thumbnail(s) to make after the run; meanwhile the gallery shows the image", left)
 
 
 def _sources(job: manifest.Manifest, options: RunOptions) -> list[tuple[str, manifest.Signature]]:

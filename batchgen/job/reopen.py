@@ -1,5 +1,6 @@
-"""A job folder opened again (``retry``, ``redo``): the manifest it was made from, found
-where the folder is now, and the ids a redo names (or the flags it names), checked against the job."""
+"""A job folder opened again (``retry``, ``redo``, ``report``): the manifest it was made from,
+found where the folder is now, the ids a redo names (or the flags it names), checked against the
+job, and the derived images a run did not leave, made again."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from batchgen import manifest
-from batchgen.errors import UsageError
+from batchgen.errors import JobLockedError, ManifestError, UsageError
+from batchgen.job.deriving import Deriving
 from batchgen.job.jobs import RunOptions
-from batchgen.outcomes import FLAGS
+from batchgen.outcomes import FLAGS, Derived, ItemStatus
 from batchgen.output import journal
+from batchgen.output.lock import JobLock
+from batchgen.output.store import JobStore
 from batchgen.plan import shard
+from batchgen.report import record
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +113,53 @@ def find_manifest(job_dir: Path, state: journal.JournalState) -> Path:
     else:
         where = f"no longer at {recorded}"
     raise UsageError(f"{job_dir}: the manifest it was made from is {where}; give it with --manifest FILE")
+
+
+def derive_again(job_dir: Path, report: record.Report) -> record.Report:
+    """``batchgen report``: the thumbnails and variants a run did not leave (killed first, or
+    a job folder from before they existed) made, under the job's lock; the report with them.
+
+    The variants need the manifest they are defined in; without one, thumbnails only.
+    """
+    state = journal.read(job_dir)
+    try:
+        job: manifest.Manifest | None = (
+            manifest.load(find_manifest(job_dir, state)) if state.manifest else None
+        )
+    except (UsageError, ManifestError) as exc:
+        log.warning(
+            "%s: variants are made from the manifest, which cannot be read (%s); thumbnails only",
+            job_dir,
+            exc,
+        )
+        job = None
+    specs = {spec.id: spec for spec in job.items} if job is not None else {}
+    derive = Deriving(job_dir, report.job, job.variants if job is not None else {})
+    done = (ItemStatus.SUCCEEDED, ItemStatus.SKIPPED)
+    try:
+        with JobLock(job_dir):
+            derive.start()
+            for item in report.items:
+                if item.status in done and item.files:
+                    derive.submit(specs.get(item.id) or _bare(item.id), item.files)
+            results = derive.close()
+    except JobLockedError:
+        log.info("%s: a run holds the job; it makes the thumbnails and variants itself", job_dir)
+        return report
+    items = tuple(_with(item, results.get(item.id)) for item in report.items)
+    if items == report.items:
+        return report
+    found = replace(report, items=items)
+    record.write(JobStore(job_dir), found)
+    return found
+
+
+def _bare(item_id: str) -> manifest.ItemSpec:
+    """An item known only by its id: it gets its thumbnail, and no variant."""
+    return manifest.ItemSpec(0, item_id, "", "", "", 1, "b64_json", {}, (), variants=())
+
+
+def _with(item: record.ReportItem, derived: Derived | None) -> record.ReportItem:
+    if derived is None:
+        return item
+    return replace(item, variants=derived.channels, upscaled=derived.upscaled, variant_errors=derived.errors)

@@ -127,4 +127,5 @@ def _cards(outcomes: Sequence[ItemOutcome], params: Iterable[Mapping[str, Any]])
             version=outcome.version,
             pixels=outcome.pixels,
             flags=tuple(flag.value for flag in outcome.flags),
+            variants=outcome.derived.channels if outcome.derived else (),
         )

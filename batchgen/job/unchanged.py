@@ -7,15 +7,16 @@ stamp in the job folder, ``unchanged.json``, the way ``make`` trusts file times:
   (the manifest, its CSVs, its local references, the price table);
 - the journal's size and modification time;
 - what the report and the gallery say about each item, in order (id, prompt, attempts,
-  version, files with their sizes, pixel size, flags, the request's parameters) and the
-  manifest's warnings.
+  version, files with their sizes, pixel size, flags, the request's parameters, its thumbnails
+  and variants with their sizes) and the manifest's warnings.
 
 The next ``batchgen run`` reads only the manifest's header. If the stamp is for the same manifest,
-shard, price table and batchgen version, every source file is as it was, the journal has not been
-written since and every image is still there at its size, the run writes its report and gallery
-from the stamp and sends nothing: exactly what expanding the manifest would have ended in. Any
-difference, and the run takes the long way. The change time cannot be set back by a user (``touch``
-sets the modification time only), so an edited file is never mistaken for an unchanged one.
+shard, price table and batchgen version, every source file is as it was, the journal has not
+been written since and every image, thumbnail and variant is still there at its size, the run
+writes its report and gallery from the stamp and sends nothing: exactly what expanding the
+manifest would have ended in. Any difference, and the run takes the long way. The change time
+cannot be set back by a user (``touch`` sets the modification time only), so an edited file is
+never mistaken for an unchanged one.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ import orjson
 
 from batchgen import __version__, manifest
 from batchgen.manifest.spec import Manifest, Signature
-from batchgen.outcomes import FLAGS, ItemOutcome, ItemStatus
+from batchgen.outcomes import FLAGS, Derived, ItemOutcome, ItemStatus
 from batchgen.output import journal, paths
 from batchgen.output.store import JobStore
 from batchgen.plan.resume import Mode
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: with each item's pixel size and flags
+FORMAT = 3  # 2: pixel sizes and flags; 3: thumbnails and variants
 
 # The stamp policy, whole. Runs in these modes compare every item with its journal entry, so what
 # they end with may be stamped ...
@@ -72,6 +73,7 @@ class Stamp:
     warnings: tuple[str, ...]
     pixels: tuple[tuple[int, int] | None, ...]  # per item: width, height of its first image, if known
     flags: tuple[tuple[str, ...], ...]  # per item
+    derived: tuple[Any, ...]  # per item: [[[variant, [[path, bytes], ...]], ...], upscaled] or None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +91,7 @@ class Stamp:
             "warnings": self.warnings,
             "pixels": self.pixels,
             "flags": self.flags,
+            "derived": self.derived,
         }
 
     @classmethod
@@ -111,6 +114,7 @@ class Stamp:
             warnings=tuple(data["warnings"]),
             pixels=tuple((int(p[0]), int(p[1])) if p else None for p in data["pixels"]),
             flags=tuple(tuple(str(f) for f in item) for item in data["flags"]),
+            derived=tuple(data["derived"]),
         )
 
 
@@ -187,7 +191,8 @@ def outcomes(stamp: Stamp, store: JobStore) -> list[ItemOutcome] | None:
     for index, (item_id, prompt, attempts, version, files, pixels, flags) in enumerate(
         zip(*columns, strict=True)
     ):
-        if not store.intact(files):
+        derived = _derived(stamp.derived[index])
+        if not store.intact(files) or not _derived_intact(store, derived):
             return None
         names: tuple[str, ...]
         sizes: tuple[int, ...]
@@ -207,9 +212,41 @@ def outcomes(stamp: Stamp, store: JobStore) -> list[ItemOutcome] | None:
                 version=version,
                 pixels=pixels,
                 flags=tuple(FLAGS[name] for name in flags if name in FLAGS),
+                derived=derived,
             )
         )
     return made
+
+
+def _derived(saved: Any) -> Derived | None:
+    if saved is None:
+        return None
+    files, upscaled = saved
+    return Derived(
+        files=tuple((name, tuple(p for p, _ in made)) for name, made in files),
+        sizes=tuple(tuple(size for _, size in made) for _, made in files),
+        upscaled=tuple(upscaled),
+    )
+
+
+def _derived_intact(store: JobStore, derived: Derived | None) -> bool:
+    """Every thumbnail and variant still there at its size: a deleted one is made again."""
+    if derived is None:
+        return True
+    return all(
+        not files or store.intact(list(zip(files, sizes, strict=True)))
+        for (_, files), sizes in zip(derived.files, derived.sizes, strict=True)
+    )
+
+
+def _saved(derived: Derived | None) -> Any:
+    if derived is None:
+        return None
+    files = [
+        [name, [[path, size] for path, size in zip(paths, sizes, strict=True)]]
+        for (name, paths), sizes in zip(derived.files, derived.sizes, strict=True)
+    ]
+    return [files, list(derived.upscaled)]
 
 
 def write(
@@ -242,6 +279,7 @@ def write(
         warnings=tuple(str(w) for w in warnings),
         pixels=tuple(o.pixels for o in outcomes),
         flags=tuple(tuple(flag.value for flag in o.flags) for o in outcomes),
+        derived=tuple(_saved(o.derived) for o in outcomes),
     )
     # Compact and not fsync'd: lost to a power cut, the next run takes the long way, that is all.
     store.write_bytes(paths.STAMP, orjson.dumps(stamp.to_json()), durable=False)
@@ -255,9 +293,12 @@ def forget(store: JobStore) -> None:
 
 
 def stampable(outcomes: Sequence[ItemOutcome]) -> bool:
-    """Every item made (now or before) and nothing to fetch or retry."""
+    """Every item made (now or before), every variant made, and nothing to fetch or retry."""
     return bool(outcomes) and all(
-        o.status in (ItemStatus.SUCCEEDED, ItemStatus.SKIPPED) and len(o.sizes) == len(o.files) and o.files
+        o.status in (ItemStatus.SUCCEEDED, ItemStatus.SKIPPED)
+        and len(o.sizes) == len(o.files)
+        and o.files
+        and not (o.derived and o.derived.errors)
         for o in outcomes
     )
 

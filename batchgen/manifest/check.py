@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from batchgen.config import ApiSettings
-from batchgen.manifest import fields, references
+from batchgen.manifest import fields, references, variants
 from batchgen.manifest.catalog import Where
 from batchgen.manifest.defaults import DEFAULT_KEYS, Specs, derived_id, merge
 from batchgen.manifest.fields import ITEM_KEYS, MAX_REFERENCES, check_id
@@ -114,6 +115,7 @@ class LevelChecker:
         self.problems = problems
         self.references = ReferenceChecker(header, problems, sources)
         self.reference_field = header.api.reference_field
+        self.variants = header.variant_names
 
     def defaults(self, raw: dict[str, Any]) -> Level:
         """``defaults:``: any item field but the id."""
@@ -138,8 +140,9 @@ class LevelChecker:
                     valid = False
                 else:
                     out[field] = refs
-            elif field in fields.CHECKS:
-                normal, error = fields.CHECKS[field](value)
+            elif field in fields.CHECKS or field == "variants":
+                check = fields.CHECKS.get(field) or partial(variants.check_choice, known=self.variants)
+                normal, error = check(value)
                 if error:
                     self.problems.error(error, prefix + field, where)
                     valid = False

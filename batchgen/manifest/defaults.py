@@ -63,6 +63,7 @@ class Specs:
             response_format=merged.get("response_format", "b64_json"),
             extra_fields=self._extra(merged["extra_fields"]),
             references=self._reference_tuple(merged.get("references", ())),
+            variants=merged.get("variants"),
         )
 
     def _extra(self, extra: dict[str, Any]) -> Mapping[str, Any]:

@@ -22,6 +22,8 @@ ID_HELP = "must be 1-100 of A-Z a-z 0-9 . _ -, not start with '.', and contain n
 # ID_RULE and the "no '..'" that ``check_id`` adds, as one pattern: what a JSON Schema can carry.
 ID_PATTERN = r"^(?!.*\.\.)" + ID_RULE.pattern.removeprefix("^")
 DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,")
+VARIANT_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
+VARIANT_NAME_HELP = "must be 1-32 of a-z 0-9 _ -"
 
 Checked = tuple[Any, str | None]  # (normalised value, error message or None)
 
@@ -189,6 +191,11 @@ ITEM_FIELDS: Mapping[str, Key] = {
         "Any provider field, sent verbatim; unknown keys and unusual values only warn.",
         {"type": "object"},
         check_extra_fields,
+    ),
+    # Checked against the job's variants (manifest/variants.py); never part of the request.
+    "variants": Key(
+        "The job's variants this item gets, by name; default: all of them; [] none.",
+        {"type": "array", "items": {"type": "string", "pattern": VARIANT_NAME.pattern}, "uniqueItems": True},
     ),
 }
 

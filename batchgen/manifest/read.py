@@ -17,11 +17,12 @@ from batchgen.config import (
     check_base_url,
     check_limit,
 )
-from batchgen.manifest import catalog
+from batchgen.manifest import catalog, variants
 from batchgen.manifest.catalog import Where
 from batchgen.manifest.fields import ID_HELP, ID_PATTERN, Key, check_id
 from batchgen.manifest.problems import Problems
 from batchgen.manifest.spec import Manifest, Sources
+from batchgen.output.variants import THUMB_NAME
 
 # The keys of each mapping the validator knows, from the tables ``schema`` reads too (see fields.Key).
 # Nested mappings (defaults, limits, api, items, generate) hold their own tables: their keys here
@@ -47,6 +48,11 @@ TOP_FIELDS: Mapping[str, Key] = {
         "A price table file next to the manifest (a copy of batchgen/plan/prices.json with your relay's"
         " prices), for the cost estimates.",
         {"type": ["string", "null"], "minLength": 1},
+    ),
+    "variants": Key(
+        "Names (1-32 of a-z 0-9 _ -, not thumb) to the channel variants made from every image:"
+        " size and fit or width/height, format, quality, background, metadata.",
+        {"type": ["object", "null"]},
     ),
     "items": Key("The requests, one mapping each, with at least a prompt.", {"type": ["array", "null"]}),
     "generate": Key(
@@ -105,7 +111,10 @@ def header(data: dict[str, Any], path: Path, problems: Problems, sources: Source
     limits = _limits(section(data, "limits", problems), problems)
     api = _api(section(data, "api", problems), problems)
     prices = _prices(data.get("prices"), path.parent, problems, sources)
-    return Manifest(path, str(job), (), limits, api, (), prices)
+    raw = data.get("variants")
+    derived = variants.section(raw, problems)
+    names = tuple(str(n) for n in raw if n != THUMB_NAME) if isinstance(raw, dict) else ()
+    return Manifest(path, str(job), (), limits, api, (), prices, variants=derived, variant_names=names)
 
 
 def section(data: dict[str, Any], key: str, problems: Problems) -> dict[str, Any]:

@@ -6,8 +6,8 @@ must never accept what ``batchgen validate`` refuses, nor refuse what it accepts
 That is why nothing here lists a key or a bound: this module owns only how the
 tables are put together. Which keys exist, what each takes and the help shown
 beside it come from the modules that validate them: ``read.TOP_FIELDS`` and
-``read.API_FIELDS``, ``fields.ITEM_FIELDS``, ``config.LIMIT_RULES`` and
-``catalog.BLOCK_FIELDS``; a key added to one of them appears in both.
+``read.API_FIELDS``, ``fields.ITEM_FIELDS``, ``config.LIMIT_RULES``,
+``variants.VARIANT_FIELDS`` and ``catalog.BLOCK_FIELDS``; a key added to one of them appears in both.
 
 What the validator decides with the files at hand (references and CSV files, the
 placeholders a CSV header allows, unique ids, the size of a request) no schema can
@@ -27,8 +27,10 @@ from typing import Any
 from batchgen.config import LIMIT_NAMES, LIMIT_RULES, Limits
 from batchgen.manifest.catalog import BLOCK_FIELDS, BLOCK_KEYS
 from batchgen.manifest.defaults import DEFAULT_KEYS
-from batchgen.manifest.fields import ITEM_FIELDS, ITEM_KEYS, Key
+from batchgen.manifest.fields import ITEM_FIELDS, ITEM_KEYS, VARIANT_NAME, Key
 from batchgen.manifest.read import API_FIELDS, API_KEYS, TOP_FIELDS, TOP_KEYS
+from batchgen.manifest.variants import VARIANT_FIELDS, VARIANT_KEYS
+from batchgen.output.variants import THUMB_NAME
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ITEM_REF = "#/$defs/item"
@@ -78,6 +80,10 @@ def _top() -> dict[str, Any]:
         "limits": {"properties": _limits(), "additionalProperties": False},
         "api": {"properties": _properties(API_FIELDS, API_KEYS), "additionalProperties": False},
         "items": {"items": {"$ref": ITEM_REF}},
+        "variants": {
+            "propertyNames": {"pattern": VARIANT_NAME.pattern, "not": {"const": THUMB_NAME}},
+            "additionalProperties": _variant(),
+        },
         # One block written without the list is taken as a list of one.
         "generate": {
             "anyOf": [
@@ -88,6 +94,26 @@ def _top() -> dict[str, Any]:
         },
     }
     return {name: _described(TOP_FIELDS[name], **nested.get(name, {})) for name in TOP_KEYS}
+
+
+def _variant() -> dict[str, Any]:
+    """One channel variant: a box (size, with fit) or one or two sides, and a format. Every format
+    is listed, avif too: the shipped file is the same everywhere, and ``validate`` says where the
+    installed Pillow cannot write one."""
+    properties = _properties(VARIANT_FIELDS, VARIANT_KEYS)
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": sorted(name for name in VARIANT_KEYS if VARIANT_FIELDS[name].required),
+        "additionalProperties": False,
+        "anyOf": [{"required": ["size"]}, {"required": ["width"]}, {"required": ["height"]}],
+        "dependentSchemas": {
+            "size": {"not": {"anyOf": [{"required": ["width"]}, {"required": ["height"]}]}},
+            "fit": {"required": ["size"]},
+        },
+        "if": {"properties": {"format": {"const": "png"}}, "required": ["format"]},
+        "then": {"not": {"required": ["quality"]}},
+    }
 
 
 def _limits() -> dict[str, Any]:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from batchgen.config import ApiSettings, Limits
 from batchgen.errors import Problem
 from batchgen.manifest.references import Reference
+from batchgen.output.variants import Variant
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,7 @@ class ItemSpec:
     response_format: str
     extra_fields: Mapping[str, Any]
     references: tuple[Reference, ...]
+    variants: tuple[str, ...] | None = None  # the job's variants it gets; None: all of them
 
     @property
     def image_size(self) -> str | None:
@@ -53,6 +55,8 @@ class Manifest:
     # table), each with its signature taken before it was read: what a re-run compares to know
     # that nothing changed since (see ``unchanged``).
     sources: tuple[tuple[str, Signature], ...] = ()
+    variants: Mapping[str, Variant] = field(default_factory=dict)  # name: how to make it
+    variant_names: tuple[str, ...] = ()  # every name the section gives, a mistaken variant's too
 
 
 Signature = tuple[int, int, int, int]  # size, modification and change times (ns), inode

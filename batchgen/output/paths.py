@@ -7,7 +7,9 @@
     <job>/report.json, report.html     the report (report/record.py) and the gallery
     <job>/unchanged.json               the stamp of a finished job (job/unchanged.py)
     <job>/.lock                        held while a run works in the folder (output/lock.py)
-    <job>/thumbs/<stem>.webp           the gallery's previews (``thumbs.thumb_path``)
+    <job>/thumbs/<stem>.webp           the gallery's previews, the built-in variant ``thumb``
+    <job>/variants/<name>/<stem>.<ext> the channel variants (``variants.Variant.path``)
+    <job>/derived/<id>.json            what was derived from an item's images (``variants.Record``)
 
 All relative to the job folder, with ``/`` between parts, as they appear in the journal,
 the sidecars and the report.

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from batchgen.manifest import provider
@@ -26,6 +26,7 @@ class Estimate:
     total: float
     currency: str
     source: str
+    variants: dict[str, tuple[str, int]] = field(default_factory=dict)  # name: (what it is, images)
 
     def lines(self) -> list[str]:
         lines = [
@@ -37,6 +38,8 @@ class Estimate:
             money = f"~{self.currency} {cost:,.2f}"
             lines.append(f"  {model:<18} {klass:>3}  {requests:>6} requests {count:>6} images  {money}")
         lines.append(f"  estimated cost ~{self.currency} {self.total:,.2f} (estimates from {self.source})")
+        for name, (what, count) in self.variants.items():
+            lines.append(f"  variant {name}: {what}, {count} images (made here, nothing sent)")
         return lines
 
     def fields(self) -> dict[str, Any]:
@@ -55,6 +58,7 @@ class Estimate:
             "estimated_cost": round(self.total, 4),
             "currency": self.currency,
             "prices": self.source,
+            "variants": {name: {"spec": what, "images": n} for name, (what, n) in self.variants.items()},
         }
 
 
@@ -88,4 +92,24 @@ def summary(job: Manifest, prices: PriceTable) -> Estimate:
         total=sum(row[4] for row in rows),
         currency=prices.currency,
         source=str(prices.source),
+        variants=_variants(job),
     )
+
+
+def _variants(job: Manifest) -> dict[str, tuple[str, int]]:
+    """Each variant of the job, said in a few words, and how many images get it."""
+    counts = dict.fromkeys(job.variants, 0)
+    for item in job.items:
+        for name in job.variants if item.variants is None else item.variants:
+            counts[name] += item.n
+    found = {}
+    for name, v in job.variants.items():
+        box = (
+            f"{v.width}x{v.height} {v.fit}"
+            if v.width and v.height
+            else f"width {v.width}"
+            if v.width
+            else f"height {v.height}"
+        )
+        found[name] = (f"{box} {v.format}", counts[name])
+    return found

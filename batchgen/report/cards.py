@@ -53,4 +53,5 @@ def from_folder(folder: Path, report: Report, entries: Mapping[str, Entry] | Non
             version=item.version if item.version > 1 or entry is None else entry.version,
             pixels=item.pixels,
             flags=tuple(flag.value for flag in item.flags),
+            variants=item.variants,
         )

@@ -31,7 +31,7 @@ import orjson
 
 from batchgen.errors import ErrorClass
 from batchgen.outcomes import ItemStatus
-from batchgen.output import paths, thumbs
+from batchgen.output import paths, variants
 from batchgen.output.store import JobStore
 from batchgen.report.record import Report, ReportFailure, iso
 
@@ -57,6 +57,7 @@ class Card(NamedTuple):
     version: int = 1
     pixels: tuple[int, int] | None = None  # of its (first) image
     flags: tuple[str, ...] = ()  # what the checks of what arrived found
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (channel variant, its files)
 
 
 def request_params(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -172,7 +173,7 @@ _SLOT = re.compile(r"\{\{(\w+)\}\}")
 def _data(report: Report, cards: Iterable[Card], folder: str, history: Mapping[str, list[str]]) -> bytes:
     """The items as the page's script reads them: one array per item, shared values written once.
 
-    ``[id, status, class, attempts, params, prompt, files, version, message]``, where status,
+    ``[id, status, class, attempts, params, prompt, files, version, message, variants]``, where status,
     class and params index the tables beside it, files is just the extension when the item
     has the one image ``images/<id>.<ext>``, and trailing empty values are left out. Beside the
     rows: each item's pixel size (``pixel_of`` indexes ``pixels``; -1: unknown) and the rows
@@ -206,16 +207,17 @@ def _data(report: Report, cards: Iterable[Card], folder: str, history: Mapping[s
             files,
             c.version,
             c.message,
+            {name: list(files) for name, files in c.variants},
         ]
-        if c.message is None:
-            row.pop()
-            if c.version == 1:
-                row.pop()
+        for empty in (lambda v: not v, lambda v: v is None, lambda v: v == 1):
+            if not empty(row[-1]):
+                break
+            row.pop()  # trailing empty values: variants, then message, then version
         rows.append(row)
     data = {
         "job": report.job,
         "folder": folder,
-        "thumbs": thumbs.FOLDER,
+        "thumbs": variants.THUMBS,
         "statuses": [status.value for status in STATUSES],
         "classes": [error_class.value for error_class in classes],
         "params": params_table,

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from batchgen.errors import StoreError, UsageError
-from batchgen.output import durable, journal, paths
+from batchgen.output import durable, journal, paths, variants
 from batchgen.output.lock import JobLock
 from batchgen.output.store import JobStore
 from batchgen.plan import shard
@@ -97,7 +97,11 @@ def _bring_files(source: Path, store: JobStore, report: record.Report) -> None:
     for item in report.items:
         names = list(item.files)
         if names:
-            names.append(paths.sidecar(item.id))
+            # Its sidecar, and what was derived from its images: thumbnails, variants, their record.
+            names += [paths.sidecar(item.id), variants.record_path(item.id)]
+            names += [variants.thumb_path(f) for f in item.files] + [
+                f for _, got in item.variants for f in got
+            ]
         for name in names:
             src = source / name
             if not src.resolve().is_relative_to(root):

@@ -78,6 +78,9 @@ class ReportItem:
     version: int = 1  # of its image: written only from 2 up
     pixels: tuple[int, int] | None = None  # width, height of its (first) image; written when known
     flags: tuple[Flag, ...] = ()  # written with its pixel size, or when it has any
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (channel variant, its files): written if any
+    upscaled: tuple[str, ...] = ()  # variants that enlarged the image more than 1.25x
+    variant_errors: tuple[tuple[str, str], ...] = ()  # (variant, why it was not made this time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +234,12 @@ def _items_json(items: Iterable[ReportItem]) -> list[dict[str, Any]]:
             line["width"], line["height"] = item.pixels
         if item.pixels is not None or item.flags:
             line["flags"] = [flag.value for flag in item.flags]
+        if item.variants:
+            line["variants"] = {name: list(files) for name, files in item.variants}
+        if item.upscaled:
+            line["upscaled"] = list(item.upscaled)
+        if item.variant_errors:
+            line["variant_errors"] = dict(item.variant_errors)
         lines.append(line)
     return lines
 
@@ -246,6 +255,9 @@ def _items(lines: Iterable[Mapping[str, Any]]) -> tuple[ReportItem, ...]:
             int(line.get("version") or 1),
             (int(line["width"]), int(line["height"])) if "width" in line else None,
             tuple(FLAGS[name] for name in line.get("flags", ()) if name in FLAGS),
+            tuple((str(n), tuple(map(str, f))) for n, f in (line.get("variants") or {}).items()),
+            tuple(map(str, line.get("upscaled", ()))),
+            tuple((str(n), str(why)) for n, why in (line.get("variant_errors") or {}).items()),
         )
         for line in lines
     )

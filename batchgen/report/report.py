@@ -100,9 +100,7 @@ def build_report(
     return assemble(
         job=job,
         manifest=manifest,
-        items=[
-            ReportItem(o.id, o.status, o.files, o.attempts, o.version, o.pixels, o.flags) for o in outcomes
-        ],
+        items=[_item(o) for o in outcomes],
         failures=[_failure_row(o) for o in outcomes if o.status is ItemStatus.FAILED and o.failure],
         spend=spend,
         started_at=started_at,
@@ -110,6 +108,15 @@ def build_report(
         aborted=aborted,
         interrupted=interrupted,
         shard=shard,
+    )
+
+
+def _item(o: ItemOutcome) -> ReportItem:
+    d = o.derived
+    if d is None:
+        return ReportItem(o.id, o.status, o.files, o.attempts, o.version, o.pixels, o.flags)
+    return ReportItem(
+        o.id, o.status, o.files, o.attempts, o.version, o.pixels, o.flags, d.channels, d.upscaled, d.errors
     )
 
 
