@@ -12,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from pathlib import Path
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import orjson
