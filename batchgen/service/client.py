@@ -25,7 +25,7 @@ from yarl import URL
 
 from batchgen import __version__
 from batchgen.config import Secret, is_loopback_host
-from batchgen.errors import ErrorClass, RequestError
+from batchgen.errors import ErrorClass, RateHeaders, RequestError
 from batchgen.images import SNIFF_BYTES, GeneratedImage, sniff
 from batchgen.service import responses
 
@@ -45,6 +45,7 @@ class Generation:
     images: tuple[GeneratedImage, ...]
     created: int | None
     links: tuple[str, ...] = ()
+    rate: RateHeaders | None = None  # what the answer's x-ratelimit-*-requests headers said
 
 
 # Awaited just before an answer's body is read: the caller's room in memory for its images.
@@ -167,7 +168,7 @@ class HttpImageClient:
         except RequestError as exc:
             raise self._scrubbed(exc) from exc
         del raw  # the encoded body is not needed once decoded: let it go before the images are written
-        return Generation(parsed.images, parsed.created, parsed.links)
+        return Generation(parsed.images, parsed.created, parsed.links, responses.rate_headers(headers))
 
     async def download(self, url: str) -> GeneratedImage:
         """Fetch an image the service answered with as a link: https, or plain http with a warning,

@@ -1,0 +1,101 @@
+"""The relay's own limit, seen from the client: its sliding window mirrored, and its headers obeyed.
+
+``Window`` mirrors a limit the relay stated ("N分钟内最多请求M次"): at most M requests hold a
+slot in any window. A slot is held from admission until one window after the answer came
+back, because new-api records a success when it finishes, not when it arrives: counting
+from the answer keeps each of our slots at least as long as the relay keeps its own.
+
+``HeaderGate`` obeys ``x-ratelimit-remaining-requests`` / ``-reset-requests``: at zero
+remaining, nothing goes out until the reset. docs/real-service.md says what users see.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from batchgen.errors import RateHeaders, RelayLimit
+
+_KEEP = 100_000  # answer times remembered: a limit of more requests than this is not mirrored whole
+_NO_RESET_S = 1.0  # zero remaining and no reset said: wait this long, then send one to ask again
+
+
+class Window:
+    """Requests in flight and recent answers; with a ``limit``, when the next slot is free."""
+
+    def __init__(self, limit: RelayLimit | None = None) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self._ended: deque[float] = deque(maxlen=_KEEP)  # answer times, oldest first
+
+    def admitted(self) -> None:
+        self.in_flight += 1
+
+    def answered(self, now: float) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        self._ended.append(now)
+
+    def due(self, now: float) -> float | None:
+        """When a slot is free (``now`` if one is); None: not before a request in flight is answered."""
+        if self.limit is None:
+            return now
+        self._forget(now)
+        excess = self.in_flight + len(self._ended) - self.limit.requests + 1
+        if excess <= 0:
+            return now
+        if excess > len(self._ended):
+            return None
+        return self._ended[excess - 1] + self.limit.window_s
+
+    def full(self, now: float) -> None:
+        """The relay says its window is full. Slots our own requests do not account for were taken
+        by someone else on the same key (another shard, another tool): assume just now."""
+        if self.limit is None:
+            return
+        self._forget(now)
+        missing = self.limit.requests - self.in_flight - len(self._ended)
+        self._ended.extend([now] * max(0, missing))
+
+    def _forget(self, now: float) -> None:
+        assert self.limit is not None
+        while self._ended and self._ended[0] + self.limit.window_s <= now:
+            self._ended.popleft()
+
+
+class HeaderGate:
+    """How many more requests the relay's headers allow before their reset.
+
+    An answer's ``remaining`` counted the requests the relay had seen; ours admitted after
+    that request may not have been among them, so each is taken off (the safe side).
+    Only the freshest answer (the latest admitted request's) sets the count.
+    """
+
+    def __init__(self) -> None:
+        self.limit: int | None = None
+        self._budget: int | None = None  # None: the headers said nothing yet
+        self._reset_at = 0.0
+        self._freshest = -1  # the turn whose answer set the budget
+
+    def admitted(self) -> None:
+        if self._budget is not None:
+            self._budget -= 1
+
+    def update(self, turn: int, issued: int, headers: RateHeaders, now: float) -> None:
+        """``turn`` was answered with ``headers``; ``issued`` turns have been given so far."""
+        if headers.limit is not None:
+            self.limit = headers.limit
+        if headers.remaining is None or turn < self._freshest:
+            return
+        self._freshest = turn
+        self._budget = headers.remaining - (issued - 1 - turn)
+        self._reset_at = now + (headers.reset_s if headers.reset_s is not None else _NO_RESET_S)
+
+    def due(self, now: float, issued: int) -> float:
+        if self._budget is None or self._budget > 0:
+            return now
+        if now < self._reset_at:
+            return self._reset_at
+        # Reset: the full limit again (one request to learn it, if no header said it). Answers to
+        # requests sent before the reset no longer say anything about what is left.
+        self._budget = self.limit or 1
+        self._freshest = issued - 1
+        return now
