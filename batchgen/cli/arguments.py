@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeAlias
 from batchgen import __version__, config
 from batchgen.cli import logs
 from batchgen.plan import shard
-from batchgen.sim.settings import ALL_FAULTS, RESPONSE_SHAPES, TRANSIENT_FAULTS
+from batchgen.sim.settings import ALL_FAULTS, RATE_FORMS, RESPONSE_SHAPES, TRANSIENT_FAULTS
 
 EXIT_HELP = """exit status:
   0    every item succeeded or was already done
@@ -326,6 +326,31 @@ def _simulator_flags(parser: Any, prefix: str) -> None:
         type=float,
         metavar="MB",
         help="answer 413 to a larger request body, as the proxy in front of a relay does",
+    )
+    add(
+        f"--{prefix}rate-limit",
+        type=int,
+        metavar="M",
+        help="answer as new-api's rate limit does: 429 with the limit in words, no Retry-After,"
+        " over M requests in the rate window",
+    )
+    add(
+        f"--{prefix}rate-window-ms",
+        type=float,
+        metavar="MS",
+        help="the rate limit's sliding window (default 60000: one minute)",
+    )
+    add(
+        f"--{prefix}rate-form",
+        choices=RATE_FORMS,
+        help="success: count successful requests as they finish (default);"
+        " total: every request, failures included",
+    )
+    add(
+        f"--{prefix}rate-headers",
+        action="store_const",
+        const=True,
+        help="send x-ratelimit-limit/remaining/reset-requests on every answer, as OpenAI-style gateways do",
     )
 
 

@@ -66,6 +66,10 @@ def _simulator_config(args: argparse.Namespace, prefix: str, **extra: Any) -> Si
         "payload_kb": getattr(args, f"{prefix}payload_kb"),
         "response": getattr(args, f"{prefix}response"),
         "max_body_mb": getattr(args, f"{prefix}max_body_mb"),
+        "rate_limit": getattr(args, f"{prefix}rate_limit"),
+        "rate_window_ms": getattr(args, f"{prefix}rate_window_ms"),
+        "rate_form": getattr(args, f"{prefix}rate_form"),
+        "rate_headers": getattr(args, f"{prefix}rate_headers"),
     }
     faults = getattr(args, f"{prefix}faults")
     if faults is not None:

@@ -19,7 +19,7 @@ from batchgen import config
 from batchgen.engine.guards import Guards
 from batchgen.engine.retry import RetryPolicy
 from batchgen.errors import ManifestError, Problem, StoreError, UsageError
-from batchgen.job import memory, reporting, unchanged
+from batchgen.job import memory, rates, reporting, unchanged
 from batchgen.job.signals import Caught, signals
 from batchgen.job.unchanged import Unchanged
 from batchgen.manifest import validate as manifest
@@ -237,6 +237,7 @@ async def _send(
     )
     previews = thumbs.Background(store.root)
     limits = settings.limits
+    rate = rates.of(job.job, limits, options.shard, options.overrides, settings.output_dir)
     try:
         book.run_started(job.path, time.time(), shard_label)
         async with hooks.connect(settings) as active:
@@ -251,7 +252,9 @@ async def _send(
                 sleep=hooks.sleep,
                 journal=book,
                 mode=options.mode,
-                requests_per_minute=limits.requests_per_minute,
+                requests_per_minute=rate.per_minute,
+                relay_limit=rate.mirrored,
+                shards=rate.shards,
                 io=io,
                 thumbnails=previews,
                 guards=Guards(
@@ -263,7 +266,9 @@ async def _send(
             )
             caught = hooks.signals
             with signals(runner, limits.grace_s, caught) if caught else contextlib.nullcontext():
-                return await runner.run(planned.items, decided(planned.triage, planned.items))
+                run = await runner.run(planned.items, decided(planned.triage, planned.items))
+        rates.learned(run.learned, settings.output_dir / job.job)
+        return run
     finally:
         io.shutdown(wait=True)
         book.close()

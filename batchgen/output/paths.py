@@ -6,6 +6,7 @@
     <job>/journal.jsonl                the journal (output/journal.py)
     <job>/report.json, report.html     the report (report/record.py) and the gallery
     <job>/thumbs/<stem>.webp           the gallery's previews (``thumbs.thumb_path``)
+    <job>/relay-limit.json             the relay's rate limit as a run learned it (output/relaylimit.py)
 
 All relative to the job folder, with ``/`` between parts, as they appear in the journal,
 the sidecars and the report.
@@ -20,6 +21,7 @@ HISTORY = "history"
 JOURNAL = "journal.jsonl"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
+RELAY_LIMIT = "relay-limit.json"  # in the job's own folder, shared by its shards: the limit is per key
 
 
 def image(stem: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from batchgen.errors import ErrorClass, UsageError
-from batchgen.outcomes import ItemStatus, JobStatus
+from batchgen.outcomes import ItemStatus, JobStatus, LimitSource, RelaySeen
 from batchgen.output import paths
 from batchgen.output.store import JobStore
 
@@ -140,6 +140,7 @@ class Report:
     shard: str | None = None  # "K/N": the report of one shard
     merged_from: tuple[str, ...] | None = None  # a merged report: the shards (or jobs) it was made from
     missing_shards: tuple[str, ...] = ()
+    relay_limit: RelaySeen | None = None  # the relay's own rate limit, when the run knew it
 
     @property
     def stopped(self) -> str | None:
@@ -172,6 +173,8 @@ class Report:
             report["shard"] = self.shard
         if self.missing_shards:
             report["missing_shards"] = list(self.missing_shards)
+        if self.relay_limit is not None:
+            report["relay_limit"] = _relay_json(self.relay_limit)
         return report
 
     @classmethod
@@ -201,9 +204,28 @@ class Report:
                 shard=_text(data.get("shard")),
                 merged_from=None if merged is None else tuple(str(name) for name in merged),
                 missing_shards=tuple(str(label) for label in data.get("missing_shards", ())),
+                relay_limit=_relay(data.get("relay_limit")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a batchgen report ({type(exc).__name__}: {exc})") from None
+
+
+def _relay_json(seen: RelaySeen) -> dict[str, Any]:
+    limit: dict[str, Any] = {"requests": seen.requests}
+    if seen.window_s is not None:
+        limit["window_s"] = seen.window_s
+    limit["source"] = seen.source.value
+    return limit
+
+
+def _relay(data: object) -> RelaySeen | None:
+    """``relay_limit`` (added in 0.5; older reports have none)."""
+    if not isinstance(data, dict):
+        return None
+    window = data.get("window_s")
+    return RelaySeen(
+        int(data["requests"]), None if window is None else float(window), LimitSource(data["source"])
+    )
 
 
 def _items_json(items: Iterable[ReportItem]) -> list[dict[str, Any]]:

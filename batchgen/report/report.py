@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from batchgen.outcomes import ItemOutcome, ItemStatus, JobStatus
+from batchgen.outcomes import ItemOutcome, ItemStatus, JobStatus, LimitSource, RelaySeen
 from batchgen.output import paths
 from batchgen.report.record import Counts, Report, ReportFailure, ReportItem, moment
 
@@ -53,6 +53,7 @@ def assemble(
     shard: str | None = None,
     merged_from: Sequence[str] | None = None,
     missing_shards: Sequence[str] = (),
+    relay_limit: RelaySeen | None = None,
 ) -> Report:
     """The report of ``items`` (in the report's order), with ``failures``, the rows of those
     that ended failed; counts and status follow from the items, the spend is rounded."""
@@ -76,6 +77,7 @@ def assemble(
         shard=shard or None,
         merged_from=None if merged_from is None else tuple(merged_from),
         missing_shards=tuple(missing_shards),
+        relay_limit=relay_limit,
     )
 
 
@@ -89,6 +91,7 @@ def build_report(
     finished_at: float,
     interrupted: str | None = None,
     shard: str | None = None,
+    relay_limit: RelaySeen | None = None,
 ) -> Report:
     spend = Spend(
         requests_sent=sum(o.requests_sent for o in outcomes),
@@ -107,6 +110,7 @@ def build_report(
         aborted=aborted,
         interrupted=interrupted,
         shard=shard,
+        relay_limit=relay_limit,
     )
 
 
@@ -164,6 +168,9 @@ def summary_lines(report: Report, output: str) -> list[str]:
         + _unconfirmed(report)
         + f", estimated cost ${report.estimated_cost:.2f}",
     ]
+    if report.relay_limit is not None:
+        seen = report.relay_limit
+        lines.append(f"  the relay's rate limit: {seen.describe()} ({_SOURCES[seen.source]})")
     if report.aborted_reason:
         lines.append(f"  aborted: {report.aborted_reason}")
     if report.interrupted_by:
@@ -183,6 +190,13 @@ def summary_lines(report: Report, output: str) -> list[str]:
     lines.append(f"  report: {output}/{paths.REPORT_JSON}")
     lines.append(f"  gallery: {output}/{paths.REPORT_HTML}")
     return lines
+
+
+_SOURCES = {
+    LimitSource.STATED: "learned from its 429, kept for the next run",
+    LimitSource.REMEMBERED: "learned by an earlier run",
+    LimitSource.HEADERS: "from its headers",
+}
 
 
 def _unconfirmed(report: Report) -> str:
