@@ -107,9 +107,10 @@ class RateLimiter:
     def _due(self, now: float) -> float | None:
         due = max(self._paused_until, self._last + self._interval if self._last is not None else now)
         window = self._window.due(now)
-        if window is None:
+        headers = self._headers.due(now, self._issued)
+        if window is None or headers is None:
             return None
-        return max(due, window, self._headers.due(now, self._issued))
+        return max(due, window, headers)
 
     def answered(self, turn: int, headers: RateHeaders | None) -> None:
         """The request of ``turn`` was answered (or given up on): its slot starts to age."""

@@ -11,6 +11,7 @@ remaining, nothing goes out until the reset. docs/real-service.md says what user
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from batchgen.errors import RateHeaders, RelayLimit
@@ -89,13 +90,15 @@ class HeaderGate:
         self._budget = headers.remaining - (issued - 1 - turn)
         self._reset_at = now + (headers.reset_s if headers.reset_s is not None else _NO_RESET_S)
 
-    def due(self, now: float, issued: int) -> float:
+    def due(self, now: float, issued: int) -> float | None:
+        """When the headers allow the next request; None: not before an answer says more."""
         if self._budget is None or self._budget > 0:
             return now
         if now < self._reset_at:
-            return self._reset_at
-        # Reset: the full limit again (one request to learn it, if no header said it). Answers to
-        # requests sent before the reset no longer say anything about what is left.
+            return None if self._reset_at == math.inf else self._reset_at
+        # Reset: the full limit again (one request to learn it, if no header said it), and then
+        # an answer to say more. Answers to requests sent before the reset no longer count.
         self._budget = self.limit or 1
         self._freshest = issued - 1
+        self._reset_at = math.inf
         return now

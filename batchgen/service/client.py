@@ -27,7 +27,7 @@ from batchgen import __version__
 from batchgen.config import Secret, is_loopback_host
 from batchgen.errors import ErrorClass, RateHeaders, RequestError
 from batchgen.images import SNIFF_BYTES, GeneratedImage, sniff
-from batchgen.service import responses
+from batchgen.service import limits, responses
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class HttpImageClient:
         except RequestError as exc:
             raise self._scrubbed(exc) from exc
         del raw  # the encoded body is not needed once decoded: let it go before the images are written
-        return Generation(parsed.images, parsed.created, parsed.links, responses.rate_headers(headers))
+        return Generation(parsed.images, parsed.created, parsed.links, limits.rate_headers(headers))
 
     async def download(self, url: str) -> GeneratedImage:
         """Fetch an image the service answered with as a link: https, or plain http with a warning,
