@@ -146,12 +146,11 @@ async def run_items(
 
     async def worker() -> None:
         for _ in queue:
-            turn = await limiter.acquire()
-            assert turn is not None
+            assert await limiter.acquire()
             admitted.append(racing.now)
             await racing.sleep(latency)
             answered.append(racing.now)
-            limiter.answered(turn, None)
+            limiter.answered(None)
 
     await racing.run([asyncio.create_task(worker()) for _ in range(workers)])
     return admitted, answered
@@ -185,10 +184,9 @@ async def test_never_more_than_the_limit_in_any_window_and_no_idle_gap() -> None
     limiter = RateLimiter(None, clock=fake.clock, sleep=fake.sleep, relay=RelayLimit(4, 60.0))
     times: list[float] = []
     for _ in range(13):
-        turn = await limiter.acquire()
-        assert turn is not None
+        assert await limiter.acquire()
         times.append(fake.now)
-        limiter.answered(turn, None)  # answered at once
+        limiter.answered(None)  # answered at once
     assert most_in_any_window(times) <= 4
     assert times == [0.0] * 4 + [60.0] * 4 + [120.0] * 4 + [180.0]  # no fixed spacing wastes the window
 
@@ -197,12 +195,12 @@ async def test_a_429_in_words_is_learned_mid_run_and_then_mirrored() -> None:
     learned: list[RelayLimit] = []
     fake = FakeTime()
     limiter = RateLimiter(None, clock=fake.clock, sleep=fake.sleep, on_learned=learned.append)
-    turns = [await limiter.acquire() for _ in range(3)]
+    for _ in range(3):
+        await limiter.acquire()
     assert fake.now == 0.0  # nothing known: no waiting
     fake.now = 2.0
-    for turn in turns[:2]:
-        limiter.answered(turn or 0, None)
-    limiter.answered(turns[2] or 0, None)
+    for _ in range(3):
+        limiter.answered(None)
     assert limiter.refused(RelayLimit(3, 60.0), None) is True  # a throttle: the request goes again
     assert learned == [RelayLimit(3, 60.0)]
     assert limiter.refused(RelayLimit(3, 60.0), None) is True
@@ -215,9 +213,9 @@ async def test_a_full_window_the_client_cannot_account_for_is_someone_elses() ->
     """Another process on the key filled the relay's window: the unknown slots count as just taken."""
     fake = FakeTime()
     limiter = RateLimiter(None, clock=fake.clock, sleep=fake.sleep)
-    turn = await limiter.acquire()
+    await limiter.acquire()
     fake.now = 1.0
-    limiter.answered(turn or 0, None)
+    limiter.answered(None)
     limiter.refused(RelayLimit(10, 60.0), None)
     await limiter.acquire()
     assert fake.now == pytest.approx(61.0)
@@ -235,9 +233,9 @@ async def test_shards_mirror_their_part() -> None:
     limiter = RateLimiter(None, clock=fake.clock, sleep=fake.sleep, relay=RelayLimit(6, 60.0), shards=3)
     times = []
     for _ in range(5):
-        turn = await limiter.acquire()
+        await limiter.acquire()
         times.append(fake.now)
-        limiter.answered(turn or 0, None)
+        limiter.answered(None)
     assert times == [0.0, 0.0, 60.0, 60.0, 120.0]
 
 
@@ -247,35 +245,46 @@ async def test_shards_mirror_their_part() -> None:
 async def test_zero_remaining_stops_until_the_reset_then_the_limit_is_back() -> None:
     fake = FakeTime()
     limiter = RateLimiter(None, clock=fake.clock, sleep=fake.sleep)
-    first = await limiter.acquire()
-    second = await limiter.acquire()  # sent before the first answer came
+    await limiter.acquire()
+    await limiter.acquire()  # sent before the first answer came
     fake.now = 1.0
-    # The first request's answer: 2 left then, but the second was sent since: 1 left.
-    limiter.answered(first or 0, RateHeaders(limit=3, remaining=2, reset_s=9.0))
+    # The first answer: 2 left as the relay answered, but the second is still in flight: 1 left.
+    limiter.answered(RateHeaders(limit=3, remaining=2, reset_s=9.0))
     await limiter.acquire()
     assert fake.now == 1.0
     await limiter.acquire()
     assert fake.now == pytest.approx(10.0)  # none left: nothing goes before the reset
-    after = [await limiter.acquire() for _ in range(2)]
+    for _ in range(2):
+        await limiter.acquire()
     assert fake.now == pytest.approx(10.0)  # after it, the whole limit (3)
-    # An older answer, arriving late, says nothing of what is left since the reset.
-    limiter.answered(second or 0, RateHeaders(limit=3, remaining=0, reset_s=100.0))
-    # The limit is spent: the next waits for an answer to a request sent since the reset.
+    # The limit is spent: the next waits for an answer to say what is left.
     waiting = asyncio.create_task(limiter.acquire())
     for _ in range(5):
         await asyncio.sleep(0)
     assert not waiting.done()
     fake.now = 11.0
-    limiter.answered(after[-1] or 0, RateHeaders(limit=3, remaining=2, reset_s=5.0))
+    limiter.answered(RateHeaders(limit=3, remaining=5, reset_s=5.0))  # 4 others still in flight
     await asyncio.wait_for(waiting, timeout=5)
     assert fake.now == pytest.approx(11.0)
+    await limiter.acquire()
+    assert fake.now == pytest.approx(16.0)  # 5 - 4 in flight - 1 sent since: none left until the reset
 
 
-async def test_the_freshest_answer_counts() -> None:
+async def test_requests_in_flight_are_taken_off_what_is_left() -> None:
+    """new-api counts a success when it finishes: those in flight are not in ``remaining`` yet."""
     fake = FakeTime()
     limiter = RateLimiter(None, clock=fake.clock, sleep=fake.sleep)
-    turns = [await limiter.acquire() for _ in range(3)]
-    limiter.answered(turns[2] or 0, RateHeaders(remaining=0, reset_s=5.0))
-    limiter.answered(turns[0] or 0, RateHeaders(remaining=10, reset_s=1.0))  # older: ignored
+    for _ in range(3):
+        await limiter.acquire()
+    limiter.answered(RateHeaders(remaining=2, reset_s=5.0))  # two still in flight
     await limiter.acquire()
     assert fake.now == pytest.approx(5.0)
+
+
+async def test_zero_remaining_and_no_reset_asks_again_after_a_pause() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(None, clock=fake.clock, sleep=fake.sleep)
+    await limiter.acquire()
+    limiter.answered(RateHeaders(remaining=0))
+    await limiter.acquire()
+    assert fake.now == pytest.approx(1.0)

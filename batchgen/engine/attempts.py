@@ -67,13 +67,11 @@ class Sender:
                         # tenacity asks `stop` before the backoff sleep, not after it: a job
                         # that stopped during the sleep must not send this retry.
                         go, is_probe = await self.guards.admit(self.stopping.event)
-                        turn = await self.limiter.acquire(self.stopping.is_set) if go else None
-                        if turn is None or self.stopping.is_set():
+                        admitted = go and await self.limiter.acquire(self.stopping.is_set)
+                        if not admitted or self.stopping.is_set():
                             return last
                         try:
-                            generation = await self._attempt(
-                                item_id, body, key, counts, place, turn, is_probe
-                            )
+                            generation = await self._attempt(item_id, body, key, counts, place, is_probe)
                         except RequestError as exc:
                             last = exc
                             raise
@@ -90,7 +88,6 @@ class Sender:
         key: str,
         counts: Counts,
         place: Place,
-        turn: int,
         is_probe: bool,
     ) -> Generation | None:
         """One request; None when the relay's own limit turned it away (it waits for its turn
@@ -101,7 +98,7 @@ class Sender:
             generation = await self.client.generate(body, key, place.take)
         except RequestError as exc:
             place.give_back()
-            self.limiter.answered(turn, exc.rate_headers)
+            self.limiter.answered(exc.rate_headers)
             if exc.error_class is ErrorClass.RATE_LIMITED and self.limiter.refused(
                 exc.stated_limit, exc.rate_headers
             ):
@@ -115,9 +112,9 @@ class Sender:
             self._count_failure(item_id, exc, counts, is_probe)
             raise
         except BaseException:
-            self.limiter.answered(turn, None)  # cancelled: its slot ages from now
+            self.limiter.answered(None)  # cancelled: its slot ages from now
             raise
-        self.limiter.answered(turn, generation.rate)
+        self.limiter.answered(generation.rate)
         counts.sent += 1
         self.guards.attempt_done(ok=True, retryable_failure=False, is_probe=is_probe)
         self.limiter.succeeded()

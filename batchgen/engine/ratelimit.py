@@ -64,7 +64,6 @@ class RateLimiter:
         self.relay = relay  # the relay's whole limit (all shards), as stated
         self._window = Window(relay.share(shards) if relay else None)
         self._headers = HeaderGate()
-        self._issued = 0
         self._answered = asyncio.Event()
 
     @property
@@ -81,13 +80,13 @@ class RateLimiter:
         """The limit the relay's x-ratelimit-limit-requests header said, if one did."""
         return self._headers.limit
 
-    async def acquire(self, stopped: Callable[[], bool] = lambda: False) -> int | None:
-        """Wait for this request's turn; turns go first come, first served. Returns the turn, to
-        hand to ``answered`` once the answer is in, or None (nothing admitted) if ``stopped``."""
+    async def acquire(self, stopped: Callable[[], bool] = lambda: False) -> bool:
+        """Wait for this request's turn; turns go first come, first served. True: admitted (call
+        ``answered`` once its answer is in); False: ``stopped``, and nothing was admitted."""
         async with self._lock:
             while True:
                 if stopped():
-                    return None
+                    return False
                 now = self._clock()
                 due = self._due(now)
                 if due is not None and due <= now:
@@ -101,23 +100,22 @@ class RateLimiter:
             self._recent.append(self._last)
             self._window.admitted()
             self._headers.admitted()
-            self._issued += 1
-            return self._issued - 1
+            return True
 
     def _due(self, now: float) -> float | None:
         due = max(self._paused_until, self._last + self._interval if self._last is not None else now)
         window = self._window.due(now)
-        headers = self._headers.due(now, self._issued)
+        headers = self._headers.due(now)
         if window is None or headers is None:
             return None
         return max(due, window, headers)
 
-    def answered(self, turn: int, headers: RateHeaders | None) -> None:
-        """The request of ``turn`` was answered (or given up on): its slot starts to age."""
+    def answered(self, headers: RateHeaders | None) -> None:
+        """An admitted request was answered (or given up on): its slot starts to age."""
         now = self._clock()
         self._window.answered(now)
         if headers is not None:
-            self._headers.update(turn, self._issued, headers, now)
+            self._headers.update(headers, self._window.in_flight, now)
         self._answered.set()
 
     def refused(self, stated: RelayLimit | None, headers: RateHeaders | None) -> bool:

@@ -65,40 +65,38 @@ class Window:
 class HeaderGate:
     """How many more requests the relay's headers allow before their reset.
 
-    An answer's ``remaining`` counted the requests the relay had seen; ours admitted after
-    that request may not have been among them, so each is taken off (the safe side).
-    Only the freshest answer (the latest admitted request's) sets the count.
+    An answer's ``remaining`` is what the relay had left as it answered. The requests still in
+    flight may not be counted in it yet (new-api counts a success when it finishes), so each
+    is taken off: the safe side. Answers are read in the order they arrive, the last one's
+    count the freshest.
     """
 
     def __init__(self) -> None:
         self.limit: int | None = None
         self._budget: int | None = None  # None: the headers said nothing yet
         self._reset_at = 0.0
-        self._freshest = -1  # the turn whose answer set the budget
 
     def admitted(self) -> None:
         if self._budget is not None:
             self._budget -= 1
 
-    def update(self, turn: int, issued: int, headers: RateHeaders, now: float) -> None:
-        """``turn`` was answered with ``headers``; ``issued`` turns have been given so far."""
+    def update(self, headers: RateHeaders, in_flight: int, now: float) -> None:
+        """An answer came with ``headers``, while ``in_flight`` other requests wait for theirs."""
         if headers.limit is not None:
             self.limit = headers.limit
-        if headers.remaining is None or turn < self._freshest:
+        if headers.remaining is None:
             return
-        self._freshest = turn
-        self._budget = headers.remaining - (issued - 1 - turn)
+        self._budget = headers.remaining - in_flight
         self._reset_at = now + (headers.reset_s if headers.reset_s is not None else _NO_RESET_S)
 
-    def due(self, now: float, issued: int) -> float | None:
+    def due(self, now: float) -> float | None:
         """When the headers allow the next request; None: not before an answer says more."""
         if self._budget is None or self._budget > 0:
             return now
         if now < self._reset_at:
             return None if self._reset_at == math.inf else self._reset_at
         # Reset: the full limit again (one request to learn it, if no header said it), and then
-        # an answer to say more. Answers to requests sent before the reset no longer count.
+        # an answer to say more.
         self._budget = self.limit or 1
-        self._freshest = issued - 1
         self._reset_at = math.inf
         return now
