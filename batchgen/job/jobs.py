@@ -326,6 +326,7 @@ async def http_client(settings: config.RunSettings) -> AsyncIterator[ImageClient
         settings.api_key,
         timeout_s=settings.limits.timeout_s,
         max_request_bytes=settings.max_request_bytes,
+        proxies=settings.proxies,
     )
     async with http as client:
         yield client

@@ -24,7 +24,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from batchgen import __version__
-from batchgen.config import Secret, is_loopback_host
+from batchgen.config import Proxies, Secret, is_loopback_host
 from batchgen.errors import ErrorClass, RateHeaders, RequestError
 from batchgen.images import SNIFF_BYTES, GeneratedImage, sniff
 from batchgen.service import limits, responses
@@ -90,8 +90,11 @@ class HttpImageClient:
         download: DownloadPolicy | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_request_bytes: int | None = None,
+        proxies: Proxies | None = None,
     ) -> None:
         self._url = base_url.rstrip("/") + "/images/generations"
+        self._proxies = proxies or Proxies()
+        self._proxy = self._proxies.for_url(self._url)
         self._key = api_key
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 30.0))
         host = URL(base_url).host or ""
@@ -100,6 +103,8 @@ class HttpImageClient:
         self._max_request_bytes = max_request_bytes
         self._session: aiohttp.ClientSession | None = None
         self._download_session: aiohttp.ClientSession | None = None
+        self._proxied_downloads: aiohttp.ClientSession | None = None
+        self._guard: _FilteringResolver | None = None  # checks a link's host when a proxy resolves it
         self._warned_hosts: set[str] = set()
 
     async def __aenter__(self) -> HttpImageClient:
@@ -112,21 +117,34 @@ class HttpImageClient:
         )
         return self
 
-    def _downloads(self) -> aiohttp.ClientSession:
+    def _downloads(self, proxied: bool) -> aiohttp.ClientSession:
         # Made on first use: most services answer b64_json, and each session costs an SSL context.
-        if self._download_session is None:
+        # Straight to the link, the resolver refuses private addresses as it resolves; through a
+        # proxy (often on a private address itself) the link's host is checked before sending.
+        if proxied and self._proxied_downloads is None:
+            self._proxied_downloads = self._download_session_with(aiohttp.TCPConnector(limit=0))
+        if not proxied and self._download_session is None:
             resolver = _FilteringResolver(self._download.allow_loopback)
-            self._download_session = aiohttp.ClientSession(
-                headers={"User-Agent": USER_AGENT},
-                connector=aiohttp.TCPConnector(limit=0, resolver=resolver),
-                timeout=aiohttp.ClientTimeout(total=self._download.timeout_s),
+            self._download_session = self._download_session_with(
+                aiohttp.TCPConnector(limit=0, resolver=resolver)
             )
-        return self._download_session
+        session = self._proxied_downloads if proxied else self._download_session
+        assert session is not None
+        return session
+
+    def _download_session_with(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT},
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self._download.timeout_s),
+        )
 
     async def __aexit__(self, *exc: object) -> None:
-        for session in (self._session, self._download_session):
+        for session in (self._session, self._download_session, self._proxied_downloads):
             if session is not None:
                 await session.close()
+        if self._guard is not None:
+            await self._guard.close()
 
     async def generate(
         self, body: Mapping[str, Any], idempotency_key: str, room: Room = no_wait
@@ -149,6 +167,7 @@ class HttpImageClient:
                 data=io.BytesIO(data) if len(data) > LARGE_BODY else data,
                 headers={"Idempotency-Key": idempotency_key},
                 allow_redirects=False,
+                proxy=self._proxy,
             ) as resp:
                 await room()  # the body waits in the kernel until the caller has room for it
                 raw = await _read_capped(resp, self._max_response_bytes)
@@ -173,14 +192,19 @@ class HttpImageClient:
     async def download(self, url: str) -> GeneratedImage:
         """Fetch an image the service answered with as a link: https, or plain http with a warning,
         never to a private, link-local or (unless the API is there) loopback address."""
-        session = self._downloads()
         policy = self._download
         target = URL(url)
         try:
             for _ in range(policy.max_redirects + 1):
                 _check_download_url(target, policy.allow_loopback)
                 self._warn_if_plain(target)
-                async with session.get(target, allow_redirects=False) as resp:
+                proxy = self._proxies.for_url(str(target))
+                if proxy is not None:
+                    self._guard = self._guard or _FilteringResolver(policy.allow_loopback)
+                    await self._guard.resolve(target.host or "", target.port or 0)
+                async with self._downloads(proxy is not None).get(
+                    target, allow_redirects=False, proxy=proxy
+                ) as resp:
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                         target = target.join(URL(resp.headers["Location"]))
                         continue
