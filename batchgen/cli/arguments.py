@@ -190,6 +190,15 @@ def _validate_command(commands: _Commands) -> None:
     validate.add_argument(
         "--prices", type=Path, metavar="FILE", help="price table for the estimate"
     ).complete = FILE  # type: ignore[attr-defined]
+    validate.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="where the run writes (default ./output): the job folder's remembered rate limit is shown",
+    ).complete = FOLDER  # type: ignore[attr-defined]
+    validate.add_argument(
+        "--shard", type=_shard, metavar="K/N", help="show the rate one of N shards would run at"
+    )
     _logging_flags(validate)
     validate.set_defaults(command="validate")
 

@@ -30,6 +30,18 @@ class Rates:
         """The remembered limit the run starts at (the whole key's: each shard takes its part)."""
         return self.relay.limit if self.relay is not None and self.per_minute is None else None
 
+    def fields(self) -> dict[str, object]:
+        """The same, for ``validate --log-format json``."""
+        found: dict[str, object] = {"requests_per_minute": self.per_minute}
+        if self.relay is not None:
+            limit = self.relay.limit
+            found["relay_limit"] = {
+                "requests": limit.requests,
+                "window_s": limit.window_s,
+                "learned_at": self.relay.learned_at,
+            }
+        return found
+
     def lines(self) -> list[str]:
         """What ``validate`` says about the rate."""
         found: list[str] = []
