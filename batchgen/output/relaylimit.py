@@ -40,6 +40,7 @@ def remember(folder: Path, limit: RelayLimit, when: float) -> Remembered:
     """Keep ``limit`` in ``folder``, the job's folder (not a shard's)."""
     learned_at = datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     record = Remembered(limit, learned_at)
+    folder.mkdir(parents=True, exist_ok=True)
     JobStore(folder).write_json(paths.RELAY_LIMIT, record.to_json())
     return record
 
