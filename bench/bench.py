@@ -12,6 +12,7 @@ bar of README "Performance" is printed with PASS or FAIL. Not a test: nothing in
     python bench/bench.py --only latency     # latency-bound rate and event-loop lag
     python bench/bench.py --only nightly   # re-running a finished 100,000-item catalog
     python bench/bench.py --only gallery   # the first screen of a 100,000-item gallery
+    python bench/bench.py --only relaylimit  # the relay's own limit, learned (bench/relaylimit.py)
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import relaylimit
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -254,6 +257,25 @@ def rate_limit(res: Results, rpm: int, items: int) -> None:
     res.bars.append(Bar("rate limit: share of --rpm used", f"{used:.3f}", ">= 0.9", used >= 0.9))
 
 
+def relay_limit(res: Results, window_s: float, old_python: str | None) -> None:
+    """A relay that limits its rate as new-api does, nothing configured (bench/relaylimit.py)."""
+    found = relaylimit.measure(simulator, window_s, old_python, Path("output/bench/relaylimit"))
+    res.raw["relaylimit"] = found
+    for name, run in found["runs"].items():
+        who = "batchgen" if name != "old" else "old"
+        rate = run["succeeded"] / run["duration_s"] if run["duration_s"] else 0.0
+        res.rows.append(
+            (
+                f"relay limit {relaylimit.LIMIT}/{window_s:g} s, {name} run, 429s {run['throttled']}",
+                who,
+                f"{rate:.1f}",
+                f"{run['duration_s']:.1f}",
+                "-",
+            )
+        )
+    res.bars.extend(Bar(*bar) for bar in relaylimit.bars(found))
+
+
 def memory_scale(res: Results, small: int, large: int) -> None:
     """Peak RSS of catalog jobs of two sizes (small images, C=64): what each item costs, projected to 100k."""
     with simulator() as url:
@@ -451,7 +473,20 @@ def main() -> int:
         " in minutes, and kept in output/bench/)",
     )
     parser.add_argument(
-        "--only", choices=("throughput", "latency", "nightly", "gallery"), help="one scenario alone"
+        "--only",
+        choices=("throughput", "latency", "nightly", "gallery", "relaylimit"),
+        help="one scenario alone",
+    )
+    parser.add_argument(
+        "--relay-window-s",
+        type=float,
+        default=60.0,
+        help="relaylimit: the relay's window (default 60: new-api's minute; shorter for a quick look)",
+    )
+    parser.add_argument(
+        "--old-python",
+        metavar="PYTHON",
+        help="relaylimit: also run the first scenario with this interpreter's batchgen (e.g. main's venv)",
     )
     args = parser.parse_args()
     started = time.time()
@@ -464,6 +499,8 @@ def main() -> int:
         nightly_noop(res, args.catalog_rows)
     elif args.only == "gallery":
         gallery_first_paint(res, 100_000)
+    elif args.only == "relaylimit":
+        relay_limit(res, args.relay_window_s, args.old_python)
     elif args.scaling:
         scaling(res)
     elif args.quick:

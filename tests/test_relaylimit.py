@@ -288,3 +288,27 @@ async def test_zero_remaining_and_no_reset_asks_again_after_a_pause() -> None:
     limiter.answered(RateHeaders(remaining=0))
     await limiter.acquire()
     assert fake.now == pytest.approx(1.0)
+
+
+async def test_a_later_answer_with_room_wakes_a_turn_waiting_for_the_reset() -> None:
+    """Answers come back one by one: the first said none left (while the others were in flight),
+    a later one says there is room. The turn goes then, not at the first answer's reset."""
+    racing = RacingTime()
+    limiter = RateLimiter(None, clock=racing.clock, sleep=racing.sleep)
+    admitted: list[float] = []
+
+    async def relay() -> None:
+        for _ in range(3):
+            await limiter.acquire()
+        await racing.sleep(0.5)
+        limiter.answered(RateHeaders(limit=10, remaining=2, reset_s=60.0))  # 2 in flight: none left
+        await racing.sleep(0.5)
+        limiter.answered(RateHeaders(limit=10, remaining=7, reset_s=60.0))  # 1 in flight: 6 left
+
+    async def turn() -> None:
+        await racing.sleep(0.7)  # after the first answer: it waits
+        await limiter.acquire()
+        admitted.append(racing.now)
+
+    await racing.run([asyncio.create_task(relay()), asyncio.create_task(turn())])
+    assert admitted == [pytest.approx(1.0)]

@@ -91,16 +91,27 @@ class RateLimiter:
                 due = self._due(now)
                 if due is not None and due <= now:
                     break
-                if due is None:  # the window is full of requests in flight: wait for an answer
-                    self._answered.clear()
-                    await self._answered.wait()
-                else:
-                    await self._sleep(due - now)
+                await self._wait(None if due is None else due - now)
             self._last = self._clock()
             self._recent.append(self._last)
             self._window.admitted()
             self._headers.admitted()
             return True
+
+    async def _wait(self, seconds: float | None) -> None:
+        """Sleep ``seconds`` (None: until an answer), or less: an answer's headers may say
+        there is room sooner than the last one did."""
+        self._answered.clear()
+        answer = asyncio.ensure_future(self._answered.wait())
+        if seconds is None:
+            await answer
+            return
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        try:
+            await asyncio.wait((answer, sleeper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            answer.cancel()
+            sleeper.cancel()
 
     def _due(self, now: float) -> float | None:
         due = max(self._paused_until, self._last + self._interval if self._last is not None else now)
