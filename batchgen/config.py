@@ -43,7 +43,8 @@ LIMIT_RULES: dict[str, LimitRule] = {
         0,
         1_000_000,
         "Holds the whole job, retries included, to this many requests in any 60 seconds;"
-        " --rpm overrides it. Without it, a 429 still slows the job down.",
+        " --rpm overrides it, and each of N shards takes 1/N of it. Without it, a limit the"
+        " relay states is learned and mirrored, and any other 429 still slows the job down.",
         low_open=True,
         nullable=True,
     ),

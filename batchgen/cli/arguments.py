@@ -285,7 +285,11 @@ def _sending_flags(parser: argparse.ArgumentParser) -> None:
         "--concurrency", type=_limit("concurrency"), metavar="N", help="requests in flight at once"
     )
     parser.add_argument(
-        "--rpm", type=_limit("requests_per_minute"), metavar="N", help="requests per minute for the whole job"
+        "--rpm",
+        type=_limit("requests_per_minute"),
+        metavar="N",
+        help="requests per minute for this run, retries included (with --shard: this shard's own,"
+        " where the manifest's requests_per_minute is split between the shards)",
     )
     parser.add_argument(
         "--max-attempts", type=_limit("max_attempts"), metavar="N", help="attempts per item, retries included"
