@@ -219,7 +219,7 @@ def _relay_json(seen: RelaySeen) -> dict[str, Any]:
 
 
 def _relay(data: object) -> RelaySeen | None:
-    """``relay_limit`` (added in 0.5; older reports have none)."""
+    """``relay_limit`` (added after 0.3.0; older reports have none)."""
     if not isinstance(data, dict):
         return None
     window = data.get("window_s")
