@@ -45,7 +45,7 @@ class KeyWindow:
         return None
 
     def finished(self, succeeded: bool) -> None:
-        """A request is answered; the success form counts it now."""
+        """A request's answer is made; the success form counts it now, if it succeeded."""
         if succeeded and not self.total:
             self._times.append(self._forget())
 

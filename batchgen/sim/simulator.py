@@ -122,11 +122,12 @@ class Simulator:
         if cfg.latency_ms:
             await asyncio.sleep(cfg.latency_ms / 1000)
         fault = faults.choose(cfg, prompt, key, attempt)
-        if self._limit is not None:
-            self._limit.finished(succeeded=fault is None)
         if fault is None:
             self.stats.billed[prompt] += 1
-            return await self._success(body, prompt, key)
+            done = await self._success(body, prompt, key)
+            if self._limit is not None:
+                self._limit.finished(succeeded=True)  # as new-api records it: once the answer is made
+            return done
         self.stats.faults[fault] += 1
         if fault in faults.BILLED_FAULTS:
             self.stats.billed[prompt] += 1
