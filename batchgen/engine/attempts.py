@@ -103,10 +103,8 @@ class Sender:
                 exc.stated_limit, exc.rate_headers
             ):
                 counts.attempts -= 1
-                # A probe that met the throttle met a relay that is up.
-                self.guards.attempt_done(
-                    ok=False, retryable_failure=False, is_probe=is_probe
-                ) if is_probe else None
+                if is_probe:  # a probe that met the throttle met a relay that is up
+                    self.guards.attempt_done(ok=False, retryable_failure=False, is_probe=True)
                 log.debug("%s: the relay's rate limit; waiting for room in its window", item_id)
                 return None
             self._count_failure(item_id, exc, counts, is_probe)
