@@ -347,12 +347,7 @@ def _simulator_flags(parser: Any, prefix: str) -> None:
         help="answer as new-api's rate limit does: 429 with the limit in words, no Retry-After,"
         " over M requests in the rate window",
     )
-    add(
-        f"--{prefix}rate-window-ms",
-        type=float,
-        metavar="MS",
-        help="the rate limit's sliding window (default 60000: one minute)",
-    )
+    add(f"--{prefix}rate-window-ms", type=float, metavar="MS", help="the rate limit's window (default 60000)")
     add(
         f"--{prefix}rate-form",
         choices=RATE_FORMS,

@@ -121,23 +121,17 @@ class HttpImageClient:
         # Made on first use: most services answer b64_json, and each session costs an SSL context.
         # Straight to the link, the resolver refuses private addresses as it resolves; through a
         # proxy (often on a private address itself) the link's host is checked before sending.
+        timeout = self._download.timeout_s
         if proxied and self._proxied_downloads is None:
-            self._proxied_downloads = self._download_session_with(aiohttp.TCPConnector(limit=0))
+            self._proxied_downloads = _download_session(aiohttp.TCPConnector(limit=0), timeout)
         if not proxied and self._download_session is None:
             resolver = _FilteringResolver(self._download.allow_loopback)
-            self._download_session = self._download_session_with(
-                aiohttp.TCPConnector(limit=0, resolver=resolver)
+            self._download_session = _download_session(
+                aiohttp.TCPConnector(limit=0, resolver=resolver), timeout
             )
         session = self._proxied_downloads if proxied else self._download_session
         assert session is not None
         return session
-
-    def _download_session_with(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            headers={"User-Agent": USER_AGENT},
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self._download.timeout_s),
-        )
 
     async def __aexit__(self, *exc: object) -> None:
         for session in (self._session, self._download_session, self._proxied_downloads):
@@ -175,9 +169,9 @@ class HttpImageClient:
         except RequestError:
             raise
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-            raise self._scrubbed(map_exception(exc)) from exc
+            raise _scrubbed(map_exception(exc), self._key) from exc
         if status != 200:
-            raise self._scrubbed(responses.error_from_response(status, headers, raw))
+            raise _scrubbed(responses.error_from_response(status, headers, raw), self._key)
         try:
             # The fast path runs on the loop (pybase64 holds the GIL anyway, for 0.3 ms per
             # image); a full JSON parse, when needed, goes to a worker thread.
@@ -185,7 +179,7 @@ class HttpImageClient:
             if parsed is None:
                 parsed = await asyncio.to_thread(responses.parse_success, raw)
         except RequestError as exc:
-            raise self._scrubbed(exc) from exc
+            raise _scrubbed(exc, self._key) from exc
         del raw  # the encoded body is not needed once decoded: let it go before the images are written
         return Generation(parsed.images, parsed.created, parsed.links, limits.rate_headers(headers))
 
@@ -197,7 +191,7 @@ class HttpImageClient:
         try:
             for _ in range(policy.max_redirects + 1):
                 _check_download_url(target, policy.allow_loopback)
-                self._warn_if_plain(target)
+                _warn_if_plain(target, self._warned_hosts)
                 proxy = self._proxies.for_url(str(target))
                 if proxy is not None:
                     self._guard = self._guard or _FilteringResolver(policy.allow_loopback)
@@ -228,26 +222,37 @@ class HttpImageClient:
             raise _download_failed("image url did not return a PNG, JPEG, WebP or GIF image")
         return GeneratedImage(data, fmt)
 
-    def _warn_if_plain(self, url: URL) -> None:
-        host = url.host or ""
-        if url.scheme == "http" and not is_loopback_host(host) and host not in self._warned_hosts:
-            self._warned_hosts.add(host)
-            log.warning(
-                "image links from %s are plain http: fetched, but anyone on the way could read or alter them",
-                host,
-            )
 
-    def _scrubbed(self, error: RequestError) -> RequestError:
-        """The same error, with the key cut out of its message should a proxy echo it, and the
-        ends of it that new-api shows in its quota messages ("[sk-abcd***wxyz]") too."""
-        message = error.message
-        if self._key is not None and self._key.reveal() in message:
-            message = message.replace(self._key.reveal(), "********")
-        message = _MASKED_KEY.sub("sk-********", message)
-        if message != error.message:
-            error.message = message
-            error.args = (message,)
-        return error
+def _warn_if_plain(url: URL, warned: set[str]) -> None:
+    """Once per host: a link from a public host over plain http."""
+    host = url.host or ""
+    if url.scheme == "http" and not is_loopback_host(host) and host not in warned:
+        warned.add(host)
+        log.warning(
+            "image links from %s are plain http: fetched, but anyone on the way could read or alter them",
+            host,
+        )
+
+
+def _scrubbed(error: RequestError, key: Secret | None) -> RequestError:
+    """The same error, with the key cut out of its message should a proxy echo it, and the
+    ends of it that new-api shows in its quota messages ("[sk-abcd***wxyz]") too."""
+    message = error.message
+    if key is not None and key.reveal() in message:
+        message = message.replace(key.reveal(), "********")
+    message = _MASKED_KEY.sub("sk-********", message)
+    if message != error.message:
+        error.message = message
+        error.args = (message,)
+    return error
+
+
+def _download_session(connector: aiohttp.TCPConnector, timeout_s: float) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        headers={"User-Agent": USER_AGENT},
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+    )
 
 
 def map_exception(exc: BaseException) -> RequestError:
