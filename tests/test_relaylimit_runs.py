@@ -20,7 +20,7 @@ from batchgen.sim.simulator import Simulator
 
 from .conftest import FAST_LIMITS
 
-WINDOW_MS = 400.0
+WINDOW_MS = 250.0
 LIMIT = 4  # requests per window
 ITEMS = 10
 
