@@ -155,6 +155,15 @@ def merge_reports(reports: Sequence[Report], missing_shards: Sequence[str] = ())
         aborted="; ".join(aborted) if aborted else None,
         merged_from=sorted({r.shard or r.job for r in reports}),
         missing_shards=missing_shards,
+        # The key's limit, as the shards knew it: the latest report's that says one.
+        relay_limit=next(
+            (
+                r.relay_limit
+                for r in sorted(reports, key=lambda r: r.finished_at, reverse=True)
+                if r.relay_limit
+            ),
+            None,
+        ),
     )
 
 
