@@ -312,3 +312,21 @@ async def test_a_later_answer_with_room_wakes_a_turn_waiting_for_the_reset() -> 
 
     await racing.run([asyncio.create_task(relay()), asyncio.create_task(turn())])
     assert admitted == [pytest.approx(1.0)]
+
+
+async def test_after_a_reset_each_shard_takes_its_part_of_the_headers_limit() -> None:
+    fake = FakeTime()
+    limiter = RateLimiter(None, clock=fake.clock, sleep=fake.sleep, shards=4)
+    await limiter.acquire()
+    limiter.answered(RateHeaders(limit=8, remaining=0, reset_s=10.0))
+    times = []
+    for _ in range(2):
+        await limiter.acquire()
+        times.append(fake.now)
+    assert times == [10.0, 10.0]  # 8 / 4 shards: two, then an answer must say more
+    waiting = asyncio.create_task(limiter.acquire())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    limiter.answered(RateHeaders(limit=8, remaining=5, reset_s=10.0))
+    await asyncio.wait_for(waiting, timeout=5)

@@ -63,7 +63,7 @@ class RateLimiter:
         self._on_learned = on_learned
         self.relay = relay  # the relay's whole limit (all shards), as stated
         self._window = Window(relay.share(shards) if relay else None)
-        self._headers = HeaderGate()
+        self._headers = HeaderGate(shards)
         self._answered = asyncio.Event()
 
     @property

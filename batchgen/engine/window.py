@@ -71,8 +71,9 @@ class HeaderGate:
     count the freshest.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shards: int = 1) -> None:
         self.limit: int | None = None
+        self._shards = shards  # processes on the same key: after a reset, each takes its part
         self._budget: int | None = None  # None: the headers said nothing yet
         self._reset_at = 0.0
 
@@ -97,6 +98,6 @@ class HeaderGate:
             return None if self._reset_at == math.inf else self._reset_at
         # Reset: the full limit again (one request to learn it, if no header said it), and then
         # an answer to say more.
-        self._budget = self.limit or 1
+        self._budget = max(1, (self.limit or 1) // self._shards)
         self._reset_at = math.inf
         return now
