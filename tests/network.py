@@ -9,7 +9,6 @@ import contextlib
 import ssl
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -178,9 +177,3 @@ def private_ca(folder: Path) -> tuple[Path, ssl.SSLContext]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     return ca, context
-
-
-@contextlib.contextmanager
-def running(server: ThreadedServer) -> Iterator[ThreadedServer]:
-    with server:
-        yield server
