@@ -81,6 +81,7 @@ class ForwardProxy(ThreadedServer):
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[str] = []
+        self.credentials: list[str] = []  # each request's Proxy-Authorization, if it had one
 
     @property
     def url(self) -> str:
@@ -95,6 +96,9 @@ class ForwardProxy(ThreadedServer):
         request, *fields = head.rstrip("\r\n").split("\r\n")
         method, target, version = request.split(" ", 2)
         self.seen.append(f"{method} {target}")
+        self.credentials += [
+            f.split(":", 1)[1].strip() for f in fields if f.lower().startswith("proxy-authorization:")
+        ]
         if method == "CONNECT":
             host, port = target.rsplit(":", 1)
             up_reader, up_writer = await asyncio.open_connection(host, int(port))

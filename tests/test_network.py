@@ -79,6 +79,32 @@ def test_the_relay_is_reached_through_the_proxy(
     assert len(list((tmp_path / "net" / paths.IMAGES).glob("*.png"))) == 3
 
 
+def test_credentials_in_the_proxy_url_are_sent_to_the_proxy_and_never_logged(
+    threaded_simulator: Callable[..., Simulator],
+    write_manifest: Callable[..., Path],
+    tmp_path: Path,
+    proxy: ForwardProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sim = threaded_simulator()
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://me:s3cret@"))
+    argv = [
+        "run",
+        str(three_items(write_manifest)),
+        "--base-url",
+        sim.base_url,
+        "--output",
+        str(tmp_path),
+        "-vv",
+    ]
+    assert main(argv) == 0
+    assert proxy.credentials == ["Basic bWU6czNjcmV0"] * 3  # me:s3cret
+    assert sim.stats.requests == 3
+    captured = capsys.readouterr()
+    assert "s3cret" not in captured.out + captured.err
+
+
 @pytest.mark.parametrize("no_proxy", ["127.0.0.1", "127.0.0.0/8", "*"])
 def test_no_proxy_goes_straight_there(
     threaded_simulator: Callable[..., Simulator],
