@@ -43,7 +43,8 @@ LIMIT_RULES: dict[str, LimitRule] = {
         0,
         1_000_000,
         "Holds the whole job, retries included, to this many requests in any 60 seconds;"
-        " --rpm overrides it. Without it, a 429 still slows the job down.",
+        " --rpm overrides it, and each of N shards takes 1/N of it. Without it, a limit the"
+        " relay states is learned and mirrored, and any other 429 still slows the job down.",
         low_open=True,
         nullable=True,
     ),
@@ -202,6 +203,73 @@ DEFAULT_OUTPUT = Path("output")
 
 
 @dataclass(frozen=True)
+class Proxies:
+    """A company's egress proxy, as curl, pip and the OpenAI SDK read it from the environment:
+    ``HTTP_PROXY``, ``HTTPS_PROXY`` and ``NO_PROXY``, in either case (docs/real-service.md)."""
+
+    http: str | None = None
+    https: str | None = None
+    no_proxy: str = ""
+
+    def for_url(self, url: str) -> str | None:
+        """The proxy a request to ``url`` goes through, or None (straight there)."""
+        parts = urlsplit(url)
+        proxy = {"http": self.http, "https": self.https}.get(parts.scheme)
+        if proxy is None or not parts.hostname:
+            return None
+        if any(_bypasses(entry, parts.hostname.lower(), parts.port) for entry in self.no_proxy.split(",")):
+            return None
+        return proxy
+
+    def __repr__(self) -> str:  # a proxy URL may carry a password
+        http, https = _no_password(self.http), _no_password(self.https)
+        return f"Proxies(http={http!r}, https={https!r}, no_proxy={self.no_proxy!r})"
+
+
+def _bypasses(entry: str, host: str, port: int | None) -> bool:
+    """A NO_PROXY entry, as curl reads them: ``*``, a name and its subdomains (``example.com``,
+    ``.example.com``, ``*.example.com``), an address or a network (``10.0.0.0/8``), a ``:port``."""
+    entry = entry.strip().lower()
+    if entry == "*":
+        return True
+    name, _, wanted_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+    if wanted_port and (not wanted_port.isdecimal() or int(wanted_port) != port):
+        return False
+    name = name.strip("[]").removeprefix("*").lstrip(".")
+    if not name:
+        return False
+    if host == name or host.endswith("." + name):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")) in ipaddress.ip_network(name, strict=False)
+    except ValueError:
+        return False
+
+
+def _no_password(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return url if parts.password is None else url.replace(f":{parts.password}@", ":********@", 1)
+
+
+def _proxies(environ: Mapping[str, str]) -> Proxies:
+    def read(name: str) -> str | None:
+        return (environ.get(name.lower()) or environ.get(name.upper()) or "").strip() or None
+
+    found: dict[str, str | None] = {}
+    for scheme in ("http", "https"):
+        name = f"{scheme}_proxy"
+        url = read(name)
+        if url is not None and "://" not in url:
+            url = f"http://{url}"  # as curl takes "proxy:3128"
+        if url is not None and urlsplit(url).scheme not in ("http", "https"):
+            raise UsageError(f"{name.upper()} must be an http:// proxy URL, not {_no_password(url)}")
+        found[scheme] = url
+    return Proxies(found["http"], found["https"], read("no_proxy") or "")
+
+
+@dataclass(frozen=True)
 class Overrides:
     """What the command line says; None means "not given"."""
 
@@ -221,12 +289,19 @@ class RunSettings:
     output_dir: Path
     reference_field: str
     max_request_bytes: int
+    proxies: Proxies = field(default_factory=Proxies)
 
 
 def resolve(
-    api: ApiSettings, limits: Limits, overrides: Overrides, environ: Mapping[str, str]
+    api: ApiSettings,
+    limits: Limits,
+    overrides: Overrides,
+    environ: Mapping[str, str],
+    *,
+    need_key: bool = True,
 ) -> RunSettings:
-    """The one place batchgen reads environment variables."""
+    """The one place batchgen reads environment variables. ``need_key``: false for a command that
+    sends nothing (``validate``), which still hears what the run would say of the base URL."""
     base_url = overrides.base_url or environ.get(BASE_URL_ENV) or api.base_url
     source = (
         "--base-url"
@@ -244,7 +319,7 @@ def resolve(
             parts.hostname,
         )
     key: Secret | None = None
-    if not overrides.simulate:
+    if not overrides.simulate and need_key:
         value = environ.get(api.api_key_env, "").strip()
         if not value:
             raise UsageError(
@@ -259,4 +334,6 @@ def resolve(
         output_dir=overrides.output_dir or DEFAULT_OUTPUT,
         reference_field=api.reference_field,
         max_request_bytes=api.max_request_bytes,
+        # The simulator runs on this machine: a proxy would only be in its way.
+        proxies=Proxies() if overrides.simulate else _proxies(environ),
     )

@@ -64,6 +64,47 @@ _RETRYABLE = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class RelayLimit:
+    """A rate limit the relay stated: at most ``requests`` in any ``window_s`` seconds, per key."""
+
+    requests: int
+    window_s: float
+
+    def __post_init__(self) -> None:
+        if self.requests < 1 or not self.window_s > 0:
+            raise ValueError(f"a rate limit needs requests >= 1 and a window above 0, not {self}")
+
+    def describe(self) -> str:
+        """``120 requests a minute``, ``30 requests every 2 minutes``, ``5 requests every 1.5 s``."""
+        count = f"{self.requests} request" + "s" * (self.requests != 1)
+        minutes = self.window_s / 60
+        if minutes == 1:
+            return f"{count} a minute"
+        if minutes >= 1 and minutes == int(minutes):
+            return f"{count} every {int(minutes)} minutes"
+        return f"{count} every {self.window_s:g} s"
+
+    def share(self, shards: int) -> RelayLimit:
+        """One of ``shards`` processes' part of the limit: the same window, ``1/shards`` of the
+        requests (at least one, the window stretched to keep the rate when fewer than one is left)."""
+        if shards <= 1:
+            return self
+        part = self.requests / shards
+        if part >= 1:
+            return RelayLimit(int(part), self.window_s)
+        return RelayLimit(1, self.window_s / part)
+
+
+@dataclass(frozen=True)
+class RateHeaders:
+    """What one answer's ``x-ratelimit-*-requests`` headers said; None where a header was absent."""
+
+    limit: int | None = None  # requests allowed in the relay's period
+    remaining: int | None = None  # left in it, this request counted
+    reset_s: float | None = None  # seconds until the count is back to ``limit``
+
+
 class BatchgenError(Exception):
     """Base of every error batchgen raises on purpose."""
 
@@ -122,7 +163,8 @@ class RequestError(BatchgenError):
     ``sent`` is true when the request may have reached the service (so it may
     have been billed); ``should_retry`` is the server's ``x-should-retry``
     verdict when it gave one, which overrides the class; ``upstream_status``
-    is the status of the service behind a gateway, when the gateway names it.
+    is the status of the service behind a gateway, when the gateway names it;
+    ``stated_limit`` and ``rate_headers`` are what the answer said of the relay's rate limit.
     """
 
     def __init__(
@@ -135,6 +177,8 @@ class RequestError(BatchgenError):
         should_retry: bool | None = None,
         sent: bool = True,
         upstream_status: int | None = None,
+        stated_limit: RelayLimit | None = None,
+        rate_headers: RateHeaders | None = None,
     ) -> None:
         super().__init__(message)
         self.error_class = error_class
@@ -144,6 +188,8 @@ class RequestError(BatchgenError):
         self.should_retry = should_retry
         self.sent = sent
         self.upstream_status = upstream_status  # what the service behind a gateway answered, if it says
+        self.stated_limit = stated_limit  # a 429 that says the relay's limit in words
+        self.rate_headers = rate_headers  # the answer's x-ratelimit-*-requests headers
 
     @property
     def retryable(self) -> bool:

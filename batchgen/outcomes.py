@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from batchgen.errors import ErrorClass
+from batchgen.errors import ErrorClass, RelayLimit
 
 
 class ItemStatus(enum.StrEnum):
@@ -101,4 +101,40 @@ class JobStopping:
     reason: str
 
 
-Event = JobStarted | ItemRetrying | ItemFinished | JobStopping
+class LimitSource(enum.StrEnum):
+    """Where a run knew the relay's rate limit from."""
+
+    STATED = "stated"  # a 429 said it in words, this run
+    REMEMBERED = "remembered"  # an earlier run of the job learned it
+    HEADERS = "headers"  # the answers' x-ratelimit-limit-requests header
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySeen:
+    """The relay's own rate limit as a run knew it: ``requests`` per ``window_s`` (None: the
+    headers' period, which they do not say), for the whole key, all shards together."""
+
+    requests: int
+    window_s: float | None
+    source: LimitSource
+
+    def describe(self) -> str:
+        if self.window_s is None:
+            return f"{self.requests} requests (x-ratelimit-limit-requests)"
+        return RelayLimit(self.requests, self.window_s).describe()
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitLearned:
+    """A 429 stated the relay's limit; the run now runs at ``running_at`` (its shard's part)."""
+
+    limit: RelayLimit
+    running_at: RelayLimit
+
+    def message(self) -> str:
+        if self.running_at == self.limit:
+            return f"the relay allows {self.limit.describe()}: running at that"
+        return f"the relay allows {self.limit.describe()}: this shard runs at {self.running_at.describe()}"
+
+
+Event = JobStarted | ItemRetrying | ItemFinished | JobStopping | RateLimitLearned

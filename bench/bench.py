@@ -13,6 +13,7 @@ bar of docs/performance.md is printed with PASS or FAIL. Not a test: nothing in 
     python bench/bench.py --only nightly   # re-running a finished 100,000-item catalog
     python bench/bench.py --only gallery   # the first screen of a 100,000-item gallery
     python bench/bench.py --only derive    # variants and thumbnails (bench/derive.py)
+    python bench/bench.py --only relaylimit  # the relay's own limit, learned (bench/relaylimit.py)
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import relaylimit
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -255,6 +258,25 @@ def rate_limit(res: Results, rpm: int, items: int) -> None:
         )
     )
     res.bars.append(Bar("rate limit: share of --rpm used", f"{used:.3f}", ">= 0.9", used >= 0.9))
+
+
+def relay_limit(res: Results, window_s: float, old_python: str | None) -> None:
+    """A relay that limits its rate as new-api does, nothing configured (bench/relaylimit.py)."""
+    found = relaylimit.measure(simulator, window_s, old_python, Path("output/bench/relaylimit"))
+    res.raw["relaylimit"] = found
+    for name, run in found["runs"].items():
+        who = "batchgen" if name != "old" else "old"
+        rate = run["succeeded"] / run["duration_s"] if run["duration_s"] else 0.0
+        res.rows.append(
+            (
+                f"relay limit {relaylimit.LIMIT}/{window_s:g} s, {name} run, 429s {run['throttled']}",
+                who,
+                f"{rate:.1f}",
+                f"{run['duration_s']:.1f}",
+                "-",
+            )
+        )
+    res.bars.extend(Bar(*bar) for bar in relaylimit.bars(found))
 
 
 def memory_scale(res: Results, small: int, large: int) -> None:
@@ -547,13 +569,26 @@ def main() -> int:
         " in minutes, and kept in output/bench/)",
     )
     parser.add_argument(
-        "--only", choices=("throughput", "latency", "nightly", "gallery", "derive"), help="one scenario alone"
+        "--only",
+        choices=("throughput", "latency", "nightly", "gallery", "derive", "relaylimit"),
+        help="one scenario alone",
     )
     parser.add_argument(
         "--derive-items",
         type=int,
         default=10_000,
         help="items of the re-derive scenario (default 10,000: its first run makes them, in minutes)",
+    )
+    parser.add_argument(
+        "--relay-window-s",
+        type=float,
+        default=60.0,
+        help="relaylimit: the relay's window (default 60: new-api's minute; shorter for a quick look)",
+    )
+    parser.add_argument(
+        "--old-python",
+        metavar="PYTHON",
+        help="relaylimit: also run the first scenario with this interpreter's batchgen (e.g. main's venv)",
     )
     args = parser.parse_args()
     started = time.time()
@@ -568,6 +603,8 @@ def main() -> int:
         gallery_first_paint(res, 100_000)
     elif args.only == "derive":
         deriving(res, images=24, reps=2, rederive_items=args.derive_items)
+    elif args.only == "relaylimit":
+        relay_limit(res, args.relay_window_s, args.old_python)
     elif args.scaling:
         scaling(res)
     elif args.quick:

@@ -147,3 +147,40 @@ def test_deployment_commands_parse_and_name_real_manifests(name: str, argv: list
     if args.command == "run":
         local = [REPO / str(p).removeprefix("/work/") for p in args.manifests]
         assert jobs.load_all(manifest_paths(local)), name
+
+
+# --- docs/real-service.md: its commands parse, and what it quotes is what batchgen prints -----
+
+
+def real_service_commands() -> Iterator[list[str]]:
+    page = (REPO / "docs" / "real-service.md").read_text()
+    for block in re.findall(r"```sh\n(.*?)```", page, re.DOTALL):
+        for line in block.splitlines():
+            if line.startswith("batchgen "):
+                yield shlex.split(line)[1:]
+
+
+def test_the_real_service_page_commands_parse() -> None:
+    found = list(real_service_commands())
+    assert len(found) >= 5
+    for argv in found:
+        args = _parser().parse_args(argv)
+        for manifest in getattr(args, "manifests", []):
+            assert (REPO / manifest).exists(), manifest
+
+
+def test_the_real_service_page_quotes_what_batchgen_says() -> None:
+    from batchgen.errors import RelayLimit
+    from batchgen.outcomes import RateLimitLearned
+    from batchgen.service.limits import stated_limit
+
+    page = (REPO / "docs" / "real-service.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    limit = RelayLimit(120, 60.0)
+    said = f"batchgen: {RateLimitLearned(limit, limit).message()}"
+    assert said in page
+    assert said in readme
+    assert "[docs/real-service.md](docs/real-service.md)" in readme
+    for message in re.findall(r"`(您已达到[^`]*)`", page + readme):
+        assert stated_limit(message) == limit
+    assert f"the relay allows {limit.describe()} (learned" in page

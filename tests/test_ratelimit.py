@@ -162,7 +162,8 @@ class RacingTime:
             due = [woken for when, woken in self._sleepers if when <= self.now]
             self._sleepers = [(when, woken) for when, woken in self._sleepers if when > self.now]
             for woken in due:
-                woken.set_result(None)
+                if not woken.done():  # a sleeper woken early by something else was cancelled
+                    woken.set_result(None)
 
 
 async def test_turns_go_first_come_first_served_when_waiters_wake_together() -> None:

@@ -139,3 +139,26 @@ def test_merge_of_a_file_that_is_not_a_report_is_a_usage_error(
     (tmp_path / "j/report.json").write_bytes(b'{"job": "j", "items": [{"id": "a"}]}')
     assert main(["merge", str(tmp_path / "j"), "--output", str(tmp_path / "m")]) == 2
     assert "report.json is not a batchgen report" in capsys.readouterr().err
+
+
+def test_the_relays_limit_is_reported_read_back_and_kept_by_a_merge() -> None:
+    from dataclasses import replace
+
+    from batchgen.outcomes import LimitSource, RelaySeen
+    from batchgen.report.report import merge_reports
+
+    plain = record_of([S, S])
+    assert "relay_limit" not in plain.to_json()  # absent unless known: older readers see nothing new
+    seen = RelaySeen(120, 60.0, LimitSource.STATED)
+    learned = replace(record_of([S]), relay_limit=seen, shard="1/2")
+    written = learned.to_json()
+    assert written["relay_limit"] == {"requests": 120, "window_s": 60.0, "source": "stated"}
+    assert Report.from_json(written).relay_limit == seen
+    headers = RelaySeen(60, None, LimitSource.HEADERS)
+    assert Report.from_json(replace(learned, relay_limit=headers).to_json()).relay_limit == headers
+    assert merge_reports([replace(plain, shard="2/2"), learned]).relay_limit == seen
+    lines = summary_lines(learned, "out/j")
+    assert (
+        "  the relay's rate limit: 120 requests a minute (learned from its 429, kept for the next run)"
+        in lines
+    )

@@ -516,3 +516,39 @@ async def test_a_request_cancelled_while_its_body_is_read_gives_its_place_back(t
     result = await asyncio.wait_for(task, timeout=10)
     assert [o.status for o in result.outcomes] == [ItemStatus.PENDING]
     assert r.room.taken == 0
+
+
+async def test_the_relays_throttle_is_not_a_failure_of_the_item_nor_of_the_service(tmp_path: Path) -> None:
+    """Five 429s in a row that state the limit: the item is not charged an attempt (one attempt
+    allowed, it still succeeds), the breaker (tripping after 2 failures) does not count them."""
+    from batchgen.errors import RelayLimit
+
+    throttle = error(ErrorClass.RATE_LIMITED, http_status=429, stated_limit=RelayLimit(2, 60.0))
+    client = FakeClient({"A": [throttle] * 5 + [OK]})
+    fake = FakeTime()
+    r = runner(
+        tmp_path, client, concurrency=1, fake=fake, max_attempts=1, guards=Guards(max_consecutive_failures=2)
+    )
+    result = await run(r, [make_spec(0, "a", "A")])
+    (outcome,) = result.outcomes
+    assert outcome.status is ItemStatus.SUCCEEDED
+    assert (outcome.attempts, outcome.requests_sent) == (1, 1)
+    assert client.calls_for("A") == 6
+    assert result.relay is not None
+    assert (result.relay.requests, result.learned) == (2, RelayLimit(2, 60.0))
+    assert r.limiter.interval == 0.0  # not slowed down as after a 429 that says nothing
+    assert fake.now >= 4 * 60.0  # each throttle waited for a window to clear, not a backoff
+
+
+async def test_a_probe_that_meets_the_throttle_reopens_the_breaker(tmp_path: Path) -> None:
+    from batchgen.errors import RelayLimit
+
+    throttle = error(ErrorClass.RATE_LIMITED, http_status=429, stated_limit=RelayLimit(50, 60.0))
+    boom = error(ErrorClass.SERVER_ERROR, http_status=500)
+    client = FakeClient({"A": [boom, boom, throttle, OK], "B": [OK]})
+    guards = Guards(max_consecutive_failures=2, pause_s=0.0)
+    r = runner(tmp_path, client, concurrency=1, max_attempts=4, guards=guards)
+    result = await run(r, [make_spec(0, "a", "A"), make_spec(1, "b", "B")])
+    assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED, ItemStatus.SUCCEEDED]
+    assert result.aborted is None
+    assert result.outcomes[0].attempts == 3  # the two failures and the success; not the throttle

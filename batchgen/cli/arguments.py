@@ -15,7 +15,7 @@ from batchgen import __version__, config
 from batchgen.cli import logs
 from batchgen.outcomes import FLAGS
 from batchgen.plan import shard
-from batchgen.sim.settings import ALL_FAULTS, DROPPABLE_FIELDS, RESPONSE_SHAPES, TRANSIENT_FAULTS
+from batchgen.sim.settings import ALL_FAULTS, DROPPABLE_FIELDS, RATE_FORMS, RESPONSE_SHAPES, TRANSIENT_FAULTS
 
 EXIT_HELP = """exit status:
   0    every item succeeded or was already done
@@ -200,6 +200,15 @@ def _validate_command(commands: _Commands) -> None:
     validate.add_argument(
         "--prices", type=Path, metavar="FILE", help="price table for the estimate"
     ).complete = FILE  # type: ignore[attr-defined]
+    validate.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="where the run writes (default ./output): the job folder's remembered rate limit is shown",
+    ).complete = FOLDER  # type: ignore[attr-defined]
+    validate.add_argument(
+        "--shard", type=_shard, metavar="K/N", help="show the rate one of N shards would run at"
+    )
     _logging_flags(validate)
     validate.set_defaults(command="validate")
 
@@ -288,7 +297,11 @@ def _sending_flags(parser: argparse.ArgumentParser) -> None:
         "--concurrency", type=_limit("concurrency"), metavar="N", help="requests in flight at once"
     )
     parser.add_argument(
-        "--rpm", type=_limit("requests_per_minute"), metavar="N", help="requests per minute for the whole job"
+        "--rpm",
+        type=_limit("requests_per_minute"),
+        metavar="N",
+        help="requests per minute for this run, retries included (with --shard: this shard's own,"
+        " where the manifest's requests_per_minute is split between the shards)",
     )
     parser.add_argument(
         "--max-attempts", type=_limit("max_attempts"), metavar="N", help="attempts per item, retries included"
@@ -344,6 +357,26 @@ def _simulator_flags(parser: Any, prefix: str) -> None:
         metavar="FIELDS",
         help=f"answer as a relay that loses these fields ({','.join(DROPPABLE_FIELDS)}): Gemini then"
         " makes its default, 1K and square",
+    )
+    add(
+        f"--{prefix}rate-limit",
+        type=int,
+        metavar="M",
+        help="answer as new-api's rate limit does: 429 with the limit in words, no Retry-After,"
+        " over M requests in the rate window",
+    )
+    add(f"--{prefix}rate-window-ms", type=float, metavar="MS", help="the rate limit's window (default 60000)")
+    add(
+        f"--{prefix}rate-form",
+        choices=RATE_FORMS,
+        help="success: count successful requests as they finish (default);"
+        " total: every request, failures included",
+    )
+    add(
+        f"--{prefix}rate-headers",
+        action="store_const",
+        const=True,
+        help="send x-ratelimit-limit/remaining/reset-requests on every answer, as OpenAI-style gateways do",
     )
 
 

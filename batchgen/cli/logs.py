@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from batchgen.errors import Problem
-from batchgen.outcomes import Event, ItemFinished, ItemRetrying, JobStarted, JobStopping
+from batchgen.outcomes import Event, ItemFinished, ItemRetrying, JobStarted, JobStopping, RateLimitLearned
 from batchgen.output import paths
 from batchgen.report.record import Report, ReportFailure
 
@@ -96,6 +96,15 @@ def event_logger(job: str) -> Callable[[Event], None]:
                 fields["flags"] = [flag.value for flag in o.flags]
         elif isinstance(event, JobStopping):
             fields = {"event": "job_stopping", "job": job, "reason": event.reason}
+        elif isinstance(event, RateLimitLearned):
+            fields = {
+                "event": "rate_limit_learned",
+                "job": job,
+                "requests": event.limit.requests,
+                "window_s": event.limit.window_s,
+                "running_at": event.running_at.requests,
+                "message": event.message(),
+            }
         else:
             return
         EVENTS.info("%s", fields["event"], extra={"event": fields})

@@ -19,7 +19,7 @@ from batchgen import config
 from batchgen.cli import arguments, logs
 from batchgen.cli.progress import ProgressBar, TqdmLogHandler
 from batchgen.errors import JobLockedError, ManifestError, StoreError, UsageError
-from batchgen.job import jobs, memory, reopen
+from batchgen.job import jobs, memory, rates, reopen
 from batchgen.outcomes import Event, JobStatus
 from batchgen.plan import estimate
 from batchgen.plan.resume import Mode
@@ -65,6 +65,10 @@ def _simulator_config(args: argparse.Namespace, prefix: str, **extra: Any) -> Si
         "payload_kb": getattr(args, f"{prefix}payload_kb"),
         "response": getattr(args, f"{prefix}response"),
         "max_body_mb": getattr(args, f"{prefix}max_body_mb"),
+        "rate_limit": getattr(args, f"{prefix}rate_limit"),
+        "rate_window_ms": getattr(args, f"{prefix}rate_window_ms"),
+        "rate_form": getattr(args, f"{prefix}rate_form"),
+        "rate_headers": getattr(args, f"{prefix}rate_headers"),
     }
     for name, flag in (("faults", "faults"), ("dropped_fields", "drop_fields")):
         words = getattr(args, f"{prefix}{flag}")
@@ -224,14 +228,18 @@ def _severity(code: int) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     manifests = jobs.load_all(manifest_paths(args.manifests))
+    overrides = config.Overrides(output_dir=args.output)
     for job in manifests:
         logs.problems(log, job.warnings, logging.WARNING)
+        # What the run would say of the settings (a plain-http base URL), with no key needed.
+        settings = config.resolve(job.api, job.limits, overrides, os.environ, need_key=False)
+        rate = rates.of(job.job, settings.limits, args.shard, overrides, settings.output_dir)
         if not args.quiet:
             found = estimate.summary(job, jobs.price_table(job, jobs.RunOptions(prices=args.prices)))
             if args.log_format == "json":
-                print(orjson.dumps(found.fields()).decode())
+                print(orjson.dumps({**found.fields(), **rate.fields()}).decode())
             else:
-                print("\n".join(found.lines()))
+                print("\n".join([*found.lines(), *(f"  {line}" for line in rate.lines())]))
     return EXIT_OK
 
 

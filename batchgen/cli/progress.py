@@ -8,7 +8,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from batchgen.outcomes import Event, ItemFinished, ItemRetrying, ItemStatus, JobStarted
+from batchgen.errors import RelayLimit
+from batchgen.outcomes import Event, ItemFinished, ItemRetrying, ItemStatus, JobStarted, RateLimitLearned
 
 
 class ProgressBar:
@@ -18,6 +19,7 @@ class ProgressBar:
         self._bar: Any = None
         self._retrying: set[str] = set()
         self._ok = self._failed = 0
+        self.limit: RelayLimit | None = None  # the relay's, as learned: shown beside the counts
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, JobStarted):
@@ -39,11 +41,21 @@ class ProgressBar:
             if self._bar is not None:
                 self._bar.update(1)
             self._show()
+        elif isinstance(event, RateLimitLearned):
+            self.limit = event.running_at
+            tqdm.write(f"batchgen: {event.message()}", file=sys.stderr)
+            self._show()
 
     def _show(self) -> None:
         if self._bar is not None:
             # As an ordered mapping: keyword postfixes would be sorted alphabetically.
-            counts = {"ok": self._ok, "failed": self._failed, "retrying": len(self._retrying)}
+            counts: dict[str, object] = {
+                "ok": self._ok,
+                "failed": self._failed,
+                "retrying": len(self._retrying),
+            }
+            if self.limit is not None:
+                counts["relay limit"] = self.limit.describe()
             self._bar.set_postfix(ordered_dict=counts, refresh=False)
 
     def close(self) -> None:

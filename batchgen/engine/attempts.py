@@ -63,29 +63,60 @@ class Sender:
         try:
             async for attempt in retrying:
                 with attempt:
-                    # tenacity asks `stop` before the backoff sleep, not after it: a job
-                    # that stopped during the sleep must not send this retry.
-                    go, is_probe = await self.guards.admit(self.stopping.event)
-                    if go:
-                        await self.limiter.acquire(self.stopping.is_set)
-                    if not go or self.stopping.is_set():
-                        return last
-                    counts.attempts += 1
-                    log.debug("%s: sending attempt %d%s", item_id, counts.attempts, " (probe)" * is_probe)
-                    try:
-                        generation = await self.client.generate(body, key, place.take)
-                    except RequestError as exc:
-                        place.give_back()
-                        last = exc
-                        self._count_failure(item_id, exc, counts, is_probe)
-                        raise
-                    counts.sent += 1
-                    self.guards.attempt_done(ok=True, retryable_failure=False, is_probe=is_probe)
-                    self.limiter.succeeded()
-                    return generation
+                    while True:  # until an answer that is not the relay's throttle
+                        # tenacity asks `stop` before the backoff sleep, not after it: a job
+                        # that stopped during the sleep must not send this retry.
+                        go, is_probe = await self.guards.admit(self.stopping.event)
+                        admitted = go and await self.limiter.acquire(self.stopping.is_set)
+                        if not admitted or self.stopping.is_set():
+                            return last
+                        try:
+                            generation = await self._attempt(item_id, body, key, counts, place, is_probe)
+                        except RequestError as exc:
+                            last = exc
+                            raise
+                        if generation is not None:
+                            return generation
         except RequestError as exc:  # given up on: tenacity hands back the last failure
             return exc
         raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    async def _attempt(
+        self,
+        item_id: str,
+        body: dict[str, Any],
+        key: str,
+        counts: Counts,
+        place: Place,
+        is_probe: bool,
+    ) -> Generation | None:
+        """One request; None when the relay's own limit turned it away (it waits for its turn
+        again, and it is not an attempt of the item: the throttle says nothing about the item)."""
+        counts.attempts += 1
+        log.debug("%s: sending attempt %d%s", item_id, counts.attempts, " (probe)" * is_probe)
+        try:
+            generation = await self.client.generate(body, key, place.take)
+        except RequestError as exc:
+            place.give_back()
+            self.limiter.answered(exc.rate_headers)
+            if exc.error_class is ErrorClass.RATE_LIMITED and self.limiter.refused(
+                exc.stated_limit, exc.rate_headers
+            ):
+                counts.attempts -= 1
+                if is_probe:  # a probe that met the throttle met a relay that is up
+                    self.guards.attempt_done(ok=False, retryable_failure=False, is_probe=True)
+                log.debug("%s: the relay's rate limit; waiting for room in its window", item_id)
+                return None
+            self._count_failure(item_id, exc, counts, is_probe)
+            raise
+        except BaseException:
+            self.limiter.answered(None)  # cancelled: its slot ages from now
+            raise
+        self.limiter.answered(generation.rate)
+        counts.sent += 1
+        self.guards.attempt_done(ok=True, retryable_failure=False, is_probe=is_probe)
+        self.limiter.succeeded()
+        return generation
 
     def _retrying(self, item_id: str, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None

@@ -8,6 +8,7 @@ progress bar and the log read, and the ``JobRun`` at the end. Attempting one ite
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterable, Callable, Sequence
 from concurrent.futures import Executor
@@ -23,9 +24,19 @@ from batchgen.engine.retry import RetryPolicy
 from batchgen.engine.room import ImageRoom
 from batchgen.engine.stopping import Stopping
 from batchgen.engine.writing import Writer
+from batchgen.errors import RelayLimit
 from batchgen.manifest.references import ReferenceLoader
 from batchgen.manifest.spec import ItemSpec
-from batchgen.outcomes import Event, ItemFinished, ItemOutcome, ItemStatus, JobStarted
+from batchgen.outcomes import (
+    Event,
+    ItemFinished,
+    ItemOutcome,
+    ItemStatus,
+    JobStarted,
+    LimitSource,
+    RateLimitLearned,
+    RelaySeen,
+)
 from batchgen.output.journal import Journal
 from batchgen.output.store import JobStore
 from batchgen.plan.resume import Mode
@@ -33,6 +44,8 @@ from batchgen.plan.triage import Work
 from batchgen.service.client import ImageClient
 
 __all__ = ["JobRun", "Runner", "Sleep"]
+
+log = logging.getLogger(__name__)
 
 Decided = AsyncIterable[tuple[list[Work], list[ItemOutcome]]]
 
@@ -46,6 +59,8 @@ class JobRun:
     interrupted: str | None = None  # a signal stopped it
     started_at: float = 0.0
     finished_at: float = 0.0
+    relay: RelaySeen | None = None  # the relay's own rate limit, if the run knew it
+    learned: RelayLimit | None = None  # the one a 429 stated this run: the next run starts at it
 
 
 @dataclass
@@ -65,12 +80,22 @@ class Runner:
     requests_per_minute: float | None = None
     io: Executor | None = None  # threads for blocking file work (None: the loop's default)
     room: ImageRoom = field(default_factory=ImageRoom)  # answers' images held in memory at once
+    relay_limit: RelayLimit | None = None  # the relay's limit, remembered from an earlier run
+    shards: int = 1  # processes sharing the key: each mirrors its part of the relay's limit
 
     def __post_init__(self) -> None:
         self.stopping = Stopping(lambda event: self.on_event(event))
         sleep = self.sleep or self.stopping.sleep
+        self.learned: RelayLimit | None = None
         # Every attempt, retries included, takes a turn: the limit is on requests, not items.
-        self.limiter = RateLimiter(self.requests_per_minute, clock=self.clock, sleep=sleep)
+        self.limiter = RateLimiter(
+            self.requests_per_minute,
+            clock=self.clock,
+            sleep=sleep,
+            relay=self.relay_limit,
+            shards=self.shards,
+            on_learned=self._learned,
+        )
         sender = Sender(
             self.client,
             self.policy,
@@ -96,6 +121,22 @@ class Runner:
             Endings(self.writer, self.policy, self.guards, self.stopping),
             self.mode,
         )
+
+    def _learned(self, limit: RelayLimit) -> None:
+        self.learned = limit
+        event = RateLimitLearned(limit, limit.share(self.shards))
+        log.info("%s", event.message())
+        self.on_event(event)
+
+    def relay_seen(self) -> RelaySeen | None:
+        """What the run knew of the relay's own limit, for the report."""
+        relay = self.limiter.relay
+        if relay is not None:
+            source = LimitSource.STATED if self.learned == relay else LimitSource.REMEMBERED
+            return RelaySeen(relay.requests, relay.window_s, source)
+        if self.limiter.header_limit is not None:
+            return RelaySeen(self.limiter.header_limit, None, LimitSource.HEADERS)
+        return None
 
     def abort(self, reason: str) -> None:
         self.stopping.abort(reason)
@@ -142,4 +183,12 @@ class Runner:
             done.get(spec.index) or ItemOutcome(spec.index, spec.id, spec.prompt, ItemStatus.PENDING)
             for spec in items
         ]
-        return JobRun(outcomes, self.stopping.aborted, self.stopping.interrupted, started, time.time())
+        return JobRun(
+            outcomes,
+            self.stopping.aborted,
+            self.stopping.interrupted,
+            started,
+            time.time(),
+            self.relay_seen(),
+            self.learned,
+        )

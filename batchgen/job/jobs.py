@@ -19,7 +19,7 @@ from batchgen import config, manifest
 from batchgen.engine.guards import Guards
 from batchgen.engine.retry import RetryPolicy
 from batchgen.errors import ManifestError, Problem, StoreError, UsageError
-from batchgen.job import deriving, memory, reporting, unchanged
+from batchgen.job import deriving, memory, rates, reporting, unchanged
 from batchgen.job.signals import Caught, signals
 from batchgen.job.unchanged import Unchanged
 from batchgen.manifest.references import ReferenceLoader
@@ -261,6 +261,7 @@ async def _send(
         max_workers=IO_THREADS, thread_name_prefix="batchgen-io", initializer=_background_priority
     )
     limits = settings.limits
+    rate = rates.of(job.job, limits, options.shard, options.overrides, settings.output_dir)
     try:
         book.run_started(job.path, time.time(), shard_label)
         async with hooks.connect(settings) as active:
@@ -275,13 +276,17 @@ async def _send(
                 sleep=hooks.sleep,
                 journal=book,
                 mode=options.mode,
-                requests_per_minute=limits.requests_per_minute,
+                requests_per_minute=rate.per_minute,
+                relay_limit=rate.mirrored,
+                shards=rate.shards,
                 io=io,
                 guards=Guards.from_limits(limits, options.max_failures, options.max_cost),
             )
             caught = hooks.signals
             with signals(runner, limits.grace_s, caught) if caught else contextlib.nullcontext():
-                return await runner.run(planned.items, decided(planned.triage, planned.items))
+                run = await runner.run(planned.items, decided(planned.triage, planned.items))
+        rates.learned(run.learned, settings.output_dir / job.job)
+        return run
     finally:
         io.shutdown(wait=True)
         book.close()
@@ -336,6 +341,7 @@ async def http_client(settings: config.RunSettings) -> AsyncIterator[ImageClient
         settings.api_key,
         timeout_s=settings.limits.timeout_s,
         max_request_bytes=settings.max_request_bytes,
+        proxies=settings.proxies,
     )
     async with http as client:
         yield client

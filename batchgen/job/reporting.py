@@ -43,6 +43,7 @@ def write_report(
         started_at=run.started_at,
         finished_at=run.finished_at,
         shard=shard_label,
+        relay_limit=run.relay,
     )
     record.write(store, report)
     table, param_of = _params(items)

@@ -10,6 +10,7 @@
     <job>/thumbs/<stem>.webp           the gallery's previews, the built-in variant ``thumb``
     <job>/variants/<name>/<stem>.<ext> the channel variants (``variants.Variant.path``)
     <job>/derived/<id>.json            what was derived from an item's images (``variants.Record``)
+    <job>/relay-limit.json             the relay's rate limit as a run learned it (output/relaylimit.py)
 
 All relative to the job folder, with ``/`` between parts, as they appear in the journal,
 the sidecars and the report.
@@ -26,6 +27,7 @@ REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 STAMP = "unchanged.json"
 LOCK = ".lock"
+RELAY_LIMIT = "relay-limit.json"  # in the job's own folder, shared by its shards: the limit is per key
 
 
 def image(stem: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from batchgen.errors import ErrorClass, UsageError
-from batchgen.outcomes import FLAGS, Flag, ItemStatus, JobStatus
+from batchgen.outcomes import FLAGS, Flag, ItemStatus, JobStatus, LimitSource, RelaySeen
 from batchgen.output import paths
 from batchgen.output.store import JobStore
 
@@ -148,6 +148,7 @@ class Report:
     merged_from: tuple[str, ...] | None = None  # a merged report: the shards (or jobs) it was made from
     missing_shards: tuple[str, ...] = ()
     flags: Mapping[str, int] | None = None  # items per flag, every flag named; None: a report of 0.3.0
+    relay_limit: RelaySeen | None = None  # the relay's own rate limit, when the run knew it
 
     @property
     def stopped(self) -> str | None:
@@ -182,6 +183,8 @@ class Report:
             report["shard"] = self.shard
         if self.missing_shards:
             report["missing_shards"] = list(self.missing_shards)
+        if self.relay_limit is not None:
+            report["relay_limit"] = _relay_json(self.relay_limit)
         return report
 
     @classmethod
@@ -212,9 +215,28 @@ class Report:
                 merged_from=None if merged is None else tuple(str(name) for name in merged),
                 missing_shards=tuple(str(label) for label in data.get("missing_shards", ())),
                 flags=_flag_counts(data.get("flags")),
+                relay_limit=_relay(data.get("relay_limit")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a batchgen report ({type(exc).__name__}: {exc})") from None
+
+
+def _relay_json(seen: RelaySeen) -> dict[str, Any]:
+    limit: dict[str, Any] = {"requests": seen.requests}
+    if seen.window_s is not None:
+        limit["window_s"] = seen.window_s
+    limit["source"] = seen.source.value
+    return limit
+
+
+def _relay(data: object) -> RelaySeen | None:
+    """``relay_limit`` (added after 0.3.0; older reports have none)."""
+    if not isinstance(data, dict):
+        return None
+    window = data.get("window_s")
+    return RelaySeen(
+        int(data["requests"]), None if window is None else float(window), LimitSource(data["source"])
+    )
 
 
 def _items_json(items: Iterable[ReportItem]) -> list[dict[str, Any]]:

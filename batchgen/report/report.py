@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from batchgen.outcomes import ItemOutcome, ItemStatus, JobStatus
+from batchgen.outcomes import ItemOutcome, ItemStatus, JobStatus, LimitSource, RelaySeen
 from batchgen.output import paths
 from batchgen.report.record import Report, ReportFailure, ReportItem, StatusCounts, flag_counts, moment
 
@@ -53,6 +53,7 @@ def assemble(
     shard: str | None = None,
     merged_from: Sequence[str] | None = None,
     missing_shards: Sequence[str] = (),
+    relay_limit: RelaySeen | None = None,
 ) -> Report:
     """The report of ``items`` (in the report's order), with ``failures``, the rows of those
     that ended failed; counts and status follow from the items, the spend is rounded."""
@@ -77,6 +78,7 @@ def assemble(
         merged_from=None if merged_from is None else tuple(merged_from),
         missing_shards=tuple(missing_shards),
         flags=flag_counts(items),
+        relay_limit=relay_limit,
     )
 
 
@@ -90,6 +92,7 @@ def build_report(
     finished_at: float,
     interrupted: str | None = None,
     shard: str | None = None,
+    relay_limit: RelaySeen | None = None,
 ) -> Report:
     spend = Spend(
         requests_sent=sum(o.requests_sent for o in outcomes),
@@ -108,6 +111,7 @@ def build_report(
         aborted=aborted,
         interrupted=interrupted,
         shard=shard,
+        relay_limit=relay_limit,
     )
 
 
@@ -161,6 +165,15 @@ def merge_reports(reports: Sequence[Report], missing_shards: Sequence[str] = ())
         aborted="; ".join(aborted) if aborted else None,
         merged_from=sorted({r.shard or r.job for r in reports}),
         missing_shards=missing_shards,
+        # The key's limit, as the shards knew it: the latest report's that says one.
+        relay_limit=next(
+            (
+                r.relay_limit
+                for r in sorted(reports, key=lambda r: r.finished_at, reverse=True)
+                if r.relay_limit
+            ),
+            None,
+        ),
     )
 
 
@@ -181,6 +194,9 @@ def summary_lines(report: Report, output: str) -> list[str]:
             f"  flagged items are kept and count as succeeded (they were billed); to make them again:"
             f" batchgen redo {output} --flag {next(iter(flagged))}"
         )
+    if report.relay_limit is not None:
+        seen = report.relay_limit
+        lines.append(f"  the relay's rate limit: {seen.describe()} ({_SOURCES[seen.source]})")
     if report.aborted_reason:
         lines.append(f"  aborted: {report.aborted_reason}")
     if report.interrupted_by:
@@ -200,6 +216,13 @@ def summary_lines(report: Report, output: str) -> list[str]:
     lines.append(f"  report: {output}/{paths.REPORT_JSON}")
     lines.append(f"  gallery: {output}/{paths.REPORT_HTML}")
     return lines
+
+
+_SOURCES = {
+    LimitSource.STATED: "learned from its 429, kept for the next run",
+    LimitSource.REMEMBERED: "learned by an earlier run",
+    LimitSource.HEADERS: "from its headers",
+}
 
 
 def _unconfirmed(report: Report) -> str:

@@ -24,10 +24,10 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from batchgen import __version__
-from batchgen.config import Secret, is_loopback_host
-from batchgen.errors import ErrorClass, RequestError
+from batchgen.config import Proxies, Secret, is_loopback_host
+from batchgen.errors import ErrorClass, RateHeaders, RequestError
 from batchgen.images import SNIFF_BYTES, GeneratedImage, sniff
-from batchgen.service import responses
+from batchgen.service import limits, responses
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class Generation:
     images: tuple[GeneratedImage, ...]
     created: int | None
     links: tuple[str, ...] = ()
+    rate: RateHeaders | None = None  # what the answer's x-ratelimit-*-requests headers said
 
 
 # Awaited just before an answer's body is read: the caller's room in memory for its images.
@@ -89,8 +90,11 @@ class HttpImageClient:
         download: DownloadPolicy | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_request_bytes: int | None = None,
+        proxies: Proxies | None = None,
     ) -> None:
         self._url = base_url.rstrip("/") + "/images/generations"
+        self._proxies = proxies or Proxies()
+        self._proxy = self._proxies.for_url(self._url)
         self._key = api_key
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 30.0))
         host = URL(base_url).host or ""
@@ -99,6 +103,8 @@ class HttpImageClient:
         self._max_request_bytes = max_request_bytes
         self._session: aiohttp.ClientSession | None = None
         self._download_session: aiohttp.ClientSession | None = None
+        self._proxied_downloads: aiohttp.ClientSession | None = None
+        self._guard: _FilteringResolver | None = None  # checks a link's host when a proxy resolves it
         self._warned_hosts: set[str] = set()
 
     async def __aenter__(self) -> HttpImageClient:
@@ -111,21 +117,28 @@ class HttpImageClient:
         )
         return self
 
-    def _downloads(self) -> aiohttp.ClientSession:
+    def _downloads(self, proxied: bool) -> aiohttp.ClientSession:
         # Made on first use: most services answer b64_json, and each session costs an SSL context.
-        if self._download_session is None:
+        # Straight to the link, the resolver refuses private addresses as it resolves; through a
+        # proxy (often on a private address itself) the link's host is checked before sending.
+        timeout = self._download.timeout_s
+        if proxied and self._proxied_downloads is None:
+            self._proxied_downloads = _download_session(aiohttp.TCPConnector(limit=0), timeout)
+        if not proxied and self._download_session is None:
             resolver = _FilteringResolver(self._download.allow_loopback)
-            self._download_session = aiohttp.ClientSession(
-                headers={"User-Agent": USER_AGENT},
-                connector=aiohttp.TCPConnector(limit=0, resolver=resolver),
-                timeout=aiohttp.ClientTimeout(total=self._download.timeout_s),
+            self._download_session = _download_session(
+                aiohttp.TCPConnector(limit=0, resolver=resolver), timeout
             )
-        return self._download_session
+        session = self._proxied_downloads if proxied else self._download_session
+        assert session is not None
+        return session
 
     async def __aexit__(self, *exc: object) -> None:
-        for session in (self._session, self._download_session):
+        for session in (self._session, self._download_session, self._proxied_downloads):
             if session is not None:
                 await session.close()
+        if self._guard is not None:
+            await self._guard.close()
 
     async def generate(
         self, body: Mapping[str, Any], idempotency_key: str, room: Room = no_wait
@@ -148,6 +161,7 @@ class HttpImageClient:
                 data=io.BytesIO(data) if len(data) > LARGE_BODY else data,
                 headers={"Idempotency-Key": idempotency_key},
                 allow_redirects=False,
+                proxy=self._proxy,
             ) as resp:
                 await room()  # the body waits in the kernel until the caller has room for it
                 raw = await _read_capped(resp, self._max_response_bytes)
@@ -155,9 +169,9 @@ class HttpImageClient:
         except RequestError:
             raise
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-            raise self._scrubbed(map_exception(exc)) from exc
+            raise _scrubbed(map_exception(exc), self._key) from exc
         if status != 200:
-            raise self._scrubbed(responses.error_from_response(status, headers, raw))
+            raise _scrubbed(responses.error_from_response(status, headers, raw), self._key)
         try:
             # The fast path runs on the loop (pybase64 holds the GIL anyway, and briefly: see
             # docs/performance.md); a full JSON parse, when needed, goes to a worker thread.
@@ -165,21 +179,26 @@ class HttpImageClient:
             if parsed is None:
                 parsed = await asyncio.to_thread(responses.parse_success, raw)
         except RequestError as exc:
-            raise self._scrubbed(exc) from exc
+            raise _scrubbed(exc, self._key) from exc
         del raw  # the encoded body is not needed once decoded: let it go before the images are written
-        return Generation(parsed.images, parsed.created, parsed.links)
+        return Generation(parsed.images, parsed.created, parsed.links, limits.rate_headers(headers))
 
     async def download(self, url: str) -> GeneratedImage:
         """Fetch an image the service answered with as a link: https, or plain http with a warning,
         never to a private, link-local or (unless the API is there) loopback address."""
-        session = self._downloads()
         policy = self._download
         target = URL(url)
         try:
             for _ in range(policy.max_redirects + 1):
                 _check_download_url(target, policy.allow_loopback)
-                self._warn_if_plain(target)
-                async with session.get(target, allow_redirects=False) as resp:
+                _warn_if_plain(target, self._warned_hosts)
+                proxy = self._proxies.for_url(str(target))
+                if proxy is not None:
+                    self._guard = self._guard or _FilteringResolver(policy.allow_loopback)
+                    await self._guard.resolve(target.host or "", target.port or 0)
+                async with self._downloads(proxy is not None).get(
+                    target, allow_redirects=False, proxy=proxy
+                ) as resp:
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                         target = target.join(URL(resp.headers["Location"]))
                         continue
@@ -203,26 +222,37 @@ class HttpImageClient:
             raise _download_failed("image url did not return a PNG, JPEG, WebP or GIF image")
         return GeneratedImage(data, fmt)
 
-    def _warn_if_plain(self, url: URL) -> None:
-        host = url.host or ""
-        if url.scheme == "http" and not is_loopback_host(host) and host not in self._warned_hosts:
-            self._warned_hosts.add(host)
-            log.warning(
-                "image links from %s are plain http: fetched, but anyone on the way could read or alter them",
-                host,
-            )
 
-    def _scrubbed(self, error: RequestError) -> RequestError:
-        """The same error, with the key cut out of its message should a proxy echo it, and the
-        ends of it that new-api shows in its quota messages ("[sk-abcd***wxyz]") too."""
-        message = error.message
-        if self._key is not None and self._key.reveal() in message:
-            message = message.replace(self._key.reveal(), "********")
-        message = _MASKED_KEY.sub("sk-********", message)
-        if message != error.message:
-            error.message = message
-            error.args = (message,)
-        return error
+def _warn_if_plain(url: URL, warned: set[str]) -> None:
+    """Once per host: a link from a public host over plain http."""
+    host = url.host or ""
+    if url.scheme == "http" and not is_loopback_host(host) and host not in warned:
+        warned.add(host)
+        log.warning(
+            "image links from %s are plain http: fetched, but anyone on the way could read or alter them",
+            host,
+        )
+
+
+def _scrubbed(error: RequestError, key: Secret | None) -> RequestError:
+    """The same error, with the key cut out of its message should a proxy echo it, and the
+    ends of it that new-api shows in its quota messages ("[sk-abcd***wxyz]") too."""
+    message = error.message
+    if key is not None and key.reveal() in message:
+        message = message.replace(key.reveal(), "********")
+    message = _MASKED_KEY.sub("sk-********", message)
+    if message != error.message:
+        error.message = message
+        error.args = (message,)
+    return error
+
+
+def _download_session(connector: aiohttp.TCPConnector, timeout_s: float) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        headers={"User-Agent": USER_AGENT},
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+    )
 
 
 def map_exception(exc: BaseException) -> RequestError:

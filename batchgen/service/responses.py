@@ -15,6 +15,7 @@ import pybase64
 
 from batchgen.errors import ErrorClass, RequestError
 from batchgen.images import SNIFF_BYTES, GeneratedImage, ImageFormat, sniff
+from batchgen.service.limits import rate_headers, stated_limit
 
 MAX_MESSAGE = 300
 
@@ -109,6 +110,7 @@ def error_from_response(status: int, headers: Mapping[str, str], raw: bytes) -> 
     message, kind = describe_body(raw)
     error_class = classify(status, f"{message} {kind}")
     upstream = _UPSTREAM_STATUS.search(kind)
+    limited = error_class is ErrorClass.RATE_LIMITED
     if status == 413:
         message += (
             " (the relay or a proxy in front of it refused the request's size:"
@@ -121,6 +123,8 @@ def error_from_response(status: int, headers: Mapping[str, str], raw: bytes) -> 
         retry_after=parse_retry_after(headers.get("Retry-After")),
         should_retry=parse_should_retry(headers.get("x-should-retry")),
         upstream_status=int(upstream.group(1)) if upstream else None,
+        stated_limit=stated_limit(message) if limited else None,
+        rate_headers=rate_headers(headers),
     )
 
 

@@ -38,6 +38,7 @@ RESPONSE_SHAPES = ("asked", "b64", "dataurl", "url")
 # Fields a relay may lose on the way to Gemini, which then makes its default: 1K, square
 # (docs/real-service.md, "What arrived: the size check").
 DROPPABLE_FIELDS = ("image_size", "aspect_ratio")
+RATE_FORMS = ("success", "total")  # new-api's two limits: successes, or every request
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class SimulatorConfig:
     link_failures: int = 1  # how many fetches of a "flakylink" link fail before one works
     dropped_fields: tuple[str, ...] = ()  # of DROPPABLE_FIELDS: answer as if the request had not said them
     record_bodies: bool = False  # keep every request body in stats.bodies (tests look at what was sent)
+    rate_limit: int | None = None  # new-api's limit: at most this many requests per rate window (429 over it)
+    rate_window_ms: float = 60_000.0  # its sliding window (new-api: whole minutes; here, any length)
+    rate_form: str = "success"  # success: count successes, when they finish; total: every request
+    rate_headers: bool = False  # x-ratelimit-*-requests on every answer, as OpenAI-style gateways send
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(ALL_FAULTS)
@@ -71,5 +76,13 @@ class SimulatorConfig:
             raise ValueError(f"link failures must be 0 or more, not {self.link_failures}")
         if self.response not in RESPONSE_SHAPES:
             raise ValueError(f"response must be one of {', '.join(RESPONSE_SHAPES)}, not {self.response!r}")
+        if self.rate_limit is not None and self.rate_limit < 1:
+            raise ValueError(f"rate limit must be at least 1 request, not {self.rate_limit}")
+        if not self.rate_window_ms > 0:
+            raise ValueError(f"rate window must be above 0 ms, not {self.rate_window_ms:g}")
+        if self.rate_form not in RATE_FORMS:
+            raise ValueError(f"rate form must be one of {', '.join(RATE_FORMS)}, not {self.rate_form!r}")
+        if self.rate_headers and self.rate_limit is None:
+            raise ValueError("rate headers need a rate limit to count against")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError(f"fault rate must be between 0 and 1, not {self.fault_rate}")

@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from batchgen.sim import answers, faults, images
+from batchgen.sim.limit import KeyWindow
 from batchgen.sim.links import Links
 from batchgen.sim.settings import SimulatorConfig
 from batchgen.sim.stats import SimulatorStats
@@ -44,6 +45,7 @@ class Simulator:
         self.port = 0
         # Called with the running request count on each request: lets a test act at a chosen point.
         self.on_request: Callable[[int], None] | None = None
+        self._limit = KeyWindow(self.config) if self.config.rate_limit is not None else None
 
     @property
     def base_url(self) -> str:
@@ -59,7 +61,13 @@ class Simulator:
         app.router.add_get("/files/{token}", self._links.serve)
         app.router.add_get("/_sim/stats", self._stats)
         app.router.add_get("/_sim/arrivals", self._arrivals)
+        if self.config.rate_headers:
+            app.on_response_prepare.append(self._rate_headers)
         return app
+
+    async def _rate_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        if self._limit is not None and request.path.endswith("/images/generations"):
+            response.headers.update(self._limit.headers())
 
     async def __aenter__(self) -> Simulator:
         # A client that hangs up cancels its handler, as with a real server, and shutting
@@ -107,12 +115,19 @@ class Simulator:
             return faults.error(401, "无效的令牌", "new_api_error")
         if not isinstance(prompt, str) or not prompt.strip():
             return faults.error(400, "prompt is required", "invalid_request_error")
+        refused = self._limit.arrived() if self._limit is not None else None
+        if refused is not None:
+            self.stats.throttled += 1
+            return refused
         if cfg.latency_ms:
             await asyncio.sleep(cfg.latency_ms / 1000)
         fault = faults.choose(cfg, prompt, key, attempt)
         if fault is None:
             self.stats.billed[prompt] += 1
-            return await self._success(body, prompt, key)
+            done = await self._success(body, prompt, key)
+            if self._limit is not None:
+                self._limit.finished(succeeded=True)  # as new-api records it: once the answer is made
+            return done
         self.stats.faults[fault] += 1
         if fault in faults.BILLED_FAULTS:
             self.stats.billed[prompt] += 1

@@ -13,6 +13,7 @@ class SimulatorStats:
     by_key: Counter[str] = field(default_factory=Counter)
     by_prompt: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
+    throttled: int = 0  # answered 429 by the relay's rate limit
     downloads: int = 0
     failed_downloads: int = 0
     billed: Counter[str] = field(default_factory=Counter)  # per prompt: generations the service did
@@ -36,6 +37,7 @@ class SimulatorStats:
             "by_key": dict(self.by_key),
             "by_prompt": dict(self.by_prompt),
             "faults": dict(self.faults),
+            "throttled": self.throttled,
             "downloads": self.downloads,
             "failed_downloads": self.failed_downloads,
             "billed": dict(self.billed),
