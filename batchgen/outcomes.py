@@ -28,6 +28,7 @@ class Failure:
     http_status: int | None
     retryable: bool
     links: tuple[str, ...] = ()  # download_failed: the image links the service answered with
+    blocked_by: tuple[str, ...] = ()  # dependency_failed: the referenced items that did not succeed
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class ItemOutcome:
     estimated_cost: float = 0.0  # of the images this item produced (billed, even if they were lost)
     unconfirmed_cost: float = 0.0  # of its unconfirmed attempts: perhaps billed
     version: int = 1  # of its image: 2 and up once redone (earlier ones are in history/)
+    digests: tuple[str, ...] = ()  # sha256 of each file written this run (what its dependents name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,7 +166,8 @@ def _redo_command(commands: _Commands) -> None:
         help="make again the images a reviewer rejected",
         description="Make again exactly the named items of a job, each with a fresh Idempotency-Key."
         " The image each replaces is kept in history/<id>.<version>.<ext>, never deleted; the journal"
-        " and report record the new version. Nothing else is sent. The gallery (report.html) hands"
+        " and report record the new version. The items made from their images (@ID references) are made"
+        " again after them, unless --no-dependents. Nothing else is sent. The gallery (report.html) hands"
         " out the list as redo.txt, or this command ready to copy.",
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -179,6 +180,12 @@ def _redo_command(commands: _Commands) -> None:
         metavar="FILE",
         help="a file of ids, one per line (blank lines and # comments ignored), as the gallery exports it",
     ).complete = FILE  # type: ignore[attr-defined]
+    redo.add_argument(
+        "--no-dependents",
+        action="store_true",
+        help="do not make again the items made from these images (@ID references); they are then"
+        " stale, and the next run makes them",
+    )
     _manifest_flag(redo)
     _sending_flags(redo)
     redo.set_defaults(command="redo")
@@ -190,6 +197,12 @@ def _validate_command(commands: _Commands) -> None:
     validate.add_argument(
         "--prices", type=Path, metavar="FILE", help="price table for the estimate"
     ).complete = FILE  # type: ignore[attr-defined]
+    validate.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="where run writes (default ./output): to say how many dependents are stale",
+    ).complete = FOLDER  # type: ignore[attr-defined]
     _logging_flags(validate)
     validate.set_defaults(command="validate")
 

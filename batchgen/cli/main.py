@@ -19,7 +19,7 @@ from batchgen import config
 from batchgen.cli import arguments, logs
 from batchgen.cli.progress import ProgressBar, TqdmLogHandler
 from batchgen.errors import JobLockedError, ManifestError, StoreError, UsageError
-from batchgen.job import jobs, memory, reopen
+from batchgen.job import jobs, memory, reopen, stale
 from batchgen.outcomes import Event, JobStatus
 from batchgen.output import thumbs
 from batchgen.plan import estimate
@@ -127,6 +127,7 @@ def _retry(args: argparse.Namespace) -> int:
 def _redo(args: argparse.Namespace) -> int:
     job, options = reopen.load_for_retry(args.job_dir, _options(args, None, Mode.REDO), args.manifest)
     ids = reopen.redo_ids(job, options, args.ids, args.ids_file)
+    ids = reopen.with_dependents(job, options, ids, dependents=not args.no_dependents)
     return _send(args, [job], replace(options, redo=ids))
 
 
@@ -224,6 +225,8 @@ def _validate(args: argparse.Namespace) -> int:
         logs.problems(log, job.warnings, logging.WARNING)
         if not args.quiet:
             found = estimate.summary(job, jobs.price_table(job, jobs.RunOptions(prices=args.prices)))
+            output = args.output or config.DEFAULT_OUTPUT
+            found = found.with_stale(stale.stale_dependents(job, output / job.job))
             if args.log_format == "json":
                 print(orjson.dumps(found.fields()).decode())
             else:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from batchgen.errors import UsageError
 from batchgen.job.jobs import RunOptions
+from batchgen.manifest import chains
 from batchgen.manifest import validate as manifest
 from batchgen.output import journal
 from batchgen.plan import shard
@@ -54,10 +55,7 @@ def redo_ids(
         raise UsageError(
             "name the items to make again: batchgen redo OUTPUT_JOB_DIR ID... or --ids-file FILE"
         )
-    items = job.items
-    if options.shard is not None:
-        k, n = options.shard
-        items = tuple(i for i in items if shard.shard_of(i.id, n) == k)
+    items = shard.select(job.items, options.shard)
     known = {item.id for item in items}
     unknown = sorted(set(wanted) - known)
     if unknown:
@@ -67,6 +65,26 @@ def redo_ids(
             f"{len(unknown)} id(s) not in {where}job {job.job!r} ({job.path}): {shown}; nothing was sent"
         )
     return frozenset(wanted)
+
+
+def with_dependents(
+    job: manifest.Manifest, options: RunOptions, ids: frozenset[str], dependents: bool = True
+) -> frozenset[str]:
+    """``ids`` and, unless ``dependents`` is False, every item made from their images: a redone
+    hero is followed by its views in the same command (docs/chains.md). Left out, they are stale,
+    and the next ``run`` makes them again."""
+    found = chains.descendants(shard.select(job.items, options.shard), ids)
+    if not found:
+        return ids
+    if dependents:
+        log.info("%s: also making again %d item(s) made from the redone image(s)", job.job, len(found))
+        return ids | found
+    log.warning(
+        "%s: %d item(s) made from the redone image(s) will be stale (--no-dependents);"
+        " the next run makes them again",
+        *(job.job, len(found)),
+    )
+    return ids
 
 
 def find_manifest(job_dir: Path, state: journal.JournalState) -> Path:

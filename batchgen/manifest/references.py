@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import threading
 from collections import OrderedDict
@@ -40,11 +41,40 @@ class LocalReference:
     written: str  # as the manifest spells it, for messages and sidecars
 
 
-Reference = UrlReference | LocalReference
+@dataclass(frozen=True, slots=True)
+class ItemReference:
+    """``@ID`` or ``@ID#K``: the K-th image of another item of the same job (docs/chains.md)."""
+
+    item_id: str
+    k: int  # 1-based
+    written: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParentImage:
+    """An ``ItemReference`` found in the job folder: the parent's image file, sent like a local
+    file, and its content hash as journaled (what a dependent's fingerprint names)."""
+
+    path: Path  # absolute
+    written: str  # ``@ID`` as the manifest spells it
+    sha256: str
+
+
+Reference = UrlReference | LocalReference | ItemReference | ParentImage
+
+ITEM_REFERENCE = re.compile(r"@([A-Za-z0-9._-]{1,100})(?:#([1-9][0-9]{0,3}))?")
 
 
 def is_url(text: str) -> bool:
     return text.startswith(("http://", "https://", "data:"))
+
+
+def item_reference(text: str) -> ItemReference | None:
+    """``text`` read as ``@ID`` or ``@ID#K``; None if it is not one."""
+    match = ITEM_REFERENCE.fullmatch(text)
+    if match is None:
+        return None
+    return ItemReference(match.group(1), int(match.group(2) or 1), text)
 
 
 def inspect(path: Path, root: Path, max_bytes: int) -> str | None:
@@ -121,6 +151,22 @@ class ReferenceLoader:
             if ref.url.startswith("data:"):
                 return LoadedReference(ref.url, "sha256:" + hashlib.sha256(ref.url.encode()).hexdigest())
             return LoadedReference(ref.url, ref.url)
+        if isinstance(ref, ItemReference):
+            raise ReferenceImageError(f"reference {ref.written}: that item has no image yet")
+        if isinstance(ref, ParentImage):
+            return self._parent(ref)
+        return self._file(ref)
+
+    def _parent(self, ref: ParentImage) -> LoadedReference:
+        """The parent's file, checked against the hash its journal line holds: a damaged or
+        replaced image is never sent in its place."""
+        loaded = self._file(LocalReference(ref.path, ref.written))
+        digest = "sha256:" + ref.sha256
+        if loaded.digest.split("@", 1)[0] != digest:
+            raise ReferenceImageError(f"reference {ref.written}: its image changed on disk since it was made")
+        return LoadedReference(loaded.uri, digest)
+
+    def _file(self, ref: LocalReference) -> LoadedReference:
         try:
             fd = os.open(ref.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
@@ -155,6 +201,10 @@ class ReferenceLoader:
         hold them all. Read once per file and modification time."""
         if isinstance(ref, UrlReference):
             return self.load(ref).digest
+        if isinstance(ref, ParentImage):
+            return "sha256:" + ref.sha256
+        if isinstance(ref, ItemReference):
+            raise ReferenceImageError(f"reference {ref.written}: that item has no image yet")
         try:
             st = os.stat(ref.path)
         except OSError as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 from batchgen.config import ApiSettings, Limits
 from batchgen.errors import Problem
-from batchgen.manifest.references import Reference
+from batchgen.manifest.references import ItemReference, Reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,16 @@ class ItemSpec:
     response_format: str
     extra_fields: Mapping[str, Any]
     references: tuple[Reference, ...]
+    # The first root of the chain it belongs to (docs/chains.md), None when it is in no chain:
+    # what --shard splits by, so that a chain is never cut in two.
+    chain_root: str | None = None
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        """The ids of the items whose images it references (``@ID``), each once."""
+        if not self.references:
+            return ()
+        return tuple(dict.fromkeys(r.item_id for r in self.references if isinstance(r, ItemReference)))
 
     @property
     def image_size(self) -> str | None:

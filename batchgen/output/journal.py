@@ -55,6 +55,7 @@ class Entry:
     estimated_cost: float = 0.0
     links: tuple[str, ...] = ()  # download_failed: the links of images made and billed, to fetch again
     version: int = 1  # how many times its image was made; earlier versions are in history/
+    blocked_by: tuple[str, ...] = ()  # dependency_failed: the referenced items that did not succeed
 
     @property
     def succeeded(self) -> bool:
@@ -98,6 +99,8 @@ class Entry:
             record["retryable"] = self.retryable
             if self.links:
                 record["links"] = list(self.links)
+            if self.blocked_by:
+                record["blocked_by"] = list(self.blocked_by)
         return record
 
     @classmethod
@@ -122,6 +125,7 @@ class Entry:
                 estimated_cost=float(record.get("estimated_cost", 0.0)),
                 links=tuple(str(link) for link in record.get("links", ())),
                 version=int(record.get("version", 1)),
+                blocked_by=tuple(str(i) for i in record.get("blocked_by", ())),
             )
         except (KeyError, TypeError, ValueError):
             return None

@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from batchgen.manifest import provider
+from batchgen.manifest import chains, provider
 from batchgen.manifest.spec import Manifest
 from batchgen.plan.pricing import PriceTable
 
@@ -26,6 +26,12 @@ class Estimate:
     total: float
     currency: str
     source: str
+    chains: chains.Shape = field(default_factory=lambda: chains.Shape(0, 0, 0))
+    chain_cost: float = 0.0  # of the items in chains
+    stale: int | None = None  # dependents made from an earlier image of their parent; None: not looked
+
+    def with_stale(self, stale: int | None) -> Estimate:
+        return replace(self, stale=stale)
 
     def lines(self) -> list[str]:
         lines = [
@@ -37,6 +43,17 @@ class Estimate:
             money = f"~{self.currency} {cost:,.2f}"
             lines.append(f"  {model:<18} {klass:>3}  {requests:>6} requests {count:>6} images  {money}")
         lines.append(f"  estimated cost ~{self.currency} {self.total:,.2f} (estimates from {self.source})")
+        shape = self.chains
+        if shape.dependents:
+            lines.append(
+                f"  chains: {shape.roots} roots, {shape.dependents} dependents, depth {shape.depth};"
+                f" ~{self.currency} {self.chain_cost:,.2f} of the estimate (docs/chains.md)"
+            )
+        if self.stale:
+            lines.append(
+                f"  {self.stale} dependent(s) stale: made from an earlier image of an item they"
+                " reference; `batchgen run` makes them again"
+            )
         return lines
 
     def fields(self) -> dict[str, Any]:
@@ -55,6 +72,13 @@ class Estimate:
             "estimated_cost": round(self.total, 4),
             "currency": self.currency,
             "prices": self.source,
+            "chains": {
+                "roots": self.chains.roots,
+                "dependents": self.chains.dependents,
+                "depth": self.chains.depth,
+                "estimated_cost": round(self.chain_cost, 4),
+                "stale": self.stale,
+            },
         }
 
 
@@ -78,6 +102,9 @@ def summary(job: Manifest, prices: PriceTable) -> Estimate:
         (model, klass, requests, count, prices.cost(model, klass, count))
         for (model, klass), (requests, count) in sorted(groups.items())
     ]
+    chained = chains.shape(job.items)
+    in_chains = (i for i in job.items if i.chain_root is not None)
+    chain_cost = sum(prices.cost(i.model, provider.size_class(i.size, i.image_size), i.n) for i in in_chains)
     return Estimate(
         manifest=str(job.path),
         job=job.job,
@@ -88,4 +115,6 @@ def summary(job: Manifest, prices: PriceTable) -> Estimate:
         total=sum(row[4] for row in rows),
         currency=prices.currency,
         source=str(prices.source),
+        chains=chained,
+        chain_cost=chain_cost,
     )
