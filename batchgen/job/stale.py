@@ -34,11 +34,7 @@ def stale_dependents(job: Manifest, folder: Path) -> int | None:
         partial(plan_item, reference_field=job.api.reference_field, prices=pricing.PriceTable.default()),
         state.entries,
         JobStore(folder),
-        ReferenceLoader(
-            limits.max_reference_bytes,
-            max_side=limits.reference_max_side,
-            send_bytes=limits.reference_send_bytes,
-        ),
+        loader,
         Mode.RUN,
         parents=parents_of(job.items),
     )
