@@ -50,11 +50,12 @@ def write_report(
     )
     record.write(store, report)
     table, param_of = _params(items)
-    gallery.write(store.root, report, _cards(run.outcomes, (table[k] for k in param_of)))
+    parents = {spec.id: list(spec.parents) for spec in items if spec.parents}
+    gallery.write(store.root, report, _cards(run.outcomes, (table[k] for k in param_of), parents))
     finished = run.aborted is None and run.interrupted is None
     if finished and options.mode in STAMPS and unchanged.stampable(run.outcomes):
         wanted = unchanged.key(job, options.shard, options.prices)
-        unchanged.write(store, wanted, sources, run.outcomes, table, param_of, job.warnings)
+        unchanged.write(store, wanted, sources, run.outcomes, (table, param_of), job.warnings, parents)
     return report
 
 
@@ -89,7 +90,7 @@ async def replay(
             shard=shard_label,
         )
         record.write(store, report)
-        gallery.write(store.root, report, _cards(outcomes, unchanged.param_rows(stamp)))
+        gallery.write(store.root, report, _cards(outcomes, unchanged.param_rows(stamp), stamp.parents))
         return report
 
 
@@ -116,8 +117,13 @@ def _params(items: Sequence[manifest.ItemSpec]) -> tuple[list[dict[str, Any]], l
     return table, param_of
 
 
-def _cards(outcomes: Sequence[ItemOutcome], params: Iterable[Mapping[str, Any]]) -> Iterator[gallery.Card]:
-    """The gallery's cards, from the run's outcomes and each item's parameters (never re-read from disk)."""
+def _cards(
+    outcomes: Sequence[ItemOutcome],
+    params: Iterable[Mapping[str, Any]],
+    parents: Mapping[str, Sequence[str]],
+) -> Iterator[gallery.Card]:
+    """The gallery's cards, from the run's outcomes, each item's parameters and the items each was
+    made from (never re-read from disk)."""
     for outcome, asked in zip(outcomes, params, strict=True):
         failure = outcome.failure
         yield gallery.Card(
@@ -130,4 +136,5 @@ def _cards(outcomes: Sequence[ItemOutcome], params: Iterable[Mapping[str, Any]])
             error_class=failure.error_class if failure else None,
             message=failure.message if failure else None,
             version=outcome.version,
+            parents=tuple(parents.get(outcome.id, ())),
         )

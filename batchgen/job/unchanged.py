@@ -24,7 +24,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class Stamp:
     params: list[dict[str, Any]]  # the requests' parameters, each written once ...
     param_of: list[int]  # ... and which one each item was asked with
     warnings: list[str]
+    parents: dict[str, list[str]] = field(default_factory=dict)  # the items each dependent is made from
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def find(folder: Path, wanted: str) -> Stamp | None:
         data = orjson.loads((folder / STAMP).read_bytes())
         if data.get("format") != FORMAT or data.get("key") != wanted:
             return None
-        stamp = Stamp(**{name: data[name] for name in Stamp.__dataclass_fields__})
+        given = {name: data[name] for name in Stamp.__dataclass_fields__ if name != "parents"}
+        stamp = Stamp(**given, parents=data.get("parents", {}))
     except (OSError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
         return None
     for path, *was in stamp.sources:
@@ -136,17 +138,19 @@ def write(
     wanted: str,
     sources: Sequence[tuple[str, manifest.Signature]],
     outcomes: Sequence[ItemOutcome],
-    params: Sequence[Mapping[str, Any]],
-    param_of: Sequence[int],
+    asked: tuple[Sequence[Mapping[str, Any]], Sequence[int]],
     warnings: Sequence[object],
+    parents: Mapping[str, Sequence[str]] | None = None,
 ) -> bool:
     """Stamp a finished job (call with the journal closed, after its last line); ``sources`` with
-    the signatures they had before they were read. False, and no stamp, if one changed since:
-    what this run made may not be what the file asks for now."""
+    the signatures they had before they were read; ``asked``: the distinct request parameters and
+    which each item was asked with; ``parents``: what each dependent is made from. False, and no
+    stamp, if one changed since: what this run made may not be what the file asks for now."""
     for path, was in sources:
         if signature(path) != list(was):
             log.info("%s changed while the job ran: the next run reads the manifest again", path)
             return False
+    params, param_of = asked
     stamp = {
         "format": FORMAT,
         "key": wanted,
@@ -160,6 +164,7 @@ def write(
         "params": list(params),
         "param_of": list(param_of),
         "warnings": [str(w) for w in warnings],
+        "parents": {k: list(v) for k, v in (parents or {}).items()},
     }
     _save(store, stamp)
     return True

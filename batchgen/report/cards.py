@@ -51,4 +51,16 @@ def from_folder(folder: Path, report: Report, entries: Mapping[str, Entry] | Non
             # The report writes a version from 2 up only; an item it lists without one (failed
             # or pending this run) shows the version the journal has of its image.
             version=item.version if item.version > 1 or entry is None else entry.version,
+            parents=_parents(request),
         )
+
+
+def _parents(request: Mapping[str, Any]) -> tuple[str, ...]:
+    """The items a sidecar's request names as references (``item:@ID#K <digest>``, as written)."""
+    found: list[str] = []
+    for extra in (
+        request.get("extra_fields", {}).values() if isinstance(request.get("extra_fields"), dict) else ()
+    ):
+        if isinstance(extra, list):
+            found += [str(v)[6:].split(" ")[0].split("#")[0] for v in extra if str(v).startswith("item:@")]
+    return tuple(dict.fromkeys(found))

@@ -55,6 +55,7 @@ class Card(NamedTuple):
     error_class: ErrorClass | None = None
     message: str | None = None
     version: int = 1
+    parents: tuple[str, ...] = ()  # the items whose images it was made from (docs/chains.md)
 
 
 def request_params(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -175,7 +176,10 @@ def _data(report: Report, cards: Iterable[Card], folder: str, history: Mapping[s
     params_table: list[Mapping[str, Any]] = []
     classes: dict[ErrorClass, int] = {}
     rows: list[list[Any]] = []
+    parents: dict[str, list[str]] = {}  # the viewer links a dependent to these, and them back to it
     for c in cards:
+        if c.parents:
+            parents[c.id] = list(c.parents)
         shared = params.get(id(c.params))
         if shared is None:
             shared = params[id(c.params)] = len(params_table)
@@ -207,6 +211,7 @@ def _data(report: Report, cards: Iterable[Card], folder: str, history: Mapping[s
         "classes": [error_class.value for error_class in classes],
         "params": params_table,
         "history": dict(history),
+        "parents": parents,
         "items": rows,
     }
     # "</script>" or "<!--" in a prompt must not end the block: JSON's own escapes for < > &
