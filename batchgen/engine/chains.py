@@ -31,6 +31,7 @@ class Flow:
     finished: Callable[[ItemOutcome], None]
     endings: Endings
     triage: Triage | None = None  # None: no item references another
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: release nothing more
     _on: dict[str, list[ItemSpec]] = field(default_factory=dict)  # parent id: dependents held for it
     _left: dict[int, set[str]] = field(default_factory=dict)  # held dependent's index: parents to go
     _failed: dict[str, str] = field(default_factory=dict)  # referenced ids that did not succeed: why
@@ -50,12 +51,12 @@ class Flow:
                     yield work
                 async for ready in self._released():
                     yield ready
-        while self._left or self._ready:
+        while (self._left or self._ready) and not self.stop.is_set():
             self._changed.clear()
             async for ready in self._released():
                 yield ready
             if self._left and not self._ready:
-                await self._changed.wait()
+                await _first(self._changed, self.stop)
 
     async def settle(self, outcome: ItemOutcome) -> None:
         """``outcome`` recorded; if others reference it, they are released or blocked."""
@@ -72,7 +73,6 @@ class Flow:
             failure = outcome.failure
             why = f"failed ({failure.error_class.value})" if failure else STOPPED
             self._failed[outcome.id] = why
-        self._changed.set()
         for spec in self._on.pop(outcome.id, []):
             left = self._left.get(spec.index)
             if left is None:
@@ -85,6 +85,7 @@ class Flow:
                 if not left:
                     del self._left[spec.index]
                     self._ready.append(spec)
+        self._changed.set()  # after the whole change: the stream must not wait on a half-made one
 
     async def close(self) -> None:
         """The run is over: what is still held waited for a parent that never finished."""
@@ -114,7 +115,7 @@ class Flow:
 
     async def _released(self) -> AsyncIterator[Work]:
         """The held dependents now free, triaged again with their parents' new images."""
-        while self._ready and self.triage is not None:
+        while self._ready and self.triage is not None and not self.stop.is_set():
             specs, self._ready = self._ready, []
             todo, left = await asyncio.get_running_loop().run_in_executor(None, self.triage.chunk, specs)
             for outcome in left:
@@ -133,3 +134,13 @@ class Flow:
             return
         outcome = blocked_outcome(request, blocked)
         await self.settle(await self.endings.blocked(outcome, self.triage.previous.get(spec.id)))
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Until one of ``events`` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -122,7 +122,8 @@ class Runner:
             done[outcome.index] = outcome
             self.on_event(ItemFinished(outcome))
 
-        flow = Flow(finished, self.endings, triage if triage is not None and triage.parents else None)
+        chained = triage if triage is not None and triage.parents else None
+        flow = Flow(finished, self.endings, chained, self.stopping.event)
 
         async def work(job: Work, release: scheduler.Release) -> None:
             counts = Counts()
