@@ -12,6 +12,7 @@ bar of README "Performance" is printed with PASS or FAIL. Not a test: nothing in
     python bench/bench.py --only latency     # latency-bound rate and event-loop lag
     python bench/bench.py --only nightly   # re-running a finished 100,000-item catalog
     python bench/bench.py --only gallery   # the first screen of a 100,000-item gallery
+    python bench/bench.py --only chains    # hero -> views: 50 x 4 at L = 1 s; planning 20,000 chains
 """
 
 from __future__ import annotations
@@ -314,7 +315,7 @@ def scaling(res: Results) -> None:
                     )
 
 
-def nightly_noop(res: Results, rows: int) -> None:
+def nightly_noop(res: Results, rows: int, chains: bool = False) -> None:
     """Re-running a finished catalog of ``rows`` x 5 items: nothing to send, the report rewritten.
 
     The job is made once for real (minutes at 100,000 items) and kept in output/bench/ for later runs.
@@ -322,12 +323,13 @@ def nightly_noop(res: Results, rows: int) -> None:
     from catalog import VIEWS, batchgen, finished_catalog
 
     items = rows * len(VIEWS)
+    kind = f", {rows} chains" if chains else ""
     with simulator() as url:
-        manifest, output, first = finished_catalog(Path("output/bench"), rows, url)
+        manifest, output, first = finished_catalog(Path("output/bench"), rows, url, chains=chains)
         if first is not None:
             res.rows.append(
                 (
-                    f"catalog job, {items} items, C=64 (first run)",
+                    f"catalog job, {items} items{kind}, C=64 (first run)",
                     "batchgen",
                     f"{items / first.seconds:.1f}",
                     f"{first.seconds:.1f}",
@@ -336,7 +338,7 @@ def nightly_noop(res: Results, rows: int) -> None:
             )
             res.bars.append(
                 Bar(
-                    f"{items:,}-item job peak RSS (a real run)",
+                    f"{items:,}-item job{kind} peak RSS (a real run)",
                     f"{first.rss_mb:.0f} MB",
                     "< 300 MB",
                     first.rss_mb < 300,
@@ -353,25 +355,91 @@ def nightly_noop(res: Results, rows: int) -> None:
             raise SystemExit(f"bench: the nightly re-run failed (exit {run.code}): {run.stderr[-2000:]}")
     seconds = statistics.median(r.seconds for r in runs)
     rss = max(r.rss_mb for r in runs)
-    res.rows.append((f"nightly no-op, {items} items", "batchgen", "-", f"{seconds:.2f}", f"{rss:.0f}"))
+    res.rows.append((f"nightly no-op, {items} items{kind}", "batchgen", "-", f"{seconds:.2f}", f"{rss:.0f}"))
     res.rows.append(
         (
-            f"nightly re-run, {items} items, CSV touched",
+            f"nightly re-run, {items} items{kind}, CSV touched",
             "batchgen",
             "-",
             f"{long_way.seconds:.2f}",
             f"{long_way.rss_mb:.0f}",
         )
     )
-    res.raw["nightly_noop"] = {
+    res.raw["nightly_noop" + ("_chains" if chains else "")] = {
         "items": items,
         "seconds": [r.seconds for r in runs],
         "rss_mb": [r.rss_mb for r in runs],
         "long_way": {"seconds": long_way.seconds, "rss_mb": long_way.rss_mb},
     }
-    res.bars.append(Bar(f"nightly no-op of {items:,} items: time", f"{seconds:.2f} s", "< 3 s", seconds < 3))
     res.bars.append(
-        Bar(f"nightly no-op of {items:,} items: peak RSS", f"{rss:.0f} MB", "< 300 MB", rss < 300)
+        Bar(f"nightly no-op of {items:,} items{kind}: time", f"{seconds:.2f} s", "< 3 s", seconds < 3)
+    )
+    res.bars.append(
+        Bar(f"nightly no-op of {items:,} items{kind}: peak RSS", f"{rss:.0f} MB", "< 300 MB", rss < 300)
+    )
+
+
+def chain_run(res: Results, roots: int, dependents: int, concurrency: int, latency: float) -> None:
+    """``roots`` chains of a root and ``dependents`` made from it, at latency L: the whole run
+    against the ideal, L x the larger of the depth (2) and the rounds C slots need (no barrier:
+    a dependent goes as soon as its own root is written)."""
+    from catalog import batchgen
+
+    folder = Path("output/bench/chains")
+    folder.mkdir(parents=True, exist_ok=True)
+    items: list[dict[str, Any]] = []
+    for k in range(roots):
+        items.append({"id": f"r{k}", "prompt": f"product {k} hero"})
+        items += [
+            {"id": f"r{k}-{d}", "prompt": f"product {k} view {d}", "references": [f"@r{k}"]}
+            for d in range(dependents)
+        ]
+    manifest = folder / f"chains-{concurrency}.yaml"
+    manifest.write_text(
+        json.dumps({"job": f"chains-{concurrency}", "limits": {"concurrency": concurrency}, "items": items})
+    )
+    total = roots * (1 + dependents)
+    ideal = latency * max(2, -(-total // concurrency))
+    walls = []
+    with simulator("--latency-ms", str(int(latency * 1000))) as url:
+        for _ in range(3):
+            output = folder / "output"
+            subprocess.run(["rm", "-rf", str(output)], check=True)
+            run = batchgen(["run", str(manifest), "--base-url", url, "--output", str(output), "-q"])
+            if run.code != 0:
+                raise SystemExit(f"bench: the chains run failed (exit {run.code}): {run.stderr[-2000:]}")
+            report = json.loads((output / f"chains-{concurrency}" / "report.json").read_text())
+            walls.append(report["duration_s"])
+            rss = run.rss_mb
+    wall = statistics.median(walls)
+    label = f"chains {roots}x{dependents}, L={latency:g} s, C={concurrency}"
+    res.rows.append((label, "batchgen", f"{total / wall:.1f}", f"{wall:.2f}", f"{rss:.0f}"))
+    res.raw.setdefault("chains", {})[label] = {"seconds": walls, "ideal_s": ideal}
+    res.bars.append(
+        Bar(f"{label}: run vs ideal {ideal:g} s", f"{wall / ideal:.3f}x", "<= 1.2x", wall <= 1.2 * ideal)
+    )
+
+
+def chain_planning(res: Results, rows: int) -> None:
+    """``batchgen validate`` of a catalog of ``rows`` x 5 items, with each row a chain (its front
+    view the hero of the four others) and without: planning chains must not cost the bars."""
+    from catalog import batchgen, write_catalog
+
+    times = {}
+    for chains in (False, True):
+        folder = Path("output/bench") / f"plan-{rows}{'-chains' if chains else ''}"
+        manifest = write_catalog(folder, rows, chains=chains)
+        runs = [batchgen(["validate", str(manifest), "--output", str(folder / "none")]) for _ in range(3)]
+        if any(r.code != 0 for r in runs):
+            raise SystemExit(f"bench: validate failed: {runs[0].stderr[-2000:]}")
+        times[chains] = (statistics.median(r.seconds for r in runs), max(r.rss_mb for r in runs))
+    items = rows * 5
+    for chains, (secs, rss) in times.items():
+        label = f"validate, {items} items" + (f", {rows} chains" if chains else "")
+        res.rows.append((label, "batchgen", "-", f"{secs:.2f}", f"{rss:.0f}"))
+    ratio = times[True][0] / times[False][0]
+    res.bars.append(
+        Bar(f"validate {items:,} items, {rows:,} chains vs none", f"{ratio:.2f}x", "<= 1.2x", ratio <= 1.2)
     )
 
 
@@ -451,7 +519,9 @@ def main() -> int:
         " in minutes, and kept in output/bench/)",
     )
     parser.add_argument(
-        "--only", choices=("throughput", "latency", "nightly", "gallery"), help="one scenario alone"
+        "--only",
+        choices=("throughput", "latency", "nightly", "gallery", "chains"),
+        help="one scenario alone",
     )
     args = parser.parse_args()
     started = time.time()
@@ -464,6 +534,11 @@ def main() -> int:
         nightly_noop(res, args.catalog_rows)
     elif args.only == "gallery":
         gallery_first_paint(res, 100_000)
+    elif args.only == "chains":
+        chain_run(res, roots=50, dependents=4, concurrency=50, latency=1.0)
+        chain_run(res, roots=50, dependents=4, concurrency=250, latency=1.0)
+        chain_planning(res, args.catalog_rows)
+        nightly_noop(res, args.catalog_rows, chains=True)
     elif args.scaling:
         scaling(res)
     elif args.quick:
