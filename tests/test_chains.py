@@ -348,3 +348,53 @@ def test_kill_9_between_a_parent_and_its_dependent_then_resume_pays_for_nothing_
         "hero": "succeeded",
         "back": "succeeded",
     }
+
+
+# The documentation
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def blocks(text: str, kind: str) -> list[str]:
+    """The fenced code blocks of ``text`` whose fence names ``kind`` ("" for a bare fence)."""
+    found: list[str] = []
+    current: list[str] | None = None
+    wanted = False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("```"):
+            if current is None:
+                current, wanted = [], line.strip() == "```" + kind
+            else:
+                if wanted:
+                    found.append("".join(current))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return found
+
+
+def test_the_docs_example_validates_as_the_page_shows(
+    tmp_path: Path, ref_png: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = (REPO / "docs/chains.md").read_text()
+    jobs = tmp_path / "jobs"
+    (jobs / "catalog/refs").mkdir(parents=True)
+    (jobs / "catalog/products.csv").write_text("sku,name\ntote-1001,red tote bag\ncap-2001,blue cap\n")
+    for name in ("tote-1001", "cap-2001", "brand-style"):
+        (jobs / f"catalog/refs/{name}.png").write_bytes(ref_png.read_bytes())
+    (jobs / "spring.yaml").write_text(blocks(page, "yaml")[0])
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "jobs/spring.yaml"]) == 0
+    shown = blocks(page, "")[0]
+    assert capsys.readouterr().out == shown
+
+
+def test_the_readme_section_shows_a_catalog_and_links_to_the_page() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Hero first: chains\n", 1)[1].split("\n## ", 1)[0]
+    assert "(docs/chains.md)" in section
+    assert (REPO / "docs/chains.md").is_file()
+    (example,) = blocks(section, "yaml")
+    assert '"@{sku}-hero"' in example
+    assert yaml.safe_load(example)["generate"][1]["template"]["references"][0] == "@{sku}-hero"

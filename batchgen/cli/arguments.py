@@ -148,8 +148,9 @@ def _retry_command(commands: _Commands) -> None:
         help="resend the failed and unfinished items of an output folder",
         description="Resend the pending items of a job, from its output folder, with its retryable"
         " failures and those the key or the credit caused (auth, quota_exhausted); fetch again the"
-        " images whose links failed (download_failed), without making them again. Successes are"
-        " never sent again.",
+        " images whose links failed (download_failed), without making them again; send the items"
+        " not sent because an item they reference failed (dependency_failed) once it has succeeded."
+        " Successes are never sent again.",
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
