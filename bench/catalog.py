@@ -7,6 +7,7 @@ with content of its own): closer to a real catalog, but the simulator then draws
 anew and the first run takes far longer.
 
     python bench/catalog.py --rows 20000    # make (or reuse) it, then time the no-op
+    python bench/catalog.py --rows 20000 --chains   # the same, each row a hero and four views from it
 """
 
 from __future__ import annotations
@@ -131,8 +132,11 @@ def main() -> int:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--root", type=Path, default=Path("output/bench"))
     parser.add_argument("--references", action="store_true", help="a product photo per row")
+    parser.add_argument("--chains", action="store_true", help="each row's front view the hero of the others")
     args = parser.parse_args()
-    manifest, output, first = finished_catalog(args.root, args.rows, args.base_url, args.references)
+    manifest, output, first = finished_catalog(
+        args.root, args.rows, args.base_url, args.references, args.chains
+    )
     if first:
         print(f"first run: {first.seconds:.1f} s, {first.rss_mb:.0f} MB")
     again = batchgen(["run", str(manifest), "--base-url", args.base_url, "--output", str(output), "-q"])
