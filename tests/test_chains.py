@@ -159,8 +159,15 @@ def test_the_dependent_is_sent_the_parents_file_byte_for_byte(
     assert sim.stats.references["back view"] == 1
     order = [b["prompt"] for b in sim.stats.bodies]
     assert order.index("hero photo") < order.index("back view") < order.index("x")
-    html = (folder / "report.html").read_text()
-    assert '"parents":{"back":["hero"],"x":["back"]}' in html
+    links = '"parents":{"back":["hero"],"x":["back"]}'
+    assert links in (folder / "report.html").read_text()
+    (folder / "report.html").unlink()
+    assert job.run() == 0  # nothing changed: the gallery is written from the job's stamp
+    assert sim.stats.requests == 3
+    assert links in (folder / "report.html").read_text()
+    (folder / "report.html").unlink()
+    assert main(["report", str(folder), "-q"]) == 0  # from the folder's records alone
+    assert links in (folder / "report.html").read_text()
 
 
 def test_a_refused_parent_blocks_its_own_chain_and_nothing_else(tmp_path: Path, sim: Simulator) -> None:

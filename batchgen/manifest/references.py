@@ -163,7 +163,10 @@ class ReferenceLoader:
         loaded = self._file(LocalReference(ref.path, ref.written))
         digest = "sha256:" + ref.sha256
         if loaded.digest.split("@", 1)[0] != digest:
-            raise ReferenceImageError(f"reference {ref.written}: its image changed on disk since it was made")
+            raise ReferenceImageError(
+                f"reference {ref.written}: its image changed on disk since it was made;"
+                f" `batchgen redo` {ref.written[1:].split('#')[0]} to make it again"
+            )
         return LoadedReference(loaded.uri, digest)
 
     def _file(self, ref: LocalReference) -> LoadedReference:
