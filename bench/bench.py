@@ -436,7 +436,7 @@ def chain_run(res: Results, roots: int, dependents: int, concurrency: int, laten
 def chain_planning(res: Results, rows: int) -> None:
     """A catalog of ``rows`` x 5 items, each row a chain (its front view the hero of the four
     others), and the same catalog without chains: ``validate``, and a run's planning (every item
-    triaged against an empty job folder; ``--max-cost 0`` then refuses to send), each timed."""
+    triaged against an empty job folder; ``--max-cost 0.0001`` then refuses to send), each timed."""
     from catalog import batchgen, write_catalog
 
     measured: dict[tuple[str, bool], tuple[float, float]] = {}
@@ -446,7 +446,7 @@ def chain_planning(res: Results, rows: int) -> None:
         output = ["--output", str(folder / "none")]
         for step, args, code in (
             ("validate", ["validate", str(manifest), *output], 0),
-            ("plan", ["run", str(manifest), *output, "--max-cost", "0", "-q"], 2),
+            ("plan", ["run", str(manifest), *output, "--max-cost", "0.0001", "-q"], 2),
         ):
             runs = [batchgen(args) for _ in range(3)]
             if any(r.code != code for r in runs):

@@ -315,7 +315,7 @@ def test_shards_keep_every_chain_together(tmp_path: Path, sim: Simulator) -> Non
     loaded = manifest.load(job.path)
     seen: set[str] = set()
     for k in (1, 2, 3):
-        mine = {item.id for item in shard.select(loaded.items, (k, 3))}
+        mine = {item.id for item in shard.select(loaded.items, (k, 3), loaded.chain_roots)}
         assert not mine & seen
         seen |= mine
         for item in loaded.items:
@@ -325,7 +325,7 @@ def test_shards_keep_every_chain_together(tmp_path: Path, sim: Simulator) -> Non
     assert seen == {item.id for item in loaded.items}
     assert sum(job.requests().values()) == len(items)  # every item once, none blocked
     # Joined by "both", chains 0 and 5 take the smaller root's shard.
-    roots = {item.id: item.chain_root for item in loaded.items}
+    roots = loaded.chain_roots
     assert roots["both"] == roots["p5-b"] == roots["p0"] == "p0"
     assert roots["p3-a"] == "p3"
 

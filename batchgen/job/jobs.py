@@ -197,7 +197,7 @@ def _plan(
     job: manifest.Manifest, settings: config.RunSettings, options: RunOptions, store: JobStore
 ) -> _Planned:
     """This run's items, decided against the job folder; refused here if over --max-cost."""
-    items = shard.select(job.items, options.shard)
+    items = shard.select(job.items, options.shard, job.chain_roots)
     prices = price_table(job, options)
     with memory.bulk():
         state = journal.read(store.root)

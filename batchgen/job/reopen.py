@@ -55,7 +55,7 @@ def redo_ids(
         raise UsageError(
             "name the items to make again: batchgen redo OUTPUT_JOB_DIR ID... or --ids-file FILE"
         )
-    items = shard.select(job.items, options.shard)
+    items = shard.select(job.items, options.shard, job.chain_roots)
     known = {item.id for item in items}
     unknown = sorted(set(wanted) - known)
     if unknown:
@@ -73,7 +73,7 @@ def with_dependents(
     """``ids`` and, unless ``dependents`` is False, every item made from their images: a redone
     hero is followed by its views in the same command (docs/chains.md). Left out, they are stale,
     and the next ``run`` makes them again."""
-    found = chains.descendants(shard.select(job.items, options.shard), ids)
+    found = chains.descendants(shard.select(job.items, options.shard, job.chain_roots), ids)
     if not found:
         return ids
     if dependents:

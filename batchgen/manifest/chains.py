@@ -1,50 +1,39 @@
 """Items that reference other items (``@ID``): checked as a graph, and each chain named by its root.
 
 An unknown id, a ``#K`` beyond that item's ``n``, an item referencing itself and a cycle are errors
-naming file, item and field. What is left is a forest of chains; each item in one gets
-``chain_root``, the smallest root id of the items it is connected to, so that ``--shard`` never
-cuts a chain (docs/chains.md).
+naming file, item and field. What is left is a forest of chains; each item in one is given the
+smallest root id of the items it is connected to (``Manifest.chain_roots``), so that ``--shard``
+never cuts a chain (docs/chains.md).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 
 from batchgen.manifest.catalog import Where
 from batchgen.manifest.problems import Problems
 from batchgen.manifest.references import ItemReference
-from batchgen.manifest.spec import ItemSpec
+from batchgen.manifest.spec import ItemSpec, Shape
 
 Checked = tuple[ItemSpec, Where]
 
 
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """What ``validate`` says of a job's chains."""
-
-    roots: int  # items others reference that reference none themselves
-    dependents: int  # items that reference another item
-    depth: int  # items in the longest chain; 0 without chains
-
-
-def check(checked: Sequence[Checked], problems: Problems) -> list[ItemSpec]:
-    """The specs of ``checked``, chain roots set; every bad item reference reported."""
+def check(checked: Sequence[Checked], problems: Problems) -> tuple[dict[str, str], Shape]:
+    """The chain root of each item in a chain, and the chains' shape; every bad item reference
+    reported (then nothing else is worked out)."""
     by_id = {spec.id: spec for spec, _ in checked}
     edges: dict[str, tuple[str, ...]] = {}
     for spec, where in checked:
-        if spec.parents:
+        if spec.references and spec.parents:
             edges[spec.id] = _good_parents(spec, where, by_id, problems)
-    _report_cycles(edges, {spec.id: where for spec, where in checked}, problems)
-    if problems.errors or not edges:
-        return [spec for spec, _ in checked]
-    roots = chain_roots(edges)
-    return [
-        dataclasses.replace(spec, chain_root=roots[spec.id]) if spec.id in roots else spec
-        for spec, _ in checked
-    ]
+    if not edges:
+        return {}, Shape(0, 0, 0)
+    level = _walk(edges, {spec.id: where for spec, where in checked}, problems)
+    if problems.errors:
+        return {}, Shape(0, 0, 0)
+    parents = {p for ps in edges.values() for p in ps}
+    return chain_roots(edges), Shape(len(parents - edges.keys()), len(edges), max(level.values()))
 
 
 def _good_parents(
@@ -75,37 +64,42 @@ def _good_parents(
     return tuple(dict.fromkeys(good))
 
 
-def _report_cycles(
+def _walk(
     edges: Mapping[str, tuple[str, ...]], where: Mapping[str, Where], problems: Problems
-) -> None:
-    """Each cycle once, on its item first in the manifest, listed in order from it."""
-    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+) -> dict[str, int]:
+    """Each item's level in its chain (1: a root), in one depth-first pass that reports each
+    cycle once, on its item first in the manifest, listed in order from it."""
+    level: dict[str, int] = {}
+    on_path: set[str] = set()
     for start in edges:
-        if start in state:
+        if start in level:
             continue
         path: list[str] = [start]
         todo: list[Iterator[str]] = [iter(edges.get(start, ()))]
-        state[start] = 1
+        on_path.add(start)
         while todo:
             parent = next(todo[-1], None)
             if parent is None:
-                state[path.pop()] = 2
+                node = path.pop()
+                on_path.discard(node)
+                level[node] = 1 + max((level.get(p, 0) for p in edges.get(node, ())), default=0)
                 todo.pop()
-            elif state.get(parent) == 1:
-                cycle = path[path.index(parent) :]
-                first = min(cycle, key=lambda i: where[i].position)
-                at = cycle.index(first)
-                ordered = [*cycle[at:], *cycle[:at], first]
-                cycle_text = " -> ".join(ordered)
-                problems.error(
-                    f"is in a cycle of references: {cycle_text} (each references the next)",
-                    "references",
-                    where[first],
-                )
-            elif parent not in state:
-                state[parent] = 1
+            elif parent in on_path:
+                _cycle(path[path.index(parent) :], where, problems)
+            elif parent not in level:
+                on_path.add(parent)
                 path.append(parent)
                 todo.append(iter(edges.get(parent, ())))
+    return level
+
+
+def _cycle(cycle: list[str], where: Mapping[str, Where], problems: Problems) -> None:
+    first = min(cycle, key=lambda i: where[i].position)
+    at = cycle.index(first)
+    cycle_text = " -> ".join([*cycle[at:], *cycle[:at], first])
+    problems.error(
+        f"is in a cycle of references: {cycle_text} (each references the next)", "references", where[first]
+    )
 
 
 def chain_roots(edges: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
@@ -130,26 +124,6 @@ def chain_roots(edges: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
             group = find(node)
             best[group] = min(best.get(group, node), node)
     return {node: best[find(node)] for node in up}
-
-
-def shape(items: Iterable[ItemSpec]) -> Shape:
-    """Roots, dependents and depth of the chains among ``items`` (checked: no cycles)."""
-    edges = {item.id: item.parents for item in items if item.parents}
-    if not edges:
-        return Shape(0, 0, 0)
-    parents = {p for ps in edges.values() for p in ps}
-    level: dict[str, int] = {}
-    for start in edges:
-        stack = [start]
-        while stack:
-            node = stack[-1]
-            waiting = [p for p in edges.get(node, ()) if p not in level]
-            if waiting:
-                stack.extend(waiting)
-                continue
-            level[node] = 1 + max((level[p] for p in edges.get(node, ())), default=0)
-            stack.pop()
-    return Shape(len(parents - edges.keys()), len(edges), max(level.values()))
 
 
 def descendants(items: Iterable[ItemSpec], ids: Iterable[str]) -> frozenset[str]:

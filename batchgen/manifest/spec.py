@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,6 @@ class ItemSpec:
     response_format: str
     extra_fields: Mapping[str, Any]
     references: tuple[Reference, ...]
-    # The first root of the chain it belongs to (docs/chains.md), None when it is in no chain:
-    # what --shard splits by, so that a chain is never cut in two.
-    chain_root: str | None = None
 
     @property
     def parents(self) -> tuple[str, ...]:
@@ -50,6 +47,15 @@ class ItemSpec:
         return value if isinstance(value, str) else None
 
 
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """A job's chains (docs/chains.md), as ``validate`` says them."""
+
+    roots: int  # items others reference that reference none themselves
+    dependents: int  # items that reference another item
+    depth: int  # items in the longest chain; 0 without chains
+
+
 @dataclass(frozen=True)
 class Manifest:
     path: Path
@@ -63,6 +69,10 @@ class Manifest:
     # table), each with its signature taken before it was read: what a re-run compares to know
     # that nothing changed since (see ``unchanged``).
     sources: tuple[tuple[str, Signature], ...] = ()
+    # Each item in a chain, by id: the smallest root id of the items it is connected to. What
+    # --shard splits by, so that a chain is never cut in two.
+    chain_roots: Mapping[str, str] = field(default_factory=dict)
+    chains: Shape = field(default_factory=lambda: Shape(0, 0, 0))
 
 
 Signature = tuple[int, int, int, int]  # size, modification and change times (ns), inode

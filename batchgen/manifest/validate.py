@@ -47,10 +47,18 @@ def load(path: Path) -> Manifest:
         if (found := item_checker.check(entry)) is not None
     ]
     check.clashes(checked, problems)
-    specs = tuple(chains.check(checked, problems))
+    roots, shape = chains.check(checked, problems)
     if problems.errors:
         raise ManifestError(problems.errors)
-    return dataclasses.replace(header, items=specs, warnings=problems.warnings(), sources=sources.signed())
+    specs = tuple(spec for spec, _ in checked)
+    return dataclasses.replace(
+        header,
+        items=specs,
+        warnings=problems.warnings(),
+        sources=sources.signed(),
+        chain_roots=roots,
+        chains=shape,
+    )
 
 
 def load_header(path: Path) -> Manifest | None:

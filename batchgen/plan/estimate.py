@@ -8,8 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from batchgen.manifest import chains, provider
-from batchgen.manifest.spec import Manifest
+from batchgen.manifest import provider
+from batchgen.manifest.spec import Manifest, Shape
 from batchgen.plan.pricing import PriceTable
 
 
@@ -26,7 +26,7 @@ class Estimate:
     total: float
     currency: str
     source: str
-    chains: chains.Shape = field(default_factory=lambda: chains.Shape(0, 0, 0))
+    chains: Shape = field(default_factory=lambda: Shape(0, 0, 0))
     chain_cost: float = 0.0  # of the items in chains
     stale: int | None = None  # dependents made from an earlier image of their parent; None: not looked
 
@@ -85,11 +85,15 @@ class Estimate:
 def summary(job: Manifest, prices: PriceTable) -> Estimate:
     """Counts, sizes and estimated cost of one manifest."""
     groups: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    chained: dict[tuple[str, str], int] = defaultdict(int)  # images of the items in chains
     sizes: dict[str, int] = defaultdict(int)
+    roots = job.chain_roots
     for item in job.items:
         klass = provider.size_class(item.size, item.image_size)
         groups[(item.model, klass)][0] += 1
         groups[(item.model, klass)][1] += item.n
+        if roots and item.id in roots:
+            chained[(item.model, klass)] += item.n
         # What the service will make: the resolution class it bills, and the shape.
         if item.aspect_ratio is not None:
             shape = f"{klass} {item.aspect_ratio}"
@@ -102,9 +106,7 @@ def summary(job: Manifest, prices: PriceTable) -> Estimate:
         (model, klass, requests, count, prices.cost(model, klass, count))
         for (model, klass), (requests, count) in sorted(groups.items())
     ]
-    chained = chains.shape(job.items)
-    in_chains = (i for i in job.items if i.chain_root is not None)
-    chain_cost = sum(prices.cost(i.model, provider.size_class(i.size, i.image_size), i.n) for i in in_chains)
+    chain_cost = sum(prices.cost(model, klass, count) for (model, klass), count in chained.items())
     return Estimate(
         manifest=str(job.path),
         job=job.job,
@@ -115,6 +117,6 @@ def summary(job: Manifest, prices: PriceTable) -> Estimate:
         total=sum(row[4] for row in rows),
         currency=prices.currency,
         source=str(prices.source),
-        chains=chained,
+        chains=job.chains,
         chain_cost=chain_cost,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from batchgen.manifest.spec import ItemSpec
 
@@ -30,12 +30,15 @@ def shard_of(item_id: str, count: int) -> int:
     return int.from_bytes(digest[:8], "big") % count + 1
 
 
-def select(items: Sequence[ItemSpec], sharded: tuple[int, int] | None) -> Sequence[ItemSpec]:
-    """The items of shard ``(K, N)``; all of them when not sharded."""
+def select(
+    items: Sequence[ItemSpec], sharded: tuple[int, int] | None, roots: Mapping[str, str]
+) -> Sequence[ItemSpec]:
+    """The items of shard ``(K, N)``, all of them when not sharded; ``roots``: the chain root of
+    each item in a chain (``Manifest.chain_roots``), whose shard it takes."""
     if sharded is None:
         return items
     k, n = sharded
-    return tuple(item for item in items if shard_of(item.chain_root or item.id, n) == k)
+    return tuple(item for item in items if shard_of(roots.get(item.id, item.id), n) == k)
 
 
 def folder(k: int, n: int) -> str:
