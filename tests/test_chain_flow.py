@@ -117,3 +117,25 @@ async def test_a_parent_still_out_when_the_run_halts_blocks_its_dependents(tmp_p
     entries = read_journal(r.store.root).entries
     assert entries["a1"].error_class is ErrorClass.DEPENDENCY_FAILED
     assert entries["a1"].retryable  # retry sends it once a has an image
+
+
+async def test_an_item_never_reached_is_blocked_if_its_parent_was_not_made_either(tmp_path: Path) -> None:
+    client = Watching()
+    client.scripts = {"a photo": [asyncio.Event(), OK]}  # never answered
+    r = make_runner(tmp_path, client, concurrency=1)
+
+    async def halt_once_sent() -> None:
+        await client.event("a photo").wait()
+        r.halt()
+
+    halting = asyncio.create_task(halt_once_sent())
+    specs = [make_spec(0, "a", "a photo"), make_spec(1, "b", "b photo"), made_from(2, "b1", "b")]
+    result = await run(r, specs)
+    await halting
+    a, b, b1 = result.outcomes
+    assert a.status is b.status is ItemStatus.PENDING
+    assert b1.status is ItemStatus.FAILED
+    assert b1.failure is not None
+    assert b1.failure.error_class is ErrorClass.DEPENDENCY_FAILED
+    assert b1.failure.blocked_by == ("b",)
+    assert [prompt for prompt, _, _ in client.calls] == ["a photo"]

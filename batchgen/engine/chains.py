@@ -98,6 +98,18 @@ class Flow:
         for spec in ready:  # released, but the run stopped before it could be sent
             await self._block(spec, {}, pending=True)
 
+    def unreached(self, spec: ItemSpec) -> ItemOutcome:
+        """An item the run stopped before reaching: pending, or, if an item it references was not
+        made either, failed ``dependency_failed`` (``retry`` sends it once that one is made)."""
+        missing = {}
+        if self.triage is not None and spec.parents:
+            made = self.triage.made
+            missing = {p: self._failed.get(p, STOPPED) for p in spec.parents if p not in made}
+        if not missing:
+            return ItemOutcome(spec.index, spec.id, spec.prompt, ItemStatus.PENDING)
+        assert self.triage is not None
+        return blocked_outcome(self.triage.planner(spec), missing)
+
     async def _hold(self, work: Work) -> None:
         assert self.triage is not None
         assert work.spec is not None

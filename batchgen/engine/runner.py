@@ -26,7 +26,7 @@ from batchgen.engine.stopping import Stopping
 from batchgen.engine.writing import Writer
 from batchgen.manifest.references import ReferenceLoader
 from batchgen.manifest.spec import ItemSpec
-from batchgen.outcomes import Event, ItemFinished, ItemOutcome, ItemStatus, JobStarted
+from batchgen.outcomes import Event, ItemFinished, ItemOutcome, JobStarted
 from batchgen.output import thumbs
 from batchgen.output.journal import Journal
 from batchgen.output.store import JobStore
@@ -141,8 +141,5 @@ class Runner:
         stop = self.stopping.event
         await scheduler.run_all(flow.todo(decided), work, concurrency=self.concurrency, stop=stop)
         await flow.close()
-        outcomes = [
-            done.get(spec.index) or ItemOutcome(spec.index, spec.id, spec.prompt, ItemStatus.PENDING)
-            for spec in items
-        ]
+        outcomes = [done.get(spec.index) or flow.unreached(spec) for spec in items]
         return JobRun(outcomes, self.stopping.aborted, self.stopping.interrupted, started, time.time())
