@@ -24,6 +24,7 @@ from batchgen.images import SNIFF_BYTES, ImageFormat, sniff
 from batchgen.manifest import shrink
 
 _DEFAULT = Limits()  # the one place default limits are written
+_PARENTS_KEPT = 16  # other items' images kept encoded, the most recently sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,7 @@ class ReferenceLoader:
         self._cache: OrderedDict[tuple[Path, int, int], LoadedReference] = OrderedDict()
         self._cached = 0
         self._shrunk: OrderedDict[str, LoadedReference] = OrderedDict()  # by the original's content
+        self._parents: OrderedDict[str, LoadedReference] = OrderedDict()  # by content: other items' images
         self._digests: dict[tuple[Path, int, int], str] = {}  # a few dozen bytes per file, never evicted
         self.shrink_count = 0  # how many times an image was actually re-encoded
         self._lock = threading.Lock()  # load() runs in worker threads
@@ -159,17 +161,27 @@ class ReferenceLoader:
 
     def _parent(self, ref: ParentImage) -> LoadedReference:
         """The parent's file, checked against the hash its journal line holds: a damaged or
-        replaced image is never sent in its place."""
-        loaded = self._file(LocalReference(ref.path, ref.written))
+        replaced image is never sent in its place. Kept for the few dependents sent right after
+        one another, not in the cache of shared files: each parent serves only its own chain."""
         digest = "sha256:" + ref.sha256
+        with self._lock:
+            hit = self._parents.get(digest)
+        if hit is not None:
+            return hit
+        loaded = self._file(LocalReference(ref.path, ref.written), keep=False)
         if loaded.digest.split("@", 1)[0] != digest:
             raise ReferenceImageError(
                 f"reference {ref.written}: its image changed on disk since it was made;"
                 f" `batchgen redo` {ref.written[1:].split('#')[0]} to make it again"
             )
-        return LoadedReference(loaded.uri, digest)
+        found = LoadedReference(loaded.uri, digest)
+        with self._lock:
+            self._parents[digest] = found
+            while len(self._parents) > _PARENTS_KEPT:
+                self._parents.popitem(last=False)
+        return found
 
-    def _file(self, ref: LocalReference) -> LoadedReference:
+    def _file(self, ref: LocalReference, keep: bool = True) -> LoadedReference:
         try:
             fd = os.open(ref.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
@@ -195,7 +207,8 @@ class ReferenceLoader:
             loaded = self._shrunk_version(ref, data, digest)
         else:
             loaded = LoadedReference(_data_uri(data, fmt), digest)
-        self._remember(key, loaded)
+        if keep:
+            self._remember(key, loaded)
         return loaded
 
     def digest(self, ref: Reference) -> str:
