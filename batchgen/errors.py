@@ -40,6 +40,9 @@ class ErrorClass(enum.StrEnum):
     # again (free), never generated again unless asked (`retry --all-failed`).
     DOWNLOAD_FAILED = "download_failed"
     REFERENCE_ERROR = "reference_error"  # a local reference image went bad before sending
+    # An item it references (``@ID``) failed or never finished: it was not sent. Not retried within
+    # the run; ``batchgen retry`` sends it once that item has succeeded.
+    DEPENDENCY_FAILED = "dependency_failed"
 
     @property
     def retryable(self) -> bool:

@@ -39,6 +39,7 @@ class Failure:
     http_status: int | None
     retryable: bool
     links: tuple[str, ...] = ()  # download_failed: the image links the service answered with
+    blocked_by: tuple[str, ...] = ()  # dependency_failed: the referenced items that did not succeed
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class ItemOutcome:
     pixels: tuple[int, int] | None = None  # width and height of its (first) image, when known
     flags: tuple[Flag, ...] = ()
     derived: Derived | None = None  # its variants, once the derivation stage made them
+    digests: tuple[str, ...] = ()  # sha256 of each file written this run (what its dependents name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ bar of docs/performance.md is printed with PASS or FAIL. Not a test: nothing in 
     python bench/bench.py --only gallery   # the first screen of a 100,000-item gallery
     python bench/bench.py --only derive    # variants and thumbnails (bench/derive.py)
     python bench/bench.py --only relaylimit  # the relay's own limit, learned (bench/relaylimit.py)
+    python bench/bench.py --only chains    # hero -> views: 50 x 4 at L = 1 s; planning 20,000 chains
+    python bench/bench.py --only nightly-chains  # the nightly no-op of a catalog of 20,000 chains
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import bisect
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -339,7 +342,7 @@ def scaling(res: Results) -> None:
                     )
 
 
-def nightly_noop(res: Results, rows: int) -> None:
+def nightly_noop(res: Results, rows: int, chains: bool = False) -> None:
     """Re-running a finished catalog of ``rows`` x 5 items: nothing to send, the report rewritten.
 
     The job is made once for real (minutes at 100,000 items) and kept in output/bench/ for later runs.
@@ -347,12 +350,13 @@ def nightly_noop(res: Results, rows: int) -> None:
     from catalog import VIEWS, batchgen, finished_catalog
 
     items = rows * len(VIEWS)
+    kind = f", {rows} chains" if chains else ""
     with simulator() as url:
-        manifest, output, first = finished_catalog(Path("output/bench"), rows, url)
+        manifest, output, first = finished_catalog(Path("output/bench"), rows, url, chains=chains)
         if first is not None:
             res.rows.append(
                 (
-                    f"catalog job, {items} items, C=64 (first run)",
+                    f"catalog job, {items} items{kind}, C=64 (first run)",
                     "batchgen",
                     f"{items / first.seconds:.1f}",
                     f"{first.seconds:.1f}",
@@ -361,7 +365,7 @@ def nightly_noop(res: Results, rows: int) -> None:
             )
             res.bars.append(
                 Bar(
-                    f"{items:,}-item job peak RSS (a real run)",
+                    f"{items:,}-item job{kind} peak RSS (a real run)",
                     f"{first.rss_mb:.0f} MB",
                     "< 300 MB",
                     first.rss_mb < 300,
@@ -378,26 +382,113 @@ def nightly_noop(res: Results, rows: int) -> None:
             raise SystemExit(f"bench: the nightly re-run failed (exit {run.code}): {run.stderr[-2000:]}")
     seconds = statistics.median(r.seconds for r in runs)
     rss = max(r.rss_mb for r in runs)
-    res.rows.append((f"nightly no-op, {items} items", "batchgen", "-", f"{seconds:.2f}", f"{rss:.0f}"))
+    res.rows.append((f"nightly no-op, {items} items{kind}", "batchgen", "-", f"{seconds:.2f}", f"{rss:.0f}"))
     res.rows.append(
         (
-            f"nightly re-run, {items} items, CSV touched",
+            f"nightly re-run, {items} items{kind}, CSV touched",
             "batchgen",
             "-",
             f"{long_way.seconds:.2f}",
             f"{long_way.rss_mb:.0f}",
         )
     )
-    res.raw["nightly_noop"] = {
+    res.raw["nightly_noop" + ("_chains" if chains else "")] = {
         "items": items,
         "seconds": [r.seconds for r in runs],
         "rss_mb": [r.rss_mb for r in runs],
         "long_way": {"seconds": long_way.seconds, "rss_mb": long_way.rss_mb},
     }
-    res.bars.append(Bar(f"nightly no-op of {items:,} items: time", f"{seconds:.2f} s", "< 3 s", seconds < 3))
     res.bars.append(
-        Bar(f"nightly no-op of {items:,} items: peak RSS", f"{rss:.0f} MB", "< 300 MB", rss < 300)
+        Bar(f"nightly no-op of {items:,} items{kind}: time", f"{seconds:.2f} s", "< 3 s", seconds < 3)
     )
+    res.bars.append(
+        Bar(f"nightly no-op of {items:,} items{kind}: peak RSS", f"{rss:.0f} MB", "< 300 MB", rss < 300)
+    )
+
+
+def chain_run(res: Results, roots: int, dependents: int, concurrency: int, latency: float) -> None:
+    """``roots`` chains of a root and ``dependents`` made from it, at latency L: the whole run
+    against the ideal, L x the larger of the depth (2) and the rounds C slots need (no barrier:
+    a dependent goes as soon as its own root is written), and against the same items with no
+    references, run alternately on the same simulator (what this machine reaches at best)."""
+    from catalog import batchgen
+
+    folder = Path("output/bench/chains")
+    shutil.rmtree(folder, ignore_errors=True)  # earlier runs' folders
+    folder.mkdir(parents=True, exist_ok=True)
+    manifests = {}
+    for kind in ("chains", "plain"):
+        items: list[dict[str, Any]] = []
+        for k in range(roots):
+            items.append({"id": f"r{k}", "prompt": f"product {k} hero"})
+            for d in range(dependents):
+                refs = {"references": [f"@r{k}"]} if kind == "chains" else {}
+                items.append({"id": f"r{k}-{d}", "prompt": f"product {k} view {d}", **refs})
+        manifests[kind] = folder / f"{kind}-{concurrency}.yaml"
+        job = {
+            "job": kind,
+            "defaults": {"size": "512"},
+            "limits": {"concurrency": concurrency},
+            "items": items,
+        }
+        manifests[kind].write_text(json.dumps(job))  # JSON is YAML
+    total = roots * (1 + dependents)
+    ideal = latency * max(2, -(-total // concurrency))
+    walls: dict[str, list[float]] = {"chains": [], "plain": []}
+    rss = 0.0
+    with simulator("--latency-ms", str(int(latency * 1000))) as url:
+        for rep in range(3):
+            for kind, manifest in manifests.items():
+                output = folder / f"output-{kind}-{rep}"  # a fresh one: thumbnails may still be written
+                run = batchgen(["run", str(manifest), "--base-url", url, "--output", str(output), "-q"])
+                if run.code != 0:
+                    raise SystemExit(f"bench: the {kind} run failed (exit {run.code}): {run.stderr[-2000:]}")
+                walls[kind].append(json.loads((output / kind / "report.json").read_text())["duration_s"])
+                rss = max(rss, run.rss_mb) if kind == "chains" else rss
+    chained, plain = statistics.median(walls["chains"]), statistics.median(walls["plain"])
+    label = f"chains {roots}x{dependents}, L={latency:g} s, C={concurrency}"
+    res.rows.append((label, "batchgen", f"{total / chained:.1f}", f"{chained:.2f}", f"{rss:.0f}"))
+    res.rows.append(
+        ("  the same items, no references", "batchgen", f"{total / plain:.1f}", f"{plain:.2f}", "")
+    )
+    res.raw.setdefault("chains", {})[label] = {**walls, "ideal_s": ideal}
+    ratio = chained / ideal
+    res.bars.append(Bar(f"{label}: run vs ideal {ideal:g} s", f"{ratio:.3f}x", "<= 1.2x", ratio <= 1.2))
+    ratio = chained / plain
+    res.bars.append(Bar(f"{label}: run vs no references", f"{ratio:.3f}x", "<= 1.2x", ratio <= 1.2))
+
+
+def chain_planning(res: Results, rows: int) -> None:
+    """A catalog of ``rows`` x 5 items, each row a chain (its front view the hero of the four
+    others), and the same catalog without chains: ``validate``, and a run's planning (every item
+    triaged against an empty job folder; ``--max-cost 0.0001`` then refuses to send), each timed."""
+    from catalog import batchgen, write_catalog
+
+    measured: dict[tuple[str, bool], tuple[float, float]] = {}
+    for chains in (False, True):
+        folder = Path("output/bench") / f"plan-{rows}{'-chains' if chains else ''}"
+        manifest = write_catalog(folder, rows, chains=chains)
+        output = ["--output", str(folder / "none")]
+        for step, args, code in (
+            ("validate", ["validate", str(manifest), *output], 0),
+            ("plan", ["run", str(manifest), *output, "--max-cost", "0.0001", "-q"], 2),
+        ):
+            runs = [batchgen(args) for _ in range(3)]
+            if any(r.code != code for r in runs):
+                raise SystemExit(f"bench: {step} failed: {runs[0].stderr[-2000:]}")
+            measured[(step, chains)] = (
+                statistics.median(r.seconds for r in runs),
+                max(r.rss_mb for r in runs),
+            )
+    items = rows * 5
+    for (step, chains), (secs, rss) in measured.items():
+        label = f"{step}, {items} items" + (f", {rows} chains" if chains else "")
+        res.rows.append((label, "batchgen", "-", f"{secs:.2f}", f"{rss:.0f}"))
+    for step in ("validate", "plan"):
+        ratio = measured[(step, True)][0] / measured[(step, False)][0]
+        name = f"{step} {items:,} items, {rows:,} chains vs none"
+        res.bars.append(Bar(name, f"{ratio:.2f}x", "<= 1.2x", ratio <= 1.2))
+    res.raw["chain_planning"] = {f"{step}{'-chains' if c else ''}": v for (step, c), v in measured.items()}
 
 
 def gallery_first_paint(res: Results, items: int) -> None:
@@ -570,7 +661,16 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("throughput", "latency", "nightly", "gallery", "derive", "relaylimit"),
+        choices=(
+            "throughput",
+            "latency",
+            "nightly",
+            "nightly-chains",
+            "gallery",
+            "chains",
+            "derive",
+            "relaylimit",
+        ),
         help="one scenario alone",
     )
     parser.add_argument(
@@ -599,12 +699,18 @@ def main() -> int:
         latency_bound(res, rounds=5, reps=3, with_bare=True)
     elif args.only == "nightly":
         nightly_noop(res, args.catalog_rows)
+    elif args.only == "nightly-chains":  # makes its own 100,000-item catalog first: long
+        nightly_noop(res, args.catalog_rows, chains=True)
     elif args.only == "gallery":
         gallery_first_paint(res, 100_000)
     elif args.only == "derive":
         deriving(res, images=24, reps=2, rederive_items=args.derive_items)
     elif args.only == "relaylimit":
         relay_limit(res, args.relay_window_s, args.old_python)
+    elif args.only == "chains":
+        chain_run(res, roots=50, dependents=4, concurrency=50, latency=1.0)
+        chain_run(res, roots=50, dependents=4, concurrency=250, latency=1.0)
+        chain_planning(res, args.catalog_rows)
     elif args.scaling:
         scaling(res)
     elif args.quick:

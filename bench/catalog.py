@@ -7,6 +7,7 @@ with content of its own): closer to a real catalog, but the simulator then draws
 anew and the first run takes far longer.
 
     python bench/catalog.py --rows 20000    # make (or reuse) it, then time the no-op
+    python bench/catalog.py --rows 20000 --chains   # the same, each row a hero and four views from it
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ class Measured:
     stderr: str
 
 
-def write_catalog(folder: Path, rows: int, references: bool = False) -> Path:
-    """The manifest, its CSV and (``references``) one reference photo per row; the manifest's path."""
+def write_catalog(folder: Path, rows: int, references: bool = False, chains: bool = False) -> Path:
+    """The manifest, its CSV and (``references``) one reference photo per row; the manifest's path.
+    ``chains``: each row's front view is its hero, and its other four views are made from it."""
     refs = folder / "refs"
     refs.mkdir(parents=True, exist_ok=True)
     lines = ["sku,name,material"]
@@ -49,18 +51,26 @@ def write_catalog(folder: Path, rows: int, references: bool = False) -> Path:
             (refs / f"{sku}.png").write_bytes(_tiny_png(sku))
     (folder / "products.csv").write_text("\n".join(lines) + "\n")
     manifest = folder / "catalog.yaml"
+
+    def block(views: Sequence[str], refs: Sequence[str]) -> str:
+        return (
+            f"  - rows: products.csv\n    matrix: {{view: [{', '.join(views)}]}}\n    template:\n"
+            '      id: "{sku}-{view}"\n'
+            '      prompt: "Studio product photo of the {name} ({material}), {view} view, soft shadow on a'
+            ' seamless white background, e-commerce catalog style"\n'
+            + (f"      references: [{', '.join(json.dumps(r) for r in refs)}]\n" if refs else "")
+        )
+
+    photo = ["refs/{sku}.png"] if references else []
+    if chains:  # the front view is the hero; the others are made from it
+        blocks = block(VIEWS[:1], photo) + block(VIEWS[1:], [f"@{{sku}}-{VIEWS[0]}", *photo])
+    else:
+        blocks = block(VIEWS, photo)
     manifest.write_text(
         "version: 1\njob: catalog\n"
         "defaults: {model: nano-banana-2, image_size: '512'}\n"
         "limits: {concurrency: 64, timeout_s: 600, max_consecutive_failures: 100000}\n"
-        "generate:\n"
-        "  - rows: products.csv\n"
-        f"    matrix: {{view: [{', '.join(VIEWS)}]}}\n"
-        "    template:\n"
-        '      id: "{sku}-{view}"\n'
-        '      prompt: "Studio product photo of the {name} ({material}), {view} view, soft shadow on a'
-        ' seamless white background, e-commerce catalog style"\n'
-        + ('      references: ["refs/{sku}.png"]\n' if references else "")
+        "generate:\n" + blocks
     )
     return manifest
 
@@ -97,15 +107,16 @@ def batchgen(args: Sequence[str], env: dict[str, str] | None = None) -> Measured
 
 
 def finished_catalog(
-    root: Path, rows: int, base_url: str, references: bool = False
+    root: Path, rows: int, base_url: str, references: bool = False, chains: bool = False
 ) -> tuple[Path, Path, Measured | None]:
     """(manifest, output folder, the first run if this call made it): the job, run to the end."""
-    folder = root / f"catalog-{rows}{'-refs' if references else ''}-v{FORMAT}"
+    kind = ("-refs" if references else "") + ("-chains" if chains else "")
+    folder = root / f"catalog-{rows}{kind}-v{FORMAT}"
     manifest, output = folder / "catalog.yaml", folder / "output"
     done = folder / "finished.json"
     if done.is_file():
         return manifest, output, None
-    manifest = write_catalog(folder, rows, references)
+    manifest = write_catalog(folder, rows, references, chains)
     first = batchgen(["run", str(manifest), "--base-url", base_url, "--output", str(output), "-q"])
     if first.code != 0:
         raise SystemExit(f"bench: the {rows * len(VIEWS)}-item catalog run failed: {first.stderr[-2000:]}")
@@ -121,8 +132,11 @@ def main() -> int:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--root", type=Path, default=Path("output/bench"))
     parser.add_argument("--references", action="store_true", help="a product photo per row")
+    parser.add_argument("--chains", action="store_true", help="each row's front view the hero of the others")
     args = parser.parse_args()
-    manifest, output, first = finished_catalog(args.root, args.rows, args.base_url, args.references)
+    manifest, output, first = finished_catalog(
+        args.root, args.rows, args.base_url, args.references, args.chains
+    )
     if first:
         print(f"first run: {first.seconds:.1f} s, {first.rss_mb:.0f} MB")
     again = batchgen(["run", str(manifest), "--base-url", args.base_url, "--output", str(output), "-q"])

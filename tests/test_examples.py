@@ -68,11 +68,17 @@ def test_the_readme_demo_prints_what_the_readme_shows(
     assert printed == shown
     report = orjson.loads((tmp_path / "output/catalog/report.json").read_bytes())
     assert report["counts"]["succeeded"] == 216
-    sidecar = orjson.loads((tmp_path / "output/catalog/images/mug-1002-detail-portrait.json").read_bytes())
-    assert sidecar["request"]["extra_fields"]["aspect_ratio"] == "4:5"
-    assert sidecar["request"]["extra_fields"]["reference_images"][0].startswith(
+    hero = orjson.loads((tmp_path / "output/catalog/images/mug-1002-front-square.json").read_bytes())
+    assert hero["request"]["extra_fields"]["reference_images"][0].startswith(
         "file:catalog/refs/mug-1002.png sha256:"
     )
+    # Hero first: every other view of the product was sent its hero's image, as it is on disk.
+    view = orjson.loads((tmp_path / "output/catalog/images/mug-1002-detail-portrait.json").read_bytes())
+    assert view["request"]["extra_fields"]["aspect_ratio"] == "4:5"
+    (hero_file,) = hero["files"]
+    assert view["request"]["extra_fields"]["reference_images"] == [
+        f"item:@mug-1002-front-square sha256:{hero_file['sha256']}"
+    ]
 
 
 def test_the_reference_key_check_makes_one_cheap_request_with_its_probe(

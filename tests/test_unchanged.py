@@ -306,6 +306,8 @@ def test_a_stamp_reads_back_as_written_and_refuses_another_format() -> None:
         warnings=("w",),
         pixels=((928, 1152), None),
         flags=(("size_mismatch",), ()),
+        derived=(None, None),
+        parents={"b": ("a",)},
     )
     written = orjson.loads(orjson.dumps(stamp.to_json()))
     assert written["sources"] == [["/jobs/a.yaml", 10, 1, 2, 3]]  # the format on disk, unchanged

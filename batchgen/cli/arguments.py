@@ -149,8 +149,9 @@ def _retry_command(commands: _Commands) -> None:
         help="resend the failed and unfinished items of an output folder",
         description="Resend the pending items of a job, from its output folder, with its retryable"
         " failures and those the key or the credit caused (auth, quota_exhausted); fetch again the"
-        " images whose links failed (download_failed), without making them again. Successes are"
-        " never sent again.",
+        " images whose links failed (download_failed), without making them again; send the items"
+        " not sent because an item they reference failed (dependency_failed) once it has succeeded."
+        " Successes are never sent again.",
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -167,7 +168,8 @@ def _redo_command(commands: _Commands) -> None:
         help="make again the images a reviewer rejected",
         description="Make again exactly the named items of a job, each with a fresh Idempotency-Key."
         " The image each replaces is kept in history/<id>.<version>.<ext>, never deleted; the journal"
-        " and report record the new version. Nothing else is sent. The gallery (report.html) hands"
+        " and report record the new version. The items made from their images (@ID references) are made"
+        " again after them, unless --no-dependents. Nothing else is sent. The gallery (report.html) hands"
         " out the list as redo.txt, or this command ready to copy; --flag names the items a check"
         " of what arrived flagged.",
         epilog=EXIT_HELP,
@@ -189,6 +191,12 @@ def _redo_command(commands: _Commands) -> None:
         help=f"also the items flagged NAME ({', '.join(FLAGS)}: an image smaller than its class or of"
         " another shape than asked); repeat for more",
     )
+    redo.add_argument(
+        "--no-dependents",
+        action="store_true",
+        help="do not make again the items made from these images (@ID references); they are then"
+        " stale, and the next run makes them",
+    )
     _manifest_flag(redo)
     _sending_flags(redo)
     redo.set_defaults(command="redo")
@@ -204,7 +212,8 @@ def _validate_command(commands: _Commands) -> None:
         "--output",
         type=Path,
         metavar="DIR",
-        help="where the run writes (default ./output): the job folder's remembered rate limit is shown",
+        help="where the run writes (default ./output): the job folder's remembered rate limit is shown,"
+        " and how many dependents are stale",
     ).complete = FOLDER  # type: ignore[attr-defined]
     validate.add_argument(
         "--shard", type=_shard, metavar="K/N", help="show the rate one of N shards would run at"

@@ -19,7 +19,7 @@ from batchgen import config
 from batchgen.cli import arguments, logs
 from batchgen.cli.progress import ProgressBar, TqdmLogHandler
 from batchgen.errors import JobLockedError, ManifestError, StoreError, UsageError
-from batchgen.job import jobs, memory, rates, reopen
+from batchgen.job import jobs, memory, rates, reopen, stale
 from batchgen.outcomes import Event, JobStatus
 from batchgen.plan import estimate
 from batchgen.plan.resume import Mode
@@ -135,6 +135,7 @@ def _redo(args: argparse.Namespace) -> int:
         log.warning("%s: no item is flagged %s; nothing to make again", args.job_dir, " or ".join(args.flag))
         return EXIT_OK
     ids = reopen.redo_ids(job, options, [*args.ids, *flagged], args.ids_file)
+    ids = reopen.with_dependents(job, options, ids, dependents=not args.no_dependents)
     return _send(args, [job], replace(options, redo=ids))
 
 
@@ -236,6 +237,8 @@ def _validate(args: argparse.Namespace) -> int:
         rate = rates.of(job.job, settings.limits, args.shard, overrides, settings.output_dir)
         if not args.quiet:
             found = estimate.summary(job, jobs.price_table(job, jobs.RunOptions(prices=args.prices)))
+            output = args.output or config.DEFAULT_OUTPUT
+            found = found.with_stale(stale.stale_dependents(job, output / job.job))
             if args.log_format == "json":
                 print(orjson.dumps({**found.fields(), **rate.fields()}).decode())
             else:

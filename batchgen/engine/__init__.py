@@ -1,6 +1,7 @@
 """Stage 3, the engine: decided work through the service, under limits, into the output.
 
     runner      the job's bookkeeping: every item ends with an outcome, events for the CLI
+    chains      the work in the order it may go: dependents released as their parents are made
     item        one item: its request sent, or a paid-for link fetched again, and written
     attempts    one request, attempted until answered, refused, given up on, or stopped
     ending      how an item ends: its journal line and its outcome

@@ -67,6 +67,7 @@ class Endings:
             version=version,
             pixels=stored[0].pixels if stored else None,
             flags=flags,
+            digests=tuple(f.sha256 for f in stored),
         )
 
     async def failed(
@@ -110,6 +111,31 @@ class Endings:
         if verdict:
             self.stopping.abort(verdict)
         return outcome(request, ItemStatus.FAILED, counts, failure=failure, estimated_cost=cost)
+
+    async def blocked(self, outcome: ItemOutcome, entry: Entry | None) -> ItemOutcome:
+        """A dependent not sent (``triage.blocked_outcome``), journaled so that ``retry`` sends it;
+        not if it still has an earlier image, which stays. Neither a request nor a failure the
+        budgets count: nothing was tried."""
+        failure = outcome.failure
+        assert failure is not None
+        log.warning("%s: %s", outcome.id, failure.message)
+        if entry is not None and entry.succeeded:
+            kept = replace(failure, message=f"{failure.message} (its earlier image is kept)")
+            return replace(outcome, failure=kept)
+        await self.writer.journal_entry(
+            Entry(
+                outcome.id,
+                ItemStatus.FAILED,
+                "",
+                outcome.prompt,
+                0,
+                error_class=failure.error_class,
+                message=failure.message,
+                retryable=failure.retryable,
+                blocked_by=failure.blocked_by,
+            )
+        )
+        return outcome
 
 
 def pending(request: PlannedRequest, counts: Counts, cut_off: bool = False) -> ItemOutcome:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from batchgen.engine import scheduler
 from batchgen.engine.attempts import Counts, Sender, Sleep
+from batchgen.engine.chains import Flow
 from batchgen.engine.ending import Endings, pending
 from batchgen.engine.guards import Guards
 from batchgen.engine.item import ItemAttempt
@@ -31,7 +32,6 @@ from batchgen.outcomes import (
     Event,
     ItemFinished,
     ItemOutcome,
-    ItemStatus,
     JobStarted,
     LimitSource,
     RateLimitLearned,
@@ -40,7 +40,7 @@ from batchgen.outcomes import (
 from batchgen.output.journal import Journal
 from batchgen.output.store import JobStore
 from batchgen.plan.resume import Mode
-from batchgen.plan.triage import Work
+from batchgen.plan.triage import Triage, Work
 from batchgen.service.client import ImageClient
 
 __all__ = ["JobRun", "Runner", "Sleep"]
@@ -107,6 +107,7 @@ class Runner:
             lambda event: self.on_event(event),
         )
         self.writer = Writer(self.store, self.journal, self.io)
+        self.endings = Endings(self.writer, self.policy, self.guards, self.stopping)
         self.item = ItemAttempt(
             self.job,
             sender,
@@ -118,7 +119,7 @@ class Runner:
             self.clock,
             self.sleep or asyncio.sleep,  # between fetches of a link: what was paid for is fetched
             self.room,
-            Endings(self.writer, self.policy, self.guards, self.stopping),
+            self.endings,
             self.mode,
         )
 
@@ -147,9 +148,10 @@ class Runner:
     def halt(self) -> None:
         self.stopping.halt()
 
-    async def run(self, items: Sequence[ItemSpec], decided: Decided) -> JobRun:
+    async def run(self, items: Sequence[ItemSpec], decided: Decided, triage: Triage | None = None) -> JobRun:
         """Every item of ``items`` ends with an outcome: from ``decided``'s work, from what it
-        says of the items left alone, or pending (the job stopped before reaching it)."""
+        says of the items left alone, or pending (the job stopped before reaching it).
+        ``triage``: what decided it, asked again for a dependent once its parents are made."""
         started = time.time()
         done: dict[int, ItemOutcome] = {}
         self.on_event(JobStarted(self.job, len(items)))
@@ -157,6 +159,9 @@ class Runner:
         def finished(outcome: ItemOutcome) -> None:
             done[outcome.index] = outcome
             self.on_event(ItemFinished(outcome))
+
+        chained = triage if triage is not None and triage.parents else None
+        flow = Flow(finished, self.endings, chained, self.stopping.event)
 
         async def work(job: Work, release: scheduler.Release) -> None:
             counts = Counts()
@@ -169,20 +174,12 @@ class Runner:
                     if not task.cancelled() or (current is not None and current.cancelling()):
                         raise
                     outcome = pending(job.request, counts, cut_off=True)  # halted mid-request
-            finished(outcome)
+            await flow.settle(outcome)
 
-        async def todo() -> AsyncIterable[Work]:
-            async for chunk, left in decided:
-                for outcome in left:
-                    finished(outcome)
-                for job in chunk:
-                    yield job
-
-        await scheduler.run_all(todo(), work, concurrency=self.concurrency, stop=self.stopping.event)
-        outcomes = [
-            done.get(spec.index) or ItemOutcome(spec.index, spec.id, spec.prompt, ItemStatus.PENDING)
-            for spec in items
-        ]
+        stop = self.stopping.event
+        await scheduler.run_all(flow.todo(decided), work, concurrency=self.concurrency, stop=stop)
+        await flow.close()
+        outcomes = [done.get(spec.index) or flow.unreached(spec) for spec in items]
         return JobRun(
             outcomes,
             self.stopping.aborted,

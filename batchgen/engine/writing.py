@@ -14,7 +14,13 @@ from functools import partial
 from typing import Any, TypeVar
 
 from batchgen.images import GeneratedImage
-from batchgen.manifest.references import LoadedReference, LocalReference, Reference
+from batchgen.manifest.references import (
+    ItemReference,
+    LoadedReference,
+    LocalReference,
+    ParentImage,
+    Reference,
+)
 from batchgen.output import history, variants
 from batchgen.output.journal import Entry, Journal
 from batchgen.output.sidecar import Sidecar
@@ -82,6 +88,8 @@ def _describe(ref: Reference, loaded: LoadedReference) -> str:
     """How a reference appears in a sidecar: never a multi-megabyte data URI."""
     if isinstance(ref, LocalReference):
         return f"file:{ref.written} {loaded.digest}"
+    if isinstance(ref, (ParentImage, ItemReference)):
+        return f"item:{ref.written} {loaded.digest}"
     if ref.url.startswith("data:"):
         return f"{ref.url[:40]}… {loaded.digest}"
     return ref.url

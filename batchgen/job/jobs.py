@@ -30,7 +30,7 @@ from batchgen.output.store import JobStore
 from batchgen.plan import pricing, shard
 from batchgen.plan.plan import plan_item
 from batchgen.plan.resume import Mode
-from batchgen.plan.triage import Triage, decided
+from batchgen.plan.triage import Triage, decided, parents_of
 from batchgen.report import record
 
 if TYPE_CHECKING:
@@ -222,10 +222,7 @@ def _plan(
     job: manifest.Manifest, settings: config.RunSettings, options: RunOptions, store: JobStore
 ) -> _Planned:
     """This run's items, decided against the job folder; refused here if over --max-cost."""
-    items = job.items
-    if options.shard is not None:
-        k, n = options.shard
-        items = tuple(item for item in job.items if shard.shard_of(item.id, n) == k)
+    items = shard.select(job.items, options.shard, job.chain_roots)
     prices = price_table(job, options)
     with memory.bulk():
         state = journal.read(store.root)
@@ -236,7 +233,7 @@ def _plan(
         send_bytes=limits.reference_send_bytes,
     )
     planner = partial(plan_item, reference_field=settings.reference_field, prices=prices)
-    triage = Triage(planner, state.entries, store, references, options.mode, options.redo)
+    triage = Triage(planner, state.entries, store, references, options.mode, options.redo, parents_of(items))
     _check_budget(job, items, triage, options, prices)
     return _Planned(items, triage, references)
 
@@ -284,7 +281,7 @@ async def _send(
             )
             caught = hooks.signals
             with signals(runner, limits.grace_s, caught) if caught else contextlib.nullcontext():
-                run = await runner.run(planned.items, decided(planned.triage, planned.items))
+                run = await runner.run(planned.items, decided(planned.triage, planned.items), planned.triage)
         rates.learned(run.learned, settings.output_dir / job.job)
         return run
     finally:

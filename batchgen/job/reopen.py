@@ -14,6 +14,7 @@ from batchgen import manifest
 from batchgen.errors import JobLockedError, ManifestError, UsageError
 from batchgen.job.deriving import Deriving
 from batchgen.job.jobs import RunOptions
+from batchgen.manifest import chains
 from batchgen.outcomes import FLAGS, Derived, ItemStatus
 from batchgen.output import journal
 from batchgen.output.lock import JobLock
@@ -60,10 +61,7 @@ def redo_ids(
         raise UsageError(
             "name the items to make again: batchgen redo OUTPUT_JOB_DIR ID..., --ids-file FILE or --flag NAME"
         )
-    items = job.items
-    if options.shard is not None:
-        k, n = options.shard
-        items = tuple(i for i in items if shard.shard_of(i.id, n) == k)
+    items = shard.select(job.items, options.shard, job.chain_roots)
     known = {item.id for item in items}
     unknown = sorted(set(wanted) - known)
     if unknown:
@@ -90,6 +88,26 @@ def flagged(job_dir: Path, job: manifest.Manifest, names: Sequence[str]) -> list
             "%d flagged item(s) no longer in %s, left as they are: %s", len(gone), job.path, ", ".join(gone)
         )
     return [item_id for item_id in found if item_id in known]
+
+
+def with_dependents(
+    job: manifest.Manifest, options: RunOptions, ids: frozenset[str], dependents: bool = True
+) -> frozenset[str]:
+    """``ids`` and, unless ``dependents`` is False, every item made from their images: a redone
+    hero is followed by its views in the same command (docs/chains.md). Left out, they are stale,
+    and the next ``run`` makes them again."""
+    found = chains.descendants(shard.select(job.items, options.shard, job.chain_roots), ids)
+    if not found:
+        return ids
+    if dependents:
+        log.info("%s: also making again %d item(s) made from the redone image(s)", job.job, len(found))
+        return ids | found
+    log.warning(
+        "%s: %d item(s) made from the redone image(s) will be stale (--no-dependents);"
+        " the next run makes them again",
+        *(job.job, len(found)),
+    )
+    return ids
 
 
 def find_manifest(job_dir: Path, state: journal.JournalState) -> Path:

@@ -47,10 +47,11 @@ def write_report(
     )
     record.write(store, report)
     table, param_of = _params(items)
-    gallery.write(store.root, report, _cards(run.outcomes, (table[k] for k in param_of)))
+    parents = {spec.id: list(spec.parents) for spec in items if spec.parents}
+    gallery.write(store.root, report, _cards(run.outcomes, (table[k] for k in param_of), parents))
     finished = run.aborted is None and run.interrupted is None
     if finished and stamp_key is not None and unchanged.stampable(run.outcomes):
-        unchanged.write(store, stamp_key, sources, run.outcomes, table, param_of, job.warnings)
+        unchanged.write(store, stamp_key, sources, run.outcomes, (table, param_of), job.warnings, parents)
     return report
 
 
@@ -85,7 +86,7 @@ async def replay(
             shard=shard_label,
         )
         record.write(store, report)
-        gallery.write(store.root, report, _cards(outcomes, unchanged.param_rows(stamp)))
+        gallery.write(store.root, report, _cards(outcomes, unchanged.param_rows(stamp), stamp.parents))
         return report
 
 
@@ -112,8 +113,13 @@ def _params(items: Sequence[manifest.ItemSpec]) -> tuple[list[dict[str, Any]], l
     return table, param_of
 
 
-def _cards(outcomes: Sequence[ItemOutcome], params: Iterable[Mapping[str, Any]]) -> Iterator[gallery.Card]:
-    """The gallery's cards, from the run's outcomes and each item's parameters (never re-read from disk)."""
+def _cards(
+    outcomes: Sequence[ItemOutcome],
+    params: Iterable[Mapping[str, Any]],
+    parents: Mapping[str, Sequence[str]],
+) -> Iterator[gallery.Card]:
+    """The gallery's cards, from the run's outcomes, each item's parameters and the items each was
+    made from (never re-read from disk)."""
     for outcome, asked in zip(outcomes, params, strict=True):
         failure = outcome.failure
         yield gallery.Card(
@@ -129,4 +135,5 @@ def _cards(outcomes: Sequence[ItemOutcome], params: Iterable[Mapping[str, Any]])
             pixels=outcome.pixels,
             flags=tuple(flag.value for flag in outcome.flags),
             variants=outcome.derived.channels if outcome.derived else (),
+            parents=tuple(parents.get(outcome.id, ())),
         )

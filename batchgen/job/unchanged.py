@@ -41,7 +41,7 @@ from batchgen.plan.resume import Mode
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # 2: pixel sizes and flags; 3: thumbnails and variants
+FORMAT = 4  # 2: pixel sizes and flags; 3: thumbnails and variants; 4: parents
 
 # The stamp policy, whole. Runs in these modes compare every item with its journal entry, so what
 # they end with may be stamped ...
@@ -74,6 +74,7 @@ class Stamp:
     pixels: tuple[tuple[int, int] | None, ...]  # per item: width, height of its first image, if known
     flags: tuple[tuple[str, ...], ...]  # per item
     derived: tuple[Any, ...]  # per item: [[[variant, [[path, bytes], ...]], ...], upscaled] or None
+    parents: Mapping[str, tuple[str, ...]]  # the items each dependent is made from
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,6 +93,7 @@ class Stamp:
             "pixels": self.pixels,
             "flags": self.flags,
             "derived": self.derived,
+            "parents": {k: list(v) for k, v in self.parents.items()},
         }
 
     @classmethod
@@ -115,6 +117,7 @@ class Stamp:
             pixels=tuple((int(p[0]), int(p[1])) if p else None for p in data["pixels"]),
             flags=tuple(tuple(str(f) for f in item) for item in data["flags"]),
             derived=tuple(data["derived"]),
+            parents={str(k): tuple(map(str, v)) for k, v in data["parents"].items()},
         )
 
 
@@ -254,17 +257,19 @@ def write(
     wanted: str,
     sources: Sequence[tuple[str, manifest.Signature]],
     outcomes: Sequence[ItemOutcome],
-    params: Sequence[Mapping[str, Any]],
-    param_of: Sequence[int],
+    asked: tuple[Sequence[Mapping[str, Any]], Sequence[int]],
     warnings: Sequence[object],
+    parents: Mapping[str, Sequence[str]] | None = None,
 ) -> bool:
     """Stamp a finished job (call with the journal closed, after its last line); ``sources`` with
-    the signatures they had before they were read. False, and no stamp, if one changed since:
-    what this run made may not be what the file asks for now."""
+    the signatures they had before they were read; ``asked``: the distinct request parameters and
+    which each item was asked with; ``parents``: what each dependent is made from. False, and no
+    stamp, if one changed since: what this run made may not be what the file asks for now."""
     for path, was in sources:
         if signature(path) != tuple(was):
             log.info("%s changed while the job ran: the next run reads the manifest again", path)
             return False
+    params, param_of = asked
     stamp = Stamp(
         key=wanted,
         sources=tuple(sources),
@@ -280,6 +285,7 @@ def write(
         pixels=tuple(o.pixels for o in outcomes),
         flags=tuple(tuple(flag.value for flag in o.flags) for o in outcomes),
         derived=tuple(_saved(o.derived) for o in outcomes),
+        parents={k: tuple(v) for k, v in (parents or {}).items()},
     )
     # Compact and not fsync'd: lost to a power cut, the next run takes the long way, that is all.
     store.write_bytes(paths.STAMP, orjson.dumps(stamp.to_json()), durable=False)

@@ -7,6 +7,7 @@
     catalog     generate blocks expanded into raw items
     defaults    what an item takes from defaults:, and from the service's defaults
     check       the checks of each field, each item, and the items together
+    chains      items made from other items' images (@ID): the graph checked, each chain's root
     fields      each item field's own check, and the table of item fields
     problems    the errors and warnings found, collected in order
     references  reference images, checked at load and read when sent (``shrink``: made smaller)

@@ -73,6 +73,15 @@ class ReferenceChecker:
         if not isinstance(entry, str) or not entry.strip():
             self.problems.error(f"must be a file path or URL, not {entry!r}", field, where)
             return None
+        if entry.startswith("@"):
+            found = references.item_reference(entry)
+            if found is None:
+                self.problems.error(
+                    f"{entry}: an item reference is @ID or @ID#K (K counts the item's images from 1)",
+                    field,
+                    where,
+                )
+            return found
         if references.is_url(entry):
             if entry.startswith("data:") and not fields.DATA_URI.match(entry):
                 self.problems.error("a data: URI must be data:image/<type>;base64,...", field, where)
@@ -103,6 +112,8 @@ class ReferenceChecker:
     def _sent_size(self, ref: Reference) -> int:
         if isinstance(ref, UrlReference):
             return len(ref.url) + 4
+        if not isinstance(ref, LocalReference):  # another item's image: shrunk to reference_max_mb
+            return 4 * -(-self.send_bytes // 3) + 40
         # A local file is sent as it is, or re-encoded no larger than it was or reference_max_mb.
         size = min(self._sizes.get(ref.path, 0), self.send_bytes)
         return 4 * -(-size // 3) + 40

@@ -184,7 +184,8 @@ ITEM_FIELDS: Mapping[str, Key] = {
     ),
     "references": Key(
         f"Up to {MAX_REFERENCES} reference images: URLs and data: URIs are sent as written; anything"
-        " else is a file path relative to the manifest's folder (PNG, JPEG, WebP or GIF).",
+        " else is a file path relative to the manifest's folder (PNG, JPEG, WebP or GIF). @ID (or"
+        " @ID#K) is the image of another item of the job, which is made first (docs/chains.md).",
         {"anyOf": [_REFERENCE, {"type": "array", "maxItems": MAX_REFERENCES, "items": _REFERENCE}]},
     ),
     "extra_fields": Key(

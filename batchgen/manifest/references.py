@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import threading
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from batchgen.images import SNIFF_BYTES, ImageFormat, sniff
 from batchgen.manifest import shrink
 
 _DEFAULT = Limits()  # the one place default limits are written
+_PARENTS_KEPT = 16  # other items' images kept encoded, the most recently sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +42,40 @@ class LocalReference:
     written: str  # as the manifest spells it, for messages and sidecars
 
 
-Reference = UrlReference | LocalReference
+@dataclass(frozen=True, slots=True)
+class ItemReference:
+    """``@ID`` or ``@ID#K``: the K-th image of another item of the same job (docs/chains.md)."""
+
+    item_id: str
+    k: int  # 1-based
+    written: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParentImage:
+    """An ``ItemReference`` found in the job folder: the parent's image file, sent like a local
+    file, and its content hash as journaled (what a dependent's fingerprint names)."""
+
+    path: Path  # absolute
+    written: str  # ``@ID`` as the manifest spells it
+    sha256: str
+
+
+Reference = UrlReference | LocalReference | ItemReference | ParentImage
+
+ITEM_REFERENCE = re.compile(r"@([A-Za-z0-9._-]{1,100})(?:#([1-9][0-9]{0,3}))?")
 
 
 def is_url(text: str) -> bool:
     return text.startswith(("http://", "https://", "data:"))
+
+
+def item_reference(text: str) -> ItemReference | None:
+    """``text`` read as ``@ID`` or ``@ID#K``; None if it is not one."""
+    match = ITEM_REFERENCE.fullmatch(text)
+    if match is None:
+        return None
+    return ItemReference(match.group(1), int(match.group(2) or 1), text)
 
 
 def inspect(path: Path, root: Path, max_bytes: int) -> str | None:
@@ -112,6 +143,7 @@ class ReferenceLoader:
         self._cache: OrderedDict[tuple[Path, int, int], LoadedReference] = OrderedDict()
         self._cached = 0
         self._shrunk: OrderedDict[str, LoadedReference] = OrderedDict()  # by the original's content
+        self._parents: OrderedDict[str, LoadedReference] = OrderedDict()  # by content: other items' images
         self._digests: dict[tuple[Path, int, int], str] = {}  # a few dozen bytes per file, never evicted
         self.shrink_count = 0  # how many times an image was actually re-encoded
         self._lock = threading.Lock()  # load() runs in worker threads
@@ -121,6 +153,35 @@ class ReferenceLoader:
             if ref.url.startswith("data:"):
                 return LoadedReference(ref.url, "sha256:" + hashlib.sha256(ref.url.encode()).hexdigest())
             return LoadedReference(ref.url, ref.url)
+        if isinstance(ref, ItemReference):
+            raise ReferenceImageError(f"reference {ref.written}: that item has no image yet")
+        if isinstance(ref, ParentImage):
+            return self._parent(ref)
+        return self._file(ref)
+
+    def _parent(self, ref: ParentImage) -> LoadedReference:
+        """The parent's file, checked against the hash its journal line holds: a damaged or
+        replaced image is never sent in its place. Kept for the few dependents sent right after
+        one another, not in the cache of shared files: each parent serves only its own chain."""
+        digest = "sha256:" + ref.sha256
+        with self._lock:
+            hit = self._parents.get(digest)
+        if hit is not None:
+            return hit
+        loaded = self._file(LocalReference(ref.path, ref.written), keep=False)
+        if loaded.digest.split("@", 1)[0] != digest:
+            raise ReferenceImageError(
+                f"reference {ref.written}: its image changed on disk since it was made;"
+                f" `batchgen redo` {ref.written[1:].split('#')[0]} to make it again"
+            )
+        found = LoadedReference(loaded.uri, digest)
+        with self._lock:
+            self._parents[digest] = found
+            while len(self._parents) > _PARENTS_KEPT:
+                self._parents.popitem(last=False)
+        return found
+
+    def _file(self, ref: LocalReference, keep: bool = True) -> LoadedReference:
         try:
             fd = os.open(ref.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
@@ -146,7 +207,8 @@ class ReferenceLoader:
             loaded = self._shrunk_version(ref, data, digest)
         else:
             loaded = LoadedReference(_data_uri(data, fmt), digest)
-        self._remember(key, loaded)
+        if keep:
+            self._remember(key, loaded)
         return loaded
 
     def digest(self, ref: Reference) -> str:
@@ -155,6 +217,10 @@ class ReferenceLoader:
         hold them all. Read once per file and modification time."""
         if isinstance(ref, UrlReference):
             return self.load(ref).digest
+        if isinstance(ref, ParentImage):
+            return "sha256:" + ref.sha256
+        if isinstance(ref, ItemReference):
+            raise ReferenceImageError(f"reference {ref.written}: that item has no image yet")
         try:
             st = os.stat(ref.path)
         except OSError as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 from batchgen.config import ApiSettings, Limits
 from batchgen.errors import Problem
-from batchgen.manifest.references import Reference
+from batchgen.manifest.references import ItemReference, Reference
 from batchgen.output.variants import Variant
 
 
@@ -32,6 +32,13 @@ class ItemSpec:
     variants: tuple[str, ...] | None = None  # the job's variants it gets; None: all of them
 
     @property
+    def parents(self) -> tuple[str, ...]:
+        """The ids of the items whose images it references (``@ID``), each once."""
+        if not self.references:
+            return ()
+        return tuple(dict.fromkeys(r.item_id for r in self.references if isinstance(r, ItemReference)))
+
+    @property
     def image_size(self) -> str | None:
         value = self.extra_fields.get("image_size")
         return value if isinstance(value, str) else None
@@ -40,6 +47,15 @@ class ItemSpec:
     def aspect_ratio(self) -> str | None:
         value = self.extra_fields.get("aspect_ratio")
         return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """A job's chains (docs/chains.md), as ``validate`` says them."""
+
+    roots: int  # items others reference that reference none themselves
+    dependents: int  # items that reference another item
+    depth: int  # items in the longest chain; 0 without chains
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,10 @@ class Manifest:
     sources: tuple[tuple[str, Signature], ...] = ()
     variants: Mapping[str, Variant] = field(default_factory=dict)  # name: how to make it
     variant_names: tuple[str, ...] = ()  # every name the section gives, a mistaken variant's too
+    # Each item in a chain, by id: the smallest root id of the items it is connected to. What
+    # --shard splits by, so that a chain is never cut in two.
+    chain_roots: Mapping[str, str] = field(default_factory=dict)
+    chains: Shape = field(default_factory=lambda: Shape(0, 0, 0))
 
 
 Signature = tuple[int, int, int, int]  # size, modification and change times (ns), inode

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from batchgen.errors import ManifestError
-from batchgen.manifest import check, read
+from batchgen.manifest import chains, check, read
 from batchgen.manifest.loader import read_yaml
 from batchgen.manifest.problems import Problems
 from batchgen.manifest.spec import Manifest, Sources
@@ -22,7 +22,7 @@ def load(path: Path) -> Manifest:
     problems, sources = Problems(str(path)), Sources()
     sources.sign(path)  # before reading it: an edit made while it is read is not taken for it
     data = read_yaml(path)
-    # The steps run in the order their messages are listed: header, defaults, items, clashes.
+    # The steps run in the order their messages are listed: header, defaults, items, clashes, chains.
     header = read.header(data, path, problems, sources)
     levels = check.LevelChecker(header, problems, sources)
     defaults = levels.defaults(read.section(data, "defaults", problems))
@@ -33,10 +33,18 @@ def load(path: Path) -> Manifest:
         if (found := item_checker.check(entry)) is not None
     ]
     check.clashes(checked, problems)
+    roots, shape = chains.check(checked, problems)
     if problems.errors:
         raise ManifestError(problems.errors)
     specs = tuple(spec for spec, _ in checked)
-    return dataclasses.replace(header, items=specs, warnings=problems.warnings(), sources=sources.signed())
+    return dataclasses.replace(
+        header,
+        items=specs,
+        warnings=problems.warnings(),
+        sources=sources.signed(),
+        chain_roots=roots,
+        chains=shape,
+    )
 
 
 def load_header(path: Path) -> Manifest | None:

@@ -79,6 +79,7 @@ class Entry:
     links: tuple[str, ...] = ()  # download_failed: the links of images made and billed, to fetch again
     version: int = 1  # how many times its image was made; earlier versions are in history/
     flags: tuple[Flag, ...] = ()  # what the checks of what arrived found (a run skipping it reports them)
+    blocked_by: tuple[str, ...] = ()  # dependency_failed: the referenced items that did not succeed
 
     @property
     def succeeded(self) -> bool:
@@ -124,6 +125,8 @@ class Entry:
             record["retryable"] = self.retryable
             if self.links:
                 record["links"] = list(self.links)
+            if self.blocked_by:
+                record["blocked_by"] = list(self.blocked_by)
         return record
 
     @classmethod
@@ -147,6 +150,7 @@ class Entry:
                 links=tuple(str(link) for link in record.get("links", ())),
                 version=int(record.get("version", 1)),
                 flags=tuple(FLAGS[name] for name in record.get("flags", ()) if name in FLAGS),
+                blocked_by=tuple(str(i) for i in record.get("blocked_by", ())),
             )
         except (KeyError, TypeError, ValueError):
             return None

@@ -5,11 +5,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from batchgen.manifest import provider
-from batchgen.manifest.spec import Manifest
+from batchgen.manifest.spec import Manifest, Shape
 from batchgen.plan.pricing import PriceTable
 
 
@@ -27,6 +27,12 @@ class Estimate:
     currency: str
     source: str
     variants: dict[str, tuple[str, int]] = field(default_factory=dict)  # name: (what it is, images)
+    chains: Shape = field(default_factory=lambda: Shape(0, 0, 0))
+    chain_cost: float = 0.0  # of the items in chains
+    stale: int | None = None  # dependents made from an earlier image of their parent; None: not looked
+
+    def with_stale(self, stale: int | None) -> Estimate:
+        return replace(self, stale=stale)
 
     def lines(self) -> list[str]:
         lines = [
@@ -40,6 +46,17 @@ class Estimate:
         lines.append(f"  estimated cost ~{self.currency} {self.total:,.2f} (estimates from {self.source})")
         for name, (what, count) in self.variants.items():
             lines.append(f"  variant {name}: {what}, {count} images (made here, nothing sent)")
+        shape = self.chains
+        if shape.dependents:
+            lines.append(
+                f"  chains: {shape.roots} roots, {shape.dependents} dependents, depth {shape.depth};"
+                f" ~{self.currency} {self.chain_cost:,.2f} of the estimate (docs/chains.md)"
+            )
+        if self.stale:
+            lines.append(
+                f"  {self.stale} dependent(s) stale: made from an earlier image of an item they"
+                " reference; `batchgen run` makes them again"
+            )
         return lines
 
     def fields(self) -> dict[str, Any]:
@@ -59,17 +76,28 @@ class Estimate:
             "currency": self.currency,
             "prices": self.source,
             "variants": {name: {"spec": what, "images": n} for name, (what, n) in self.variants.items()},
+            "chains": {
+                "roots": self.chains.roots,
+                "dependents": self.chains.dependents,
+                "depth": self.chains.depth,
+                "estimated_cost": round(self.chain_cost, 4),
+                "stale": self.stale,
+            },
         }
 
 
 def summary(job: Manifest, prices: PriceTable) -> Estimate:
     """Counts, sizes and estimated cost of one manifest."""
     groups: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    chained: dict[tuple[str, str], int] = defaultdict(int)  # images of the items in chains
     sizes: dict[str, int] = defaultdict(int)
+    roots = job.chain_roots
     for item in job.items:
         klass = provider.size_class(item.size, item.image_size)
         groups[(item.model, klass)][0] += 1
         groups[(item.model, klass)][1] += item.n
+        if roots and item.id in roots:
+            chained[(item.model, klass)] += item.n
         # What the service will make: the resolution class it bills, and the shape.
         if item.aspect_ratio is not None:
             shape = f"{klass} {item.aspect_ratio}"
@@ -82,6 +110,7 @@ def summary(job: Manifest, prices: PriceTable) -> Estimate:
         (model, klass, requests, count, prices.cost(model, klass, count))
         for (model, klass), (requests, count) in sorted(groups.items())
     ]
+    chain_cost = sum(prices.cost(model, klass, count) for (model, klass), count in chained.items())
     return Estimate(
         manifest=str(job.path),
         job=job.job,
@@ -93,6 +122,8 @@ def summary(job: Manifest, prices: PriceTable) -> Estimate:
         currency=prices.currency,
         source=str(prices.source),
         variants=_variants(job),
+        chains=job.chains,
+        chain_cost=chain_cost,
     )
 
 

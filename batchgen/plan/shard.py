@@ -1,9 +1,13 @@
-"""Sharding: the K-th of N disjoint slices of a job, by a stable hash of each item id."""
+"""Sharding: the K-th of N disjoint slices of a job, by a stable hash of each item id, or of its
+chain's root for an item in a chain (docs/chains.md), so that a chain is never cut in two."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping, Sequence
+
+from batchgen.manifest.spec import ItemSpec
 
 FOLDER = re.compile(r"^shard-([1-9][0-9]*)-of-([1-9][0-9]*)$")
 
@@ -24,6 +28,17 @@ def shard_of(item_id: str, count: int) -> int:
     """Which of ``count`` shards (1-based) an item belongs to; the same on every machine."""
     digest = hashlib.sha256(item_id.encode()).digest()
     return int.from_bytes(digest[:8], "big") % count + 1
+
+
+def select(
+    items: Sequence[ItemSpec], sharded: tuple[int, int] | None, roots: Mapping[str, str]
+) -> Sequence[ItemSpec]:
+    """The items of shard ``(K, N)``, all of them when not sharded; ``roots``: the chain root of
+    each item in a chain (``Manifest.chain_roots``), whose shard it takes."""
+    if sharded is None:
+        return items
+    k, n = sharded
+    return tuple(item for item in items if shard_of(roots.get(item.id, item.id), n) == k)
 
 
 def folder(k: int, n: int) -> str:

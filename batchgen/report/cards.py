@@ -54,4 +54,16 @@ def from_folder(folder: Path, report: Report, entries: Mapping[str, Entry] | Non
             pixels=item.pixels,
             flags=tuple(flag.value for flag in item.flags),
             variants=item.variants,
+            parents=_parents(request),
         )
+
+
+def _parents(request: Mapping[str, Any]) -> tuple[str, ...]:
+    """The items a sidecar's request names as references (``item:@ID#K <digest>``, as written)."""
+    found: list[str] = []
+    for extra in (
+        request.get("extra_fields", {}).values() if isinstance(request.get("extra_fields"), dict) else ()
+    ):
+        if isinstance(extra, list):
+            found += [str(v)[6:].split(" ")[0].split("#")[0] for v in extra if str(v).startswith("item:@")]
+    return tuple(dict.fromkeys(found))

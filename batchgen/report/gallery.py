@@ -58,6 +58,7 @@ class Card(NamedTuple):
     pixels: tuple[int, int] | None = None  # of its (first) image
     flags: tuple[str, ...] = ()  # what the checks of what arrived found
     variants: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (channel variant, its files)
+    parents: tuple[str, ...] = ()  # the items whose images it was made from (docs/chains.md)
 
 
 def request_params(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,6 +191,10 @@ def _data(report: Report, cards: Iterable[Card], folder: str, history: Mapping[s
         pixel_of.append(-1 if c.pixels is None else shapes.setdefault(c.pixels, len(shapes)))
         for flag in c.flags:
             flagged[flag].append(len(rows))
+    parents: dict[str, list[str]] = {}  # the viewer links a dependent to these, and them back to it
+    for c in cards:
+        if c.parents:
+            parents[c.id] = list(c.parents)
         shared = params.get(id(c.params))
         if shared is None:
             shared = params[id(c.params)] = len(params_table)
@@ -222,6 +227,7 @@ def _data(report: Report, cards: Iterable[Card], folder: str, history: Mapping[s
         "classes": [error_class.value for error_class in classes],
         "params": params_table,
         "history": dict(history),
+        "parents": parents,
         "items": rows,
         "pixels": list(shapes),
         "pixel_of": pixel_of,

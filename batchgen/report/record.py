@@ -95,6 +95,7 @@ class ReportFailure:
     attempts: int = 0
     retryable: bool = False
     links: tuple[str, ...] = ()  # download_failed: the image links the service answered with
+    blocked_by: tuple[str, ...] = ()  # dependency_failed: the referenced items that did not succeed
 
     def to_json(self) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -108,6 +109,8 @@ class ReportFailure:
         }
         if self.links:
             row["links"] = list(self.links)
+        if self.blocked_by:
+            row["blocked_by"] = list(self.blocked_by)
         return row
 
     @classmethod
@@ -122,6 +125,7 @@ class ReportFailure:
             attempts=int(data.get("attempts", 0)),
             retryable=bool(data.get("retryable", False)),
             links=tuple(str(link) for link in data.get("links", ())),
+            blocked_by=tuple(str(i) for i in data.get("blocked_by", ())),
         )
 
 

@@ -128,7 +128,9 @@ def _failure_row(o: ItemOutcome) -> ReportFailure:
     f = o.failure
     assert f is not None
     return ReportFailure(
-        o.id, o.prompt, f.error_class, f.message, f.http_status, o.attempts, f.retryable, f.links
+        *(o.id, o.prompt, f.error_class, f.message, f.http_status, o.attempts, f.retryable),
+        links=f.links,
+        blocked_by=f.blocked_by,
     )
 
 

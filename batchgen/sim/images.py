@@ -14,6 +14,7 @@ import hashlib
 import io
 import random
 import struct
+import threading
 import zlib
 from collections.abc import Sequence
 from functools import lru_cache
@@ -54,15 +55,20 @@ def b64_response(width: int, height: int, hue: int, payload_kb: int, n: int, as_
     return orjson.dumps({"created": 1_700_000_000, "data": [entry] * n})
 
 
-def with_references(width: int, height: int, hue: int, payload_kb: int, references: Sequence[str]) -> bytes:
-    """The gradient with a strip of reference thumbnails along the bottom (Pillow; call off the loop)."""
+@lru_cache(maxsize=64)
+def _gradient(width: int, height: int, hue: int) -> Image.Image:
     low = tuple(int(c * 255) for c in colorsys.hsv_to_rgb(hue / 12, 0.55, 0.45))
     high = tuple(int(c * 255) for c in colorsys.hsv_to_rgb(hue / 12, 0.55, 0.95))
-    picture = ImageOps.colorize(
+    return ImageOps.colorize(
         Image.linear_gradient("L").resize((width, height)).transpose(Image.Transpose.FLIP_TOP_BOTTOM),
         black=low,
         white=high,
     )
+
+
+def with_references(width: int, height: int, hue: int, payload_kb: int, references: Sequence[str]) -> bytes:
+    """The gradient with a strip of reference thumbnails along the bottom (Pillow; call off the loop)."""
+    picture = _gradient(width, height, hue).copy()
     strip = max(16, height // 5)
     pad = max(2, strip // 12)
     draw = ImageDraw.Draw(picture)
@@ -82,7 +88,25 @@ def with_references(width: int, height: int, hue: int, payload_kb: int, referenc
 
 
 def reference_tile(reference: str, side: int) -> Image.Image:
-    """A thumbnail of a ``data:`` URI reference; a link (not fetched here) is a tile of its own colour."""
+    """A thumbnail of a ``data:`` URI reference; a link (not fetched here) is a tile of its own colour.
+    The views of one product share their hero: its tile is decoded once."""
+    key = (hashlib.sha256(reference.encode()).digest(), side)
+    with _TILES_LOCK:
+        found = _TILES.get(key)
+    if found is None:
+        found = _tile(reference, side)
+        with _TILES_LOCK:
+            _TILES[key] = found
+            while len(_TILES) > 256:
+                _TILES.pop(next(iter(_TILES)))
+    return found
+
+
+_TILES: dict[tuple[bytes, int], Image.Image] = {}
+_TILES_LOCK = threading.Lock()  # rendered in worker threads
+
+
+def _tile(reference: str, side: int) -> Image.Image:
     if reference.startswith("data:"):
         try:
             raw = pybase64.b64decode(reference.partition(",")[2], validate=True)
