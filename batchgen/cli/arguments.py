@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeAlias
 
 from batchgen import __version__, config
 from batchgen.cli import logs
+from batchgen.errors import UsageError
 from batchgen.plan import shard
 from batchgen.sim.settings import ALL_FAULTS, RESPONSE_SHAPES, TRANSIENT_FAULTS
 
@@ -103,6 +104,28 @@ def parser() -> argparse.ArgumentParser:
 _Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
 
 
+def _output(text: str) -> Path | str:
+    """A folder, or a bucket's URL (kept as text: a Path would fold its ``//``)."""
+    from batchgen.output.bucket import Location, is_url
+
+    if not is_url(text):
+        return Path(text)
+    try:
+        return str(Location.parse(text))
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
 def _run_command(commands: _Commands) -> None:
     run = commands.add_parser(
         "run",
@@ -120,8 +143,24 @@ def _run_command(commands: _Commands) -> None:
         help="manifest files, or folders whose *.yaml/*.yml manifests run in name order (not recursive)",
     ).complete = FILE  # type: ignore[attr-defined]
     run.add_argument(
-        "--output", type=Path, metavar="DIR", help="output folder (default ./output)"
+        "--output",
+        type=_output,
+        metavar="DIR|URL",
+        help="output folder (default ./output), or a bucket: s3://bucket/prefix, gs://..., az://container/...",
     ).complete = FOLDER  # type: ignore[attr-defined]
+    run.add_argument(
+        "--work-dir",
+        type=Path,
+        metavar="DIR",
+        help="with a bucket --output: the local spool (default $BATCHGEN_WORK_DIR, else ~/.cache/batchgen/spool)",
+    ).complete = FOLDER  # type: ignore[attr-defined]
+    run.add_argument(
+        "--lock-lease",
+        type=_positive_float,
+        default=config.LOCK_LEASE_S,
+        metavar="SECONDS",
+        help=f"with a bucket --output: how long its lock outlives a run that died (default {config.LOCK_LEASE_S:g})",
+    )
     run.add_argument(
         "--shard",
         type=_shard,

@@ -19,7 +19,7 @@ from batchgen import config
 from batchgen.cli import arguments, logs
 from batchgen.cli.progress import ProgressBar, TqdmLogHandler
 from batchgen.errors import JobLockedError, ManifestError, StoreError, UsageError
-from batchgen.job import jobs, memory, reopen
+from batchgen.job import jobs, memory, remote, reopen
 from batchgen.outcomes import Event, JobStatus
 from batchgen.output import thumbs
 from batchgen.plan import estimate
@@ -100,6 +100,10 @@ def _run(args: argparse.Namespace) -> int:
     mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED if args.only_failed else Mode.RUN
     if args.force:
         mode = Mode.FORCE
+    if isinstance(args.output, str):  # a bucket: each run reads what it holds, no local stamp vouches
+        options = _options(args, None, mode)
+        bucket = remote.RemoteOutput(args.output, args.work_dir, args.lock_lease)
+        return _send(args, jobs.load_all(manifest_paths(args.manifests)), options, bucket)
     options = _options(args, args.output, mode)
     return _send(args, jobs.load_for_run(manifest_paths(args.manifests), options), options)
 
@@ -147,30 +151,30 @@ def _options(args: argparse.Namespace, output: Path | None, mode: Mode) -> jobs.
     )
 
 
-def _send(args: argparse.Namespace, manifests: Sequence[jobs.Loaded], options: jobs.RunOptions) -> int:
+def _send(
+    args: argparse.Namespace,
+    manifests: Sequence[jobs.Loaded],
+    options: jobs.RunOptions,
+    bucket: remote.RemoteOutput | None = None,
+) -> int:
     as_json = args.log_format == "json"
     connect = _simulated(_simulator_config(args, "sim_")) if args.simulate else None
     done: list[tuple[jobs.JobOutput, int]] = []
     for job in manifests:
         progress = ProgressBar() if _show_progress(args) else None
         listeners = [f for f in (progress, logs.event_logger(job.job) if as_json else None) if f]
+        hooks: dict[str, Any] = {"on_event": _fan_out(listeners), "connect": connect, "handle_signals": True}
         try:
-            output = asyncio.run(
-                jobs.run_manifest(
-                    job,
-                    options,
-                    os.environ,
-                    on_event=_fan_out(listeners),
-                    connect=connect,
-                    handle_signals=True,
-                )
-            )
+            if bucket is not None:
+                output = asyncio.run(remote.run_manifest(job, options, bucket, os.environ, **hooks))
+            else:
+                output = asyncio.run(jobs.run_manifest(job, options, os.environ, **hooks))
         finally:
             if progress:
                 progress.close()
         code = 128 + output.signal if output.signal is not None else exit_code(output.report)
         if as_json:
-            logs.job_finished(output.report, str(output.folder), code)
+            logs.job_finished(output.report, output.where, code)
         done.append((output, code))
         if output.signal is not None:
             break  # 130 for SIGINT, 143 for SIGTERM; the later manifests do not start
@@ -179,7 +183,7 @@ def _send(args: argparse.Namespace, manifests: Sequence[jobs.Loaded], options: j
             statuses = ", ".join(f"{o.report.job} {o.report.status.value}" for o, _ in done)
             print(f"{len(done)} jobs: {statuses}")
         for output, _ in done:
-            print("\n".join(summary_lines(output.report, str(output.folder))))
+            print("\n".join(summary_lines(output.report, output.where)))
     return max((code for _, code in done), key=_severity)
 
 

@@ -1,0 +1,307 @@
+"""The spool: a job folder on local disk that is mirrored into a bucket as it is written.
+
+A run writing to a bucket works in a local job folder like any other (so every writer,
+present and future, stays as it is), and ``Uploader`` carries what it writes up:
+
+- the images and sidecar of each item as soon as its journal line appears (bounded, each
+  request retried with backoff by obstore);
+- the bucket's ``journal.jsonl``, rewritten now and then, listing an item only once all its
+  files are in the bucket: whatever a later run reads there, it can trust;
+- at the end, every other file the run wrote (thumbs/, variants/, history/, the report).
+
+``restore`` is the start of such a run: one listing of the bucket (paths and sizes: no image
+is downloaded), its journal merged into the spool's, and what an earlier run from this work
+dir could not upload sent first. docs/storage.md has the whole story.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from batchgen.errors import StoreError
+from batchgen.output import paths
+from batchgen.output.bucket import Bucket
+from batchgen.output.journal import Entry
+from batchgen.output.store import JobStore
+
+log = logging.getLogger(__name__)
+
+UPLOADS = 16  # files in flight at once
+TAIL_S = 0.1  # how often the journal is read for new lines
+JOURNAL_EVERY_S = 2.0  # the least time between two rewrites of the bucket's journal
+LOCAL_ONLY = frozenset({paths.JOURNAL, "unchanged.json"})  # the journal goes up filtered; the stamp never
+
+
+@dataclass
+class Mirror:
+    """What the bucket holds of the job (path -> size), as listed and as uploaded since."""
+
+    sizes: dict[str, int]
+    journal: list[bytes]  # the bucket journal's lines, as found
+
+    def holds(self, relative: str, size: int) -> bool:
+        return self.sizes.get(relative) == size
+
+
+async def restore(bucket: Bucket, folder: Path) -> Mirror:
+    """List the bucket, and make the spool's journal the bucket's plus what only the spool has
+    (lines of items whose files an earlier run from here could not upload)."""
+    sizes = await bucket.sizes()
+    found = await bucket.get(paths.JOURNAL)
+    remote = _lines(found[0]) if found else []
+    local_path = folder / paths.JOURNAL
+    try:
+        local = _lines(local_path.read_bytes())
+    except FileNotFoundError:
+        local = []
+    known = set(remote)
+    merged = remote + [line for line in local if line not in known]
+    if merged != local:
+        temp = folder / f".{paths.JOURNAL}.restore"
+        temp.write_bytes(b"".join(line + b"\n" for line in merged))
+        os.replace(temp, local_path)
+    return Mirror(sizes, remote)
+
+
+class SpooledStore(JobStore):
+    """The spool's job folder, where a file the bucket holds whole counts as there."""
+
+    def __init__(self, root: Path, mirror: Mirror) -> None:
+        super().__init__(root)
+        self.mirror = mirror
+
+    def intact(self, files: Sequence[tuple[str, int]]) -> bool:
+        return bool(files) and all(self.mirror.holds(p, s) or super(SpooledStore, self).intact([(p, s)]) for p, s in files)
+
+
+def _lines(data: bytes) -> list[bytes]:
+    # A line cut short by a crash has no newline after it: it is not a line yet.
+    whole = data if data.endswith(b"\n") else data[: data.rfind(b"\n") + 1]
+    return [line for line in whole.split(b"\n") if line.strip()]
+
+
+@dataclass
+class Stats:
+    uploaded: int = 0
+    waits_s: list[float] = field(default_factory=list)  # per image: written -> in the bucket
+
+
+class Uploader:
+    """``async with Uploader(bucket, folder, mirror)`` around a run; ``finish()`` at its end."""
+
+    def __init__(self, bucket: Bucket, folder: Path, mirror: Mirror, uploads: int = UPLOADS) -> None:
+        self.bucket = bucket
+        self.folder = folder
+        self.mirror = mirror
+        self.stats = Stats()
+        self._slots = asyncio.Semaphore(uploads)
+        self._started_ns = time.time_ns()
+        self._sent: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) uploaded this run
+        self._failed: set[str] = set()
+        self._lines: list[bytes] = []
+        self._confirmed: list[bool] = []
+        self._offset = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tail: asyncio.Task[None] | None = None
+        self._journal_written = 0.0
+        self._journal_dirty = False
+        self._from_bucket = set(mirror.journal)
+
+    async def __aenter__(self) -> Uploader:
+        await self.drain()
+        self._tail = asyncio.create_task(self._follow())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._tail is not None:
+            self._tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tail
+            self._tail = None
+
+    async def drain(self) -> None:
+        """Upload what an earlier run from this spool left waiting (an item's files and what was
+        made from them, not the report: this run writes its own)."""
+        pending = await asyncio.to_thread(self._changed, deep_only=True)
+        await asyncio.gather(*(self._upload(path) for path in pending))
+
+    async def finish(self) -> int:
+        """After the run: every line read, every file up, the journal written; how many files wait."""
+        if self._tail is not None:
+            self._tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tail
+            self._tail = None
+        await self._read_journal()
+        await self._settle()
+        retry = sorted(self._failed)
+        self._failed.clear()
+        changed = await asyncio.to_thread(self._changed, deep_only=False)
+        await asyncio.gather(*(self._upload(path) for path in {*retry, *changed}))
+        self._confirm_all()
+        await self._write_journal(force=True)
+        return len(self._failed)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._failed)
+
+    async def _follow(self) -> None:
+        while True:
+            await self._read_journal()
+            await self._write_journal(force=False)
+            await asyncio.sleep(TAIL_S)
+
+    async def _read_journal(self) -> None:
+        try:
+            with open(self.folder / paths.JOURNAL, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        for line in data[:end].split(b"\n"):
+            if line.strip():
+                self._add_line(line)
+
+    def _add_line(self, line: bytes) -> None:
+        self._lines.append(line)
+        files = [] if line in self._from_bucket else self._files_of(line)
+        self._confirmed.append(not files)
+        for path in files:
+            if path not in self._sent and path not in self._failed:
+                self._spawn(path)
+        self._journal_dirty = True
+
+    def _files_of(self, line: bytes) -> list[str]:
+        """The files an item's line stands for, that the bucket lacks: its images and sidecar."""
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return []
+        entry = Entry.from_json(record) if isinstance(record, dict) and record.get("type") == "item" else None
+        if entry is None:
+            return []
+        wanted = [(f.path, f.bytes) for f in entry.files]
+        sidecar = paths.sidecar(entry.id)
+        with contextlib.suppress(OSError):
+            wanted.append((sidecar, os.stat(self.folder / sidecar).st_size))
+        return [path for path, size in wanted if not self.mirror.holds(path, size)]
+
+    def _spawn(self, path: str) -> None:
+        task = asyncio.create_task(self._upload(path))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
+    async def _upload(self, relative: str) -> None:
+        local = self.folder / relative
+        async with self._slots:
+            try:
+                st = os.stat(local)
+            except OSError:
+                return  # gone (a redo moved it): nothing of it to carry up
+            try:
+                await self.bucket.put(relative, local)
+            except StoreError as exc:
+                if not self._failed:
+                    log.warning("%s; the file waits in the spool for the next run", exc)
+                self._failed.add(relative)
+                return
+        self._failed.discard(relative)
+        self._sent[relative] = (st.st_size, st.st_mtime_ns)
+        self.mirror.sizes[relative] = st.st_size
+        self.stats.uploaded += 1
+        if relative.startswith(f"{paths.IMAGES}/") and not relative.endswith(".json"):
+            self.stats.waits_s.append(max(0.0, time.time() - st.st_mtime_ns / 1e9))
+        self._journal_dirty = True
+
+    def _confirm_all(self) -> None:
+        for i, line in enumerate(self._lines):
+            if not self._confirmed[i]:
+                self._confirmed[i] = line in self._from_bucket or self._up(line)
+
+    def _up(self, line: bytes) -> bool:
+        try:
+            entry = Entry.from_json(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            return False
+        if entry is None:
+            return False
+        return all(self.mirror.holds(f.path, f.bytes) for f in entry.files) and paths.sidecar(
+            entry.id
+        ) not in self._failed
+
+    async def _write_journal(self, *, force: bool) -> None:
+        if not self._journal_dirty and not force:
+            return
+        if not force and time.monotonic() - self._journal_written < JOURNAL_EVERY_S:
+            return
+        self._confirm_all()
+        body = b"".join(line + b"\n" for line, ok in zip(self._lines, self._confirmed, strict=True) if ok)
+        self._journal_written = time.monotonic()
+        self._journal_dirty = False
+        try:
+            await self.bucket.put(paths.JOURNAL, body)
+        except StoreError as exc:
+            self._journal_dirty = True
+            if force:
+                self._failed.add(paths.JOURNAL)
+            log.warning("%s", exc)
+        else:
+            self._failed.discard(paths.JOURNAL)
+
+    def _changed(self, *, deep_only: bool) -> list[str]:
+        """The spool's files the bucket lacks, or that this run changed since it uploaded them."""
+        found = []
+        for relative, st in _walk(self.folder):
+            if deep_only and "/" not in relative:
+                continue
+            if relative in LOCAL_ONLY:
+                continue
+            if self._sent.get(relative) == (st.st_size, st.st_mtime_ns):
+                continue
+            if st.st_mtime_ns < self._started_ns and self.mirror.holds(relative, st.st_size):
+                continue
+            found.append(relative)
+        return found
+
+
+def _walk(folder: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Every file of the spool (not its lock, temp files or other dot files), relative, with its stat."""
+    root = str(folder)
+    for top, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        base = os.path.relpath(top, root)
+        for name in files:
+            if name.startswith("."):
+                continue
+            relative = name if base == "." else f"{base}/{name}".replace(os.sep, "/")
+            with contextlib.suppress(OSError):
+                yield relative, os.stat(os.path.join(top, name))
+
+
+def evict(folder: Path, mirror: Mirror) -> int:
+    """Delete from the spool the images the bucket holds whole: the spool keeps what waits."""
+    gone = 0
+    for relative, st in list(_walk(folder)):
+        top = relative.split("/", 1)[0]
+        if top in (paths.IMAGES, paths.HISTORY) and not relative.endswith(".json"):
+            if mirror.holds(relative, st.st_size):
+                with contextlib.suppress(OSError):
+                    os.unlink(folder / relative)
+                    gone += 1
+    return gone

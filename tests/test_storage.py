@@ -1,0 +1,141 @@
+"""Runs that write to a bucket: a real S3 API (moto's server, in memory, on 127.0.0.1), no mock.
+
+Exact request counts come from the simulator: what a bucket already holds is never sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from batchgen.cli.main import main
+from batchgen.errors import JobLockedError
+from batchgen.job import jobs, remote
+from batchgen.manifest import validate
+from batchgen.outcomes import Event
+from batchgen.output.bucket import Retries
+from batchgen.sim.simulator import Simulator
+
+from .conftest import FAST_LIMITS
+
+moto_server = pytest.importorskip("moto.server")
+
+KEY_ID, SECRET = "AKIDSTORAGETEST", "storage-secret-never-shown-9f2c"
+
+
+class S3:
+    """moto's S3 on 127.0.0.1; ``stop``/``start`` make an outage (moto keeps the objects in memory)."""
+
+    def __init__(self) -> None:
+        self.server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, self.port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def restart(self) -> None:
+        self.server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def client(self) -> Any:
+        """boto3 (moto's own dependency): the test looks at the bucket through another S3 client."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=KEY_ID,
+            aws_secret_access_key=SECRET,
+        )
+
+    def make_bucket(self) -> str:
+        name = f"b-{secrets.token_hex(4)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> dict[str, int]:
+        """Every object of ``bucket``, with its size."""
+        listed = self.client().list_objects_v2(Bucket=bucket, MaxKeys=1000)
+        return {o["Key"]: o["Size"] for o in listed.get("Contents", [])}
+
+    def get(self, bucket: str, key: str) -> bytes:
+        data: bytes = self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        return data
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3]:
+    server = S3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: S3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S3:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_server.endpoint,
+        "BATCHGEN_WORK_DIR": str(tmp_path / "spool"),
+        "BATCHGEN_API_KEY": "k",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ALLOW_HTTP", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "BATCHGEN_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return s3_server
+
+
+class Job:
+    def __init__(self, tmp_path: Path, sim: Simulator, s3: S3, n: int = 4) -> None:
+        self.sim, self.s3 = sim, s3
+        self.bucket = s3.make_bucket()
+        self.url = f"s3://{self.bucket}/night"
+        self.path = tmp_path / "jobs" / "cat.yaml"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.work = tmp_path / "work"
+        self.write([{"id": f"i{k}", "prompt": f"p {k}"} for k in range(n)])
+
+    def write(self, items: list[dict[str, Any]]) -> None:
+        data = {"job": "cat", "limits": {**FAST_LIMITS, "concurrency": 4}, "items": items}
+        self.path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def argv(self, *flags: str) -> list[str]:
+        return ["run", str(self.path), "--base-url", self.sim.base_url, "--output", self.url, "-q", *flags]
+
+    def run(self, *flags: str, work: Path | None = None) -> int:
+        return main([*self.argv(*flags), "--work-dir", str(work or self.work)])
+
+    def keys(self) -> dict[str, int]:
+        return {k.removeprefix("night/cat/"): v for k, v in self.s3.keys(self.bucket).items()}
+
+    def object(self, key: str) -> bytes:
+        return self.s3.get(self.bucket, f"night/cat/{key}")
+
+    def journal_ids(self) -> list[str]:
+        lines = [orjson.loads(line) for line in self.object("journal.jsonl").splitlines()]
+        return sorted(line["id"] for line in lines if line.get("type") == "item")
+
+
+def test_a_job_to_a_bucket_lands_there_whole(tmp_path: Path, sim: Simulator, s3: S3) -> None:
+    job = Job(tmp_path, sim, s3)
+    assert job.run() == 0
+    keys = job.keys()
+    for k in range(4):
+        assert f"images/i{k}.png" in keys and f"images/i{k}.json" in keys
+    assert {"journal.jsonl", "report.json", "report.html"} <= set(keys)
+    assert ".lock" not in keys  # released
+    report = orjson.loads(job.object("report.json"))
+    assert report["status"] == "completed" and report["counts"]["succeeded"] == 4
+    assert job.journal_ids() == ["i0", "i1", "i2", "i3"]
+    assert sim.stats.requests == 4
