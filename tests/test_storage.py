@@ -111,10 +111,10 @@ class Job:
         self.path.write_text(yaml.safe_dump(data, sort_keys=False))
 
     def argv(self, *flags: str) -> list[str]:
-        return ["run", str(self.path), "--base-url", self.sim.base_url, "--output", self.url, "-q", *flags]
+        return ["run", str(self.path), "--base-url", self.sim.base_url, "--output", self.url, *flags]
 
-    def run(self, *flags: str, work: Path | None = None) -> int:
-        return main([*self.argv(*flags), "--work-dir", str(work or self.work)])
+    def run(self, *flags: str, work: Path | None = None, quiet: bool = True) -> int:
+        return main([*self.argv(*flags), "--work-dir", str(work or self.work), *(["-q"] if quiet else [])])
 
     def keys(self) -> dict[str, int]:
         return {k.removeprefix("night/cat/"): v for k, v in self.s3.keys(self.bucket).items()}
@@ -139,3 +139,119 @@ def test_a_job_to_a_bucket_lands_there_whole(tmp_path: Path, sim: Simulator, s3:
     assert report["status"] == "completed" and report["counts"]["succeeded"] == 4
     assert job.journal_ids() == ["i0", "i1", "i2", "i3"]
     assert sim.stats.requests == 4
+
+
+def test_a_fresh_work_dir_resumes_from_the_bucket_and_sends_nothing(
+    tmp_path: Path, sim: Simulator, s3: S3
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    assert job.run() == 0
+    assert sim.stats.requests == 4
+    assert job.run(work=tmp_path / "another-pod") == 0
+    assert sim.stats.requests == 4  # the bucket's journal and sizes vouch for every item
+    report = orjson.loads(job.object("report.json"))
+    assert report["counts"]["skipped"] == 4
+    # Nothing was downloaded to decide: the new spool holds no image.
+    assert not list((tmp_path / "another-pod").rglob("*.png"))
+
+
+def test_an_edited_prompt_regenerates_that_item_alone(tmp_path: Path, sim: Simulator, s3: S3) -> None:
+    job = Job(tmp_path, sim, s3)
+    assert job.run() == 0
+    job.write([{"id": f"i{k}", "prompt": "p edited" if k == 2 else f"p {k}"} for k in range(4)])
+    assert job.run(work=tmp_path / "another-pod") == 0
+    assert dict(sim.stats.by_prompt) == {"p 0": 1, "p 1": 1, "p 2": 1, "p 3": 1, "p edited": 1}
+    sidecar = orjson.loads(job.object("images/i2.json"))
+    assert sidecar["request"]["prompt"] == "p edited"
+
+
+def test_an_image_missing_from_the_bucket_is_made_again(tmp_path: Path, sim: Simulator, s3: S3) -> None:
+    job = Job(tmp_path, sim, s3)
+    assert job.run() == 0
+    s3.client().delete_object(Bucket=job.bucket, Key="night/cat/images/i1.png")
+    assert job.run(work=tmp_path / "another-pod") == 0
+    assert dict(sim.stats.by_prompt) == {"p 0": 1, "p 1": 2, "p 2": 1, "p 3": 1}
+    assert "images/i1.png" in job.keys()
+
+
+FAST_STORE = Retries(attempts=2, first_backoff_s=0.01, max_backoff_s=0.02, give_up_s=1.0)
+
+
+def run_api(job: Job, work: Path, on_event: Callable[[Event], None] = lambda e: None, **kw: Any) -> jobs.JobOutput:
+    """A run through the library, for what the command line does not let a test set."""
+    from batchgen import config
+
+    options = jobs.RunOptions(overrides=config.Overrides(base_url=job.sim.base_url))
+    bucket = remote.RemoteOutput(job.url, work, retries=FAST_STORE, **kw)
+    import os
+
+    return asyncio.run(
+        remote.run_manifest(validate.load(job.path), options, bucket, os.environ, on_event=on_event)
+    )
+
+
+def test_the_store_failing_mid_run_loses_nothing_and_pays_for_nothing_twice(
+    tmp_path: Path, sim: Simulator, s3: S3, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = Job(tmp_path, sim, s3, n=6)
+    stopped: list[str] = []
+
+    def outage(event: Event) -> None:
+        if type(event).__name__ == "ItemFinished" and not stopped:
+            stopped.append("now")
+            s3.stop()
+
+    try:
+        output = run_api(job, job.work, outage)
+    finally:
+        s3.restart()
+    assert output.report.status.value == "partial"
+    assert sim.stats.requests == 6
+    assert "wait in" in caplog.text and "run again to upload them" in caplog.text
+    assert SECRET not in caplog.text
+    held = job.keys()
+    assert ".lock" in held  # it could not be released: the store was down
+    assert sum(k.endswith(".png") for k in held) < 6  # the outage kept some in the spool
+    if "journal.jsonl" in held:  # it lists only items whose files made it
+        assert all(f"images/{i}.png" in held for i in job.journal_ids())
+    # The next run from the same work dir takes its own lock back, uploads what waits, sends nothing.
+    assert job.run() == 0
+    assert sim.stats.requests == 6
+    held = job.keys()
+    assert all(f"images/i{k}.png" in held and f"images/i{k}.json" in held for k in range(6))
+    assert job.journal_ids() == [f"i{k}" for k in range(6)]
+
+
+def hold_lock(job: Job, token: str, lease_s: float) -> None:
+    """Another run's lock on the job's folder, as a pod that died would leave it."""
+    from batchgen import config
+    from batchgen.output.bucket import Bucket, Location
+    from batchgen.output.lease import BucketLock
+
+    import os
+
+    bucket = Bucket(Location.parse(job.url).child("cat"), config.storage(os.environ))
+    asyncio.run(BucketLock(bucket, token, lease_s).acquire())
+
+
+def test_a_second_run_into_the_same_prefix_is_refused_while_the_lock_lives(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    hold_lock(job, "another-pod", lease_s=600)
+    assert job.run() == 3
+    err = capsys.readouterr().err
+    assert "in use by another batchgen run" in err and "lease runs out in" in err
+    assert sim.stats.requests == 0
+    assert "images/i0.png" not in job.keys()
+
+
+def test_a_dead_runs_lock_is_taken_over_once_its_lease_ran_out(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    hold_lock(job, "a-pod-that-died", lease_s=0.001)
+    assert job.run(quiet=False) == 0
+    assert "taking over a lock whose lease ran out" in capsys.readouterr().err
+    assert sim.stats.requests == 4
+    assert ".lock" not in job.keys()
