@@ -255,3 +255,30 @@ def test_a_dead_runs_lock_is_taken_over_once_its_lease_ran_out(
     assert "taking over a lock whose lease ran out" in capsys.readouterr().err
     assert sim.stats.requests == 4
     assert ".lock" not in job.keys()
+
+
+def test_a_key_the_store_refuses_stops_the_run_before_anything_is_sent(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from moto.core.authorization import enable_iam_authentication
+
+    job = Job(tmp_path, sim, s3)
+    with enable_iam_authentication():  # from here moto checks keys, and knows none
+        code = job.run()
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "access refused" in err and "check the credentials" in err
+    assert len(err.strip().splitlines()) == 1
+    assert SECRET not in err and KEY_ID not in err
+    assert sim.stats.requests == 0
+
+
+def test_an_unknown_bucket_stops_the_run_before_anything_is_sent(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    job.url = "s3://no-such-bucket-here/night"
+    assert job.run() == 3
+    err = capsys.readouterr().err
+    assert "s3://no-such-bucket-here/night/cat" in err and "the bucket does not exist" in err
+    assert sim.stats.requests == 0
