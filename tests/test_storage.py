@@ -282,3 +282,31 @@ def test_an_unknown_bucket_stops_the_run_before_anything_is_sent(
     err = capsys.readouterr().err
     assert "s3://no-such-bucket-here/night/cat" in err and "the bucket does not exist" in err
     assert sim.stats.requests == 0
+
+
+def test_shards_into_one_prefix_merge_in_the_bucket(tmp_path: Path, sim: Simulator, s3: S3) -> None:
+    job = Job(tmp_path, sim, s3, n=6)
+    assert job.run("--shard", "1/2", work=tmp_path / "pod-1") == 0
+    assert job.run("--shard", "2/2", work=tmp_path / "pod-2") == 0
+    held = job.keys()
+    assert {k.split("/")[0] for k in held if k.endswith(".png")} == {"shard-1-of-2", "shard-2-of-2"}
+    assert main(["merge", f"{job.url}/cat", "--output", job.url, "-q"]) == 0
+    held = job.keys()
+    assert all(f"images/i{k}.png" in held and f"images/i{k}.json" in held for k in range(6))
+    report = orjson.loads(job.object("report.json"))
+    assert report["counts"]["succeeded"] == 6 and report["status"] == "completed"
+    assert job.journal_ids() == [f"i{k}" for k in range(6)]
+    assert b"i5" in job.object("report.html")
+    assert sim.stats.requests == 6
+
+
+def test_report_rebuilds_the_gallery_of_a_bucket_folder(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    assert job.run() == 0
+    s3.client().delete_object(Bucket=job.bucket, Key="night/cat/report.html")
+    assert main(["report", f"{job.url}/cat"]) == 0
+    assert f"{job.url}/cat/report.json" in capsys.readouterr().out
+    page = job.object("report.html")
+    assert all(f"i{k}".encode() in page for k in range(4))

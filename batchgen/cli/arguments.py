@@ -237,7 +237,7 @@ def _report_command(commands: _Commands) -> None:
     report_cmd = commands.add_parser(
         "report", help="print a job's summary and rebuild its report.html from report.json"
     )
-    report_cmd.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    report_cmd.add_argument("job_dir", type=_output, metavar="OUTPUT_JOB_DIR|URL").complete = FOLDER  # type: ignore[attr-defined]
     _logging_flags(report_cmd)
     report_cmd.set_defaults(command="report")
 
@@ -249,9 +249,13 @@ def _merge_command(commands: _Commands) -> None:
         description="Merge shard folders (shard-K-of-N, or job folders holding them) into OUTPUT/<job>:"
         " images, sidecars, journal and one report.json.",
     )
-    merge_cmd.add_argument("folders", nargs="+", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    merge_cmd.add_argument("folders", nargs="+", type=_output, metavar="OUTPUT_JOB_DIR|URL").complete = FOLDER  # type: ignore[attr-defined]
     merge_cmd.add_argument(
-        "--output", type=Path, default=Path("output"), metavar="DIR", help="default ./output"
+        "--output",
+        type=_output,
+        default=Path("output"),
+        metavar="DIR|URL",
+        help="default ./output; a bucket (s3://bucket/prefix) when the shard folders are in one",
     ).complete = FOLDER  # type: ignore[attr-defined]
     _logging_flags(merge_cmd)
     merge_cmd.set_defaults(command="merge")

@@ -19,7 +19,7 @@ from batchgen import config
 from batchgen.cli import arguments, logs
 from batchgen.cli.progress import ProgressBar, TqdmLogHandler
 from batchgen.errors import JobLockedError, ManifestError, StoreError, UsageError
-from batchgen.job import jobs, memory, remote, reopen
+from batchgen.job import jobs, memory, remote, remote_folders, reopen
 from batchgen.outcomes import Event, JobStatus
 from batchgen.output import thumbs
 from batchgen.plan import estimate
@@ -236,6 +236,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if isinstance(args.job_dir, str):  # a bucket's folder: its records, not its images, come down
+        found = asyncio.run(remote_folders.report(args.job_dir, os.environ))
+        _summary(args, found, args.job_dir)
+        return exit_code(found)
     report = record.read(args.job_dir)
     images = [f for item in report.items for f in item.files if not f.endswith(".json")]
     made = thumbs.backfill(args.job_dir, images)
@@ -246,7 +250,7 @@ def _report(args: argparse.Namespace) -> int:
     return exit_code(report)
 
 
-def _summary(args: argparse.Namespace, report: record.Report, folder: Path) -> None:
+def _summary(args: argparse.Namespace, report: record.Report, folder: Path | str) -> None:
     """A job's summary on stdout; in JSON mode, its ``job_summary`` event instead."""
     if args.log_format == "json":
         logs.job_finished(report, str(folder), exit_code(report), event="job_summary")
@@ -255,6 +259,236 @@ def _summary(args: argparse.Namespace, report: record.Report, folder: Path) -> N
 
 
 def _merge(args: argparse.Namespace) -> int:
+    urls = [f for f in [*args.folders, args.output] if isinstance(f, str)]
+    if urls and len(urls) != len(args.folders) + 1:
+        raise UsageError("merge: give bucket folders with a bucket --output, or local folders with a local one")
+    if urls:
+        report, where = asyncio.run(remote_folders.merge_shards(args.folders, args.output, os.environ))
+    else:
+        report, folder = merge.merge(args.folders, args.output)
+        where = str(folder)
+    if report.missing_shards:
+        log.warning("shards %s are missing from the merge", ", ".join(report.missing_shards))
+    _summary(args, report, where)
+    return exit_code(report)
+
+
+def _simulator_config(args: argparse.Namespace, prefix: str, **extra: Any) -> SimulatorConfig:
+    given = {
+        "latency_ms": getattr(args, f"{prefix}latency_ms"),
+        "fault_rate": getattr(args, f"{prefix}fault_rate"),
+        "seed": getattr(args, f"{prefix}seed"),
+        "payload_kb": getattr(args, f"{prefix}payload_kb"),
+        "response": getattr(args, f"{prefix}response"),
+        "max_body_mb": getattr(args, f"{prefix}max_body_mb"),
+    }
+    faults = getattr(args, f"{prefix}faults")
+    if faults is not None:
+        given["faults"] = tuple(f.strip() for f in faults.split(",") if f.strip())
+    try:
+        return SimulatorConfig(**{k: v for k, v in given.items() if v is not None}, **extra)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    as_json = args.log_format == "json"
+    if args.quiet:
+        level = logging.ERROR
+    else:
+        level = [logging.INFO if as_json else logging.WARNING, logging.INFO, logging.DEBUG][
+            min(args.verbose, 2)
+        ]
+    handler: logging.Handler = TqdmLogHandler() if _show_progress(args) else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logs.JsonFormatter() if as_json else logs.TextFormatter())
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    sending = args.command in ("run", "retry", "redo")
+    return sending and not args.quiet and args.log_format == "text" and sys.stderr.isatty()
+
+
+def _run(args: argparse.Namespace) -> int:
+    mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED if args.only_failed else Mode.RUN
+    if args.force:
+        mode = Mode.FORCE
+    if isinstance(args.output, str):  # a bucket: each run reads what it holds, no local stamp vouches
+        options = _options(args, None, mode)
+        bucket = remote.RemoteOutput(args.output, args.work_dir, args.lock_lease)
+        return _send(args, jobs.load_all(manifest_paths(args.manifests)), options, bucket)
+    options = _options(args, args.output, mode)
+    return _send(args, jobs.load_for_run(manifest_paths(args.manifests), options), options)
+
+
+def manifest_paths(given: Sequence[Path]) -> list[Path]:
+    """Files as given; a folder stands for its *.yaml and *.yml files, in name order, not recursing."""
+    paths: list[Path] = []
+    for path in given:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                raise UsageError(f"{path}: no manifests (*.yaml, *.yml) in this folder")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
+
+
+def _retry(args: argparse.Namespace) -> int:
+    mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED
+    job, options = reopen.load_for_retry(args.job_dir, _options(args, None, mode), args.manifest)
+    return _send(args, [job], options)
+
+
+def _redo(args: argparse.Namespace) -> int:
+    job, options = reopen.load_for_retry(args.job_dir, _options(args, None, Mode.REDO), args.manifest)
+    ids = reopen.redo_ids(job, options, args.ids, args.ids_file)
+    return _send(args, [job], replace(options, redo=ids))
+
+
+def _options(args: argparse.Namespace, output: Path | None, mode: Mode) -> jobs.RunOptions:
+    given = {
+        "concurrency": args.concurrency,
+        "max_attempts": args.max_attempts,
+        "requests_per_minute": args.rpm,
+    }
+    limits = {k: v for k, v in given.items() if v is not None}
+    return jobs.RunOptions(
+        overrides=config.Overrides(args.base_url, output, limits, args.simulate),
+        mode=mode,
+        max_failures=args.max_failures,
+        max_cost=args.max_cost,
+        shard=getattr(args, "shard", None),
+        prices=args.prices,
+    )
+
+
+def _send(
+    args: argparse.Namespace,
+    manifests: Sequence[jobs.Loaded],
+    options: jobs.RunOptions,
+    bucket: remote.RemoteOutput | None = None,
+) -> int:
+    as_json = args.log_format == "json"
+    connect = _simulated(_simulator_config(args, "sim_")) if args.simulate else None
+    done: list[tuple[jobs.JobOutput, int]] = []
+    for job in manifests:
+        progress = ProgressBar() if _show_progress(args) else None
+        listeners = [f for f in (progress, logs.event_logger(job.job) if as_json else None) if f]
+        hooks: dict[str, Any] = {"on_event": _fan_out(listeners), "connect": connect, "handle_signals": True}
+        try:
+            if bucket is not None:
+                output = asyncio.run(remote.run_manifest(job, options, bucket, os.environ, **hooks))
+            else:
+                output = asyncio.run(jobs.run_manifest(job, options, os.environ, **hooks))
+        finally:
+            if progress:
+                progress.close()
+        code = 128 + output.signal if output.signal is not None else exit_code(output.report)
+        if as_json:
+            logs.job_finished(output.report, output.where, code)
+        done.append((output, code))
+        if output.signal is not None:
+            break  # 130 for SIGINT, 143 for SIGTERM; the later manifests do not start
+    if not args.quiet and not as_json:
+        if len(done) > 1:
+            statuses = ", ".join(f"{o.report.job} {o.report.status.value}" for o, _ in done)
+            print(f"{len(done)} jobs: {statuses}")
+        for output, _ in done:
+            print("\n".join(summary_lines(output.report, output.where)))
+    return max((code for _, code in done), key=_severity)
+
+
+def _simulated(cfg: SimulatorConfig) -> jobs.Connect:
+    """--simulate: each job talks to a simulator of its own, started as the job begins sending
+    (a nightly re-run that its stamp settles starts none)."""
+
+    @contextlib.asynccontextmanager
+    async def connect(settings: config.RunSettings) -> AsyncIterator[ImageClient]:
+        from batchgen.sim.simulator import Simulator  # aiohttp's server: only --simulate needs it
+
+        async with Simulator(cfg) as sim:
+            log.info("simulating the service at %s", sim.base_url)
+            async with jobs.http_client(replace(settings, base_url=sim.base_url)) as client:
+                yield client
+
+    return connect
+
+
+def _fan_out(listeners: list[Callable[[Event], None]]) -> Callable[[Event], None]:
+    def on_event(event: Event) -> None:
+        for listener in listeners:
+            listener(event)
+
+    return on_event
+
+
+def exit_code(report: record.Report) -> int:
+    if report.status is JobStatus.ABORTED:
+        return EXIT_ABORTED
+    return EXIT_OK if report.status is JobStatus.COMPLETED else EXIT_FAILED
+
+
+def _severity(code: int) -> int:
+    """How bad an exit code is: interrupted > aborted > failed > ok."""
+    return {EXIT_OK: 0, EXIT_FAILED: 1, EXIT_ABORTED: 2}.get(code, 3)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    manifests = jobs.load_all(manifest_paths(args.manifests))
+    for job in manifests:
+        logs.problems(log, job.warnings, logging.WARNING)
+        if not args.quiet:
+            found = estimate.summary(job, jobs.price_table(job, jobs.RunOptions(prices=args.prices)))
+            if args.log_format == "json":
+                print(orjson.dumps(found.fields()).decode())
+            else:
+                print("\n".join(found.lines()))
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    if isinstance(args.job_dir, str):  # a bucket's folder: its records, not its images, come down
+        found = asyncio.run(remote_folders.report(args.job_dir, os.environ))
+        _summary(args, found, args.job_dir)
+        return exit_code(found)
+    report = record.read(args.job_dir)
+    images = [f for item in report.items for f in item.files if not f.endswith(".json")]
+    made = thumbs.backfill(args.job_dir, images)
+    if made:
+        log.info("made %d missing thumbnail(s)", made)
+    gallery.write(args.job_dir, report, cards.from_folder(args.job_dir, report))
+    _summary(args, report, args.job_dir)
+    return exit_code(report)
+
+
+def _summary(args: argparse.Namespace, report: record.Report, folder: Path | str) -> None:
+    """A job's summary on stdout; in JSON mode, its ``job_summary`` event instead."""
+    if args.log_format == "json":
+        logs.job_finished(report, str(folder), exit_code(report), event="job_summary")
+    elif not args.quiet:
+        print("\n".join(summary_lines(report, str(folder))))
+
+
+def _merge(args: argparse.Namespace) -> int:
+    urls = [f for f in [*args.folders, args.output] if isinstance(f, str)]
+    if urls and len(urls) != len(args.folders) + 1:
+        raise UsageError("merge: give bucket folders with a bucket --output, or local folders with a local one")
+    if urls:
+        report, where = asyncio.run(remote_folders.merge_shards(args.folders, args.output, os.environ))
+    else:
+        report, folder = merge.merge(args.folders, args.output)
+        where = str(folder)
+    if report.missing_shards:
+        log.warning("shards %s are missing from the merge", ", ".join(report.missing_shards))
+    _summary(args, report, where)
+    return exit_code(report)
+
+
+def _merge_local(args: argparse.Namespace) -> int:
     report, folder = merge.merge(args.folders, args.output)
     if report.missing_shards:
         log.warning("shards %s are missing from the merge", ", ".join(report.missing_shards))

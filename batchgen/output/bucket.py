@@ -129,6 +129,15 @@ class Bucket:
             raise self.error("list", under or ".", exc) from None
         return found
 
+    async def copy(self, source: str, target: str) -> None:
+        """Inside the store, without the bytes passing through this machine."""
+        import obstore
+
+        try:
+            await obstore.copy_async(self._store, source, target)
+        except Exception as exc:
+            raise self.error("copy", source, exc) from None
+
     async def delete(self, path: str) -> None:
         import obstore
 
