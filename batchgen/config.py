@@ -1,4 +1,4 @@
-"""Settings: small, frozen, checked when built. The environment is read in ``resolve`` and ``storage`` only."""
+"""Settings: small, frozen, checked when built. The environment is read in ``resolve`` and ``storage``."""
 
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 from batchgen.cli.main import main
-from batchgen.errors import JobLockedError
 from batchgen.job import jobs, remote
 from batchgen.manifest import validate
 from batchgen.outcomes import Event
@@ -91,7 +90,14 @@ def s3(s3_server: S3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S3:
         "BATCHGEN_API_KEY": "k",
     }.items():
         monkeypatch.setenv(name, value)
-    for name in ("AWS_ALLOW_HTTP", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "BATCHGEN_BASE_URL"):
+    for name in (
+        "AWS_ALLOW_HTTP",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "BATCHGEN_BASE_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     return s3_server
 
@@ -116,7 +122,7 @@ class Job:
     def run(self, *flags: str, work: Path | None = None, quiet: bool = True) -> int:
         return main([*self.argv(*flags), "--work-dir", str(work or self.work), *(["-q"] if quiet else [])])
 
-    def keys(self) -> dict[str, int]:
+    def held(self) -> dict[str, int]:
         return {k.removeprefix("night/cat/"): v for k, v in self.s3.keys(self.bucket).items()}
 
     def object(self, key: str) -> bytes:
@@ -130,13 +136,15 @@ class Job:
 def test_a_job_to_a_bucket_lands_there_whole(tmp_path: Path, sim: Simulator, s3: S3) -> None:
     job = Job(tmp_path, sim, s3)
     assert job.run() == 0
-    keys = job.keys()
+    keys = job.held()
     for k in range(4):
-        assert f"images/i{k}.png" in keys and f"images/i{k}.json" in keys
+        assert f"images/i{k}.png" in keys
+        assert f"images/i{k}.json" in keys
     assert {"journal.jsonl", "report.json", "report.html"} <= set(keys)
     assert ".lock" not in keys  # released
     report = orjson.loads(job.object("report.json"))
-    assert report["status"] == "completed" and report["counts"]["succeeded"] == 4
+    assert report["status"] == "completed"
+    assert report["counts"]["succeeded"] == 4
     assert job.journal_ids() == ["i0", "i1", "i2", "i3"]
     assert sim.stats.requests == 4
 
@@ -171,13 +179,15 @@ def test_an_image_missing_from_the_bucket_is_made_again(tmp_path: Path, sim: Sim
     s3.client().delete_object(Bucket=job.bucket, Key="night/cat/images/i1.png")
     assert job.run(work=tmp_path / "another-pod") == 0
     assert dict(sim.stats.by_prompt) == {"p 0": 1, "p 1": 2, "p 2": 1, "p 3": 1}
-    assert "images/i1.png" in job.keys()
+    assert "images/i1.png" in job.held()
 
 
 FAST_STORE = Retries(attempts=2, first_backoff_s=0.01, max_backoff_s=0.02, give_up_s=1.0)
 
 
-def run_api(job: Job, work: Path, on_event: Callable[[Event], None] = lambda e: None, **kw: Any) -> jobs.JobOutput:
+def run_api(
+    job: Job, work: Path, on_event: Callable[[Event], None] = lambda e: None, **kw: Any
+) -> jobs.JobOutput:
     """A run through the library, for what the command line does not let a test set."""
     from batchgen import config
 
@@ -207,9 +217,10 @@ def test_the_store_failing_mid_run_loses_nothing_and_pays_for_nothing_twice(
         s3.restart()
     assert output.report.status.value == "partial"
     assert sim.stats.requests == 6
-    assert "wait in" in caplog.text and "run again to upload them" in caplog.text
+    assert "wait in" in caplog.text
+    assert "run again to upload them" in caplog.text
     assert SECRET not in caplog.text
-    held = job.keys()
+    held = job.held()
     assert ".lock" in held  # it could not be released: the store was down
     assert sum(k.endswith(".png") for k in held) < 6  # the outage kept some in the spool
     if "journal.jsonl" in held:  # it lists only items whose files made it
@@ -217,18 +228,18 @@ def test_the_store_failing_mid_run_loses_nothing_and_pays_for_nothing_twice(
     # The next run from the same work dir takes its own lock back, uploads what waits, sends nothing.
     assert job.run() == 0
     assert sim.stats.requests == 6
-    held = job.keys()
+    held = job.held()
     assert all(f"images/i{k}.png" in held and f"images/i{k}.json" in held for k in range(6))
     assert job.journal_ids() == [f"i{k}" for k in range(6)]
 
 
 def hold_lock(job: Job, token: str, lease_s: float) -> None:
     """Another run's lock on the job's folder, as a pod that died would leave it."""
+    import os
+
     from batchgen import config
     from batchgen.output.bucket import Bucket, Location
     from batchgen.output.lease import BucketLock
-
-    import os
 
     bucket = Bucket(Location.parse(job.url).child("cat"), config.storage(os.environ))
     asyncio.run(BucketLock(bucket, token, lease_s).acquire())
@@ -241,9 +252,10 @@ def test_a_second_run_into_the_same_prefix_is_refused_while_the_lock_lives(
     hold_lock(job, "another-pod", lease_s=600)
     assert job.run() == 3
     err = capsys.readouterr().err
-    assert "in use by another batchgen run" in err and "lease runs out in" in err
+    assert "in use by another batchgen run" in err
+    assert "lease runs out in" in err
     assert sim.stats.requests == 0
-    assert "images/i0.png" not in job.keys()
+    assert "images/i0.png" not in job.held()
 
 
 def test_a_dead_runs_lock_is_taken_over_once_its_lease_ran_out(
@@ -254,7 +266,7 @@ def test_a_dead_runs_lock_is_taken_over_once_its_lease_ran_out(
     assert job.run(quiet=False) == 0
     assert "taking over a lock whose lease ran out" in capsys.readouterr().err
     assert sim.stats.requests == 4
-    assert ".lock" not in job.keys()
+    assert ".lock" not in job.held()
 
 
 def test_a_key_the_store_refuses_stops_the_run_before_anything_is_sent(
@@ -267,9 +279,11 @@ def test_a_key_the_store_refuses_stops_the_run_before_anything_is_sent(
         code = job.run()
     err = capsys.readouterr().err
     assert code == 3
-    assert "access refused" in err and "check the credentials" in err
+    assert "access refused" in err
+    assert "check the credentials" in err
     assert len(err.strip().splitlines()) == 1
-    assert SECRET not in err and KEY_ID not in err
+    assert SECRET not in err
+    assert KEY_ID not in err
     assert sim.stats.requests == 0
 
 
@@ -280,7 +294,8 @@ def test_an_unknown_bucket_stops_the_run_before_anything_is_sent(
     job.url = "s3://no-such-bucket-here/night"
     assert job.run() == 3
     err = capsys.readouterr().err
-    assert "s3://no-such-bucket-here/night/cat" in err and "the bucket does not exist" in err
+    assert "s3://no-such-bucket-here/night/cat" in err
+    assert "the bucket does not exist" in err
     assert sim.stats.requests == 0
 
 
@@ -288,13 +303,14 @@ def test_shards_into_one_prefix_merge_in_the_bucket(tmp_path: Path, sim: Simulat
     job = Job(tmp_path, sim, s3, n=6)
     assert job.run("--shard", "1/2", work=tmp_path / "pod-1") == 0
     assert job.run("--shard", "2/2", work=tmp_path / "pod-2") == 0
-    held = job.keys()
+    held = job.held()
     assert {k.split("/")[0] for k in held if k.endswith(".png")} == {"shard-1-of-2", "shard-2-of-2"}
     assert main(["merge", f"{job.url}/cat", "--output", job.url, "-q"]) == 0
-    held = job.keys()
+    held = job.held()
     assert all(f"images/i{k}.png" in held and f"images/i{k}.json" in held for k in range(6))
     report = orjson.loads(job.object("report.json"))
-    assert report["counts"]["succeeded"] == 6 and report["status"] == "completed"
+    assert report["counts"]["succeeded"] == 6
+    assert report["status"] == "completed"
     assert job.journal_ids() == [f"i{k}" for k in range(6)]
     assert b"i5" in job.object("report.html")
     assert sim.stats.requests == 6

@@ -108,22 +108,10 @@ def _output(text: str) -> Path | str:
     """A folder, or a bucket's URL (kept as text: a Path would fold its ``//``)."""
     from batchgen.output.bucket import Location, is_url
 
-    if not is_url(text):
-        return Path(text)
     try:
-        return str(Location.parse(text))
+        return str(Location.parse(text)) if is_url(text) else Path(text)
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
 
 
 def _run_command(commands: _Commands) -> None:
@@ -152,14 +140,16 @@ def _run_command(commands: _Commands) -> None:
         "--work-dir",
         type=Path,
         metavar="DIR",
-        help="with a bucket --output: the local spool (default $BATCHGEN_WORK_DIR, else ~/.cache/batchgen/spool)",
+        help="with a bucket --output: the local spool"
+        " (default $BATCHGEN_WORK_DIR, else ~/.cache/batchgen/spool)",
     ).complete = FOLDER  # type: ignore[attr-defined]
     run.add_argument(
         "--lock-lease",
-        type=_positive_float,
+        type=float,
         default=config.LOCK_LEASE_S,
         metavar="SECONDS",
-        help=f"with a bucket --output: how long its lock outlives a run that died (default {config.LOCK_LEASE_S:g})",
+        help="with a bucket --output: how long its lock outlives a run that died"
+        f" (default {config.LOCK_LEASE_S:g})",
     )
     run.add_argument(
         "--shard",

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from batchgen import config
 from batchgen.errors import StoreError
 from batchgen.job import jobs
+from batchgen.job.unchanged import Unchanged
 from batchgen.outcomes import JobStatus
 from batchgen.output import spool
 from batchgen.output.bucket import Bucket, Location, Retries
@@ -37,7 +38,7 @@ class RemoteOutput:
     url: str
     work_dir: Path | None = None  # --work-dir; None: BATCHGEN_WORK_DIR, else the user's cache folder
     lease_s: float = config.LOCK_LEASE_S
-    retries: Retries = Retries()
+    retries: Retries = field(default_factory=Retries)
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,18 @@ class Where:
     spool: Path
 
 
-def locate(output: RemoteOutput, job: str, sharded: tuple[int, int] | None, environ: Mapping[str, str]) -> Where:
+def locate(
+    output: RemoteOutput, job: str, sharded: tuple[int, int] | None, environ: Mapping[str, str]
+) -> Where:
     location = Location.parse(output.url)
     settings = config.storage(environ, output.work_dir)
     # One spool per bucket folder, named by it, so two outputs never share one.
     name = hashlib.sha256(str(location).encode()).hexdigest()[:16]
     parts = [job, shard.folder(*sharded)] if sharded else [job]
     root = settings.work_dir / name
-    return Where(Bucket(location.child(*parts), settings, output.retries), root, jobs.job_folder(root, job, sharded))
+    return Where(
+        Bucket(location.child(*parts), settings, output.retries), root, jobs.job_folder(root, job, sharded)
+    )
 
 
 async def run_manifest(
@@ -70,7 +75,7 @@ async def run_manifest(
 ) -> jobs.JobOutput:
     """``jobs.run_manifest`` in a spool, mirrored into the bucket; the same result, but that a
     file left waiting in the spool makes a completed run partial."""
-    header = job.header if isinstance(job, jobs.Unchanged) else job
+    header = job.header if isinstance(job, Unchanged) else job
     where = locate(remote, header.job, options.shard, environ)
     try:
         where.spool.mkdir(parents=True, exist_ok=True)

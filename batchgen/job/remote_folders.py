@@ -24,10 +24,10 @@ _SHARD_REPORT = re.compile(r"(?:^|/)(shard-\d+-of-\d+)/report\.json$")
 COPIED = (paths.IMAGES, paths.HISTORY, "thumbs", "variants")  # what a merge brings from each shard
 
 
-async def _bounded(calls: Iterable[Awaitable[None]]) -> None:
+async def _bounded(calls: Iterable[Awaitable[object]]) -> None:
     slots = asyncio.Semaphore(AT_ONCE)
 
-    async def one(call: Awaitable[None]) -> None:
+    async def one(call: Awaitable[object]) -> None:
         async with slots:
             await call
 
@@ -66,7 +66,9 @@ async def report(url: str, environ: Mapping[str, str]) -> record.Report:
     return found
 
 
-async def merge_shards(given: Sequence[str], output: str, environ: Mapping[str, str]) -> tuple[record.Report, str]:
+async def merge_shards(
+    given: Sequence[str], output: str, environ: Mapping[str, str]
+) -> tuple[record.Report, str]:
     """``batchgen merge`` of shard folders in a bucket into ``output``/<job> in the same bucket."""
     sources = [Location.parse(url) for url in given]
     target_root = Location.parse(output)
@@ -79,15 +81,15 @@ async def merge_shards(given: Sequence[str], output: str, environ: Mapping[str, 
     with tempfile.TemporaryDirectory(prefix="batchgen-merge-") as temp:
         local = []
         for i, folder in enumerate(folders):
-            into = Path(temp) / "shards" / f"{i}-{folder.prefix.rsplit('/', 1)[-1]}"
-            await _records(Bucket(folder, settings), into)
-            local.append(into)
+            down = Path(temp) / "shards" / f"{i}-{folder.prefix.rsplit('/', 1)[-1]}"
+            await _records(Bucket(folder, settings), down)
+            local.append(down)
         merged, written = merge.merge(local, Path(temp) / "merged")
+        into = Bucket(target_root.child(merged.job), settings)
         target = target_root.child(merged.job)
         for folder in folders:
             if folder != target:
                 await _copy_files(whole, folder, target)
-        into = Bucket(target, settings)
         names = [paths.JOURNAL, paths.REPORT_JSON, paths.REPORT_HTML]
         names += [paths.sidecar(item.id) for item in merged.items if item.files]
         await _bounded(into.put(name, written / name) for name in names if (written / name).is_file())
@@ -111,4 +113,6 @@ async def _copy_files(whole: Bucket, source: Location, target: Location) -> None
     start = len(source.prefix) + 1 if source.prefix else 0
     names = [key[start:] for key in listed if key[start:].split("/", 1)[0] in COPIED]
     base = f"{target.prefix}/" if target.prefix else ""
-    await _bounded(whole.copy(f"{source.prefix}/{name}" if source.prefix else name, base + name) for name in names)
+    await _bounded(
+        whole.copy(f"{source.prefix}/{name}" if source.prefix else name, base + name) for name in names
+    )

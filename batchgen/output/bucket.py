@@ -45,7 +45,9 @@ class Location:
     def parse(cls, text: str) -> Location:
         parts = urlsplit(text)
         if parts.scheme not in SCHEMES or not parts.netloc or parts.query or parts.fragment:
-            raise UsageError(f"--output {text!r}: expected s3://bucket/prefix, gs://bucket/prefix or az://container/prefix")
+            raise UsageError(
+                f"--output {text!r}: expected s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
+            )
         if "@" in parts.netloc:
             raise UsageError(f"--output {text!r}: credentials come from the environment, not the URL")
         prefix = "/".join(p for p in parts.path.split("/") if p)
@@ -57,7 +59,11 @@ class Location:
         return Location(self.scheme, self.bucket, "/".join(p for p in (self.prefix, *names) if p))
 
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.bucket}/{self.prefix}" if self.prefix else f"{self.scheme}://{self.bucket}"
+        return (
+            f"{self.scheme}://{self.bucket}/{self.prefix}"
+            if self.prefix
+            else f"{self.scheme}://{self.bucket}"
+        )
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,9 @@ def describe(exc: Exception) -> str:
     said = " ".join(x for x in (status.group(1) if status else "", code.group(1) if code else "") if x)
     if code and code.group(1) == "NoSuchBucket":
         return "the bucket does not exist (or these credentials cannot see it)"
-    if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or (status and status.group(1) in ("401", "403")):
+    if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or (
+        status and status.group(1) in ("401", "403")
+    ):
         return f"access refused ({said or 'no reason given'}): check the credentials in the environment"
     if isinstance(exc, FileNotFoundError):
         return f"not found ({said or 'no reason given'})"
@@ -200,7 +208,8 @@ def _open(location: Location, settings: StorageSettings, retries: Retries) -> Ob
         },
     }
     try:
-        return from_url(root, client_options=client, retry_config=retry)  # type: ignore[arg-type]
+        store: ObjectStore = from_url(root, client_options=client, retry_config=retry)  # type: ignore[call-overload]
+        return store
     except Exception as exc:
         raise UsageError(f"--output {location}: {describe(exc)}") from None
 

@@ -24,7 +24,7 @@ from types import TracebackType
 
 import orjson
 
-from batchgen.errors import JobLockedError, StoreError
+from batchgen.errors import JobLockedError, StoreError, UsageError
 from batchgen.output.bucket import Bucket
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ class BucketLock:
     """``async with BucketLock(bucket, token, lease_s)``: held for the block, or JobLockedError."""
 
     def __init__(self, bucket: Bucket, token: str, lease_s: float) -> None:
+        if not lease_s > 0:
+            raise UsageError(f"--lock-lease must be more than 0 seconds, not {lease_s:g}")
         self.bucket = bucket
         self.token = token
         self.lease_s = lease_s
@@ -79,15 +81,20 @@ class BucketLock:
                 continue
             data, current = found
             holder = _holder(data)
-            left = float(holder.get("expires_at", 0)) - time.time()
+            expires = holder.get("expires_at", 0)
+            left = (expires if isinstance(expires, int | float) else 0) - time.time()
             if holder.get("owner") != self.token and left > 0:
                 raise JobLockedError(
                     f"{self.bucket} is in use by another batchgen run (host {holder.get('host', '?')},"
-                    f" pid {holder.get('pid', '?')}); its lease runs out in {left:.0f} s unless it is renewed:"
+                    f" pid {holder.get('pid', '?')}); its lease runs out in {left:.0f} s unless renewed:"
                     " wait for that run to finish, or for its lease to expire"
                 )
             if holder.get("owner") != self.token:
-                log.warning("%s: taking over a lock whose lease ran out (host %s)", self.bucket, holder.get("host", "?"))
+                log.warning(
+                    "%s: taking over a lock whose lease ran out (host %s)",
+                    self.bucket,
+                    holder.get("host", "?"),
+                )
             e_tag = await self.bucket.put_if(LOCK_OBJECT, self._body(), current)
             if e_tag is not None:
                 self._e_tag = e_tag

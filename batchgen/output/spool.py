@@ -80,7 +80,8 @@ class SpooledStore(JobStore):
         self.mirror = mirror
 
     def intact(self, files: Sequence[tuple[str, int]]) -> bool:
-        return bool(files) and all(self.mirror.holds(p, s) or super(SpooledStore, self).intact([(p, s)]) for p, s in files)
+        local = super().intact
+        return bool(files) and all(self.mirror.holds(p, s) or local([(p, s)]) for p, s in files)
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -95,6 +96,71 @@ class Stats:
     waits_s: list[float] = field(default_factory=list)  # per image: written -> in the bucket
 
 
+class Ledger:
+    """The spool's journal, line by line, and which lines the bucket's journal may list: those
+    it listed already, and those whose files are all in the bucket."""
+
+    def __init__(self, folder: Path, mirror: Mirror, failed: set[str]) -> None:
+        self.folder = folder
+        self.mirror = mirror
+        self._failed = failed  # the uploader's: files that could not be uploaded
+        self._from_bucket = set(mirror.journal)
+        self._lines: list[bytes] = []
+        self._confirmed: list[bool] = []
+        self._offset = 0
+
+    def read(self) -> list[str]:
+        """The lines appended since the last read; the files they stand for that the bucket lacks."""
+        try:
+            with open(self.folder / paths.JOURNAL, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1  # a line being written is read once it is whole
+        self._offset += end
+        wanted: list[str] = []
+        for line in data[:end].split(b"\n"):
+            if line.strip():
+                files = [] if line in self._from_bucket else self._missing(line)
+                self._lines.append(line)
+                self._confirmed.append(not files)
+                wanted += files
+        return wanted
+
+    def _missing(self, line: bytes) -> list[str]:
+        entry = _entry(line)
+        if entry is None:
+            return []
+        wanted = [(f.path, f.bytes) for f in entry.files]
+        sidecar = paths.sidecar(entry.id)
+        with contextlib.suppress(OSError):
+            wanted.append((sidecar, os.stat(self.folder / sidecar).st_size))
+        return [path for path, size in wanted if not self.mirror.holds(path, size)]
+
+    def body(self) -> bytes:
+        """The bucket's journal: every line it may list, in the spool journal's order."""
+        for i, line in enumerate(self._lines):
+            if not self._confirmed[i]:
+                self._confirmed[i] = self._up(line)
+        return b"".join(line + b"\n" for line, ok in zip(self._lines, self._confirmed, strict=True) if ok)
+
+    def _up(self, line: bytes) -> bool:
+        entry = _entry(line)
+        if entry is None:
+            return False
+        files_up = all(self.mirror.holds(f.path, f.bytes) for f in entry.files)
+        return files_up and paths.sidecar(entry.id) not in self._failed
+
+
+def _entry(line: bytes) -> Entry | None:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return Entry.from_json(record) if isinstance(record, dict) and record.get("type") == "item" else None
+
+
 class Uploader:
     """``async with Uploader(bucket, folder, mirror)`` around a run; ``finish()`` at its end."""
 
@@ -107,14 +173,11 @@ class Uploader:
         self._started_ns = time.time_ns()
         self._sent: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) uploaded this run
         self._failed: set[str] = set()
-        self._lines: list[bytes] = []
-        self._confirmed: list[bool] = []
-        self._offset = 0
+        self._ledger = Ledger(folder, mirror, self._failed)
         self._tasks: set[asyncio.Task[None]] = set()
         self._tail: asyncio.Task[None] | None = None
         self._journal_written = 0.0
         self._journal_dirty = False
-        self._from_bucket = set(mirror.journal)
 
     async def __aenter__(self) -> Uploader:
         await self.drain()
@@ -122,6 +185,9 @@ class Uploader:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._stop_following()
+
+    async def _stop_following(self) -> None:
         if self._tail is not None:
             self._tail.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -136,23 +202,15 @@ class Uploader:
 
     async def finish(self) -> int:
         """After the run: every line read, every file up, the journal written; how many files wait."""
-        if self._tail is not None:
-            self._tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tail
-            self._tail = None
+        await self._stop_following()
         await self._read_journal()
-        await self._settle()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
         retry = sorted(self._failed)
         self._failed.clear()
         changed = await asyncio.to_thread(self._changed, deep_only=False)
         await asyncio.gather(*(self._upload(path) for path in {*retry, *changed}))
-        self._confirm_all()
         await self._write_journal(force=True)
-        return len(self._failed)
-
-    @property
-    def waiting(self) -> int:
         return len(self._failed)
 
     async def _follow(self) -> None:
@@ -162,50 +220,12 @@ class Uploader:
             await asyncio.sleep(TAIL_S)
 
     async def _read_journal(self) -> None:
-        try:
-            with open(self.folder / paths.JOURNAL, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        end = data.rfind(b"\n") + 1
-        self._offset += end
-        for line in data[:end].split(b"\n"):
-            if line.strip():
-                self._add_line(line)
-
-    def _add_line(self, line: bytes) -> None:
-        self._lines.append(line)
-        files = [] if line in self._from_bucket else self._files_of(line)
-        self._confirmed.append(not files)
-        for path in files:
+        for path in await asyncio.to_thread(self._ledger.read):
+            self._journal_dirty = True
             if path not in self._sent and path not in self._failed:
-                self._spawn(path)
-        self._journal_dirty = True
-
-    def _files_of(self, line: bytes) -> list[str]:
-        """The files an item's line stands for, that the bucket lacks: its images and sidecar."""
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return []
-        entry = Entry.from_json(record) if isinstance(record, dict) and record.get("type") == "item" else None
-        if entry is None:
-            return []
-        wanted = [(f.path, f.bytes) for f in entry.files]
-        sidecar = paths.sidecar(entry.id)
-        with contextlib.suppress(OSError):
-            wanted.append((sidecar, os.stat(self.folder / sidecar).st_size))
-        return [path for path, size in wanted if not self.mirror.holds(path, size)]
-
-    def _spawn(self, path: str) -> None:
-        task = asyncio.create_task(self._upload(path))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _settle(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks))
+                task = asyncio.create_task(self._upload(path))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def _upload(self, relative: str) -> None:
         local = self.folder / relative
@@ -229,29 +249,12 @@ class Uploader:
             self.stats.waits_s.append(max(0.0, time.time() - st.st_mtime_ns / 1e9))
         self._journal_dirty = True
 
-    def _confirm_all(self) -> None:
-        for i, line in enumerate(self._lines):
-            if not self._confirmed[i]:
-                self._confirmed[i] = line in self._from_bucket or self._up(line)
-
-    def _up(self, line: bytes) -> bool:
-        try:
-            entry = Entry.from_json(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            return False
-        if entry is None:
-            return False
-        return all(self.mirror.holds(f.path, f.bytes) for f in entry.files) and paths.sidecar(
-            entry.id
-        ) not in self._failed
-
     async def _write_journal(self, *, force: bool) -> None:
-        if not self._journal_dirty and not force:
+        if not force and (
+            not self._journal_dirty or time.monotonic() - self._journal_written < JOURNAL_EVERY_S
+        ):
             return
-        if not force and time.monotonic() - self._journal_written < JOURNAL_EVERY_S:
-            return
-        self._confirm_all()
-        body = b"".join(line + b"\n" for line, ok in zip(self._lines, self._confirmed, strict=True) if ok)
+        body = self._ledger.body()
         self._journal_written = time.monotonic()
         self._journal_dirty = False
         try:
@@ -268,9 +271,7 @@ class Uploader:
         """The spool's files the bucket lacks, or that this run changed since it uploaded them."""
         found = []
         for relative, st in _walk(self.folder):
-            if deep_only and "/" not in relative:
-                continue
-            if relative in LOCAL_ONLY:
+            if (deep_only and "/" not in relative) or relative in LOCAL_ONLY:
                 continue
             if self._sent.get(relative) == (st.st_size, st.st_mtime_ns):
                 continue
@@ -278,6 +279,10 @@ class Uploader:
                 continue
             found.append(relative)
         return found
+
+    @property
+    def waiting(self) -> int:
+        return len(self._failed)
 
 
 def _walk(folder: Path) -> Iterator[tuple[str, os.stat_result]]:
@@ -299,9 +304,9 @@ def evict(folder: Path, mirror: Mirror) -> int:
     gone = 0
     for relative, st in list(_walk(folder)):
         top = relative.split("/", 1)[0]
-        if top in (paths.IMAGES, paths.HISTORY) and not relative.endswith(".json"):
-            if mirror.holds(relative, st.st_size):
-                with contextlib.suppress(OSError):
-                    os.unlink(folder / relative)
-                    gone += 1
+        evictable = top in (paths.IMAGES, paths.HISTORY) and not relative.endswith(".json")
+        if evictable and mirror.holds(relative, st.st_size):
+            with contextlib.suppress(OSError):
+                os.unlink(folder / relative)
+                gone += 1
     return gone
