@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TypeAlias
 
 from batchgen import __version__, config
 from batchgen.cli import logs
 from batchgen.errors import UsageError
+from batchgen.output.bucket import Location, is_url
 from batchgen.plan import shard
 from batchgen.sim.settings import ALL_FAULTS, RESPONSE_SHAPES, TRANSIENT_FAULTS
 
@@ -104,14 +106,18 @@ def parser() -> argparse.ArgumentParser:
 _Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
 
 
-def _output(text: str) -> Path | str:
-    """A folder, or a bucket's URL (kept as text: a Path would fold its ``//``)."""
-    from batchgen.output.bucket import Location, is_url
-
+def _output(text: str, local_only: bool = False) -> Path | str:
+    """A folder, or a bucket's URL (text: a Path would fold its ``//``); retry and redo take folders."""
     try:
-        return str(Location.parse(text)) if is_url(text) else Path(text)
+        found = str(Location.parse(text)) if is_url(text) else Path(text)
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if local_only and isinstance(found, str):
+        raise argparse.ArgumentTypeError("for a bucket: `run MANIFEST --output URL --only-failed`")
+    return found
+
+
+_local = partial(_output, local_only=True)
 
 
 def _run_command(commands: _Commands) -> None:
@@ -140,16 +146,14 @@ def _run_command(commands: _Commands) -> None:
         "--work-dir",
         type=Path,
         metavar="DIR",
-        help="with a bucket --output: the local spool"
-        " (default $BATCHGEN_WORK_DIR, else ~/.cache/batchgen/spool)",
+        help="with a bucket --output: the local spool (default $BATCHGEN_WORK_DIR, ~/.cache/batchgen/spool)",
     ).complete = FOLDER  # type: ignore[attr-defined]
     run.add_argument(
         "--lock-lease",
-        type=float,
+        type=_positive(float),
         default=config.LOCK_LEASE_S,
         metavar="SECONDS",
-        help="with a bucket --output: how long its lock outlives a run that died"
-        f" (default {config.LOCK_LEASE_S:g})",
+        help=f"with a bucket --output: how long a dead run's lock lives (default {config.LOCK_LEASE_S:g})",
     )
     run.add_argument(
         "--shard",
@@ -182,7 +186,7 @@ def _retry_command(commands: _Commands) -> None:
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    retry.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    retry.add_argument("job_dir", type=_local, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
     retry.add_argument("--all-failed", action="store_true", help="also resend refusals and invalid requests")
     _manifest_flag(retry)
     _sending_flags(retry)
@@ -200,7 +204,7 @@ def _redo_command(commands: _Commands) -> None:
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    redo.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    redo.add_argument("job_dir", type=_local, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
     redo.add_argument("ids", nargs="*", metavar="ID", help="the items to make again")
     redo.add_argument(
         "--ids-file",

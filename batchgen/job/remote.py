@@ -24,6 +24,7 @@ from batchgen.outcomes import JobStatus
 from batchgen.output import spool
 from batchgen.output.bucket import Bucket, Location, Retries
 from batchgen.output.lease import BucketLock, owner_token
+from batchgen.output.lock import JobLock
 from batchgen.output.store import JobStore
 from batchgen.plan import shard
 from batchgen.report import record
@@ -78,9 +79,23 @@ async def run_manifest(
     header = job.header if isinstance(job, Unchanged) else job
     where = locate(remote, header.job, options.shard, environ)
     try:
-        where.spool.mkdir(parents=True, exist_ok=True)
+        (where.spool / ".bucket").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the spool {where.spool}: {exc.strerror}") from exc
+    # This machine's lock first: two runs from one work dir share the bucket lock's owner token.
+    with JobLock(where.spool / ".bucket"):
+        return await _locked(job, options, remote, where, environ, stats, hooks)
+
+
+async def _locked(
+    job: jobs.Loaded,
+    options: jobs.RunOptions,
+    remote: RemoteOutput,
+    where: Where,
+    environ: Mapping[str, str],
+    stats: Callable[[spool.Stats], None] | None,
+    hooks: Mapping[str, Any],
+) -> jobs.JobOutput:
     async with BucketLock(where.bucket, owner_token(where.spool), remote.lease_s):
         mirror = await spool.restore(where.bucket, where.spool)
         local = replace(options.overrides, output_dir=where.root)
