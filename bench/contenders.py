@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import sys
 import tempfile
 import time
@@ -81,10 +82,24 @@ async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         if isinstance(event, ItemFinished):
             finished.append(time.perf_counter() - started)
 
+    waits: list[float] = []
     beat = Heartbeat()
     beat.start()
     started = time.perf_counter()
-    result = await jobs.run_manifest(job, options, {"BATCHGEN_API_KEY": "bench"}, on_event=on_event)
+    if cfg.get("bucket"):  # the same run, its output a bucket (the S3 server's address is in the environment)
+        from batchgen.job import remote
+
+        bucket = remote.RemoteOutput(cfg["bucket"], work_dir=out / "spool")
+        result = await remote.run_manifest(
+            job,
+            options,
+            bucket,
+            {**os.environ, "BATCHGEN_API_KEY": "bench"},
+            on_event=on_event,
+            stats=lambda s: waits.extend(s.waits_s),
+        )
+    else:
+        result = await jobs.run_manifest(job, options, {"BATCHGEN_API_KEY": "bench"}, on_event=on_event)
     seconds = time.perf_counter() - started
     beat.stop()
     # The thumbnail maker finishes after the run (not timed: the run is over); the next run
@@ -99,6 +114,7 @@ async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         "lags": beat.lags,
         "finished": finished,
         "thumbs_after_s": thumbs_after_s,
+        "upload_waits": waits,  # per image: seconds from written in the spool to in the bucket
     }
 
 
