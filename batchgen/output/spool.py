@@ -35,7 +35,7 @@ from batchgen.output.store import JobStore
 
 log = logging.getLogger(__name__)
 
-UPLOADS = 16  # files in flight at once
+UPLOADS = 8  # files in flight at once
 TAIL_S = 0.1  # how often the journal is read for new lines
 JOURNAL_EVERY_S = 2.0  # the least time between two rewrites of the bucket's journal
 LOCAL_ONLY = frozenset({paths.JOURNAL, "unchanged.json"})  # the journal goes up filtered; the stamp never
