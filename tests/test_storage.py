@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -326,3 +327,179 @@ def test_report_rebuilds_the_gallery_of_a_bucket_folder(
     assert f"{job.url}/cat/report.json" in capsys.readouterr().out
     page = job.object("report.html")
     assert all(f"i{k}".encode() in page for k in range(4))
+
+
+class ForwardProxy:
+    """A plain-http forward proxy on 127.0.0.1 that counts what passes through it."""
+
+    def __init__(self) -> None:
+        import http.client
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def forward(self) -> None:
+                seen.append(f"{self.command} {self.path}")
+                parts = urllib.parse.urlsplit(self.path)  # a proxy is asked for absolute URLs
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                upstream = http.client.HTTPConnection(parts.netloc, timeout=10)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+                upstream.request(
+                    self.command, parts.path + (f"?{parts.query}" if parts.query else ""), body, headers
+                )
+                answer = upstream.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def test_storage_requests_go_through_the_proxy_the_environment_names(
+    tmp_path: Path, sim: Simulator, s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = Job(tmp_path, sim, s3, n=2)
+    proxy = ForwardProxy()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)  # the relay's requests may pass through it too
+        assert job.run() == 0
+    finally:
+        monkeypatch.delenv("HTTP_PROXY")
+        proxy.close()
+    assert any(
+        line.startswith(f"PUT {s3.endpoint}/{job.bucket}/night/cat/images/i0.png") for line in proxy.seen
+    )
+    assert "images/i1.png" in job.held()
+
+
+@pytest.mark.parametrize(
+    ("text", "bucket", "prefix"),
+    [
+        ("s3://b/night", "b", "night"),
+        ("s3://b/a/b/", "b", "a/b"),
+        ("gs://b", "b", ""),
+        ("az://container/x//y", "container", "x/y"),
+    ],
+)
+def test_a_bucket_url_is_read_into_bucket_and_prefix(text: str, bucket: str, prefix: str) -> None:
+    from batchgen.output.bucket import Location
+
+    found = Location.parse(text)
+    assert (found.bucket, found.prefix) == (bucket, prefix)
+    assert str(found.child("job", "shard-1-of-2")) == f"{text.split('://')[0]}://{bucket}/" + "/".join(
+        p for p in (prefix, "job", "shard-1-of-2") if p
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--output", "s3://"], "expected s3://bucket/prefix"),
+        (["--output", "s3://key:secret@b/p"], "credentials come from the environment"),
+        (["--output", "s3://b/../p"], "no . or .."),
+        (["--lock-lease", "0"], "above 0"),
+    ],
+)
+def test_bad_bucket_flags_are_usage_errors(
+    argv: list[str], fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", str(tmp_path / "x.yaml"), *argv])
+    assert stopped.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_the_storage_environment_is_read_in_either_case() -> None:
+    from batchgen import config
+
+    found = config.storage(
+        {
+            "https_proxy": "http://p:3128",
+            "NO_PROXY": "10.0.0.0/8",
+            "AWS_ENDPOINT_URL": "http://s3.lan",
+            "AWS_ALLOW_HTTP": "true",
+            "HOME": "/home/u",
+        }
+    )
+    assert found.https_proxy == "http://p:3128"
+    assert found.proxy_for("https://s3.amazonaws.com") == "http://p:3128"
+    assert found.proxy_for("http://s3.lan") is None
+    assert found.no_proxy == "10.0.0.0/8"
+    assert found.allow_http
+    assert found.work_dir == Path("/home/u/.cache/batchgen/spool")
+    assert config.storage({"BATCHGEN_WORK_DIR": "/w"}, Path("/given")).work_dir == Path("/given")
+    assert config.storage({"BATCHGEN_WORK_DIR": "/w", "XDG_CACHE_HOME": "/c"}).work_dir == Path("/w")
+    assert config.storage({"XDG_CACHE_HOME": "/c"}).work_dir == Path("/c/batchgen/spool")
+
+
+def test_a_plain_http_endpoint_to_another_host_is_refused_unless_allowed(
+    tmp_path: Path,
+    sim: Simulator,
+    s3: S3,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3.example.invalid:9000")
+    assert job.run() == 2
+    assert "AWS_ALLOW_HTTP" in capsys.readouterr().err
+    assert sim.stats.requests == 0
+
+
+DOCS = Path(__file__).resolve().parent.parent
+
+
+def _documented_commands() -> list[list[str]]:
+    import re
+    import shlex
+
+    readme = (DOCS / "README.md").read_text()
+    section = readme.split("## Many machines, one bucket", 1)[1].split("\n## ", 1)[0]
+    found = []
+    for text in (section, (DOCS / "docs/storage.md").read_text()):
+        for block in re.findall(r"```\n(.*?)```", text, flags=re.S):
+            found += [shlex.split(line)[1:] for line in block.splitlines() if line.startswith("batchgen ")]
+    return found
+
+
+@pytest.mark.parametrize("argv", _documented_commands(), ids=lambda argv: " ".join(argv[:2]))
+def test_the_storage_docs_command_lines_parse(argv: list[str]) -> None:
+    from batchgen.cli.arguments import parser
+
+    args = parser().parse_args(argv)  # exits (fails the test) on an unknown flag or a bad value
+    assert args.command in ("run", "merge", "report")
+
+
+def test_the_readme_section_links_the_storage_page_and_its_links_exist() -> None:
+    import re
+
+    readme = (DOCS / "README.md").read_text()
+    section = readme.split("## Many machines, one bucket", 1)[1].split("\n## ", 1)[0]
+    assert "(docs/storage.md)" in section
+    page = (DOCS / "docs/storage.md").read_text()
+    for target in re.findall(r"\]\(([^)#]+)\)", section + page):
+        if not target.startswith("http"):
+            assert (DOCS / target).exists() or (DOCS / "docs" / target).exists(), target
+    for path in re.findall(r"`(jobs/deploy/[^`]+)`", section + page):
+        assert (DOCS / path).is_file(), path
