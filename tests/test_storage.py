@@ -503,3 +503,80 @@ def test_the_readme_section_links_the_storage_page_and_its_links_exist() -> None
             assert (DOCS / target).exists() or (DOCS / "docs" / target).exists(), target
     for path in re.findall(r"`(jobs/deploy/[^`]+)`", section + page):
         assert (DOCS / path).is_file(), path
+
+
+def test_a_running_job_renews_its_lock_so_no_one_takes_it_over(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator], s3: S3
+) -> None:
+    import threading
+
+    from batchgen.errors import JobLockedError
+
+    slow = threaded_simulator(latency_ms=150)
+    job = Job(tmp_path, slow, s3, n=4)
+    tries: list[str] = []
+
+    def another_run(event: Event) -> None:
+        # Well after the 0.2 s lease would have run out, had it not been renewed.
+        if type(event).__name__ != "ItemFinished" or len(tries) == 2:
+            return
+        if event.outcome.index < 2:  # type: ignore[union-attr]
+            return
+
+        def attempt() -> None:
+            try:
+                hold_lock(job, "another-pod", lease_s=60)
+                tries.append("took it")
+            except JobLockedError:
+                tries.append("refused")
+
+        thread = threading.Thread(target=attempt)
+        thread.start()
+        thread.join()
+
+    from batchgen import config
+
+    options = jobs.RunOptions(overrides=config.Overrides(base_url=slow.base_url, limits={"concurrency": 1}))
+    import os
+
+    output = asyncio.run(
+        remote.run_manifest(
+            validate.load(job.path),
+            options,
+            remote.RemoteOutput(job.url, job.work, lease_s=0.2),
+            os.environ,
+            on_event=another_run,
+        )
+    )
+    assert output.report.status.value == "completed"
+    assert tries == ["refused", "refused"]
+
+
+def test_the_buckets_journal_lists_only_items_whose_files_are_all_there(tmp_path: Path) -> None:
+    from batchgen.outcomes import ItemStatus
+    from batchgen.output.journal import Entry, JournalFile
+    from batchgen.output.spool import Ledger, Mirror
+
+    def line(item: str, *files: tuple[str, int]) -> bytes:
+        entry = Entry(
+            item, ItemStatus.SUCCEEDED, "f", "p", 1, tuple(JournalFile(f, "h", n) for f, n in files)
+        )
+        return orjson.dumps(entry.to_json(0.0))
+
+    header = b'{"type":"run","manifest":"m"}'
+    lines = [
+        header,
+        line("a", ("images/a.png", 10)),
+        line("b", ("images/b.png", 20)),
+        line("c", ("images/c.png", 5)),
+    ]
+    (tmp_path / "journal.jsonl").write_bytes(b"".join(x + b"\n" for x in lines) + b'{"type":"item","id":"cut')
+    for name, size in (("a", 10), ("b", 20)):
+        (tmp_path / f"images/{name}.png").parent.mkdir(exist_ok=True)
+        (tmp_path / f"images/{name}.png").write_bytes(b"x" * size)
+    mirror = Mirror({"images/a.png": 10, "images/c.png": 4}, [])  # c: in the bucket, cut short
+    ledger = Ledger(tmp_path, mirror, set())
+    assert sorted(ledger.read()) == ["images/b.png", "images/c.png"]  # what the bucket lacks
+    assert ledger.body() == header + b"\n" + lines[1] + b"\n"
+    mirror.sizes["images/b.png"] = 20  # uploaded since
+    assert ledger.body() == b"".join(x + b"\n" for x in lines[:3])
