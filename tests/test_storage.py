@@ -142,6 +142,9 @@ def test_a_job_to_a_bucket_lands_there_whole(tmp_path: Path, sim: Simulator, s3:
         assert f"images/i{k}.png" in keys
         assert f"images/i{k}.json" in keys
     assert {"journal.jsonl", "report.json", "report.html"} <= set(keys)
+    assert {f"thumbs/i{k}.webp" for k in range(4)} <= set(
+        keys
+    )  # the gallery's previews, before the spool lets go
     assert ".lock" not in keys  # released
     report = orjson.loads(job.object("report.json"))
     assert report["status"] == "completed"

@@ -9,6 +9,7 @@ in the spool and the run ends ``partial``. docs/storage.md tells the user's side
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from batchgen.errors import StoreError
 from batchgen.job import jobs
 from batchgen.job.unchanged import Unchanged
 from batchgen.outcomes import JobStatus
-from batchgen.output import spool
+from batchgen.output import spool, thumbs
 from batchgen.output.bucket import Bucket, Location, Retries
 from batchgen.output.lease import BucketLock, owner_token
 from batchgen.output.lock import JobLock
@@ -107,6 +108,10 @@ async def _locked(
                 open_store=lambda root: spool.SpooledStore(root, mirror),
                 **hooks,
             )
+            # The gallery's previews must be in the spool before the last upload: the images
+            # leave it afterwards, and a preview made later would never reach the bucket.
+            made = [f for item in output.report.items for f in item.files if not f.endswith(".json")]
+            await asyncio.to_thread(thumbs.backfill, where.spool, made)
             waiting = await uploader.finish()
         if stats is not None:
             stats(uploader.stats)
