@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 UPLOADS = 8  # files in flight at once
 TAIL_S = 0.1  # how often the journal is read for new lines
 JOURNAL_EVERY_S = 2.0  # the least time between two rewrites of the bucket's journal
+# After an upload failed for good (obstore retried it), others wait this long before trying:
+# a store that is down costs one retried upload per pause, not one per file.
+PAUSE_S = 5.0
 LOCAL_ONLY = frozenset({paths.JOURNAL, "unchanged.json"})  # the journal goes up filtered; the stamp never
 
 
@@ -178,6 +181,7 @@ class Uploader:
         self._tail: asyncio.Task[None] | None = None
         self._journal_written = 0.0
         self._journal_dirty = False
+        self._paused_until = 0.0
 
     async def __aenter__(self) -> Uploader:
         await self.drain()
@@ -208,6 +212,7 @@ class Uploader:
             await asyncio.gather(*list(self._tasks))
         retry = sorted(self._failed)
         self._failed.clear()
+        self._paused_until = 0.0  # one more try each; a store still down fails the first and pauses
         changed = await asyncio.to_thread(self._changed, deep_only=False)
         await asyncio.gather(*(self._upload(path) for path in {*retry, *changed}))
         await self._write_journal(force=True)
@@ -234,12 +239,16 @@ class Uploader:
                 st = os.stat(local)
             except OSError:
                 return  # gone (a redo moved it): nothing of it to carry up
+            if time.monotonic() < self._paused_until:
+                self._failed.add(relative)  # tried again at the end of the run
+                return
             try:
                 await self.bucket.put(relative, local)
             except StoreError as exc:
                 if not self._failed:
                     log.warning("%s; the file waits in the spool for the next run", exc)
                 self._failed.add(relative)
+                self._paused_until = time.monotonic() + PAUSE_S
                 return
         self._failed.discard(relative)
         self._sent[relative] = (st.st_size, st.st_mtime_ns)
