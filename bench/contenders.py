@@ -83,9 +83,11 @@ async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
             finished.append(time.perf_counter() - started)
 
     waits: list[float] = []
+    in_bucket: list[float] = []  # seconds from the start to the last image in the bucket
     beat = Heartbeat()
     beat.start()
     started = time.perf_counter()
+    started_mono = time.monotonic()
     if cfg.get("bucket"):  # the same run, its output a bucket (the S3 server's address is in the environment)
         from batchgen.job import remote
 
@@ -96,7 +98,7 @@ async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
             bucket,
             {**os.environ, "BATCHGEN_API_KEY": "bench"},
             on_event=on_event,
-            stats=lambda s: waits.extend(s.waits_s),
+            stats=lambda s: (waits.extend(s.waits_s), in_bucket.append(s.last_image_at - started_mono)),
         )
     else:
         result = await jobs.run_manifest(job, options, {"BATCHGEN_API_KEY": "bench"}, on_event=on_event)
@@ -115,6 +117,7 @@ async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         "finished": finished,
         "thumbs_after_s": thumbs_after_s,
         "upload_waits": waits,  # per image: seconds from written in the spool to in the bucket
+        "last_in_bucket": in_bucket[0] if in_bucket else None,
     }
 
 

@@ -10,8 +10,11 @@ in the spool and the run ends ``partial``. docs/storage.md tells the user's side
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import subprocess
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -111,7 +114,7 @@ async def _locked(
             # The gallery's previews must be in the spool before the last upload: the images
             # leave it afterwards, and a preview made later would never reach the bucket.
             made = [f for item in output.report.items for f in item.files if not f.endswith(".json")]
-            await asyncio.to_thread(thumbs.backfill, where.spool, made)
+            await asyncio.to_thread(_previews_made, where.spool, made)
             waiting = await uploader.finish()
         if stats is not None:
             stats(uploader.stats)
@@ -130,3 +133,15 @@ async def _locked(
     else:
         spool.evict(where.spool, mirror)
     return jobs.JobOutput(report, where.spool, output.signal, shown=str(where.bucket))
+
+
+PREVIEWS_WAIT_S = 300.0  # at most, for the thumbnail maker to finish what the run handed it
+
+
+def _previews_made(folder: Path, images: list[str]) -> None:
+    """Wait for the run's thumbnail maker (a process of its own), then make what it could not."""
+    deadline = time.monotonic() + PREVIEWS_WAIT_S
+    for worker in list(thumbs._running):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.wait(timeout=max(0.0, deadline - time.monotonic()))
+    thumbs.backfill(folder, images)

@@ -97,6 +97,7 @@ def _lines(data: bytes) -> list[bytes]:
 class Stats:
     uploaded: int = 0
     waits_s: list[float] = field(default_factory=list)  # per image: written -> in the bucket
+    last_image_at: float = 0.0  # time.monotonic() when the last image reached the bucket
 
 
 class Ledger:
@@ -256,6 +257,7 @@ class Uploader:
         self.stats.uploaded += 1
         if relative.startswith(f"{paths.IMAGES}/") and not relative.endswith(".json"):
             self.stats.waits_s.append(max(0.0, time.time() - st.st_mtime_ns / 1e9))
+            self.stats.last_image_at = time.monotonic()
         self._journal_dirty = True
 
     async def _write_journal(self, *, force: bool) -> None:
