@@ -259,6 +259,7 @@ def storage(res: Results, rounds: int, reps: int) -> None:
         "items_per_s": rate,
         "rss_mb": rss,
         "seconds": secs,
+        "tail_s": tail,
         "upload_wait_s": [p50, p99, most],
     }
     ratio, rss_ratio = rate["s3"] / rate["local"], rss["s3"] / rss["local"]
@@ -274,7 +275,11 @@ def storage(res: Results, rounds: int, reps: int) -> None:
             p99 < 5,
         )
     )
-    res.note = "storage: moto keeps objects in memory, in Python, on the same cores as the run."
+    res.note = (
+        "storage: items/s to the last image written (local) or in the bucket (s3); after it, the tail"
+        f" (previews, report, journal) took {tail['local']:.1f} s locally, {tail['s3']:.1f} s to the bucket.\n"
+        "moto keeps objects in memory, in Python, on the same cores as the run."
+    )
 
 
 def steady_rate(finished: list[float], first: int) -> float:
