@@ -277,7 +277,7 @@ def storage(res: Results, rounds: int, reps: int) -> None:
     )
     res.note = (
         "storage: items/s to the last image written (local) or in the bucket (s3); after it, the tail"
-        f" (previews, report, journal) took {tail['local']:.1f} s locally, {tail['s3']:.1f} s to the bucket.\n"
+        f" (previews, report, journal) took {tail['local']:.1f} s locally, {tail['s3']:.1f} s to S3.\n"
         "moto keeps objects in memory, in Python, on the same cores as the run."
     )
 
