@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -102,59 +103,61 @@ class Stats:
 
 class Ledger:
     """The spool's journal, line by line, and which lines the bucket's journal may list: those
-    it listed already, and those whose files are all in the bucket."""
+    it listed already, and those whose files are all in the bucket. A flag per line, not the
+    line itself: the lines are read again from the spool's journal when the bucket's is written."""
 
     def __init__(self, folder: Path, mirror: Mirror, failed: set[str]) -> None:
         self.folder = folder
         self.mirror = mirror
         self._failed = failed  # the uploader's: files that could not be uploaded
-        self._from_bucket = set(mirror.journal)
-        self._lines: list[bytes] = []
-        self._confirmed: list[bool] = []
+        self._from_bucket = {_digest(line) for line in mirror.journal}
+        mirror.journal.clear()  # read once, here
+        self._listed = bytearray()  # per line of the spool's journal: 1 if the bucket may list it
+        self._waiting: dict[int, tuple[list[tuple[str, int]], str]] = {}  # line -> (its files, sidecar)
         self._offset = 0
 
     def read(self) -> list[str]:
         """The lines appended since the last read; the files they stand for that the bucket lacks."""
-        try:
-            with open(self.folder / paths.JOURNAL, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
+        data = self._journal(self._offset, None)
         end = data.rfind(b"\n") + 1  # a line being written is read once it is whole
         self._offset += end
         wanted: list[str] = []
         for line in data[:end].split(b"\n"):
-            if line.strip():
-                files = [] if line in self._from_bucket else self._missing(line)
-                self._lines.append(line)
-                self._confirmed.append(not files)
-                wanted += files
+            if not line.strip():
+                continue
+            entry = None if _digest(line) in self._from_bucket else _entry(line)
+            files = [(f.path, f.bytes) for f in entry.files] if entry else []
+            sidecar = paths.sidecar(entry.id) if entry else ""
+            if entry is not None:
+                with contextlib.suppress(OSError):
+                    files.append((sidecar, os.stat(self.folder / sidecar).st_size))
+            missing = [path for path, size in files if not self.mirror.holds(path, size)]
+            if missing:
+                self._waiting[len(self._listed)] = (files, sidecar)
+            self._listed.append(0 if missing else 1)
+            wanted += missing
         return wanted
-
-    def _missing(self, line: bytes) -> list[str]:
-        entry = _entry(line)
-        if entry is None:
-            return []
-        wanted = [(f.path, f.bytes) for f in entry.files]
-        sidecar = paths.sidecar(entry.id)
-        with contextlib.suppress(OSError):
-            wanted.append((sidecar, os.stat(self.folder / sidecar).st_size))
-        return [path for path, size in wanted if not self.mirror.holds(path, size)]
 
     def body(self) -> bytes:
         """The bucket's journal: every line it may list, in the spool journal's order."""
-        for i, line in enumerate(self._lines):
-            if not self._confirmed[i]:
-                self._confirmed[i] = self._up(line)
-        return b"".join(line + b"\n" for line, ok in zip(self._lines, self._confirmed, strict=True) if ok)
+        for i, (files, sidecar) in list(self._waiting.items()):
+            if all(self.mirror.holds(p, n) for p, n in files) and sidecar not in self._failed:
+                self._listed[i] = 1
+                del self._waiting[i]
+        lines = [line for line in self._journal(0, self._offset).split(b"\n") if line.strip()]
+        return b"".join(line + b"\n" for line, ok in zip(lines, self._listed, strict=False) if ok)
 
-    def _up(self, line: bytes) -> bool:
-        entry = _entry(line)
-        if entry is None:
-            return False
-        files_up = all(self.mirror.holds(f.path, f.bytes) for f in entry.files)
-        return files_up and paths.sidecar(entry.id) not in self._failed
+    def _journal(self, start: int, end: int | None) -> bytes:
+        try:
+            with open(self.folder / paths.JOURNAL, "rb") as f:
+                f.seek(start)
+                return f.read(-1 if end is None else end - start)
+        except FileNotFoundError:
+            return b""
+
+
+def _digest(line: bytes) -> bytes:
+    return hashlib.blake2b(line, digest_size=16).digest()
 
 
 def _entry(line: bytes) -> Entry | None:
@@ -181,6 +184,7 @@ class Uploader:
         self._tasks: set[asyncio.Task[None]] = set()
         self._tail: asyncio.Task[None] | None = None
         self._journal_written = 0.0
+        self._journal_every = JOURNAL_EVERY_S
         self._journal_dirty = False
         self._paused_until = 0.0
 
@@ -262,14 +266,16 @@ class Uploader:
 
     async def _write_journal(self, *, force: bool) -> None:
         if not force and (
-            not self._journal_dirty or time.monotonic() - self._journal_written < JOURNAL_EVERY_S
+            not self._journal_dirty or time.monotonic() - self._journal_written < self._journal_every
         ):
             return
-        body = self._ledger.body()
+        body = await asyncio.to_thread(self._ledger.body)
         self._journal_written = time.monotonic()
         self._journal_dirty = False
         try:
             await self.bucket.put(paths.JOURNAL, body)
+            # A large journal is written less often: never more than a tenth of the time.
+            self._journal_every = max(JOURNAL_EVERY_S, 10 * (time.monotonic() - self._journal_written))
         except StoreError as exc:
             self._journal_dirty = True
             if force:
