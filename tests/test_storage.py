@@ -583,3 +583,25 @@ def test_the_buckets_journal_lists_only_items_whose_files_are_all_there(tmp_path
     assert ledger.body() == header + b"\n" + lines[1] + b"\n"
     mirror.sizes["images/b.png"] = 20  # uploaded since
     assert ledger.body() == b"".join(x + b"\n" for x in lines[:3])
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "setting", "prefix"),
+    [
+        ("gs://bkt/night", "GCSStore", ("bucket", "bkt"), "night/cat"),
+        ("az://container/night", "AzureStore", ("container_name", "container"), "night/cat"),
+        ("s3://bkt/night", "S3Store", ("bucket", "bkt"), "night/cat"),
+    ],
+)
+def test_each_cloud_url_opens_its_own_store_at_the_jobs_folder(
+    url: str, kind: str, setting: tuple[str, str], prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchgen import config
+    from batchgen.output.bucket import Bucket, Location
+
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "account")
+    bucket = Bucket(Location.parse(url).child("cat"), config.storage({}))
+    store = bucket._store  # opened, not used: no request leaves the machine
+    assert type(store).__name__ == kind
+    assert store.config[setting[0]] == setting[1]  # type: ignore[union-attr]
+    assert store.prefix == prefix
