@@ -605,3 +605,24 @@ def test_each_cloud_url_opens_its_own_store_at_the_jobs_folder(
     assert type(store).__name__ == kind
     assert store.config[setting[0]] == setting[1]  # type: ignore[union-attr]
     assert store.prefix == prefix
+
+
+def test_retry_of_a_bucket_job_resends_its_failures_alone(tmp_path: Path, sim: Simulator, s3: S3) -> None:
+    job = Job(tmp_path, sim, s3)
+    job.write([{"id": "ok", "prompt": "fine"}, {"id": "flaky", "prompt": "[sim:502*4] down for a while"}])
+    assert job.run() == 1  # every attempt at "flaky" failed
+    # From another machine's empty work dir: the manifest is found where the journal says.
+    assert main(["retry", f"{job.url}/cat", "--base-url", sim.base_url, "-q"]) == 0
+    assert dict(sim.stats.by_prompt) == {"fine": 1, "[sim:502*4] down for a while": 5}
+    report = orjson.loads(job.object("report.json"))
+    assert report["status"] == "completed"
+    assert "images/flaky.png" in job.held()
+
+
+def test_redo_of_a_bucket_job_says_what_to_do_instead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["redo", "s3://b/night/cat", "i0"])
+    assert stopped.value.code == 2
+    assert "redo works on a local job folder, not a bucket's" in capsys.readouterr().err

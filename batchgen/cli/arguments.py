@@ -107,13 +107,13 @@ _Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
 
 
 def _output(text: str, local_only: bool = False) -> Path | str:
-    """A folder, or a bucket's URL (text: a Path would fold its ``//``); retry and redo take folders."""
+    """A folder, or a bucket's URL (text: a Path would fold its ``//``); redo takes a folder."""
     try:
         found = str(Location.parse(text)) if is_url(text) else Path(text)
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if local_only and isinstance(found, str):
-        raise argparse.ArgumentTypeError("for a bucket: `run MANIFEST --output URL --only-failed`")
+        raise argparse.ArgumentTypeError("redo works on a local job folder, not a bucket's")
     return found
 
 
@@ -186,7 +186,7 @@ def _retry_command(commands: _Commands) -> None:
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    retry.add_argument("job_dir", type=_local, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    retry.add_argument("job_dir", type=_output, metavar="OUTPUT_JOB_DIR|URL").complete = FOLDER  # type: ignore[attr-defined]
     retry.add_argument("--all-failed", action="store_true", help="also resend refusals and invalid requests")
     _manifest_flag(retry)
     _sending_flags(retry)

@@ -124,6 +124,15 @@ def manifest_paths(given: Sequence[Path]) -> list[Path]:
 
 def _retry(args: argparse.Namespace) -> int:
     mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED
+    if isinstance(args.job_dir, str):  # a bucket's job: run again into it, failures only
+        path, name, output, sharded = asyncio.run(
+            remote_folders.retry_target(args.job_dir, args.manifest, os.environ)
+        )
+        found = jobs.load_all([path])[0]
+        if found.job != name:
+            raise UsageError(f"{path} now names job {found.job!r}, not {name!r}; run it with `run`")
+        options = replace(_options(args, None, mode), shard=sharded)
+        return _send(args, [found], options, remote.RemoteOutput(output))
     job, options = reopen.load_for_retry(args.job_dir, _options(args, None, mode), args.manifest)
     return _send(args, [job], options)
 

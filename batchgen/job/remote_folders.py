@@ -15,9 +15,12 @@ from pathlib import Path
 
 from batchgen import config
 from batchgen.errors import UsageError
-from batchgen.output import paths
+from batchgen.output import journal, paths
 from batchgen.output.bucket import Bucket, Location
+from batchgen.plan import shard
 from batchgen.report import cards, gallery, merge, record
+
+Shard = tuple[int, int] | None
 
 AT_ONCE = 32  # objects read or copied at once
 _SHARD_REPORT = re.compile(r"(?:^|/)(shard-\d+-of-\d+)/report\.json$")
@@ -116,3 +119,25 @@ async def _copy_files(whole: Bucket, source: Location, target: Location) -> None
     await _bounded(
         whole.copy(f"{source.prefix}/{name}" if source.prefix else name, base + name) for name in names
     )
+
+
+async def retry_target(
+    url: str, given: Path | None, environ: Mapping[str, str]
+) -> tuple[Path, str, str, Shard]:
+    """``batchgen retry URL``: the manifest (``given``, or the one its journal names, if it is on
+    this machine), the job's name, the output it was run into, and its shard."""
+    location = Location.parse(url)
+    with tempfile.TemporaryDirectory(prefix="batchgen-retry-") as temp:
+        if not await _download(Bucket(location, config.storage(environ)), paths.JOURNAL, Path(temp)):
+            raise UsageError(f"{location}: no {paths.JOURNAL} here; is this a batchgen job folder?")
+        state = journal.read(Path(temp))
+    parts = location.prefix.split("/")
+    sharded = None
+    if state.shard and shard.FOLDER.match(parts[-1]):
+        sharded, parts = shard.parse(state.shard), parts[:-1]
+    path = given or (Path(state.manifest) if state.manifest else None)
+    if path is None or not path.is_file():
+        raise UsageError(
+            f"{location}: its manifest ({state.manifest or 'unknown'}) is not here: give --manifest FILE"
+        )
+    return path, parts[-1], str(Location(location.scheme, location.bucket, "/".join(parts[:-1]))), sharded
