@@ -626,3 +626,29 @@ def test_redo_of_a_bucket_job_says_what_to_do_instead(
         main(["redo", "s3://b/night/cat", "i0"])
     assert stopped.value.code == 2
     assert "redo works on a local job folder, not a bucket's" in capsys.readouterr().err
+
+
+def test_a_run_that_lost_its_lock_leaves_the_buckets_journal_to_the_new_holder(
+    tmp_path: Path, s3: S3
+) -> None:
+    import os
+
+    from batchgen import config
+    from batchgen.output import spool
+    from batchgen.output.bucket import Bucket, Location
+
+    name = s3.make_bucket()
+    bucket = Bucket(Location.parse(f"s3://{name}/night/cat"), config.storage(os.environ))
+    (tmp_path / "journal.jsonl").write_bytes(b'{"type":"run","manifest":"m"}\n')
+    (tmp_path / "report.json").write_bytes(b"{}")
+
+    async def finish(ours: bool) -> int:
+        mirror = spool.Mirror({}, [])
+        async with spool.Uploader(bucket, tmp_path, mirror, still_ours=lambda: ours) as uploader:
+            return await uploader.finish()
+
+    assert asyncio.run(finish(ours=False)) == 1  # the journal waits
+    assert "night/cat/journal.jsonl" not in s3.keys(name)
+    assert "night/cat/report.json" in s3.keys(name)
+    assert asyncio.run(finish(ours=True)) == 0
+    assert "night/cat/journal.jsonl" in s3.keys(name)

@@ -100,10 +100,11 @@ async def _locked(
     stats: Callable[[spool.Stats], None] | None,
     hooks: Mapping[str, Any],
 ) -> jobs.JobOutput:
-    async with BucketLock(where.bucket, owner_token(where.spool), remote.lease_s):
+    async with BucketLock(where.bucket, owner_token(where.spool), remote.lease_s) as lock:
         mirror = await spool.restore(where.bucket, where.spool)
         local = replace(options.overrides, output_dir=where.root)
-        async with spool.Uploader(where.bucket, where.spool, mirror) as uploader:
+        ours = spool.Uploader(where.bucket, where.spool, mirror, still_ours=lambda: not lock.lost)
+        async with ours as uploader:
             output = await jobs.run_manifest(
                 job,
                 replace(options, overrides=local),

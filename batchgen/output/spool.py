@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,8 +171,16 @@ def _entry(line: bytes) -> Entry | None:
 class Uploader:
     """``async with Uploader(bucket, folder, mirror)`` around a run; ``finish()`` at its end."""
 
-    def __init__(self, bucket: Bucket, folder: Path, mirror: Mirror, uploads: int = UPLOADS) -> None:
+    def __init__(
+        self,
+        bucket: Bucket,
+        folder: Path,
+        mirror: Mirror,
+        uploads: int = UPLOADS,
+        still_ours: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.bucket = bucket
+        self._still_ours = still_ours  # False once another run took the job's lock
         self.folder = folder
         self.mirror = mirror
         self.stats = Stats()
@@ -268,6 +276,9 @@ class Uploader:
         if not force and (
             not self._journal_dirty or time.monotonic() - self._journal_written < self._journal_every
         ):
+            return
+        if not self._still_ours():  # the journal is the lock holder's to write now
+            self._failed.add(paths.JOURNAL)
             return
         body = await asyncio.to_thread(self._ledger.body)
         self._journal_written = time.monotonic()
