@@ -652,3 +652,20 @@ def test_a_run_that_lost_its_lock_leaves_the_buckets_journal_to_the_new_holder(
     assert "night/cat/report.json" in s3.keys(name)
     assert asyncio.run(finish(ours=True)) == 0
     assert "night/cat/journal.jsonl" in s3.keys(name)
+
+
+def test_a_second_run_from_the_same_work_dir_is_refused_before_it_touches_the_bucket(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from batchgen.output.lock import JobLock
+
+    job = Job(tmp_path, sim, s3)
+    where = remote.locate(remote.RemoteOutput(job.url, job.work), "cat", None, os.environ)
+    (where.spool / ".bucket").mkdir(parents=True)
+    with JobLock(where.spool / ".bucket"):  # as the first run holds it
+        assert job.run() == 3
+    assert "in use by another batchgen run" in capsys.readouterr().err
+    assert job.held() == {}  # not even a lock object: the first run's would have been taken
+    assert sim.stats.requests == 0
