@@ -1,4 +1,4 @@
-"""Settings: small, frozen, checked when built. The environment is read in ``resolve`` only."""
+"""Settings: small, frozen, checked when built. The environment is read in ``resolve`` and ``storage``."""
 
 from __future__ import annotations
 
@@ -336,4 +336,41 @@ def resolve(
         max_request_bytes=api.max_request_bytes,
         # The simulator runs on this machine: a proxy would only be in its way.
         proxies=Proxies() if overrides.simulate else _proxies(environ),
+    )
+
+
+# Where a run writing to a bucket keeps its spool (docs/storage.md): under the user's cache folder.
+WORK_DIR_ENV = "BATCHGEN_WORK_DIR"
+LOCK_LEASE_S = 60.0  # how long a bucket's lock outlives a run that stopped renewing it
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """What batchgen itself must know of the storage environment; obstore reads the credentials."""
+
+    work_dir: Path
+    endpoint: str | None = None  # AWS_ENDPOINT_URL(_S3): decides whether plain http is allowed
+    allow_http: bool = False  # AWS_ALLOW_HTTP
+    http_proxy: str | None = None
+    https_proxy: str | None = None
+    no_proxy: str | None = None
+
+    def proxy_for(self, url: str) -> str | None:
+        return self.http_proxy if url.startswith("http://") else self.https_proxy
+
+
+def storage(environ: Mapping[str, str], work_dir: Path | None = None) -> StorageSettings:
+    """The storage side of the environment (the other function that reads it, beside ``resolve``)."""
+
+    def first(*names: str) -> str | None:
+        return next((environ[n].strip() for n in names if environ.get(n, "").strip()), None)
+
+    cache = first("XDG_CACHE_HOME") or str(Path(first("HOME") or "~").expanduser() / ".cache")
+    return StorageSettings(
+        work_dir=work_dir or Path(first(WORK_DIR_ENV) or Path(cache) / "batchgen" / "spool"),
+        endpoint=first("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"),
+        allow_http=(first("AWS_ALLOW_HTTP") or "").lower() in ("1", "true", "yes"),
+        http_proxy=first("HTTP_PROXY", "http_proxy"),
+        https_proxy=first("HTTPS_PROXY", "https_proxy"),
+        no_proxy=first("NO_PROXY", "no_proxy"),
     )

@@ -16,6 +16,7 @@ bar of docs/performance.md is printed with PASS or FAIL. Not a test: nothing in 
     python bench/bench.py --only relaylimit  # the relay's own limit, learned (bench/relaylimit.py)
     python bench/bench.py --only chains    # hero -> views: 50 x 4 at L = 1 s; planning 20,000 chains
     python bench/bench.py --only nightly-chains  # the nightly no-op of a catalog of 20,000 chains
+    python bench/bench.py --only storage   # the latency-bound run into moto's S3 vs local disk
 """
 
 from __future__ import annotations
@@ -196,6 +197,97 @@ def latency_bound(res: Results, rounds: int, reps: int, with_bare: bool) -> None
     res.raw["latency"]["lag_ms"] = {"p50": p50, "p99": p99}
     res.bars.append(
         Bar("event-loop lag p99, 64 large responses", f"{p99:.1f} ms (p50 {p50:.1f})", "< 20 ms", p99 < 20)
+    )
+
+
+@contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 server in a process of its own, with a bucket "bench"; yields its address.
+    moto keeps every object in memory, in Python: a slower store than a real one."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"{url}/bench", method="PUT")).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def storage(res: Results, rounds: int, reps: int) -> None:
+    """The latency-bound run (L = 2 s, C = 64, ~3 MB) writing to an S3 server vs to local disk."""
+    c, latency = 64, 2.0
+    runs: dict[str, list[dict[str, Any]]] = {"local": [], "s3": []}
+    with (
+        simulator("--payload-kb", str(IMAGE_KB), "--latency-ms", str(int(latency * 1000))) as url,
+        s3_server() as endpoint,
+    ):
+        warm(url)
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_REGION="us-east-1",
+            AWS_ENDPOINT_URL=endpoint,
+        )
+        for rep in range(reps):
+            for name in ("local", "s3") if rep % 2 == 0 else ("s3", "local"):
+                bucket = {"bucket": f"s3://bench/rep{rep}"} if name == "s3" else {}
+                runs[name].append(
+                    contender("batchgen", base_url=url, items=c * rounds, concurrency=c, **bucket)
+                )
+
+    # To the last image at its destination (written to disk; in the bucket), as the latency bar
+    # measures; what each run does after it (previews, the report, the last journal) is its tail.
+    def last(r: dict[str, Any]) -> float:
+        return float(r["last_in_bucket"] if r.get("last_in_bucket") else max(r["finished"]))
+
+    rate = {n: statistics.median(r["items"] / last(r) for r in rs) for n, rs in runs.items()}
+    rss = {n: statistics.median(r["rss_mb"] for r in rs) for n, rs in runs.items()}
+    secs = {n: statistics.median(r["seconds"] for r in rs) for n, rs in runs.items()}
+    tail = {n: statistics.median(r["seconds"] - last(r) for r in rs) for n, rs in runs.items()}
+    waits = [w for r in runs["s3"] for w in r["upload_waits"]]
+    for name in runs:
+        scenario = f"latency-bound to {'moto S3' if name == 's3' else 'local disk'}, C={c}, L=2 s"
+        res.rows.append((scenario, "batchgen", f"{rate[name]:.1f}", f"{secs[name]:.2f}", f"{rss[name]:.0f}"))
+    p50, p99, most = percentile(waits, 50), percentile(waits, 99), max(waits, default=float("nan"))
+    res.raw["storage"] = {
+        "items_per_s": rate,
+        "rss_mb": rss,
+        "seconds": secs,
+        "tail_s": tail,
+        "upload_wait_s": [p50, p99, most],
+    }
+    ratio, rss_ratio = rate["s3"] / rate["local"], rss["s3"] / rss["local"]
+    res.bars.append(Bar("object storage: rate vs local disk", f"{ratio:.2f}x", ">= 0.9x", ratio >= 0.9))
+    res.bars.append(
+        Bar("object storage: peak RSS vs local disk", f"{rss_ratio:.2f}x", "<= 1.3x", rss_ratio <= 1.3)
+    )
+    res.bars.append(
+        Bar(
+            "object storage: image written -> in the bucket",
+            f"p50 {p50:.2f} s, p99 {p99:.2f} s",
+            "a few s",
+            p99 < 5,
+        )
+    )
+    res.note = (
+        "storage: items/s to the last image written (local) or in the bucket (s3); after it, the tail"
+        f" (previews, report, journal) took {tail['local']:.1f} s locally, {tail['s3']:.1f} s to S3.\n"
+        "moto keeps objects in memory, in Python, on the same cores as the run."
     )
 
 
@@ -670,6 +762,7 @@ def main() -> int:
             "chains",
             "derive",
             "relaylimit",
+            "storage",
         ),
         help="one scenario alone",
     )
@@ -711,6 +804,8 @@ def main() -> int:
         chain_run(res, roots=50, dependents=4, concurrency=50, latency=1.0)
         chain_run(res, roots=50, dependents=4, concurrency=250, latency=1.0)
         chain_planning(res, args.catalog_rows)
+    elif args.only == "storage":
+        storage(res, rounds=3, reps=2)
     elif args.scaling:
         scaling(res)
     elif args.quick:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import sys
 import tempfile
 import time
@@ -81,10 +82,26 @@ async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         if isinstance(event, ItemFinished):
             finished.append(time.perf_counter() - started)
 
+    waits: list[float] = []
+    in_bucket: list[float] = []  # seconds from the start to the last image in the bucket
     beat = Heartbeat()
     beat.start()
     started = time.perf_counter()
-    result = await jobs.run_manifest(job, options, {"BATCHGEN_API_KEY": "bench"}, on_event=on_event)
+    started_mono = time.monotonic()
+    if cfg.get("bucket"):  # the same run, its output a bucket (the S3 server's address is in the environment)
+        from batchgen.job import remote
+
+        bucket = remote.RemoteOutput(cfg["bucket"], work_dir=out / "spool")
+        result = await remote.run_manifest(
+            job,
+            options,
+            bucket,
+            {**os.environ, "BATCHGEN_API_KEY": "bench"},
+            on_event=on_event,
+            stats=lambda s: (waits.extend(s.waits_s), in_bucket.append(s.last_image_at - started_mono)),
+        )
+    else:
+        result = await jobs.run_manifest(job, options, {"BATCHGEN_API_KEY": "bench"}, on_event=on_event)
     whole = time.perf_counter() - started
     beat.stop()
     # Measured to the last image written, as the bare loop is; the command then waits for the
@@ -96,6 +113,8 @@ async def run_batchgen(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         "tail_s": whole - written,
         "lags": beat.lags,
         "finished": finished,
+        "upload_waits": waits,  # per image: seconds from written in the spool to in the bucket
+        "last_in_bucket": in_bucket[0] if in_bucket else None,
     }
     if cfg.get("rederive"):  # the job again with one variant's spec changed: nothing to send
         data["variants"] = {n: {**v, "quality": 50} for n, v in data["variants"].items()}

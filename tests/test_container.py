@@ -602,6 +602,8 @@ def test_the_kubernetes_pods_run_the_image_as_its_user_with_its_volumes_mounted(
             assert volumes <= mounted, (container["name"], mounted)
             argv = " ".join(container.get("command", []) + container.get("args", []))
             for output in re.findall(r"--output\s+(\S+)", argv):
+                if re.match(r"(s3|gs|az)://", output):
+                    continue  # a bucket: the pod's volume holds only the spool
                 assert output in volumes, f"{container['name']}: writes {output}, not into its volume"
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TypeAlias
 
 from batchgen import __version__, config
 from batchgen.cli import logs
+from batchgen.errors import UsageError
 from batchgen.outcomes import FLAGS
+from batchgen.output.bucket import Location, is_url
 from batchgen.plan import shard
 from batchgen.sim.settings import ALL_FAULTS, DROPPABLE_FIELDS, RATE_FORMS, RESPONSE_SHAPES, TRANSIENT_FAULTS
 
@@ -104,6 +107,20 @@ def parser() -> argparse.ArgumentParser:
 _Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
 
 
+def _output(text: str, local_only: bool = False) -> Path | str:
+    """A folder, or a bucket's URL (text: a Path would fold its ``//``); redo takes a folder."""
+    try:
+        found = str(Location.parse(text)) if is_url(text) else Path(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if local_only and isinstance(found, str):
+        raise argparse.ArgumentTypeError("redo works on a local job folder, not a bucket's")
+    return found
+
+
+_local = partial(_output, local_only=True)
+
+
 def _run_command(commands: _Commands) -> None:
     run = commands.add_parser(
         "run",
@@ -121,8 +138,24 @@ def _run_command(commands: _Commands) -> None:
         help="manifest files, or folders whose *.yaml/*.yml manifests run in name order (not recursive)",
     ).complete = FILE  # type: ignore[attr-defined]
     run.add_argument(
-        "--output", type=Path, metavar="DIR", help="output folder (default ./output)"
+        "--output",
+        type=_output,
+        metavar="DIR|URL",
+        help="output folder (default ./output), or a bucket: s3://bucket/prefix, gs://..., az://container/...",
     ).complete = FOLDER  # type: ignore[attr-defined]
+    run.add_argument(
+        "--work-dir",
+        type=Path,
+        metavar="DIR",
+        help="with a bucket --output: the local spool (default $BATCHGEN_WORK_DIR, ~/.cache/batchgen/spool)",
+    ).complete = FOLDER  # type: ignore[attr-defined]
+    run.add_argument(
+        "--lock-lease",
+        type=_positive(float),
+        default=config.LOCK_LEASE_S,
+        metavar="SECONDS",
+        help=f"with a bucket --output: how long a dead run's lock lives (default {config.LOCK_LEASE_S:g})",
+    )
     run.add_argument(
         "--shard",
         type=_shard,
@@ -155,7 +188,7 @@ def _retry_command(commands: _Commands) -> None:
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    retry.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    retry.add_argument("job_dir", type=_output, metavar="OUTPUT_JOB_DIR|URL").complete = FOLDER  # type: ignore[attr-defined]
     retry.add_argument("--all-failed", action="store_true", help="also resend refusals and invalid requests")
     _manifest_flag(retry)
     _sending_flags(retry)
@@ -175,7 +208,7 @@ def _redo_command(commands: _Commands) -> None:
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    redo.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    redo.add_argument("job_dir", type=_local, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
     redo.add_argument("ids", nargs="*", metavar="ID", help="the items to make again")
     redo.add_argument(
         "--ids-file",
@@ -228,7 +261,7 @@ def _report_command(commands: _Commands) -> None:
         help="print a job's summary, make the thumbnails and variants a run left unmade, and rebuild"
         " its report.html from report.json",
     )
-    report_cmd.add_argument("job_dir", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    report_cmd.add_argument("job_dir", type=_output, metavar="OUTPUT_JOB_DIR|URL").complete = FOLDER  # type: ignore[attr-defined]
     _logging_flags(report_cmd)
     report_cmd.set_defaults(command="report")
 
@@ -240,9 +273,13 @@ def _merge_command(commands: _Commands) -> None:
         description="Merge shard folders (shard-K-of-N, or job folders holding them) into OUTPUT/<job>:"
         " images, sidecars, journal and one report.json.",
     )
-    merge_cmd.add_argument("folders", nargs="+", type=Path, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    merge_cmd.add_argument("folders", nargs="+", type=_output, metavar="OUTPUT_JOB_DIR|URL").complete = FOLDER  # type: ignore[attr-defined]
     merge_cmd.add_argument(
-        "--output", type=Path, default=Path("output"), metavar="DIR", help="default ./output"
+        "--output",
+        type=_output,
+        default=Path("output"),
+        metavar="DIR|URL",
+        help="default ./output; a bucket (s3://bucket/prefix) when the shard folders are in one",
     ).complete = FOLDER  # type: ignore[attr-defined]
     _logging_flags(merge_cmd)
     merge_cmd.set_defaults(command="merge")

@@ -19,7 +19,7 @@ from batchgen import config
 from batchgen.cli import arguments, logs
 from batchgen.cli.progress import ProgressBar, TqdmLogHandler
 from batchgen.errors import JobLockedError, ManifestError, StoreError, UsageError
-from batchgen.job import jobs, memory, rates, reopen, stale
+from batchgen.job import jobs, memory, rates, remote, remote_folders, reopen, stale
 from batchgen.outcomes import Event, JobStatus
 from batchgen.plan import estimate
 from batchgen.plan.resume import Mode
@@ -104,6 +104,10 @@ def _run(args: argparse.Namespace) -> int:
     mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED if args.only_failed else Mode.RUN
     if args.force:
         mode = Mode.FORCE
+    if isinstance(args.output, str):  # a bucket: each run reads what it holds, no local stamp vouches
+        options = _options(args, None, mode)
+        bucket = remote.RemoteOutput(args.output, args.work_dir, args.lock_lease)
+        return _send(args, jobs.load_all(manifest_paths(args.manifests)), options, bucket)
     options = _options(args, args.output, mode)
     return _send(args, jobs.load_for_run(manifest_paths(args.manifests), options), options)
 
@@ -124,6 +128,15 @@ def manifest_paths(given: Sequence[Path]) -> list[Path]:
 
 def _retry(args: argparse.Namespace) -> int:
     mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED
+    if isinstance(args.job_dir, str):  # a bucket's job: run again into it, failures only
+        path, name, output, sharded = asyncio.run(
+            remote_folders.retry_target(args.job_dir, args.manifest, os.environ)
+        )
+        found = jobs.load_all([path])[0]
+        if found.job != name:
+            raise UsageError(f"{path} now names job {found.job!r}, not {name!r}; run it with `run`")
+        options = replace(_options(args, None, mode), shard=sharded)
+        return _send(args, [found], options, remote.RemoteOutput(output))
     job, options = reopen.load_for_retry(args.job_dir, _options(args, None, mode), args.manifest)
     return _send(args, [job], options)
 
@@ -156,30 +169,30 @@ def _options(args: argparse.Namespace, output: Path | None, mode: Mode) -> jobs.
     )
 
 
-def _send(args: argparse.Namespace, manifests: Sequence[jobs.Loaded], options: jobs.RunOptions) -> int:
+def _send(
+    args: argparse.Namespace,
+    manifests: Sequence[jobs.Loaded],
+    options: jobs.RunOptions,
+    bucket: remote.RemoteOutput | None = None,
+) -> int:
     as_json = args.log_format == "json"
     connect = _simulated(_simulator_config(args, "sim_")) if args.simulate else None
     done: list[tuple[jobs.JobOutput, int]] = []
     for job in manifests:
         progress = ProgressBar() if _show_progress(args) else None
         listeners = [f for f in (progress, logs.event_logger(job.job) if as_json else None) if f]
+        hooks: dict[str, Any] = {"on_event": _fan_out(listeners), "connect": connect, "handle_signals": True}
         try:
-            output = asyncio.run(
-                jobs.run_manifest(
-                    job,
-                    options,
-                    os.environ,
-                    on_event=_fan_out(listeners),
-                    connect=connect,
-                    handle_signals=True,
-                )
-            )
+            if bucket is not None:
+                output = asyncio.run(remote.run_manifest(job, options, bucket, os.environ, **hooks))
+            else:
+                output = asyncio.run(jobs.run_manifest(job, options, os.environ, **hooks))
         finally:
             if progress:
                 progress.close()
         code = 128 + output.signal if output.signal is not None else exit_code(output.report)
         if as_json:
-            logs.job_finished(output.report, str(output.folder), code)
+            logs.job_finished(output.report, output.where, code)
         done.append((output, code))
         if output.signal is not None:
             break  # 130 for SIGINT, 143 for SIGTERM; the later manifests do not start
@@ -188,7 +201,7 @@ def _send(args: argparse.Namespace, manifests: Sequence[jobs.Loaded], options: j
             statuses = ", ".join(f"{o.report.job} {o.report.status.value}" for o, _ in done)
             print(f"{len(done)} jobs: {statuses}")
         for output, _ in done:
-            print("\n".join(summary_lines(output.report, str(output.folder))))
+            print("\n".join(summary_lines(output.report, output.where)))
     return max((code for _, code in done), key=_severity)
 
 
@@ -247,13 +260,17 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    if isinstance(args.job_dir, str):  # a bucket's folder: its records, not its images, come down
+        found = asyncio.run(remote_folders.report(args.job_dir, os.environ))
+        _summary(args, found, args.job_dir)
+        return exit_code(found)
     report = reopen.derive_again(args.job_dir, record.read(args.job_dir))
     gallery.write(args.job_dir, report, cards.from_folder(args.job_dir, report))
     _summary(args, report, args.job_dir)
     return exit_code(report)
 
 
-def _summary(args: argparse.Namespace, report: record.Report, folder: Path) -> None:
+def _summary(args: argparse.Namespace, report: record.Report, folder: Path | str) -> None:
     """A job's summary on stdout; in JSON mode, its ``job_summary`` event instead."""
     if args.log_format == "json":
         logs.job_finished(report, str(folder), exit_code(report), event="job_summary")
@@ -262,10 +279,17 @@ def _summary(args: argparse.Namespace, report: record.Report, folder: Path) -> N
 
 
 def _merge(args: argparse.Namespace) -> int:
-    report, folder = merge.merge(args.folders, args.output)
+    urls = [f for f in [*args.folders, args.output] if isinstance(f, str)]
+    if urls and len(urls) != len(args.folders) + 1:
+        raise UsageError("merge: bucket folders need a bucket --output, local folders a local one")
+    if urls:
+        report, where = asyncio.run(remote_folders.merge_shards(args.folders, args.output, os.environ))
+    else:
+        report, folder = merge.merge(args.folders, args.output)
+        where = str(folder)
     if report.missing_shards:
         log.warning("shards %s are missing from the merge", ", ".join(report.missing_shards))
-    _summary(args, report, folder)
+    _summary(args, report, where)
     return exit_code(report)
 
 

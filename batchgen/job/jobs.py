@@ -69,6 +69,11 @@ class JobOutput:
     report: record.Report = field(repr=False)
     folder: Path
     signal: int | None = None  # the signal that interrupted the run, if one did
+    shown: str | None = None  # where the job is, for people, when not ``folder`` (a bucket's URL)
+
+    @property
+    def where(self) -> str:
+        return self.shown or str(self.folder)
 
 
 def load_all(paths: list[Path]) -> list[manifest.Manifest]:
@@ -134,8 +139,10 @@ async def run_manifest(
     connect: Connect | None = None,
     sleep: Sleep | None = None,
     handle_signals: bool = False,
+    open_store: Callable[[Path], JobStore] = JobStore,
 ) -> JobOutput:
-    """Send what ``job`` still needs, write its images, journal and report; returns the report."""
+    """Send what ``job`` still needs, write its images, journal and report; returns the report.
+    ``open_store``: the job folder's store (a spool's knows what its bucket holds)."""
     header = job.header if isinstance(job, Unchanged) else job
     if options.overrides.simulate and connect is None:
         raise UsageError("simulate: pass a connect that starts the simulator (the command line does)")
@@ -148,7 +155,7 @@ async def run_manifest(
         raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
     started = time.time()
     with JobLock(folder):
-        store = JobStore(folder)
+        store = open_store(folder)
         if isinstance(job, Unchanged):
             store.tidy()
             report = await reporting.replay(job, store, shard_label, on_event, started)

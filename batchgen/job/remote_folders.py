@@ -1,0 +1,143 @@
+"""``batchgen report`` and ``batchgen merge`` on job folders in a bucket.
+
+The records (report.json, journal.jsonl, the sidecars) are brought down into a temporary
+folder, the ordinary report and merge run there, and what they write is put back. Images
+never pass through this machine: a merge copies them inside the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from batchgen import config
+from batchgen.errors import UsageError
+from batchgen.output import journal, paths
+from batchgen.output.bucket import Bucket, Location
+from batchgen.plan import shard
+from batchgen.report import cards, gallery, merge, record
+
+Shard = tuple[int, int] | None
+
+AT_ONCE = 32  # objects read or copied at once
+_SHARD_REPORT = re.compile(r"(?:^|/)(shard-\d+-of-\d+)/report\.json$")
+COPIED = (paths.IMAGES, paths.HISTORY, "thumbs", "variants")  # what a merge brings from each shard
+
+
+async def _bounded(calls: Iterable[Awaitable[object]]) -> None:
+    slots = asyncio.Semaphore(AT_ONCE)
+
+    async def one(call: Awaitable[object]) -> None:
+        async with slots:
+            await call
+
+    await asyncio.gather(*(one(c) for c in calls))
+
+
+async def _download(bucket: Bucket, relative: str, into: Path) -> bool:
+    found = await bucket.get(relative)
+    if found is None:
+        return False
+    target = into / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(found[0])
+    return True
+
+
+async def _records(bucket: Bucket, into: Path) -> record.Report:
+    """A job folder's records, brought down: its report, journal and sidecars."""
+    if not await _download(bucket, paths.REPORT_JSON, into):
+        raise UsageError(f"{bucket}: no {paths.REPORT_JSON} here; is this a job folder?")
+    report = record.read(into)
+    await _download(bucket, paths.JOURNAL, into)
+    sidecars = [paths.sidecar(item.id) for item in report.items if item.files]
+    await _bounded(_download(bucket, name, into) for name in sidecars)
+    return report
+
+
+async def report(url: str, environ: Mapping[str, str]) -> record.Report:
+    """Rebuild the gallery of the job folder at ``url`` from its records; its report."""
+    bucket = Bucket(Location.parse(url), config.storage(environ))
+    with tempfile.TemporaryDirectory(prefix="batchgen-report-") as temp:
+        folder = Path(temp)
+        found = await _records(bucket, folder)
+        gallery.write(folder, found, cards.from_folder(folder, found))
+        await bucket.put(paths.REPORT_HTML, folder / paths.REPORT_HTML)
+    return found
+
+
+async def merge_shards(
+    given: Sequence[str], output: str, environ: Mapping[str, str]
+) -> tuple[record.Report, str]:
+    """``batchgen merge`` of shard folders in a bucket into ``output``/<job> in the same bucket."""
+    sources = [Location.parse(url) for url in given]
+    target_root = Location.parse(output)
+    places = {(loc.scheme, loc.bucket) for loc in [*sources, target_root]}
+    if len(places) != 1:
+        raise UsageError("merge: the shard folders and --output must be in one bucket")
+    settings = config.storage(environ)
+    whole = Bucket(Location(target_root.scheme, target_root.bucket), settings)
+    folders = [folder for loc in sources for folder in await _shard_folders(whole, loc)]
+    with tempfile.TemporaryDirectory(prefix="batchgen-merge-") as temp:
+        local = []
+        for i, folder in enumerate(folders):
+            down = Path(temp) / "shards" / f"{i}-{folder.prefix.rsplit('/', 1)[-1]}"
+            await _records(Bucket(folder, settings), down)
+            local.append(down)
+        merged, written = merge.merge(local, Path(temp) / "merged")
+        into = Bucket(target_root.child(merged.job), settings)
+        target = target_root.child(merged.job)
+        for folder in folders:
+            if folder != target:
+                await _copy_files(whole, folder, target)
+        names = [paths.JOURNAL, paths.REPORT_JSON, paths.REPORT_HTML]
+        names += [paths.sidecar(item.id) for item in merged.items if item.files]
+        await _bounded(into.put(name, written / name) for name in names if (written / name).is_file())
+    return merged, str(target)
+
+
+async def _shard_folders(whole: Bucket, location: Location) -> list[Location]:
+    """The shard folders under ``location``, or the folder itself if it holds a report."""
+    listed = await whole.sizes(location.prefix)
+    inside = [key[len(location.prefix) + 1 :] if location.prefix else key for key in listed]
+    shards = sorted({m.group(1) for key in inside if (m := _SHARD_REPORT.match(key)) and key.count("/") == 1})
+    if shards:
+        return [location.child(name) for name in shards]
+    if paths.REPORT_JSON in inside:
+        return [location]
+    raise UsageError(f"{location}: no report.json here, nor shard-K-of-N folders with one")
+
+
+async def _copy_files(whole: Bucket, source: Location, target: Location) -> None:
+    listed = await whole.sizes(source.prefix)
+    start = len(source.prefix) + 1 if source.prefix else 0
+    names = [key[start:] for key in listed if key[start:].split("/", 1)[0] in COPIED]
+    base = f"{target.prefix}/" if target.prefix else ""
+    await _bounded(
+        whole.copy(f"{source.prefix}/{name}" if source.prefix else name, base + name) for name in names
+    )
+
+
+async def retry_target(
+    url: str, given: Path | None, environ: Mapping[str, str]
+) -> tuple[Path, str, str, Shard]:
+    """``batchgen retry URL``: the manifest (``given``, or the one its journal names, if it is on
+    this machine), the job's name, the output it was run into, and its shard."""
+    location = Location.parse(url)
+    with tempfile.TemporaryDirectory(prefix="batchgen-retry-") as temp:
+        if not await _download(Bucket(location, config.storage(environ)), paths.JOURNAL, Path(temp)):
+            raise UsageError(f"{location}: no {paths.JOURNAL} here; is this a batchgen job folder?")
+        state = journal.read(Path(temp))
+    parts = location.prefix.split("/")
+    sharded = None
+    if state.shard and shard.FOLDER.match(parts[-1]):
+        sharded, parts = shard.parse(state.shard), parts[:-1]
+    path = given or (Path(state.manifest) if state.manifest else None)
+    if path is None or not path.is_file():
+        raise UsageError(
+            f"{location}: its manifest ({state.manifest or 'unknown'}) is not here: give --manifest FILE"
+        )
+    return path, parts[-1], str(Location(location.scheme, location.bucket, "/".join(parts[:-1]))), sharded

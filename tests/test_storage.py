@@ -1,0 +1,671 @@
+"""Runs that write to a bucket: a real S3 API (moto's server, in memory, on 127.0.0.1), no mock.
+
+Exact request counts come from the simulator: what a bucket already holds is never sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from batchgen.cli.main import main
+from batchgen.job import jobs, remote
+from batchgen.manifest import validate
+from batchgen.outcomes import Event
+from batchgen.output.bucket import Retries
+from batchgen.sim.simulator import Simulator
+
+from .conftest import FAST_LIMITS
+
+moto_server = pytest.importorskip("moto.server")
+
+KEY_ID, SECRET = "AKIDSTORAGETEST", "storage-secret-never-shown-9f2c"
+
+
+class S3:
+    """moto's S3 on 127.0.0.1; ``stop``/``start`` make an outage (moto keeps the objects in memory)."""
+
+    def __init__(self) -> None:
+        self.server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, self.port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def restart(self) -> None:
+        self.server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def client(self) -> Any:
+        """boto3 (moto's own dependency): the test looks at the bucket through another S3 client."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=KEY_ID,
+            aws_secret_access_key=SECRET,
+        )
+
+    def make_bucket(self) -> str:
+        name = f"b-{secrets.token_hex(4)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> dict[str, int]:
+        """Every object of ``bucket``, with its size."""
+        listed = self.client().list_objects_v2(Bucket=bucket, MaxKeys=1000)
+        return {o["Key"]: o["Size"] for o in listed.get("Contents", [])}
+
+    def get(self, bucket: str, key: str) -> bytes:
+        data: bytes = self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        return data
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3]:
+    server = S3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: S3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S3:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_server.endpoint,
+        "BATCHGEN_WORK_DIR": str(tmp_path / "spool"),
+        "BATCHGEN_API_KEY": "k",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in (
+        "AWS_ALLOW_HTTP",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "BATCHGEN_BASE_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return s3_server
+
+
+class Job:
+    def __init__(self, tmp_path: Path, sim: Simulator, s3: S3, n: int = 4) -> None:
+        self.sim, self.s3 = sim, s3
+        self.bucket = s3.make_bucket()
+        self.url = f"s3://{self.bucket}/night"
+        self.path = tmp_path / "jobs" / "cat.yaml"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.work = tmp_path / "work"
+        self.write([{"id": f"i{k}", "prompt": f"p {k}"} for k in range(n)])
+
+    def write(self, items: list[dict[str, Any]]) -> None:
+        data = {"job": "cat", "limits": {**FAST_LIMITS, "concurrency": 4}, "items": items}
+        self.path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def argv(self, *flags: str) -> list[str]:
+        return ["run", str(self.path), "--base-url", self.sim.base_url, "--output", self.url, *flags]
+
+    def run(self, *flags: str, work: Path | None = None, quiet: bool = True) -> int:
+        return main([*self.argv(*flags), "--work-dir", str(work or self.work), *(["-q"] if quiet else [])])
+
+    def held(self) -> dict[str, int]:
+        return {k.removeprefix("night/cat/"): v for k, v in self.s3.keys(self.bucket).items()}
+
+    def object(self, key: str) -> bytes:
+        return self.s3.get(self.bucket, f"night/cat/{key}")
+
+    def journal_ids(self) -> list[str]:
+        lines = [orjson.loads(line) for line in self.object("journal.jsonl").splitlines()]
+        return sorted(line["id"] for line in lines if line.get("type") == "item")
+
+
+def test_a_job_to_a_bucket_lands_there_whole(tmp_path: Path, sim: Simulator, s3: S3) -> None:
+    job = Job(tmp_path, sim, s3)
+    assert job.run() == 0
+    keys = job.held()
+    for k in range(4):
+        assert f"images/i{k}.png" in keys
+        assert f"images/i{k}.json" in keys
+    assert {"journal.jsonl", "report.json", "report.html"} <= set(keys)
+    assert {f"thumbs/i{k}.webp" for k in range(4)} <= set(
+        keys
+    )  # the gallery's previews, before the spool lets go
+    assert ".lock" not in keys  # released
+    report = orjson.loads(job.object("report.json"))
+    assert report["status"] == "completed"
+    assert report["counts"]["succeeded"] == 4
+    assert job.journal_ids() == ["i0", "i1", "i2", "i3"]
+    assert sim.stats.requests == 4
+
+
+def test_a_fresh_work_dir_resumes_from_the_bucket_and_sends_nothing(
+    tmp_path: Path, sim: Simulator, s3: S3
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    assert job.run() == 0
+    assert sim.stats.requests == 4
+    assert job.run(work=tmp_path / "another-pod") == 0
+    assert sim.stats.requests == 4  # the bucket's journal and sizes vouch for every item
+    report = orjson.loads(job.object("report.json"))
+    assert report["counts"]["skipped"] == 4
+    # Nothing was downloaded to decide: the new spool holds no image.
+    assert not list((tmp_path / "another-pod").rglob("*.png"))
+
+
+def test_an_edited_prompt_regenerates_that_item_alone(tmp_path: Path, sim: Simulator, s3: S3) -> None:
+    job = Job(tmp_path, sim, s3)
+    assert job.run() == 0
+    job.write([{"id": f"i{k}", "prompt": "p edited" if k == 2 else f"p {k}"} for k in range(4)])
+    assert job.run(work=tmp_path / "another-pod") == 0
+    assert dict(sim.stats.by_prompt) == {"p 0": 1, "p 1": 1, "p 2": 1, "p 3": 1, "p edited": 1}
+    sidecar = orjson.loads(job.object("images/i2.json"))
+    assert sidecar["request"]["prompt"] == "p edited"
+
+
+def test_an_image_missing_from_the_bucket_is_made_again(tmp_path: Path, sim: Simulator, s3: S3) -> None:
+    job = Job(tmp_path, sim, s3)
+    assert job.run() == 0
+    s3.client().delete_object(Bucket=job.bucket, Key="night/cat/images/i1.png")
+    assert job.run(work=tmp_path / "another-pod") == 0
+    assert dict(sim.stats.by_prompt) == {"p 0": 1, "p 1": 2, "p 2": 1, "p 3": 1}
+    assert "images/i1.png" in job.held()
+
+
+FAST_STORE = Retries(attempts=2, first_backoff_s=0.01, max_backoff_s=0.02, give_up_s=1.0)
+
+
+def run_api(
+    job: Job, work: Path, on_event: Callable[[Event], None] = lambda e: None, **kw: Any
+) -> jobs.JobOutput:
+    """A run through the library, for what the command line does not let a test set."""
+    from batchgen import config
+
+    options = jobs.RunOptions(overrides=config.Overrides(base_url=job.sim.base_url))
+    bucket = remote.RemoteOutput(job.url, work, retries=FAST_STORE, **kw)
+    import os
+
+    return asyncio.run(
+        remote.run_manifest(validate.load(job.path), options, bucket, os.environ, on_event=on_event)
+    )
+
+
+def test_the_store_failing_mid_run_loses_nothing_and_pays_for_nothing_twice(
+    tmp_path: Path, sim: Simulator, s3: S3, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = Job(tmp_path, sim, s3, n=6)
+    stopped: list[str] = []
+
+    def outage(event: Event) -> None:
+        if type(event).__name__ == "ItemFinished" and not stopped:
+            stopped.append("now")
+            s3.stop()
+
+    try:
+        output = run_api(job, job.work, outage)
+    finally:
+        s3.restart()
+    assert output.report.status.value == "partial"
+    assert sim.stats.requests == 6
+    assert "wait in" in caplog.text
+    assert "run again to upload them" in caplog.text
+    assert SECRET not in caplog.text
+    held = job.held()
+    assert ".lock" in held  # it could not be released: the store was down
+    assert sum(k.endswith(".png") for k in held) < 6  # the outage kept some in the spool
+    if "journal.jsonl" in held:  # it lists only items whose files made it
+        assert all(f"images/{i}.png" in held for i in job.journal_ids())
+    # The next run from the same work dir takes its own lock back, uploads what waits, sends nothing.
+    assert job.run() == 0
+    assert sim.stats.requests == 6
+    held = job.held()
+    assert all(f"images/i{k}.png" in held and f"images/i{k}.json" in held for k in range(6))
+    assert job.journal_ids() == [f"i{k}" for k in range(6)]
+
+
+def hold_lock(job: Job, token: str, lease_s: float) -> None:
+    """Another run's lock on the job's folder, as a pod that died would leave it."""
+    import os
+
+    from batchgen import config
+    from batchgen.output.bucket import Bucket, Location
+    from batchgen.output.lease import BucketLock
+
+    bucket = Bucket(Location.parse(job.url).child("cat"), config.storage(os.environ))
+    asyncio.run(BucketLock(bucket, token, lease_s).acquire())
+
+
+def test_a_second_run_into_the_same_prefix_is_refused_while_the_lock_lives(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    hold_lock(job, "another-pod", lease_s=600)
+    assert job.run() == 3
+    err = capsys.readouterr().err
+    assert "in use by another batchgen run" in err
+    assert "lease runs out in" in err
+    assert sim.stats.requests == 0
+    assert "images/i0.png" not in job.held()
+
+
+def test_a_dead_runs_lock_is_taken_over_once_its_lease_ran_out(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    hold_lock(job, "a-pod-that-died", lease_s=0.001)
+    assert job.run(quiet=False) == 0
+    assert "taking over a lock whose lease ran out" in capsys.readouterr().err
+    assert sim.stats.requests == 4
+    assert ".lock" not in job.held()
+
+
+def test_a_key_the_store_refuses_stops_the_run_before_anything_is_sent(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from moto.core.authorization import enable_iam_authentication
+
+    job = Job(tmp_path, sim, s3)
+    with enable_iam_authentication():  # from here moto checks keys, and knows none
+        code = job.run()
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "access refused" in err
+    assert "check the credentials" in err
+    assert len(err.strip().splitlines()) == 1
+    assert SECRET not in err
+    assert KEY_ID not in err
+    assert sim.stats.requests == 0
+
+
+def test_an_unknown_bucket_stops_the_run_before_anything_is_sent(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    job.url = "s3://no-such-bucket-here/night"
+    assert job.run() == 3
+    err = capsys.readouterr().err
+    assert "s3://no-such-bucket-here/night/cat" in err
+    assert "the bucket does not exist" in err
+    assert sim.stats.requests == 0
+
+
+def test_shards_into_one_prefix_merge_in_the_bucket(tmp_path: Path, sim: Simulator, s3: S3) -> None:
+    job = Job(tmp_path, sim, s3, n=6)
+    assert job.run("--shard", "1/2", work=tmp_path / "pod-1") == 0
+    assert job.run("--shard", "2/2", work=tmp_path / "pod-2") == 0
+    held = job.held()
+    assert {k.split("/")[0] for k in held if k.endswith(".png")} == {"shard-1-of-2", "shard-2-of-2"}
+    assert main(["merge", f"{job.url}/cat", "--output", job.url, "-q"]) == 0
+    held = job.held()
+    assert all(f"images/i{k}.png" in held and f"images/i{k}.json" in held for k in range(6))
+    report = orjson.loads(job.object("report.json"))
+    assert report["counts"]["succeeded"] == 6
+    assert report["status"] == "completed"
+    assert job.journal_ids() == [f"i{k}" for k in range(6)]
+    assert b"i5" in job.object("report.html")
+    assert sim.stats.requests == 6
+
+
+def test_report_rebuilds_the_gallery_of_a_bucket_folder(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    assert job.run() == 0
+    s3.client().delete_object(Bucket=job.bucket, Key="night/cat/report.html")
+    assert main(["report", f"{job.url}/cat"]) == 0
+    assert f"{job.url}/cat/report.json" in capsys.readouterr().out
+    page = job.object("report.html")
+    assert all(f"i{k}".encode() in page for k in range(4))
+
+
+class ForwardProxy:
+    """A plain-http forward proxy on 127.0.0.1 that counts what passes through it."""
+
+    def __init__(self) -> None:
+        import http.client
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def forward(self) -> None:
+                seen.append(f"{self.command} {self.path}")
+                parts = urllib.parse.urlsplit(self.path)  # a proxy is asked for absolute URLs
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                upstream = http.client.HTTPConnection(parts.netloc, timeout=10)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+                upstream.request(
+                    self.command, parts.path + (f"?{parts.query}" if parts.query else ""), body, headers
+                )
+                answer = upstream.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def test_storage_requests_go_through_the_proxy_the_environment_names(
+    tmp_path: Path, sim: Simulator, s3: S3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = Job(tmp_path, sim, s3, n=2)
+    proxy = ForwardProxy()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)  # the relay's requests may pass through it too
+        assert job.run() == 0
+    finally:
+        monkeypatch.delenv("HTTP_PROXY")
+        proxy.close()
+    assert any(
+        line.startswith(f"PUT {s3.endpoint}/{job.bucket}/night/cat/images/i0.png") for line in proxy.seen
+    )
+    assert "images/i1.png" in job.held()
+
+
+@pytest.mark.parametrize(
+    ("text", "bucket", "prefix"),
+    [
+        ("s3://b/night", "b", "night"),
+        ("s3://b/a/b/", "b", "a/b"),
+        ("gs://b", "b", ""),
+        ("az://container/x//y", "container", "x/y"),
+    ],
+)
+def test_a_bucket_url_is_read_into_bucket_and_prefix(text: str, bucket: str, prefix: str) -> None:
+    from batchgen.output.bucket import Location
+
+    found = Location.parse(text)
+    assert (found.bucket, found.prefix) == (bucket, prefix)
+    assert str(found.child("job", "shard-1-of-2")) == f"{text.split('://')[0]}://{bucket}/" + "/".join(
+        p for p in (prefix, "job", "shard-1-of-2") if p
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--output", "s3://"], "expected s3://bucket/prefix"),
+        (["--output", "s3://key:secret@b/p"], "credentials come from the environment"),
+        (["--output", "s3://b/../p"], "no . or .."),
+        (["--lock-lease", "0"], "above 0"),
+    ],
+)
+def test_bad_bucket_flags_are_usage_errors(
+    argv: list[str], fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", str(tmp_path / "x.yaml"), *argv])
+    assert stopped.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_the_storage_environment_is_read_in_either_case() -> None:
+    from batchgen import config
+
+    found = config.storage(
+        {
+            "https_proxy": "http://p:3128",
+            "NO_PROXY": "10.0.0.0/8",
+            "AWS_ENDPOINT_URL": "http://s3.lan",
+            "AWS_ALLOW_HTTP": "true",
+            "HOME": "/home/u",
+        }
+    )
+    assert found.https_proxy == "http://p:3128"
+    assert found.proxy_for("https://s3.amazonaws.com") == "http://p:3128"
+    assert found.proxy_for("http://s3.lan") is None
+    assert found.no_proxy == "10.0.0.0/8"
+    assert found.allow_http
+    assert found.work_dir == Path("/home/u/.cache/batchgen/spool")
+    assert config.storage({"BATCHGEN_WORK_DIR": "/w"}, Path("/given")).work_dir == Path("/given")
+    assert config.storage({"BATCHGEN_WORK_DIR": "/w", "XDG_CACHE_HOME": "/c"}).work_dir == Path("/w")
+    assert config.storage({"XDG_CACHE_HOME": "/c"}).work_dir == Path("/c/batchgen/spool")
+
+
+def test_a_plain_http_endpoint_to_another_host_is_refused_unless_allowed(
+    tmp_path: Path,
+    sim: Simulator,
+    s3: S3,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3.example.invalid:9000")
+    assert job.run() == 2
+    assert "AWS_ALLOW_HTTP" in capsys.readouterr().err
+    assert sim.stats.requests == 0
+
+
+DOCS = Path(__file__).resolve().parent.parent
+
+
+def _documented_commands() -> list[list[str]]:
+    import re
+    import shlex
+
+    readme = (DOCS / "README.md").read_text()
+    section = readme.split("## Many machines, one bucket", 1)[1].split("\n## ", 1)[0]
+    found = []
+    for text in (section, (DOCS / "docs/storage.md").read_text()):
+        for block in re.findall(r"```\n(.*?)```", text, flags=re.S):
+            found += [shlex.split(line)[1:] for line in block.splitlines() if line.startswith("batchgen ")]
+    return found
+
+
+@pytest.mark.parametrize("argv", _documented_commands(), ids=lambda argv: " ".join(argv[:2]))
+def test_the_storage_docs_command_lines_parse(argv: list[str]) -> None:
+    from batchgen.cli.arguments import parser
+
+    args = parser().parse_args(argv)  # exits (fails the test) on an unknown flag or a bad value
+    assert args.command in ("run", "merge", "report")
+
+
+def test_the_readme_section_links_the_storage_page_and_its_links_exist() -> None:
+    import re
+
+    readme = (DOCS / "README.md").read_text()
+    section = readme.split("## Many machines, one bucket", 1)[1].split("\n## ", 1)[0]
+    assert "(docs/storage.md)" in section
+    page = (DOCS / "docs/storage.md").read_text()
+    for target in re.findall(r"\]\(([^)#]+)\)", section + page):
+        if not target.startswith("http"):
+            assert (DOCS / target).exists() or (DOCS / "docs" / target).exists(), target
+    for path in re.findall(r"`(jobs/deploy/[^`]+)`", section + page):
+        assert (DOCS / path).is_file(), path
+
+
+def test_a_running_job_renews_its_lock_so_no_one_takes_it_over(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator], s3: S3
+) -> None:
+    import threading
+
+    from batchgen.errors import JobLockedError
+
+    slow = threaded_simulator(latency_ms=150)
+    job = Job(tmp_path, slow, s3, n=4)
+    tries: list[str] = []
+
+    def another_run(event: Event) -> None:
+        # Well after the 0.2 s lease would have run out, had it not been renewed.
+        if type(event).__name__ != "ItemFinished" or len(tries) == 2:
+            return
+        if event.outcome.index < 2:  # type: ignore[union-attr]
+            return
+
+        def attempt() -> None:
+            try:
+                hold_lock(job, "another-pod", lease_s=60)
+                tries.append("took it")
+            except JobLockedError:
+                tries.append("refused")
+
+        thread = threading.Thread(target=attempt)
+        thread.start()
+        thread.join()
+
+    from batchgen import config
+
+    options = jobs.RunOptions(overrides=config.Overrides(base_url=slow.base_url, limits={"concurrency": 1}))
+    import os
+
+    output = asyncio.run(
+        remote.run_manifest(
+            validate.load(job.path),
+            options,
+            remote.RemoteOutput(job.url, job.work, lease_s=0.2),
+            os.environ,
+            on_event=another_run,
+        )
+    )
+    assert output.report.status.value == "completed"
+    assert tries == ["refused", "refused"]
+
+
+def test_the_buckets_journal_lists_only_items_whose_files_are_all_there(tmp_path: Path) -> None:
+    from batchgen.outcomes import ItemStatus
+    from batchgen.output.journal import Entry, JournalFile
+    from batchgen.output.spool import Ledger, Mirror
+
+    def line(item: str, *files: tuple[str, int]) -> bytes:
+        entry = Entry(
+            item, ItemStatus.SUCCEEDED, "f", "p", 1, tuple(JournalFile(f, "h", n) for f, n in files)
+        )
+        return orjson.dumps(entry.to_json(0.0))
+
+    header = b'{"type":"run","manifest":"m"}'
+    lines = [
+        header,
+        line("a", ("images/a.png", 10)),
+        line("b", ("images/b.png", 20)),
+        line("c", ("images/c.png", 5)),
+    ]
+    (tmp_path / "journal.jsonl").write_bytes(b"".join(x + b"\n" for x in lines) + b'{"type":"item","id":"cut')
+    for name, size in (("a", 10), ("b", 20)):
+        (tmp_path / f"images/{name}.png").parent.mkdir(exist_ok=True)
+        (tmp_path / f"images/{name}.png").write_bytes(b"x" * size)
+    mirror = Mirror({"images/a.png": 10, "images/c.png": 4}, [])  # c: in the bucket, cut short
+    ledger = Ledger(tmp_path, mirror, set())
+    assert sorted(ledger.read()) == ["images/b.png", "images/c.png"]  # what the bucket lacks
+    assert ledger.body() == header + b"\n" + lines[1] + b"\n"
+    mirror.sizes["images/b.png"] = 20  # uploaded since
+    assert ledger.body() == b"".join(x + b"\n" for x in lines[:3])
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "setting", "prefix"),
+    [
+        ("gs://bkt/night", "GCSStore", ("bucket", "bkt"), "night/cat"),
+        ("az://container/night", "AzureStore", ("container_name", "container"), "night/cat"),
+        ("s3://bkt/night", "S3Store", ("bucket", "bkt"), "night/cat"),
+    ],
+)
+def test_each_cloud_url_opens_its_own_store_at_the_jobs_folder(
+    url: str, kind: str, setting: tuple[str, str], prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchgen import config
+    from batchgen.output.bucket import Bucket, Location
+
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "account")
+    bucket = Bucket(Location.parse(url).child("cat"), config.storage({}))
+    store = bucket._store  # opened, not used: no request leaves the machine
+    assert type(store).__name__ == kind
+    assert store.config[setting[0]] == setting[1]  # type: ignore[union-attr]
+    assert store.prefix == prefix
+
+
+def test_retry_of_a_bucket_job_resends_its_failures_alone(tmp_path: Path, sim: Simulator, s3: S3) -> None:
+    job = Job(tmp_path, sim, s3)
+    job.write([{"id": "ok", "prompt": "fine"}, {"id": "flaky", "prompt": "[sim:502*4] down for a while"}])
+    assert job.run() == 1  # every attempt at "flaky" failed
+    # From another machine's empty work dir: the manifest is found where the journal says.
+    assert main(["retry", f"{job.url}/cat", "--base-url", sim.base_url, "-q"]) == 0
+    assert dict(sim.stats.by_prompt) == {"fine": 1, "[sim:502*4] down for a while": 5}
+    report = orjson.loads(job.object("report.json"))
+    assert report["status"] == "completed"
+    assert "images/flaky.png" in job.held()
+
+
+def test_redo_of_a_bucket_job_says_what_to_do_instead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["redo", "s3://b/night/cat", "i0"])
+    assert stopped.value.code == 2
+    assert "redo works on a local job folder, not a bucket's" in capsys.readouterr().err
+
+
+def test_a_run_that_lost_its_lock_leaves_the_buckets_journal_to_the_new_holder(
+    tmp_path: Path, s3: S3
+) -> None:
+    import os
+
+    from batchgen import config
+    from batchgen.output import spool
+    from batchgen.output.bucket import Bucket, Location
+
+    name = s3.make_bucket()
+    bucket = Bucket(Location.parse(f"s3://{name}/night/cat"), config.storage(os.environ))
+    (tmp_path / "journal.jsonl").write_bytes(b'{"type":"run","manifest":"m"}\n')
+    (tmp_path / "report.json").write_bytes(b"{}")
+
+    async def finish(ours: bool) -> int:
+        mirror = spool.Mirror({}, [])
+        async with spool.Uploader(bucket, tmp_path, mirror, still_ours=lambda: ours) as uploader:
+            return await uploader.finish()
+
+    assert asyncio.run(finish(ours=False)) == 1  # the journal waits
+    assert "night/cat/journal.jsonl" not in s3.keys(name)
+    assert "night/cat/report.json" in s3.keys(name)
+    assert asyncio.run(finish(ours=True)) == 0
+    assert "night/cat/journal.jsonl" in s3.keys(name)
+
+
+def test_a_second_run_from_the_same_work_dir_is_refused_before_it_touches_the_bucket(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from batchgen.output.lock import JobLock
+
+    job = Job(tmp_path, sim, s3)
+    where = remote.locate(remote.RemoteOutput(job.url, job.work), "cat", None, os.environ)
+    (where.spool / ".bucket").mkdir(parents=True)
+    with JobLock(where.spool / ".bucket"):  # as the first run holds it
+        assert job.run() == 3
+    assert "in use by another batchgen run" in capsys.readouterr().err
+    assert job.held() == {}  # not even a lock object: the first run's would have been taken
+    assert sim.stats.requests == 0
