@@ -55,10 +55,10 @@ def make_runner(tmp_path: Path, client: FakeClient, concurrency: int = 4) -> Run
         job="job",
         client=client,
         store=store,
-        policy=RetryPolicy(),
+        policy=RetryPolicy.from_limits(),
         references=ReferenceLoader(20_000_000),
         concurrency=concurrency,
-        guards=Guards(),
+        guards=Guards.from_limits(),
         journal=book,
     )
 

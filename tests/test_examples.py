@@ -163,7 +163,7 @@ def real_service_commands() -> Iterator[list[str]]:
     for block in re.findall(r"```sh\n(.*?)```", page, re.DOTALL):
         for line in block.splitlines():
             if line.startswith("batchgen "):
-                yield shlex.split(line)[1:]
+                yield shlex.split(line, comments=True)[1:]
 
 
 def test_the_real_service_page_commands_parse() -> None:

@@ -527,7 +527,12 @@ async def test_the_relays_throttle_is_not_a_failure_of_the_item_nor_of_the_servi
     client = FakeClient({"A": [throttle] * 5 + [OK]})
     fake = FakeTime()
     r = runner(
-        tmp_path, client, concurrency=1, fake=fake, max_attempts=1, guards=Guards(max_consecutive_failures=2)
+        tmp_path,
+        client,
+        concurrency=1,
+        fake=fake,
+        max_attempts=1,
+        guards=Guards(max_consecutive_failures=2, pause_s=60.0),
     )
     result = await run(r, [make_spec(0, "a", "A")])
     (outcome,) = result.outcomes

@@ -187,38 +187,18 @@ def _data(report: Report, cards: Iterable[Card], folder: str, history: Mapping[s
     shapes: dict[tuple[int, int], int] = {}  # pixel sizes, each written once
     pixel_of: list[int] = []
     flagged: dict[str, list[int]] = defaultdict(list)  # flag: the rows of the items it is on
+    parents: dict[str, list[str]] = {}  # the viewer links a dependent to these, and them back to it
     for c in cards:
         pixel_of.append(-1 if c.pixels is None else shapes.setdefault(c.pixels, len(shapes)))
         for flag in c.flags:
             flagged[flag].append(len(rows))
-    parents: dict[str, list[str]] = {}  # the viewer links a dependent to these, and them back to it
-    for c in cards:
         if c.parents:
             parents[c.id] = list(c.parents)
         shared = params.get(id(c.params))
         if shared is None:
             shared = params[id(c.params)] = len(params_table)
             params_table.append(dict(c.params))  # any Mapping, the default's proxy too
-        files: Any = list(c.files)
-        if len(c.files) == 1 and c.files[0].startswith(f"{paths.image(c.id)}."):
-            files = c.files[0].rpartition(".")[2]
-        row: list[Any] = [
-            c.id,
-            _STATUS_INDEX[c.status],
-            classes.setdefault(c.error_class, len(classes)) if c.error_class else -1,
-            c.attempts,
-            shared,
-            c.prompt,
-            files,
-            c.version,
-            c.message,
-            {name: list(files) for name, files in c.variants},
-        ]
-        for empty in (lambda v: not v, lambda v: v is None, lambda v: v == 1):
-            if not empty(row[-1]):
-                break
-            row.pop()  # trailing empty values: variants, then message, then version
-        rows.append(row)
+        rows.append(_row(c, shared, classes))
     data = {
         "job": report.job,
         "folder": folder,
@@ -273,3 +253,27 @@ def _failures(failures: Iterable[ReportFailure]) -> str:
             f"<th>attempts</th><th>prompt</th></tr></thead><tbody>{rows}</tbody></table></details>"
         )
     return '<section id="failures"><h2>Failures by class</h2>' + "".join(sections) + "</section>"
+
+
+def _row(c: Card, shared: int, classes: dict[ErrorClass, int]) -> list[Any]:
+    """One item's array in the page's data (see ``_data``), its trailing empty values left out."""
+    files: Any = list(c.files)
+    if len(c.files) == 1 and c.files[0].startswith(f"{paths.image(c.id)}."):
+        files = c.files[0].rpartition(".")[2]
+    row: list[Any] = [
+        c.id,
+        _STATUS_INDEX[c.status],
+        classes.setdefault(c.error_class, len(classes)) if c.error_class else -1,
+        c.attempts,
+        shared,
+        c.prompt,
+        files,
+        c.version,
+        c.message,
+        {name: list(files) for name, files in c.variants},
+    ]
+    for empty in (lambda v: not v, lambda v: v is None, lambda v: v == 1):
+        if not empty(row[-1]):
+            break
+        row.pop()  # trailing empty values: variants, then message, then version
+    return row
