@@ -107,4 +107,6 @@ def _bring_files(source: Path, store: JobStore, report: record.Report) -> None:
             if not src.resolve().is_relative_to(root):
                 raise StoreError(f"{source}/report.json names {name!r}, outside its folder")
             if src.is_file():
-                durable.link_or_copy(src, store.path(name))
+                target = store.path(name)
+                target.parent.mkdir(parents=True, exist_ok=True)  # derived/, variants/<name>/
+                durable.link_or_copy(src, target)
