@@ -163,6 +163,9 @@ def test_a_fresh_work_dir_resumes_from_the_bucket_and_sends_nothing(
     assert sim.stats.requests == 4  # the bucket's journal and sizes vouch for every item
     report = orjson.loads(job.object("report.json"))
     assert report["counts"]["skipped"] == 4
+    # The thumbnails are in the bucket: nothing to make again, nor to fail for want of the image.
+    assert not [item for item in report["items"] if item.get("variant_errors")]
+    assert {f"thumbs/i{k}.webp" for k in range(4)} <= set(job.held())
     # Nothing was downloaded to decide: the new spool holds no image.
     assert not list((tmp_path / "another-pod").rglob("*.png"))
 

@@ -63,6 +63,12 @@ def derive_item(task: Task) -> Result:
         kept = record.made.setdefault(image, {})
         try:
             data = (store.root / image).read_bytes()
+        except FileNotFoundError:
+            # Not on this machine (a bucket run's spool holds only what this run wrote): what was
+            # derived from it stays as recorded, and nothing is made or failed for it here.
+            kept.update(old.made.get(image, {}))
+            _list(kept, files, sizes, upscaled)
+            continue
         except OSError as exc:
             errors.update((v.name, f"{image}: cannot be read ({exc.strerror})") for v in task.variants)
             continue
@@ -77,11 +83,7 @@ def derive_item(task: Task) -> Result:
                 todo.append((variant, spec))
         if todo:
             made += _render(store, image, data, source_sha, todo, task.meta, kept, errors)
-        for name, one in kept.items():
-            files[name].append(one.path)
-            sizes[name].append(one.bytes)
-            if one.upscaled:
-                upscaled.add(name)
+        _list(kept, files, sizes, upscaled)
     if made or record.made != old.made:
         try:
             store.path(record_path(task.item_id)).parent.mkdir(exist_ok=True)
@@ -90,6 +92,17 @@ def derive_item(task: Task) -> Result:
             errors[RECORD_ERROR] = f"{record_path(task.item_id)} cannot be written ({exc})"
     shown = {n: f for n, f in files.items() if n not in errors}
     return Result(task.item_id, shown, {n: sizes[n] for n in shown}, tuple(sorted(upscaled)), errors, made)
+
+
+def _list(
+    kept: Mapping[str, Made], files: dict[str, list[str]], sizes: dict[str, list[int]], upscaled: set[str]
+) -> None:
+    for name, one in kept.items():
+        if name in files:  # a variant the manifest no longer has is not listed
+            files[name].append(one.path)
+            sizes[name].append(one.bytes)
+            if one.upscaled:
+                upscaled.add(name)
 
 
 def _render(
