@@ -159,7 +159,10 @@ def test_a_fresh_work_dir_resumes_from_the_bucket_and_sends_nothing(
     job = Job(tmp_path, sim, s3)
     assert job.run() == 0
     assert sim.stats.requests == 4
+    records = {k: job.object(f"derived/i{k}.json") for k in range(4)}
     assert job.run(work=tmp_path / "another-pod") == 0
+    # What was derived stays on record, not written over by a pod that never held the images.
+    assert {k: job.object(f"derived/i{k}.json") for k in range(4)} == records
     assert sim.stats.requests == 4  # the bucket's journal and sizes vouch for every item
     report = orjson.loads(job.object("report.json"))
     assert report["counts"]["skipped"] == 4

@@ -24,7 +24,7 @@ Shard = tuple[int, int] | None
 
 AT_ONCE = 32  # objects read or copied at once
 _SHARD_REPORT = re.compile(r"(?:^|/)(shard-\d+-of-\d+)/report\.json$")
-COPIED = (paths.IMAGES, paths.HISTORY, "thumbs", "variants")  # what a merge brings from each shard
+COPIED = (paths.IMAGES, paths.HISTORY, "thumbs", "variants", "derived")  # what a merge brings from each shard
 
 
 async def _bounded(calls: Iterable[Awaitable[object]]) -> None:

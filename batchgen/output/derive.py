@@ -67,6 +67,8 @@ def derive_item(task: Task) -> Result:
             # Not on this machine (a bucket run's spool holds only what this run wrote): what was
             # derived from it stays as recorded, and nothing is made or failed for it here.
             kept.update(old.made.get(image, {}))
+            if not kept:  # known to no record here: nothing to say of it, nothing to write over
+                del record.made[image]
             _list(kept, files, sizes, upscaled)
             continue
         except OSError as exc:

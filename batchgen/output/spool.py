@@ -33,6 +33,7 @@ from batchgen.output import paths
 from batchgen.output.bucket import Bucket
 from batchgen.output.journal import Entry
 from batchgen.output.store import JobStore
+from batchgen.output.variants import RECORDS
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,32 @@ async def restore(bucket: Bucket, folder: Path) -> Mirror:
         temp = folder / f".{paths.JOURNAL}.restore"
         temp.write_bytes(b"".join(line + b"\n" for line in merged))
         os.replace(temp, local_path)
+    await _records_down(bucket, folder, sizes)
     return Mirror(sizes, remote)
+
+
+RECORDS_AT_ONCE = 32
+
+
+async def _records_down(bucket: Bucket, folder: Path, sizes: dict[str, int]) -> None:
+    """The records of what was derived from each image (``derived/<id>.json``, small), brought
+    into a spool that lacks them: the derivation stage reads them to know what the bucket already
+    holds, and would otherwise write empty ones over them."""
+    wanted = [
+        p for p in sizes if p.startswith(f"{RECORDS}/") and p.endswith(".json") and not (folder / p).exists()
+    ]
+    if not wanted:
+        return
+    (folder / RECORDS).mkdir(parents=True, exist_ok=True)
+    turns = asyncio.Semaphore(RECORDS_AT_ONCE)
+
+    async def one(path: str) -> None:
+        async with turns:
+            found = await bucket.get(path)
+        if found is not None:
+            JobStore(folder).write_bytes(path, found[0], durable=False)
+
+    await asyncio.gather(*(one(p) for p in wanted))
 
 
 class SpooledStore(JobStore):
