@@ -247,3 +247,30 @@ def test_a_long_failure_class_is_cut_short_in_the_table(tmp_path: Path) -> None:
     assert page.count("<tr><td>f") == gallery.FAILURES_SHOWN
     assert "… and 7 more" in page
     assert len(data(page)["items"]) == len(failures)  # the grid has them all
+
+
+def test_a_prompt_that_opens_a_comment_and_a_script_leaves_the_data_block_whole() -> None:
+    # "<!--<script" puts an HTML parser in a state where the block's "</script>" no longer ends it:
+    # escaping "</" alone is not enough, no "<" may reach the block at all.
+    prompt = "<!--<script a tote, --> <script"
+    odd = [gallery.Card("odd", ItemStatus.PENDING, 0, (), prompt)]
+    page = gallery.render(report([{"id": "odd", "status": "pending", "files": [], "attempts": 0}], []), odd)
+    block = page.split('<script type="application/json" id="data">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in block
+    assert cards(page)["odd"]["prompt"] == prompt  # and the prompt reads back as written
+
+
+def test_the_pages_script_writes_text_never_markup() -> None:
+    # What a service answered (a failure message, a parameter) reaches the page through the script:
+    # every sink that parses HTML would turn it into markup. (tests/test_browser.py sees it in Chromium.)
+    page = gallery.render(report([], []), [])
+    script = page.rsplit("<script nonce=", 1)[1]
+    for sink in (
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "srcdoc",
+        "createContextualFragment",
+    ):
+        assert sink not in script, sink
