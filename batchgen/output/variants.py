@@ -49,7 +49,7 @@ class Variant:
     background: str = DEFAULT_BACKGROUND
     metadata: bool = True
     enlarge: bool = True  # False: never larger than the original (the thumbnail)
-    effort: int = 2  # WebP's method (0-6): a few per cent larger files than Pillow's 4, made far faster
+    effort: int = 2  # WebP's method (0-6): below Pillow's 4, trading a little size for speed
 
     @property
     def ext(self) -> str:
