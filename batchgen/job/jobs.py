@@ -119,8 +119,8 @@ def _unchanged(path: Path, options: RunOptions) -> Unchanged | None:
     return Unchanged(header, stamp) if stamp else None
 
 
-def job_folder(output_dir: Path, job: str, sharded: tuple[int, int] | None) -> Path:
-    folder = output_dir / job
+def job_folder(output_dir: Path, job_name: str, sharded: tuple[int, int] | None) -> Path:
+    folder = output_dir / job_name
     return folder / shard.folder(*sharded) if sharded is not None else folder
 
 
