@@ -11,12 +11,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from batchgen.manifest.catalog import Location
+from batchgen.manifest.catalog import Origin
 from batchgen.manifest.problems import Problems
 from batchgen.manifest.references import ItemReference
 from batchgen.manifest.spec import ChainShape, ItemSpec
 
-Checked = tuple[ItemSpec, Location]
+Checked = tuple[ItemSpec, Origin]
 
 
 def check(checked: Sequence[Checked], problems: Problems) -> tuple[dict[str, str], ChainShape]:
@@ -37,7 +37,7 @@ def check(checked: Sequence[Checked], problems: Problems) -> tuple[dict[str, str
 
 
 def _good_parents(
-    spec: ItemSpec, where: Location, by_id: Mapping[str, ItemSpec], problems: Problems
+    spec: ItemSpec, where: Origin, by_id: Mapping[str, ItemSpec], problems: Problems
 ) -> tuple[str, ...]:
     good: list[str] = []
     for k, ref in enumerate(spec.references):
@@ -65,7 +65,7 @@ def _good_parents(
 
 
 def _walk(
-    edges: Mapping[str, tuple[str, ...]], where: Mapping[str, Location], problems: Problems
+    edges: Mapping[str, tuple[str, ...]], where: Mapping[str, Origin], problems: Problems
 ) -> dict[str, int]:
     """Each item's level in its chain (1: a root), in one depth-first pass that reports each
     cycle once, on its item first in the manifest, listed in order from it."""
@@ -93,7 +93,7 @@ def _walk(
     return level
 
 
-def _cycle(cycle: list[str], where: Mapping[str, Location], problems: Problems) -> None:
+def _cycle(cycle: list[str], where: Mapping[str, Origin], problems: Problems) -> None:
     first = min(cycle, key=lambda i: where[i].position)
     at = cycle.index(first)
     cycle_text = " -> ".join([*cycle[at:], *cycle[:at], first])

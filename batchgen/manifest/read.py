@@ -18,7 +18,7 @@ from batchgen.config import (
     check_limit,
 )
 from batchgen.manifest import catalog, variants
-from batchgen.manifest.catalog import Location
+from batchgen.manifest.catalog import Origin
 from batchgen.manifest.fields import ID_HELP, ID_PATTERN, Key, check_id
 from batchgen.manifest.problems import Problems
 from batchgen.manifest.spec import Manifest, Sources
@@ -96,7 +96,7 @@ class RawItem(NamedTuple):
     """One raw item, not yet checked, and where it came from (``where.position``: its index)."""
 
     data: Any
-    where: Location
+    where: Origin
 
 
 def header(data: dict[str, Any], path: Path, problems: Problems, sources: Sources) -> Manifest:
@@ -145,7 +145,7 @@ def items(data: dict[str, Any], root: Path, problems: Problems, sources: Sources
     if not raw and not blocks:
         problems.error("the list is empty; a job needs at least one item", "items")
     for index, entry in enumerate(raw):
-        yield RawItem(entry, Location(index))
+        yield RawItem(entry, Origin(index))
     index = len(raw)
     for number, block in enumerate(blocks or []):
         for made in catalog.expand(block, number, root, problems.file, problems.error, index, sources.sign):
