@@ -259,6 +259,19 @@ ANSWERS: Mapping[str, Said] = {
     ),
 }
 
+# new-api's rate limits (its ModelRequestRateLimit), answered with a 429 and no Retry-After: the
+# success form counts requests that succeeded, the total form every request. N may carry decimals
+# (the simulator's short windows).
+RATE_LIMIT_WORDS = {
+    "success": "您已达到请求数限制：{minutes}分钟内最多请求{requests}次",  # noqa: RUF001
+    "total": (
+        "您已达到总请求数限制：{minutes}分钟内最多请求{requests}次，"  # noqa: RUF001
+        "包括失败次数，请检查您的请求是否正确"  # noqa: RUF001
+    ),
+}
+# What both forms say of the limit: N minutes, M requests.
+STATED_LIMIT = re.compile(r"(\d+(?:\.\d+)?)\s*分钟内最多请求\s*(\d+)\s*次")
+
 # new-api's answer for a model none of its channels serves; the simulator serves only ``MODELS``.
 NO_CHANNEL = Said(
     503,
