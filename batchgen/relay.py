@@ -109,24 +109,26 @@ def model_sizes(model: str) -> tuple[str, ...]:
     return known.sizes if known is not None else IMAGE_SIZES
 
 
+def _price_rows() -> dict[str, dict[str, float]]:
+    """Each model's prices, and ``*`` for any other model."""
+    return {**{name: dict(model.prices) for name, model in MODELS.items()}, "*": dict(OTHER_MODEL_PRICES)}
+
+
 def price_list() -> dict[str, object]:
     """The shipped price table, as ``--prices FILE`` reads one: a row per model, ``*`` for others."""
-    rows = {name: dict(model.prices) for name, model in MODELS.items()}
-    return {
-        "_comment": _PRICES_COMMENT,
-        "currency": CURRENCY,
-        "per_image": {**rows, "*": dict(OTHER_MODEL_PRICES)},
-    }
+    return {"_comment": _PRICES_COMMENT, "currency": CURRENCY, "per_image": _price_rows()}
 
 
 def price_file() -> str:
     """``price_list`` as ``batchgen/prices.json`` holds it: a row a line, for a reader to copy."""
-    table = price_list()
-    per_image = table["per_image"]
-    assert isinstance(per_image, dict)
-    rows = ",\n".join(f"    {json.dumps(name)}: {json.dumps(row)}" for name, row in per_image.items())
-    head = f'  "_comment": {json.dumps(table["_comment"])},\n  "currency": {json.dumps(table["currency"])},\n'
-    return "{\n" + head + '  "per_image": {\n' + rows + "\n  }\n}\n"
+    rows = ",\n".join(f"    {json.dumps(name)}: {json.dumps(row)}" for name, row in _price_rows().items())
+    return (
+        "{\n"
+        f'  "_comment": {json.dumps(_PRICES_COMMENT)},\n'
+        f'  "currency": {json.dumps(CURRENCY)},\n'
+        f'  "per_image": {{\n{rows}\n  }}\n'
+        "}\n"
+    )
 
 
 @dataclass(frozen=True, slots=True)
