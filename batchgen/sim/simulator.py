@@ -1,10 +1,11 @@
 """A stand-in for the relay: a real aiohttp server on 127.0.0.1 (docs/simulator.md).
 
-It imitates the real relay, not an idealised one (docs/real-service.md):
-it reads reference images only under its own key in ``extra_fields``
-(``relay.REFERENCE_KEY``) and draws them into the picture it returns, answers with ``b64_json``, an inline
-``data:`` URI or a link, refuses in Gemini's words, runs out of quota, gives
-up like a proxy after the work was done, and answers 413 over a body limit.
+It imitates the real relay, not an idealised one (docs/real-service.md), from the
+relay's own tables (``batchgen.relay``): it serves only the models they list, reads
+reference images only under their key in ``extra_fields`` and draws them into the
+picture it returns, answers with ``b64_json``, an inline ``data:`` URI or a link,
+refuses in Gemini's words, runs out of quota, gives up like a proxy after the work
+was done, and answers 413 over a body limit.
 
 This module takes the requests; ``faults`` decides each one's fate, reproducibly,
 ``answers`` draws the successes and ``links`` serves those answered as a link.
