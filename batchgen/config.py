@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from batchgen import relay
 from batchgen.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -18,9 +19,6 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.qhaigc.net/v1"
 DEFAULT_KEY_ENV = "BATCHGEN_API_KEY"
 BASE_URL_ENV = "BATCHGEN_BASE_URL"
-# Where the relay reads reference images: public integrations with it send this key, and it ignores
-# keys it does not know (generating without the references), so it stays a setting: api.reference_field.
-DEFAULT_REFERENCE_FIELD = "reference_images"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -174,7 +172,7 @@ class ApiSettings:
 
     base_url: str = DEFAULT_BASE_URL
     api_key_env: str = DEFAULT_KEY_ENV
-    reference_field: str = DEFAULT_REFERENCE_FIELD
+    reference_field: str = relay.REFERENCE_KEY  # where the relay reads reference images
     max_request_mb: float = 32.0  # a larger request body is never sent: the proxy in front would refuse it
 
     @property

@@ -18,9 +18,10 @@ import orjson
 import pytest
 from PIL import Image
 
+from batchgen import relay
 from batchgen.cli.main import main
 from batchgen.images import pixel_size
-from batchgen.manifest import provider
+from batchgen.manifest import sizes
 from batchgen.outcomes import Flag, ItemStatus
 from batchgen.output import journal, sidecar
 from batchgen.output.journal import Entry, JournalFile
@@ -61,12 +62,12 @@ SCALE = {"512": 0.5, "1K": 1, "2K": 2, "4K": 4}
 def test_the_simulator_answers_geminis_pixel_sizes(klass: str, ratio: str) -> None:
     w, h = GEMINI_1K[ratio]
     expected = (int(w * SCALE[klass]), int(h * SCALE[klass]))
-    assert provider.pixels(klass, ratio) == expected
-    assert provider.dimensions("1K", klass, ratio) == expected  # image_size with aspect_ratio
+    assert sizes.pixels(klass, ratio) == expected
+    assert sizes.dimensions("1K", klass, ratio) == expected  # image_size with aspect_ratio
     body = {"prompt": "p", "size": "1K", "extra_fields": {"image_size": klass, "aspect_ratio": ratio}}
     asked = answers.read(body)
     assert (asked.width, asked.height) == expected
-    assert not provider.requested("1K", klass, ratio).mismatch(*expected)
+    assert not sizes.requested("1K", klass, ratio).mismatch(*expected)
 
 
 @pytest.mark.parametrize(
@@ -87,7 +88,7 @@ def test_the_simulator_answers_geminis_pixel_sizes(klass: str, ratio: str) -> No
 def test_the_shape_a_request_asks_for(
     size: str, image_size: str | None, ratio: str | None, shape: tuple[Any, ...]
 ) -> None:
-    asked = provider.requested(size, image_size, ratio)
+    asked = sizes.requested(size, image_size, ratio)
     assert (asked.size_class, asked.aspect, asked.answered, str(asked)) == shape
 
 
@@ -118,7 +119,7 @@ def test_the_shape_a_request_asks_for(
 def test_the_size_check(
     asked: tuple[str, str | None, str | None], pixels: tuple[int, int], mismatch: bool
 ) -> None:
-    assert provider.requested(*asked).mismatch(*pixels) is mismatch
+    assert sizes.requested(*asked).mismatch(*pixels) is mismatch
 
 
 def test_pixel_sizes_are_read_from_the_header_alone() -> None:
@@ -423,7 +424,7 @@ def docs_section() -> str:
 
 def test_the_docs_table_is_the_one_the_code_reads() -> None:
     rows = re.findall(r"^\| (\d+:\d+) \| (\d+)x(\d+) \|$", docs_section(), re.M)
-    assert {ratio: (int(w), int(h)) for ratio, w, h in rows} == provider.GEMINI_1K == GEMINI_1K
+    assert {ratio: (int(w), int(h)) for ratio, w, h in rows} == relay.GEMINI_1K == GEMINI_1K
 
 
 def timeless(text: str) -> list[str]:

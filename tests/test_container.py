@@ -465,7 +465,7 @@ def test_the_wheel_holds_the_package_its_data_and_its_license(installed: Install
     expected = {p.relative_to(installed.context).as_posix() for p in package.rglob("*.py")}
     expected |= {
         "batchgen/py.typed",
-        "batchgen/plan/prices.json",
+        "batchgen/prices.json",
         "batchgen/report/gallery.html",
         "batchgen/manifest/manifest.schema.json",
     }

@@ -8,7 +8,8 @@ from types import MappingProxyType
 
 import pytest
 
-from batchgen.manifest import provider
+from batchgen import relay
+from batchgen.manifest import sizes
 from batchgen.manifest.references import LocalReference, UrlReference
 from batchgen.manifest.spec import ItemSpec
 from batchgen.plan.plan import build_body, fingerprint, plan_item
@@ -136,19 +137,19 @@ def test_fingerprint_ignores_the_id_and_order_of_extra_keys() -> None:
     ],
 )
 def test_dimensions_of_plain_sizes(size: str, dims: tuple[int, int]) -> None:
-    assert provider.dimensions(size, None, None) == dims
+    assert sizes.dimensions(size, None, None) == dims
 
 
-@pytest.mark.parametrize("image_size", provider.IMAGE_SIZES)
-@pytest.mark.parametrize("ratio", provider.ASPECT_RATIOS + provider.EXTREME_RATIOS)
+@pytest.mark.parametrize("image_size", relay.IMAGE_SIZES)
+@pytest.mark.parametrize("ratio", relay.ASPECT_RATIOS + relay.EXTREME_RATIOS)
 def test_dimensions_keep_the_ratio_and_the_class(image_size: str, ratio: str) -> None:
-    w, h = provider.dimensions("1K", image_size, ratio)
+    w, h = sizes.dimensions("1K", image_size, ratio)
     a, b = (int(x) for x in ratio.split(":"))
     side = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}[image_size]
     assert w % 8 == 0
     assert h % 8 == 0
-    assert not provider.requested("1K", image_size, ratio).mismatch(w, h)
-    if ratio in provider.EXTREME_RATIOS:  # not in Gemini's table: the class's pixel count
+    assert not sizes.requested("1K", image_size, ratio).mismatch(w, h)
+    if ratio in relay.EXTREME_RATIOS:  # not in Gemini's table: the class's pixel count
         assert abs(w * h / side**2 - 1) < 0.03
     else:
         assert abs((w / h) / (a / b) - 1) < 0.011  # Gemini's own sizes are up to 1% off the ratio

@@ -369,7 +369,7 @@ def write_case(write_manifest: Callable[..., Path], ref_png: Path) -> Callable[[
     """Writes a case's manifest beside the files the good cases name."""
     folder = ref_png.parent.parent
     (folder / "catalog.csv").write_text("sku,name\nA1,tote\nB2,cap\n", encoding="utf-8")
-    shutil.copy(Path(batchgen.__file__).parent / "plan" / "prices.json", folder / "prices.json")
+    shutil.copy(Path(batchgen.__file__).with_name("prices.json"), folder / "prices.json")
     return lambda data: write_manifest(data, name="case.yaml", folder=folder)
 
 

@@ -13,11 +13,11 @@ import orjson
 import pytest
 import yaml
 
+import batchgen
 from batchgen import manifest
 from batchgen.cli.main import main
 from batchgen.job import unchanged
 from batchgen.output import paths
-from batchgen.plan import pricing
 from batchgen.sim.simulator import Simulator
 
 from .conftest import FAST_LIMITS, png_bytes
@@ -277,7 +277,7 @@ def test_a_stamp_is_for_one_manifest_shard_price_table_and_version(
     assert catalog.run(manifest_path=str(copy)) == 0  # same job name, another manifest file
     assert expansions == [copy]
     prices = catalog.folder / "prices.json"
-    shutil.copy(Path(pricing.__file__).with_name("prices.json"), prices)
+    shutil.copy(Path(batchgen.__file__).with_name("prices.json"), prices)
     assert catalog.run("--prices", str(prices)) == 0
     assert expansions == [copy, catalog.path]
     monkeypatch.setattr(unchanged, "__version__", "99.0")

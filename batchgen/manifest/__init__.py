@@ -11,7 +11,7 @@
     fields      each item field's own check, and the table of item fields
     problems    the errors and warnings found, collected in order
     references  reference images, checked at load and read when sent (``shrink``: made smaller)
-    provider    what the relay accepts
+    sizes       the shape a request asks for, the pixels it is answered with, the size check
     schema      the JSON Schema, made from the same tables
 
 Imports nothing from a later stage. The way in is exported here: ``from batchgen import

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from batchgen.manifest import provider
+from batchgen import relay
 from batchgen.manifest.fields import ITEM_KEYS, prompt_slug
 from batchgen.manifest.references import Reference
 from batchgen.manifest.spec import ItemSpec
@@ -32,7 +32,7 @@ def inherited_extra(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> dict
         own_extra = own.get("extra_fields", {})
         if "image_size" not in own_extra:
             inherited.pop("image_size", None)
-        if provider.WXH.match(size) and "aspect_ratio" not in own_extra:
+        if relay.WXH.match(size) and "aspect_ratio" not in own_extra:
             inherited.pop("aspect_ratio", None)
     return inherited
 
@@ -57,8 +57,8 @@ class Specs:
             index=index,
             id=item_id or derived_id(prompt),
             prompt=prompt,
-            model=merged.get("model", provider.DEFAULT_MODEL),
-            size=merged.get("size", provider.DEFAULT_SIZE),
+            model=merged.get("model", relay.DEFAULT_MODEL),
+            size=merged.get("size", relay.DEFAULT_SIZE),
             n=merged.get("n", 1),
             response_format=merged.get("response_format", "b64_json"),
             extra_fields=self._extra(merged["extra_fields"]),

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchgen.manifest import provider
+from batchgen import relay
 
 MAX_N = 10
 MAX_PROMPT_CHARS = 32_000
@@ -57,14 +57,14 @@ def check_prompt(value: Any) -> Checked:
 
 def check_model(value: Any) -> Checked:
     if not isinstance(value, str) or not value.strip():
-        return None, f"must be a model id like {provider.DEFAULT_MODEL!r}, not {value!r}"
+        return None, f"must be a model id like {relay.DEFAULT_MODEL!r}, not {value!r}"
     return value, None
 
 
 def check_size(value: Any) -> Checked:
     size = _text(value)
-    if size is None or not (size in provider.SIZES or provider.WXH.match(size)):
-        return None, f"must be one of {', '.join(provider.SIZES)} or WxH, not {value!r}"
+    if size is None or not (size in relay.SIZES or relay.WXH.match(size)):
+        return None, f"must be one of {', '.join(relay.SIZES)} or WxH, not {value!r}"
     return size, None
 
 
@@ -136,25 +136,25 @@ ITEM_FIELDS: Mapping[str, Key] = {
         text=True,
     ),
     "model": Key(
-        f"The model id; another than {' or '.join(provider.KNOWN_MODELS)} is sent as is, with a warning.",
+        f"The model id; another than {' or '.join(relay.MODELS)} is sent as is, with a warning.",
         {
             "type": "string",
             "pattern": _TEXT,
-            "default": provider.DEFAULT_MODEL,
-            "examples": list(provider.KNOWN_MODELS),
+            "default": relay.DEFAULT_MODEL,
+            "examples": list(relay.MODELS),
         },
         check_model,
         text=True,
     ),
     "size": Key(
-        f"One of {', '.join(provider.SIZES)}; another WxH is sent as is with a warning (the service"
+        f"One of {', '.join(relay.SIZES)}; another WxH is sent as is with a warning (the service"
         " answers it at its default resolution).",
         {
             "anyOf": [
-                {"enum": [*provider.SIZES, *(int(s) for s in provider.SIZES if s.isdigit())]},
-                {"type": "string", "pattern": provider.WXH.pattern},
+                {"enum": [*relay.SIZES, *(int(s) for s in relay.SIZES if s.isdigit())]},
+                {"type": "string", "pattern": relay.WXH.pattern},
             ],
-            "default": provider.DEFAULT_SIZE,
+            "default": relay.DEFAULT_SIZE,
         },
         check_size,
         text=True,
@@ -172,13 +172,13 @@ ITEM_FIELDS: Mapping[str, Key] = {
     ),
     "aspect_ratio": Key(
         "Shorthand for extra_fields.aspect_ratio; an unusual ratio only warns.",
-        {**_SHORTHAND, "examples": [*provider.ASPECT_RATIOS, *provider.EXTREME_RATIOS]},
+        {**_SHORTHAND, "examples": [*relay.ASPECT_RATIOS, *relay.EXTREME_RATIOS]},
         check_shorthand,
         text=True,
     ),
     "image_size": Key(
         "Shorthand for extra_fields.image_size; it beats what size implies.",
-        {**_SHORTHAND, "examples": list(provider.IMAGE_SIZES)},
+        {**_SHORTHAND, "examples": list(relay.IMAGE_SIZES)},
         check_shorthand,
         text=True,
     ),
@@ -211,14 +211,14 @@ def item_warnings(
 ) -> list[tuple[str, str]]:
     """(field, message) for what the service takes but may ignore or answer oddly."""
     found = []
-    if model not in provider.KNOWN_MODELS:
-        found.append(("model", f"{model!r} is not one of {', '.join(provider.KNOWN_MODELS)}; sent as is"))
-    if size not in provider.SIZES:
+    if model not in relay.MODELS:
+        found.append(("model", f"{model!r} is not one of {', '.join(relay.MODELS)}; sent as is"))
+    if size not in relay.SIZES:
         found.append(
             ("size", f"{size} is not a size the service knows; it answers at its default resolution")
         )
     for key in extra:
-        if key in provider.REFERENCE_LIKE_FIELDS and key != reference_field:
+        if key in relay.REFERENCE_LIKE_KEYS and key != reference_field:
             found.append(
                 (
                     f"extra_fields.{key}",
@@ -227,16 +227,14 @@ def item_warnings(
                     " them. List them under references: instead",
                 )
             )
-        elif key not in provider.KNOWN_EXTRA_FIELDS and key != reference_field:
+        elif key not in relay.EXTRA_FIELDS and key != reference_field:
             found.append((f"extra_fields.{key}", "not a field the service documents; passed through as is"))
     image_size = extra.get("image_size")
-    if image_size is not None and image_size not in provider.IMAGE_SIZES:
-        found.append(
-            ("image_size", f"{image_size!r} is not one of {', '.join(provider.IMAGE_SIZES)}; may be ignored")
-        )
+    sizes = relay.model_sizes(model)
+    if image_size is not None and image_size not in sizes:
+        found.append(("image_size", f"{image_size!r} is not one of {', '.join(sizes)}; may be ignored"))
     ratio = extra.get("aspect_ratio")
-    extreme_ok = ratio in provider.EXTREME_RATIOS and model == "nano-banana-2"
-    if ratio is not None and ratio not in provider.ASPECT_RATIOS and not extreme_ok:
+    if ratio is not None and ratio not in relay.model_ratios(model):
         found.append(("aspect_ratio", f"{ratio!r} is not a ratio {model} is known to take; may be ignored"))
     return found
 
@@ -249,7 +247,7 @@ def contradictions(size: str | None, image_size: Any, ratio: Any) -> list[tuple[
     if size is None:
         return []
     found = []
-    klass = provider.SIZES.get(size)
+    klass = relay.SIZES.get(size)
     if klass is not None and image_size is not None and image_size != klass:
         found.append(
             (
@@ -257,8 +255,8 @@ def contradictions(size: str | None, image_size: Any, ratio: Any) -> list[tuple[
                 f"{image_size} disagrees with size {size} set beside it; the service goes by image_size",
             )
         )
-    shape = provider.WXH.match(size)
-    if shape and ratio in provider.ASPECT_RATIOS + provider.EXTREME_RATIOS:
+    shape = relay.WXH.match(size)
+    if shape and ratio in relay.ASPECT_RATIOS + relay.EXTREME_RATIOS:
         w, h = (int(x) for x in str(ratio).split(":"))
         if abs(int(shape.group(1)) / int(shape.group(2)) - w / h) > 0.02:
             found.append(

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from batchgen import relay
 from batchgen.config import (
     BASE_URL_PATTERN,
     ENV_NAME,
@@ -45,7 +46,7 @@ TOP_FIELDS: Mapping[str, Key] = {
         {"type": ["object", "null"]},
     ),
     "prices": Key(
-        "A price table file next to the manifest (a copy of batchgen/plan/prices.json with your relay's"
+        "A price table file next to the manifest (a copy of batchgen/prices.json with your relay's"
         " prices), for the cost estimates.",
         {"type": ["string", "null"], "minLength": 1},
     ),
@@ -199,7 +200,9 @@ def _api(raw: dict[str, Any], problems: Problems) -> ApiSettings:
         env = api.api_key_env
     field = raw.get("reference_field", api.reference_field)
     if not isinstance(field, str) or not REFERENCE_FIELD_NAME.match(field):
-        problems.error(f"must be a field name like 'reference_images', not {field!r}", "api.reference_field")
+        problems.error(
+            f"must be a field name like {relay.REFERENCE_KEY!r}, not {field!r}", "api.reference_field"
+        )
         field = api.reference_field
     cap = raw.get("max_request_mb", api.max_request_mb)
     if isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 < cap <= MAX_REQUEST_MB:

@@ -8,7 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from batchgen.manifest import provider
+from batchgen import relay
+from batchgen.manifest.sizes import size_class
 from batchgen.manifest.spec import ChainShape, Manifest
 from batchgen.plan.pricing import PriceTable
 
@@ -93,7 +94,7 @@ def summary(job: Manifest, prices: PriceTable) -> Estimate:
     sizes: dict[str, int] = defaultdict(int)
     roots = job.chain_roots
     for item in job.items:
-        klass = provider.size_class(item.size, item.image_size)
+        klass = size_class(item.size, item.image_size)
         groups[(item.model, klass)][0] += 1
         groups[(item.model, klass)][1] += item.n
         if roots and item.id in roots:
@@ -101,7 +102,7 @@ def summary(job: Manifest, prices: PriceTable) -> Estimate:
         # What the service will make: the resolution class it bills, and the shape.
         if item.aspect_ratio is not None:
             shape = f"{klass} {item.aspect_ratio}"
-        elif provider.WXH.match(item.size) and item.image_size is None:
+        elif relay.WXH.match(item.size) and item.image_size is None:
             shape = item.size
         else:
             shape = klass

@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from batchgen.manifest import provider
 from batchgen.manifest.references import Reference
+from batchgen.manifest.sizes import Shape, requested
 from batchgen.manifest.spec import ItemSpec, output_stems
 from batchgen.output import paths
 from batchgen.plan import pricing
@@ -34,7 +34,7 @@ class PlannedRequest:
     sidecar: str  # relative to the job folder
     size_class: str
     estimated_cost: float
-    shape: provider.Shape  # what the images should be: checked when they arrive
+    shape: Shape  # what the images should be: checked when they arrive
 
     @property
     def model(self) -> str:
@@ -59,7 +59,7 @@ def plan_item(spec: ItemSpec, reference_field: str, prices: pricing.PriceTable) 
     }
     if spec.extra_fields:
         body["extra_fields"] = dict(spec.extra_fields)
-    shape = provider.requested(spec.size, spec.image_size, spec.aspect_ratio)
+    shape = requested(spec.size, spec.image_size, spec.aspect_ratio)
     size_class = shape.size_class
     return PlannedRequest(
         index=spec.index,

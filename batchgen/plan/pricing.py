@@ -1,13 +1,13 @@
 """Estimated spend, from a price table per model and resolution class.
 
-The shipped table (``batchgen/plan/prices.json``) holds estimates; a user's own
-table (``--prices FILE`` or the manifest's ``prices:``) replaces it. Format,
-JSON or YAML:
+The shipped table holds estimates (the relay's prices in ``batchgen.relay``, shipped as
+``batchgen/prices.json`` for users to copy); a user's own table (``--prices FILE`` or the
+manifest's ``prices:``) replaces it. Format, JSON or YAML:
 
     currency: USD
     per_image:
-      nano-banana-2:   {"512": 0.02, 1K: 0.039, 2K: 0.06, 4K: 0.12}
-      "*":             {"512": 0.10, 1K: 0.134, 2K: 0.134, 4K: 0.24}   # any other model
+      some-model:   {"512": 0.02, 1K: 0.039, 2K: 0.06, 4K: 0.12}
+      "*":          {"512": 0.10, 1K: 0.134, 2K: 0.134, 4K: 0.24}   # any other model
 
 A model without a row, in a table without a ``*`` row, is priced at the
 highest price of its class, so ``--max-cost`` errs on the safe side.
@@ -17,27 +17,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 
+from batchgen import relay
 from batchgen.errors import UsageError
-from batchgen.manifest.provider import IMAGE_SIZES
+
+# How an estimate names the shipped table: the file made from the relay's prices, for users to copy.
+SHIPPED = "batchgen/prices.json"
 
 
 @dataclass(frozen=True)
 class PriceTable:
     currency: str
     per_image: Mapping[str, Mapping[str, float]]
-    source: str = "batchgen/plan/prices.json"
+    source: str = SHIPPED
 
     @classmethod
     def default(cls) -> PriceTable:
-        data = orjson.loads(resources.files("batchgen.plan").joinpath("prices.json").read_bytes())
-        return cls.from_data(data, "batchgen/plan/prices.json")
+        """The relay's own prices (estimates)."""
+        return cls.from_data(relay.price_list(), SHIPPED)
 
     @classmethod
     def load(cls, path: Path) -> PriceTable:
@@ -63,14 +64,14 @@ class PriceTable:
             if not isinstance(row, dict):
                 raise bad(f"per_image.{model} must map 512, 1K, 2K and 4K to prices")
             prices = {str(k): v for k, v in row.items()}
-            missing = [size for size in IMAGE_SIZES if size not in prices]
+            missing = [size for size in relay.IMAGE_SIZES if size not in prices]
             if missing:
                 raise bad(f"per_image.{model} has no price for {', '.join(missing)}")
-            for size in IMAGE_SIZES:
+            for size in relay.IMAGE_SIZES:
                 value = prices[size]
                 if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                     raise bad(f"per_image.{model}.{size} must be a price of 0 or more, not {value!r}")
-            table[str(model)] = {size: float(prices[size]) for size in IMAGE_SIZES}
+            table[str(model)] = {size: float(prices[size]) for size in relay.IMAGE_SIZES}
         currency = data.get("currency", "USD")
         return cls(str(currency), table, source)
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from batchgen import relay
 from batchgen.errors import RateHeaders, RelayLimit
 
-# new-api's rate limits in its own words (both forms, the success limit and the total one, say
-# "N分钟内最多请求M次"), and English ones ("60 requests per 1 minute", "60 requests per minute").
-# N may carry decimals: the simulator's short test windows.
-_STATED_CN = re.compile(r"(\d+(?:\.\d+)?)\s*分钟内最多请求\s*(\d+)\s*次")
+# Rate limits stated in English by other gateways ("60 requests per 1 minute", "60 requests per
+# minute"); new-api's own words are the relay's (``relay.STATED_LIMIT``).
 _STATED_EN = re.compile(
     r"(\d+)\s*requests?\s+(?:per|every|each|in)\s+(?:(\d+(?:\.\d+)?)\s*)?(minute|min|second|sec|hour)s?\b",
     re.IGNORECASE,
@@ -21,7 +20,7 @@ _UNIT_S = {"minute": 60.0, "min": 60.0, "second": 1.0, "sec": 1.0, "hour": 3600.
 
 def stated_limit(text: str) -> RelayLimit | None:
     """The limit a 429's message states (M requests per N minutes), or None when it states none."""
-    chinese = _STATED_CN.search(text)
+    chinese = relay.STATED_LIMIT.search(text)
     if chinese:
         window_s, requests = float(chinese.group(1)) * 60, int(chinese.group(2))
     else:

@@ -13,39 +13,14 @@ from dataclasses import dataclass
 import orjson
 import pybase64
 
+from batchgen import relay
 from batchgen.errors import ErrorClass, RequestError
 from batchgen.images import SNIFF_BYTES, GeneratedImage, ImageFormat, sniff
 from batchgen.service.limits import rate_headers, stated_limit
 
 MAX_MESSAGE = 300
 
-# The provider's documented messages, which arrive with status 500 (docs/real-service.md).
-_MESSAGE_RULES = (
-    ("chat response contains no choices", ErrorClass.SAFETY_FILTER),
-    ("no base64 image found in response", ErrorClass.NO_IMAGE),
-    ("failed to upload image", ErrorClass.SERVER_ERROR),
-)
-# "No credit left" in the words of new-api (its 401/403 codes and Chinese messages) and of OpenAI
-# (a 429 that is not a rate limit). Before the status: these arrive as 401, 403 and 429.
-_NO_CREDIT = re.compile(
-    r"insufficient_quota|insufficient_user_quota|pre_consume_token_quota_failed|TokenStatusExhausted"
-    r"|额度已用尽|额度不足|exceeded your current quota|quota is not enough",
-    re.IGNORECASE,
-)
-# Gemini's refusal reasons (blockReason / finishReason), passed on by gateways with any status.
-# Upper-case words as Gemini spells them, so that prose mentioning "safety" is not caught here.
-_GEMINI_REFUSAL = re.compile(
-    r"(?<![A-Za-z_])(?:IMAGE_)?(?:SAFETY|PROHIBITED_CONTENT|RECITATION)(?![A-Za-z_])"
-    r"|(?<![A-Za-z_])(?:BLOCKLIST|SPII)(?![A-Za-z_])"
-    r"|content_filter|prompt_blocked|blocked by Gemini"
-)
-_GEMINI_NO_IMAGE = re.compile(
-    r"(?<![A-Za-z_])(?:NO_IMAGE|IMAGE_OTHER)(?![A-Za-z_])|no images? (?:were |was )?generated", re.IGNORECASE
-)
-_SAFETY_WORDS = re.compile(
-    r"content[_ ]policy|moderation|safety (?:system|filter)|flagged|prohibited content|blocked by safety",
-    re.IGNORECASE,
-)
+# An error answer's class by its status, where no message rule of the relay says otherwise.
 _STATUS_CLASSES = {
     400: ErrorClass.INVALID_REQUEST,
     404: ErrorClass.INVALID_REQUEST,
@@ -61,17 +36,11 @@ _STATUS_CLASSES = {
 
 
 def classify(status: int, text: str) -> ErrorClass:
-    """The class of an error response: what its message says first, then its status."""
-    lowered = text.lower()
-    for needle, error_class in _MESSAGE_RULES:
-        if needle in lowered:
-            return error_class
-    if _NO_CREDIT.search(text):
-        return ErrorClass.QUOTA_EXHAUSTED
-    if _GEMINI_REFUSAL.search(text) or _SAFETY_WORDS.search(text):
-        return ErrorClass.SAFETY_FILTER
-    if _GEMINI_NO_IMAGE.search(text):
-        return ErrorClass.NO_IMAGE
+    """The class of an error response: what its message says first (the relay's message rules,
+    in order), then its status."""
+    for rule in relay.MESSAGE_RULES:
+        if rule.words.search(text):
+            return rule.means
     if status in _STATUS_CLASSES:
         return _STATUS_CLASSES[status]
     if 500 <= status <= 599:

@@ -1,8 +1,9 @@
 """The simulator's successes: the picture a request asks for, as ``b64_json``, an inline
 ``data:`` URI or a link.
 
-The relay reads reference images only under ``extra_fields.reference_images`` and draws them
-into the picture it returns; any other key it does not know, it ignores.
+The relay reads reference images only under its own key in ``extra_fields``
+(``relay.REFERENCE_KEY``) and draws them into the picture it returns; any other key it does not
+know, it ignores.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import orjson
 import pybase64
 from aiohttp import web
 
-from batchgen.manifest import provider
+from batchgen import relay
+from batchgen.manifest.sizes import dimensions
 from batchgen.sim import images
 from batchgen.sim.links import Links
 
-REFERENCE_KEY = "reference_images"
-KNOWN_EXTRA = ("image_size", "aspect_ratio", REFERENCE_KEY)
+KNOWN_EXTRA = (*relay.EXTRA_FIELDS, relay.REFERENCE_KEY)
 # Pictures drawn with references kept at most, the oldest dropped first.
 _RENDERED = 64
 
@@ -47,19 +48,19 @@ def read(body: dict[str, Any], drop: tuple[str, ...] = ()) -> Asked:
     """
     extra = body.get("extra_fields")
     extra = extra if isinstance(extra, dict) else {}
-    size = str(body.get("size") or provider.DEFAULT_SIZE)
+    size = str(body.get("size") or relay.DEFAULT_SIZE)
     image_size = extra.get("image_size")
-    image_size = image_size if image_size in provider.IMAGE_SIZES else None
+    image_size = image_size if image_size in relay.IMAGE_SIZES else None
     ratio = extra.get("aspect_ratio")
     ratio = ratio if isinstance(ratio, str) else None
     if "image_size" in drop:  # the class is lost, a WxH size's shape is not
         image_size = None
-        size = provider.DEFAULT_SIZE if size in provider.LONG_SIDE else size
+        size = relay.DEFAULT_SIZE if size in relay.LONG_SIDE else size
     if "aspect_ratio" in drop:
-        ratio = provider.DEFAULT_RATIO
-    width, height = provider.dimensions(size, image_size, ratio)
+        ratio = relay.DEFAULT_RATIO
+    width, height = dimensions(size, image_size, ratio)
     n = body.get("n")
-    refs = extra.get(REFERENCE_KEY)
+    refs = extra.get(relay.REFERENCE_KEY)
     return Asked(
         width=width,
         height=height,

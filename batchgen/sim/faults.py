@@ -16,37 +16,10 @@ import time
 import pybase64
 from aiohttp import web
 
+from batchgen import relay
 from batchgen.sim.settings import ALL_FAULTS, SimulatorConfig
 
 _DIRECTIVE = re.compile(r"\[sim:([a-z0-9_]+)(?:\*(\d+))?\]")
-# Each in the relay's words: status, message, error type, error code.
-_ERRORS: dict[str, tuple[int, str, str, str]] = {
-    "429": (429, "Rate limit reached for requests", "rate_limit_exceeded", ""),
-    "500": (500, "internal server error", "server_error", ""),
-    "503": (503, "the model is overloaded", "server_error", ""),
-    "safety": (500, "chat response contains no choices", "upstream_error", ""),
-    "no_image": (500, "no base64 image found in response", "upstream_error", ""),
-    "upload": (500, "failed to upload image", "upstream_error", ""),
-    "400": (400, "invalid size", "invalid_request_error", ""),
-    "401": (401, "无效的令牌", "new_api_error", ""),
-    "403": (403, "this key may not use this model", "new_api_error", ""),
-    "blocked": (400, "request blocked by Gemini API: PROHIBITED_CONTENT", "prompt_blocked", "prompt_blocked"),
-    "image_safety": (
-        500,
-        "upstream returned no image: finishReason=IMAGE_SAFETY",
-        "upstream_error",
-        "empty_response",
-    ),
-    "no_images": (500, "no images generated", "new_api_error", "empty_response"),
-    "quota": (
-        429,
-        "You exceeded your current quota, please check your plan and billing details.",
-        "insufficient_quota",
-        "insufficient_quota",
-    ),
-    "token_exhausted": (401, "该令牌额度已用尽 TokenStatusExhausted[sk-abc***xyz]", "new_api_error", ""),
-    "user_quota": (403, "用户额度不足, 剩余额度: ＄0.000000", "new_api_error", "insufficient_user_quota"),  # noqa: RUF001
-}
 # The proxy's pages: status, title, server.
 _PAGES = {
     "502": (502, "502 Bad Gateway", "nginx"),
@@ -80,18 +53,18 @@ def link_failures(fault: str, config: SimulatorConfig) -> int:
 
 async def answer(fault: str, request: web.Request, config: SimulatorConfig) -> web.StreamResponse:
     """The answer of a fault other than a link fault; ``drop`` and ``cut`` close the connection."""
-    if fault in _ERRORS:
-        status, message, kind, code = _ERRORS[fault]
+    said = relay.ANSWERS.get(fault)
+    if said is not None and said.status == 200:  # an error in a success's clothes, as gateways send it
+        return web.json_response({"error": {"message": said.message, "type": said.type}})
+    if said is not None:
         headers = {"Retry-After": str(config.retry_after_s)} if fault == "429" else None
-        return error(status, message, kind, headers, code)
+        return error(said.status, said.message, said.type, headers, said.code)
     if fault in _PAGES:
         return page(fault)
     if fault == "html":
         return web.Response(
             status=200, text="<html><body>Please wait</body></html>", content_type="text/html"
         )
-    if fault == "filtered":
-        return web.json_response({"error": {"message": "finish_reason: content_filter", "type": "stop"}})
     if fault == "drop":
         assert request.transport is not None
         request.transport.close()

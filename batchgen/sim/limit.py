@@ -13,14 +13,9 @@ from collections import deque
 
 from aiohttp import web
 
+from batchgen import relay
 from batchgen.sim import faults
 from batchgen.sim.settings import SimulatorConfig
-
-# new-api's two messages, word for word but for N, which may be a fraction of a minute here.
-_SUCCESS_WORDS = "您已达到请求数限制：{minutes}分钟内最多请求{requests}次"  # noqa: RUF001
-_TOTAL_WORDS = (
-    "您已达到总请求数限制：{minutes}分钟内最多请求{requests}次，包括失败次数，请检查您的请求是否正确"  # noqa: RUF001
-)
 
 
 class KeyWindow:
@@ -37,7 +32,7 @@ class KeyWindow:
         """A request arrives: the 429 that refuses it, or None (for the total form, counted)."""
         now = self._forget()
         if len(self._times) >= self.requests:
-            words = _TOTAL_WORDS if self.total else _SUCCESS_WORDS
+            words = relay.RATE_LIMIT_WORDS["total" if self.total else "success"]
             minutes = format(self.window_s / 60, ".12g")
             return faults.error(429, words.format(minutes=minutes, requests=self.requests), "new_api_error")
         if self.total:

@@ -1,10 +1,11 @@
 """A stand-in for the relay: a real aiohttp server on 127.0.0.1 (docs/simulator.md).
 
-It imitates the real relay, not an idealised one (docs/real-service.md):
-it reads reference images only under ``extra_fields.reference_images`` and
-draws them into the picture it returns, answers with ``b64_json``, an inline
-``data:`` URI or a link, refuses in Gemini's words, runs out of quota, gives
-up like a proxy after the work was done, and answers 413 over a body limit.
+It imitates the real relay, not an idealised one (docs/real-service.md), from the
+relay's own tables (``batchgen.relay``): it serves only the models they list, reads
+reference images only under their key in ``extra_fields`` and draws them into the
+picture it returns, answers with ``b64_json``, an inline ``data:`` URI or a link,
+refuses in Gemini's words, runs out of quota, gives up like a proxy after the work
+was done, and answers 413 over a body limit.
 
 This module takes the requests; ``faults`` decides each one's fate, reproducibly,
 ``answers`` draws the successes and ``links`` serves those answered as a link.
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from batchgen import relay
 from batchgen.sim import answers, faults, images
 from batchgen.sim.limit import KeyWindow
 from batchgen.sim.links import Links
@@ -112,13 +114,18 @@ class Simulator:
         if self.on_request is not None:
             self.on_request(self.stats.requests)
         if cfg.api_key is not None and request.headers.get("Authorization") != f"Bearer {cfg.api_key}":
-            return faults.error(401, "无效的令牌", "new_api_error")
+            said = relay.ANSWERS["401"]
+            return faults.error(said.status, said.message, said.type)
         if not isinstance(prompt, str) or not prompt.strip():
             return faults.error(400, "prompt is required", "invalid_request_error")
         refused = self._limit.arrived() if self._limit is not None else None
         if refused is not None:
             self.stats.throttled += 1
             return refused
+        model = body.get("model")
+        if isinstance(model, str) and model not in relay.MODELS:
+            said = relay.NO_CHANNEL
+            return faults.error(said.status, said.message.format(model=model), said.type, code=said.code)
         if cfg.latency_ms:
             await asyncio.sleep(cfg.latency_ms / 1000)
         fault = faults.choose(cfg, prompt, key, attempt)
