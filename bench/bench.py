@@ -590,7 +590,8 @@ def gallery_first_paint(res: Results, items: int) -> None:
 
     sys.path.insert(0, str(HERE.parent))
     from batchgen.report import gallery
-    from tests.test_browser import FLAGS, big_report
+    from tests.browser import FLAGS
+    from tests.test_browser import big_report
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

@@ -165,3 +165,26 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 def sim(threaded_simulator: Callable[..., Simulator]) -> Simulator:
     """A simulator with default settings, in its own thread."""
     return threaded_simulator()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One Chromium for the session (tests/browser.py); each test gets a context of its own."""
+    from .browser import CHROMIUM, FLAGS, playwright_api
+
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh page in a context of its own; the test fails if the page's own script threw."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert errors == []

@@ -502,11 +502,11 @@ def test_json_logs_carry_the_flags(
 
 def test_the_simulator_command_takes_the_fields_to_drop() -> None:
     from batchgen.cli import arguments
-    from batchgen.cli.main import _simulator_config
+    from batchgen.cli.main import simulator_config
 
     args = arguments.parse(["simulator", "--drop-fields", "aspect_ratio, image_size"])
-    assert _simulator_config(args, "").dropped_fields == ("aspect_ratio", "image_size")
-    assert _simulator_config(arguments.parse(["simulator"]), "").dropped_fields == ()
+    assert simulator_config(args, "").dropped_fields == ("aspect_ratio", "image_size")
+    assert simulator_config(arguments.parse(["simulator"]), "").dropped_fields == ()
 
 
 def test_a_failed_redo_leaves_the_item_flagged_for_the_next(

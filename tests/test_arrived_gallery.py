@@ -4,18 +4,15 @@ flags the items asked at 2K, and the filter shows those cards and no other."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from .test_browser import CHROMIUM, FLAGS, cli, expect, open_page, playwright_api, shown_ids
+from .browser import cli, expect, needs_chromium, open_page, shown_ids
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium on this machine (.ci/run installs Debian's chromium package)"
-)
+pytestmark = needs_chromium
 
 ITEMS = [
     {"id": "hero-2k", "prompt": "a hero shot of a tote", "image_size": "2K"},
@@ -36,25 +33,6 @@ def flagged_job(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert cli(*run) == 0
     assert cli("report", str(out / "f"), "-q") == 0  # the thumbnails, all there
     return out / "f"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    context.close()
-    assert errors == []
 
 
 def test_the_flag_filter_shows_only_the_flagged_cards(page: Any, flagged_job: Path) -> None:

@@ -1,17 +1,14 @@
 """report.html in a real browser: Playwright drives Debian's chromium with real clicks and keystrokes.
 
-.ci/run installs chromium when it is missing; where it truly cannot be, these tests skip and say so.
+Where chromium truly cannot be, these tests skip and say so (tests/browser.py).
 The page keeps its Content Security Policy throughout (no bypass): waiting is done with locators,
 which need no eval in the page.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,51 +27,17 @@ from batchgen.report.record import read as read_report
 from batchgen.sim.settings import SimulatorConfig
 from batchgen.sim.simulator import Simulator
 
+from .browser import cli, expect, needs_chromium, open_page, shown_ids
 from .conftest import FAST_LIMITS, ThreadedSimulator
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium on this machine (.ci/run installs Debian's chromium package)"
-)
-playwright_api = pytest.importorskip("playwright.sync_api")
-expect = playwright_api.expect
+pytestmark = needs_chromium
 
-# A closed network: without the background-networking flags, Chromium keeps trying to reach Google.
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-]
 FIRST_SCREEN_BAR_MS = 3000  # the gallery of a 100,000-item job shows its first screen within this
 
 INJECTED = {
     "script": "<script>document.title='pwned'</script> tote",
     "img": '"><img src=x onerror="document.body.dataset.pwned=1"> tote',
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield page
-    context.close()
-    assert errors == []  # the page's own script never failed
 
 
 @pytest.fixture(scope="module")
@@ -101,31 +64,6 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Simula
         run = ["run", str(manifest), "--output", str(folder / "out"), "-q", "--base-url", sim.base_url]
         assert cli(*run) == 1  # its thumbnails and variants made before it returned
         yield folder / "out" / "g", sim
-
-
-def cli(*args: str) -> int:
-    """``batchgen ARGS`` in a process of its own: Playwright's sync API keeps an event loop running
-    in this one, and the CLI starts its own (with signal handlers, main thread only)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHGEN_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "batchgen", *args],
-        env={**env, "BATCHGEN_API_KEY": "k"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    return done.returncode
-
-
-def open_page(page: Any, path: Path, fragment: str = "") -> None:
-    page.goto(path.as_uri() + fragment)
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
-
-
-def shown_ids(page: Any) -> list[str]:
-    return [c.get_attribute("data-id") for c in page.locator("#grid .card").all()]
 
 
 def test_the_page_draws_cards_with_thumbnails_and_runs_its_script(

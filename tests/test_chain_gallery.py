@@ -5,17 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from batchgen.sim.settings import SimulatorConfig
 
+from .browser import cli, expect, needs_chromium, open_page
 from .conftest import FAST_LIMITS, ThreadedSimulator
-from .test_browser import CHROMIUM, browser, cli, expect, open_page, page
 
-__all__ = ["browser", "page"]  # the fixtures, shared with test_browser
-
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
+pytestmark = needs_chromium
 
 
 def test_the_viewer_links_a_view_to_its_hero_and_the_hero_to_its_views(page: Any, tmp_path: Path) -> None:

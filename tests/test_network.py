@@ -45,38 +45,43 @@ def three_items(write_manifest: Callable[..., Path]) -> Path:
     return write_manifest({"job": "net", "limits": {**FAST_LIMITS, "max_attempts": 1}, "items": items})
 
 
-@pytest.mark.parametrize("name", ["HTTP_PROXY", "http_proxy"])
-def test_the_relay_is_reached_through_the_proxy(
+def run(manifest: Path, sim: Simulator, output: Path, *flags: str) -> int:
+    return main(["run", str(manifest), "--base-url", sim.base_url, "--output", str(output), *flags])
+
+
+@pytest.mark.parametrize(
+    ("name", "no_proxy"),
+    [
+        ("HTTP_PROXY", None),
+        ("http_proxy", None),
+        ("HTTP_PROXY", "127.0.0.1"),  # the relay's address: straight there
+        ("HTTP_PROXY", "*"),
+    ],
+)
+def test_a_run_takes_the_proxy_unless_no_proxy_names_the_relay(
     threaded_simulator: Callable[..., Simulator],
     write_manifest: Callable[..., Path],
     tmp_path: Path,
     proxy: ForwardProxy,
     monkeypatch: pytest.MonkeyPatch,
     name: str,
+    no_proxy: str | None,
 ) -> None:
-    sim = threaded_simulator(response="url")  # links too: fetched through the proxy as well
+    sim = threaded_simulator(response="url")  # links too: fetched the same way as the requests
     monkeypatch.setenv(name, proxy.url)
-    assert (
-        main(
-            [
-                "run",
-                str(three_items(write_manifest)),
-                "--base-url",
-                sim.base_url,
-                "--output",
-                str(tmp_path),
-                "-q",
-            ]
-        )
-        == 0
-    )
+    if no_proxy is not None:
+        monkeypatch.setenv("no_proxy", no_proxy)
+    assert run(three_items(write_manifest), sim, tmp_path, "-q") == 0
+    assert sim.stats.requests == 3
+    assert len(list((tmp_path / "net" / paths.IMAGES).glob("*.png"))) == 3
+    if no_proxy is not None:
+        assert proxy.seen == []
+        return
     posts = [line for line in proxy.seen if line.startswith("POST ")]
     assert posts == [f"POST {sim.base_url}/images/generations"] * 3
     links = [line for line in proxy.seen if line.startswith("GET ")]
     assert len(links) == 3
     assert all(line.startswith(f"GET http://127.0.0.1:{sim.port}/files/") for line in links)
-    assert sim.stats.requests == 3
-    assert len(list((tmp_path / "net" / paths.IMAGES).glob("*.png"))) == 3
 
 
 def test_credentials_in_the_proxy_url_are_sent_to_the_proxy_and_never_logged(
@@ -89,50 +94,11 @@ def test_credentials_in_the_proxy_url_are_sent_to_the_proxy_and_never_logged(
 ) -> None:
     sim = threaded_simulator()
     monkeypatch.setenv("HTTP_PROXY", proxy.url.replace("http://", "http://me:s3cret@"))
-    argv = [
-        "run",
-        str(three_items(write_manifest)),
-        "--base-url",
-        sim.base_url,
-        "--output",
-        str(tmp_path),
-        "-vv",
-    ]
-    assert main(argv) == 0
+    assert run(three_items(write_manifest), sim, tmp_path, "-vv") == 0
     assert proxy.credentials == ["Basic bWU6czNjcmV0"] * 3  # me:s3cret
     assert sim.stats.requests == 3
     captured = capsys.readouterr()
     assert "s3cret" not in captured.out + captured.err
-
-
-@pytest.mark.parametrize("no_proxy", ["127.0.0.1", "127.0.0.0/8", "*"])
-def test_no_proxy_goes_straight_there(
-    threaded_simulator: Callable[..., Simulator],
-    write_manifest: Callable[..., Path],
-    tmp_path: Path,
-    proxy: ForwardProxy,
-    monkeypatch: pytest.MonkeyPatch,
-    no_proxy: str,
-) -> None:
-    sim = threaded_simulator()
-    monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    monkeypatch.setenv("no_proxy", no_proxy)
-    assert (
-        main(
-            [
-                "run",
-                str(three_items(write_manifest)),
-                "--base-url",
-                sim.base_url,
-                "--output",
-                str(tmp_path),
-                "-q",
-            ]
-        )
-        == 0
-    )
-    assert proxy.seen == []
-    assert sim.stats.requests == 3
 
 
 async def test_a_proxied_link_is_still_refused_a_private_address(proxy: ForwardProxy) -> None:
@@ -168,6 +134,7 @@ async def test_a_proxied_link_is_still_refused_a_private_address(proxy: ForwardP
         ("https://api.example.com/v1", "api.example.com:8443", "https-proxy"),
         ("http://10.2.3.4/x", "10.0.0.0/8", None),
         ("http://11.2.3.4/x", "10.0.0.0/8", "http-proxy"),
+        ("http://127.0.0.1:8000/v1", "127.0.0.0/8", None),
         ("https://anything.test/", "*", None),
     ],
 )

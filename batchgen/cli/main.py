@@ -57,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _simulator_config(args: argparse.Namespace, prefix: str, **extra: Any) -> SimulatorConfig:
+def simulator_config(args: argparse.Namespace, prefix: str, **extra: Any) -> SimulatorConfig:
+    """The simulator the command line asks for: ``batchgen simulator``'s flags (``prefix`` "") or
+    ``run --simulate``'s (``prefix`` "sim_"); a value out of range is a usage error."""
     given = {
         "latency_ms": getattr(args, f"{prefix}latency_ms"),
         "fault_rate": getattr(args, f"{prefix}fault_rate"),
@@ -176,7 +178,7 @@ def _send(
     bucket: remote.RemoteOutput | None = None,
 ) -> int:
     as_json = args.log_format == "json"
-    connect = _simulated(_simulator_config(args, "sim_")) if args.simulate else None
+    connect = _simulated(simulator_config(args, "sim_")) if args.simulate else None
     done: list[tuple[jobs.JobOutput, int]] = []
     for job in manifests:
         progress = ProgressBar() if _show_progress(args) else None
@@ -298,7 +300,7 @@ def _simulator(args: argparse.Namespace) -> int:
         serve_forever,  # aiohttp's server: only this command and --simulate need it
     )
 
-    cfg = _simulator_config(args, "", port=args.port)
+    cfg = simulator_config(args, "", port=args.port)
 
     def ready(message: str) -> None:
         if args.log_format == "json":

@@ -50,10 +50,10 @@ class Deriving:
     """
 
     def __init__(
-        self, folder: Path, job: str, variants: Mapping[str, Variant], workers: int | None = None
+        self, folder: Path, job_name: str, variants: Mapping[str, Variant], workers: int | None = None
     ) -> None:
         self.folder = folder
-        self.job = job
+        self.job_name = job_name
         self.variants = variants
         self.workers = workers or os.cpu_count() or 1
         self._queue: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
@@ -91,7 +91,9 @@ class Deriving:
         """Derive ``spec``'s item from its images ``files`` (relative to the folder), in the pool."""
         images = tuple(f for f in files if f.lower().endswith(_IMAGE_SUFFIXES))
         if images:
-            self._queue.put(Task(str(self.folder), spec.id, images, self.chosen(spec), meta(spec, self.job)))
+            self._queue.put(
+                Task(str(self.folder), spec.id, images, self.chosen(spec), meta(spec, self.job_name))
+            )
 
     def drop_waiting(self) -> None:
         """Drop the derivations no worker has started (the run was interrupted): the next run or
@@ -126,9 +128,9 @@ class Deriving:
         return results
 
 
-def meta(spec: ItemSpec, job: str) -> dict[str, str]:
+def meta(spec: ItemSpec, job_name: str) -> dict[str, str]:
     """What a variant's XMP says of where it came from."""
-    found = {"id": spec.id, "prompt": spec.prompt, "model": spec.model, "size": spec.size, "job": job}
+    found = {"id": spec.id, "prompt": spec.prompt, "model": spec.model, "size": spec.size, "job": job_name}
     for name in ("image_size", "aspect_ratio"):
         value = spec.extra_fields.get(name)
         if isinstance(value, str):

@@ -119,8 +119,8 @@ def _unchanged(path: Path, options: RunOptions) -> Unchanged | None:
     return Unchanged(header, stamp) if stamp else None
 
 
-def job_folder(output_dir: Path, job: str, sharded: tuple[int, int] | None) -> Path:
-    folder = output_dir / job
+def job_folder(output_dir: Path, job_name: str, sharded: tuple[int, int] | None) -> Path:
+    folder = output_dir / job_name
     return folder / shard.folder(*sharded) if sharded is not None else folder
 
 
@@ -173,17 +173,17 @@ async def run_manifest(
         planned = await asyncio.to_thread(_plan, job, settings, options, store)
         unchanged.forget(store)  # what this run changes, no stamp of the last one vouches for
         caught = Caught()
-        derive = deriving.Deriving(folder, job.job, job.variants)
-        on_finished = _deriving_each(planned.items, derive, on_event)
+        derivations = deriving.Deriving(folder, job.job, job.variants)
+        on_finished = _deriving_each(planned.items, derivations, on_event)
         hooks = _Hooks(on_finished, connect or http_client, sleep, caught if handle_signals else None)
         try:
-            derive.start()
+            derivations.start()
             run = await _send(job, planned, settings, options, store, shard_label, hooks)
         except BaseException:
-            derive.close(stopping=True)  # blocks: the lock is never released while a worker still writes
+            derivations.close(stopping=True)  # blocks: the lock is never released while a worker still writes
             raise
         # Every item's thumbnail and variants are made before the lock is released.
-        made = await asyncio.to_thread(partial(derive.close, stopping=run.interrupted is not None))
+        made = await asyncio.to_thread(partial(derivations.close, stopping=run.interrupted is not None))
         run.outcomes = deriving.attach(run.outcomes, made)
         stamps = options.mode in unchanged.WRITTEN_BY
         stamp_key = unchanged.key(job, options.shard, options.prices) if stamps else None
@@ -193,7 +193,7 @@ async def run_manifest(
 
 
 def _deriving_each(
-    items: Sequence[manifest.ItemSpec], derive: deriving.Deriving, on_event: Callable[[Event], None]
+    items: Sequence[manifest.ItemSpec], derivations: deriving.Deriving, on_event: Callable[[Event], None]
 ) -> Callable[[Event], None]:
     """``on_event``, and each item that ends with images (written now, or by an earlier run)
     handed to the derivation stage as it ends: after its image is written, never before."""
@@ -202,7 +202,7 @@ def _deriving_each(
 
     def finished(event: Event) -> None:
         if isinstance(event, ItemFinished) and event.outcome.status in done and event.outcome.files:
-            derive.submit(specs[event.outcome.index], event.outcome.files)
+            derivations.submit(specs[event.outcome.index], event.outcome.files)
         on_event(event)
 
     return finished

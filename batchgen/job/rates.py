@@ -58,7 +58,7 @@ class Rates:
 
 
 def of(
-    job: str,
+    job_name: str,
     limits: config.Limits,
     shard: tuple[int, int] | None,
     overrides: config.Overrides,
@@ -72,11 +72,11 @@ def of(
     if per_minute is not None and not from_cli:
         per_minute /= shards
     configured = None if per_minute is None else "--rpm" if from_cli else "requests_per_minute"
-    found = Rates(per_minute, relaylimit.recall(output_dir / job), shards, configured)
+    found = Rates(per_minute, relaylimit.recall(output_dir / job_name), shards, configured)
     if found.mirrored is not None:
         log.info(
             "%s: the relay allows %s (an earlier run learned it): starting at that",
-            job,
+            job_name,
             found.mirrored.describe(),
         )
     return found

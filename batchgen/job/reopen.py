@@ -152,15 +152,15 @@ def derive_again(job_dir: Path, report: record.Report) -> record.Report:
         )
         job = None
     specs = {spec.id: spec for spec in job.items} if job is not None else {}
-    derive = Deriving(job_dir, report.job, job.variants if job is not None else {})
+    derivations = Deriving(job_dir, report.job, job.variants if job is not None else {})
     done = (ItemStatus.SUCCEEDED, ItemStatus.SKIPPED)
     try:
         with JobLock(job_dir):
-            derive.start()
+            derivations.start()
             for item in report.items:
                 if item.status in done and item.files:
-                    derive.submit(specs.get(item.id) or _bare(item.id), item.files)
-            results = derive.close()
+                    derivations.submit(specs.get(item.id) or _bare(item.id), item.files)
+            results = derivations.close()
     except JobLockedError:
         log.info("%s: a run holds the job; it makes the thumbnails and variants itself", job_dir)
         return report

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from batchgen import manifest
@@ -91,14 +91,15 @@ async def replay(
 
 
 def _params(items: Sequence[manifest.ItemSpec]) -> tuple[list[dict[str, Any]], list[int]]:
-    """The parameters each item is asked with, as the gallery lists them: each distinct set once,
-    and the index of each item's."""
-    table: list[dict[str, Any]] = []
-    seen: dict[tuple[Any, ...], int] = {}
+    """The parameters each item is asked with, as the gallery lists them: each distinct set once
+    (``gallery.ParamTable`` decides), and the index of each item's."""
+    table = gallery.ParamTable()
+    # Items of one catalog view are asked the same way: their parameters are built once per ask.
+    built: dict[Hashable, int] = {}
     param_of: list[int] = []
     for spec in items:
-        key = (spec.model, spec.size, spec.n, spec.response_format, id(spec.extra_fields))
-        k = seen.get(key)
+        ask = _ask(spec)
+        k = built.get(ask) if ask is not None else None
         if k is None:
             body = {
                 "model": spec.model,
@@ -107,10 +108,21 @@ def _params(items: Sequence[manifest.ItemSpec]) -> tuple[list[dict[str, Any]], l
                 "response_format": spec.response_format,
                 "extra_fields": spec.extra_fields,
             }
-            k = seen[key] = len(table)
-            table.append(gallery.request_params(body))
+            k = table.row_of(gallery.request_params(body))
+            if ask is not None:
+                built[ask] = k
         param_of.append(k)
-    return table, param_of
+    return table.rows, param_of
+
+
+def _ask(spec: manifest.ItemSpec) -> Hashable | None:
+    """What an item asks for beyond its prompt, as a key; None where a value nests (a list)."""
+    ask = (spec.model, spec.size, spec.n, spec.response_format, *spec.extra_fields.items())
+    try:
+        hash(ask)
+    except TypeError:
+        return None
+    return ask
 
 
 def _cards(

@@ -75,13 +75,13 @@ BLOCK_FIELDS: Mapping[str, Key] = {
 }
 BLOCK_KEYS = tuple(BLOCK_FIELDS)
 
-Report = Callable[[str, str, "Where | None"], None]  # (message, field, where)
+Report = Callable[[str, str, "Origin | None"], None]  # (message, field, where)
 
 
 Read = Callable[[Path, os.stat_result], None]  # told of each file read, with its stat from before
 
 
-class Where(NamedTuple):
+class Origin(NamedTuple):
     """Where a problem is: an item of the manifest, or a row of a generate block.
 
     A NamedTuple, not a dataclass: a 100,000-item catalog makes one per item.
@@ -93,14 +93,14 @@ class Where(NamedTuple):
     file: str | None = None  # replaces the manifest's name (a CSV file)
     line: int | None = None
 
-    def named(self, item_id: str) -> Where:
+    def named(self, item_id: str) -> Origin:
         return self._replace(id=item_id)
 
 
 @dataclass(frozen=True)
 class Generated:
     item: dict[str, Any]
-    where: Where
+    where: Origin
 
 
 # A compiled string: literal text and placeholder names, alternating.
@@ -147,13 +147,15 @@ def expand(
             error(
                 missing,
                 "rows",
-                Where(index, label=f"{prefix} {row_label}", file=rows_file or manifest, line=line),
+                Origin(index, label=f"{prefix} {row_label}", file=rows_file or manifest, line=line),
             )
             index += len(combos)
             continue
         for combo in combos:
             suffix = "".join(f", {k}={_label(v)}" for k, v in combo.items())
-            where = Where(index, label=f"{prefix} {row_label}{suffix}", file=rows_file or manifest, line=line)
+            where = Origin(
+                index, label=f"{prefix} {row_label}{suffix}", file=rows_file or manifest, line=line
+            )
             item = _fill(compiled, {**cells, **_choices(combo, names, used)})
             if "id" not in item and isinstance(item.get("prompt"), str):
                 item["id"] = _stable_id(item)
@@ -267,7 +269,7 @@ def _csv(
                 error(
                     f"has {len(record)} fields but the header has {len(header)}",
                     "rows",
-                    Where(0, file=name, line=line, label=f"row {len(rows) + 1}"),
+                    Origin(0, file=name, line=line, label=f"row {len(rows) + 1}"),
                 )
                 return None
             rows.append((f"row {len(rows) + 1}", line, dict(zip(header, record, strict=False))))

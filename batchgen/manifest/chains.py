@@ -11,15 +11,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from batchgen.manifest.catalog import Where
+from batchgen.manifest.catalog import Origin
 from batchgen.manifest.problems import Problems
 from batchgen.manifest.references import ItemReference
-from batchgen.manifest.spec import ItemSpec, Shape
+from batchgen.manifest.spec import ChainShape, ItemSpec
 
-Checked = tuple[ItemSpec, Where]
+Checked = tuple[ItemSpec, Origin]
 
 
-def check(checked: Sequence[Checked], problems: Problems) -> tuple[dict[str, str], Shape]:
+def check(checked: Sequence[Checked], problems: Problems) -> tuple[dict[str, str], ChainShape]:
     """The chain root of each item in a chain, and the chains' shape; every bad item reference
     reported (then nothing else is worked out)."""
     by_id = {spec.id: spec for spec, _ in checked}
@@ -28,16 +28,16 @@ def check(checked: Sequence[Checked], problems: Problems) -> tuple[dict[str, str
         if spec.references and spec.parents:
             edges[spec.id] = _good_parents(spec, where, by_id, problems)
     if not edges:
-        return {}, Shape(0, 0, 0)
+        return {}, ChainShape(0, 0, 0)
     level = _walk(edges, {spec.id: where for spec, where in checked}, problems)
     if problems.errors:
-        return {}, Shape(0, 0, 0)
+        return {}, ChainShape(0, 0, 0)
     parents = {p for ps in edges.values() for p in ps}
-    return chain_roots(edges), Shape(len(parents - edges.keys()), len(edges), max(level.values()))
+    return chain_roots(edges), ChainShape(len(parents - edges.keys()), len(edges), max(level.values()))
 
 
 def _good_parents(
-    spec: ItemSpec, where: Where, by_id: Mapping[str, ItemSpec], problems: Problems
+    spec: ItemSpec, where: Origin, by_id: Mapping[str, ItemSpec], problems: Problems
 ) -> tuple[str, ...]:
     good: list[str] = []
     for k, ref in enumerate(spec.references):
@@ -65,7 +65,7 @@ def _good_parents(
 
 
 def _walk(
-    edges: Mapping[str, tuple[str, ...]], where: Mapping[str, Where], problems: Problems
+    edges: Mapping[str, tuple[str, ...]], where: Mapping[str, Origin], problems: Problems
 ) -> dict[str, int]:
     """Each item's level in its chain (1: a root), in one depth-first pass that reports each
     cycle once, on its item first in the manifest, listed in order from it."""
@@ -93,7 +93,7 @@ def _walk(
     return level
 
 
-def _cycle(cycle: list[str], where: Mapping[str, Where], problems: Problems) -> None:
+def _cycle(cycle: list[str], where: Mapping[str, Origin], problems: Problems) -> None:
     first = min(cycle, key=lambda i: where[i].position)
     at = cycle.index(first)
     cycle_text = " -> ".join([*cycle[at:], *cycle[:at], first])

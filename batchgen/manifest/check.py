@@ -14,15 +14,15 @@ from typing import Any
 
 from batchgen.config import ApiSettings
 from batchgen.manifest import fields, references, variants
-from batchgen.manifest.catalog import Where
+from batchgen.manifest.catalog import Origin
 from batchgen.manifest.defaults import DEFAULT_KEYS, Specs, derived_id, merge
 from batchgen.manifest.fields import ITEM_KEYS, MAX_REFERENCES, check_id
 from batchgen.manifest.problems import Problems
-from batchgen.manifest.read import Entry
+from batchgen.manifest.read import RawItem
 from batchgen.manifest.references import LocalReference, Reference, UrlReference
 from batchgen.manifest.spec import ItemSpec, Manifest, Sources, output_stems
 
-CheckedItem = tuple[ItemSpec, Where]  # an item's spec, and where it is for messages about it
+CheckedItem = tuple[ItemSpec, Origin]  # an item's spec, and where it is for messages about it
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class ReferenceChecker:
         self._sizes: dict[Path, int] = {}  # sizes of the local references, for the request size bound
         self._sent: dict[tuple[Reference, ...], int] = {}
 
-    def check(self, value: Any, field: str, where: Where | None) -> list[Reference] | None:
+    def check(self, value: Any, field: str, where: Origin | None) -> list[Reference] | None:
         """The references ``value`` lists, or None if any is bad (each one reported)."""
         entries = [value] if isinstance(value, str) else value
         if not isinstance(entries, list):
@@ -69,7 +69,7 @@ class ReferenceChecker:
         good = [ref for ref in found if ref is not None]
         return good if len(good) == len(found) else None
 
-    def _reference(self, entry: Any, field: str, where: Where | None) -> Reference | None:
+    def _reference(self, entry: Any, field: str, where: Origin | None) -> Reference | None:
         if not isinstance(entry, str) or not entry.strip():
             self.problems.error(f"must be a file path or URL, not {entry!r}", field, where)
             return None
@@ -135,11 +135,11 @@ class LevelChecker:
             raw = {k: v for k, v in raw.items() if k != "id"}
         return self._level(raw, DEFAULT_KEYS, "defaults.", None)
 
-    def item(self, raw: dict[str, Any], where: Where) -> Level:
+    def item(self, raw: dict[str, Any], where: Origin) -> Level:
         """An item's fields but its id."""
         return self._level(raw, ITEM_KEYS, "", where)
 
-    def _level(self, raw: dict[str, Any], known: tuple[str, ...], prefix: str, where: Where | None) -> Level:
+    def _level(self, raw: dict[str, Any], known: tuple[str, ...], prefix: str, where: Origin | None) -> Level:
         """The level's fields, checked and normalised, and whether all of them were good."""
         self.problems.unknown_keys(raw, known, prefix, where)
         out: dict[str, Any] = {}
@@ -191,7 +191,7 @@ class ItemChecker:
         self.max_request_bytes = api.max_request_bytes
         self.specs = Specs()
 
-    def check(self, entry: Entry) -> CheckedItem | None:
+    def check(self, entry: RawItem) -> CheckedItem | None:
         data, where = entry
         if not isinstance(data, dict):
             self.problems.error(
@@ -217,7 +217,7 @@ class ItemChecker:
         self._check_request_size(spec, here)
         return spec, here
 
-    def _id(self, value: Any, where: Where) -> str | None:
+    def _id(self, value: Any, where: Origin) -> str | None:
         """The item's own id; None if it has none, or a bad one (reported)."""
         if value is None:
             return None
@@ -230,7 +230,7 @@ class ItemChecker:
             return None
         return value
 
-    def _check_request_size(self, spec: ItemSpec, where: Where) -> None:
+    def _check_request_size(self, spec: ItemSpec, where: Origin) -> None:
         """The largest body this item can make, references as they will be sent, against
         api.max_request_mb: a body the proxy in front would refuse is never sent."""
         if not spec.references:

@@ -8,7 +8,7 @@ import difflib
 from typing import Any
 
 from batchgen.errors import Problem
-from batchgen.manifest.catalog import Where
+from batchgen.manifest.catalog import Origin
 
 
 class Problems:
@@ -19,10 +19,10 @@ class Problems:
         self.errors: list[Problem] = []
         self._warnings: dict[str, tuple[Problem, int]] = {}  # "field: message": first one, count
 
-    def error(self, message: str, field: str | None = None, where: Where | None = None) -> None:
+    def error(self, message: str, field: str | None = None, where: Origin | None = None) -> None:
         self.errors.append(self._problem(message, field, where))
 
-    def warn(self, message: str, field: str | None = None, where: Where | None = None) -> None:
+    def warn(self, message: str, field: str | None = None, where: Origin | None = None) -> None:
         # One line per distinct warning, not one per item of a 5,000-item catalog.
         key = f"{field}: {message}"
         first, count = self._warnings.get(key, (self._problem(message, field, where), 0))
@@ -36,7 +36,7 @@ class Problems:
         )
 
     def unknown_keys(
-        self, data: dict[str, Any], known: tuple[str, ...], prefix: str, where: Where | None = None
+        self, data: dict[str, Any], known: tuple[str, ...], prefix: str, where: Origin | None = None
     ) -> None:
         """An error for each key of ``data`` not in ``known``, naming the closest known one."""
         for key in data:
@@ -45,7 +45,7 @@ class Problems:
                 hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(known)}"
                 self.error(f"unknown field {key!r}{hint}", f"{prefix}{key}" if prefix else str(key), where)
 
-    def _problem(self, message: str, field: str | None, where: Where | None) -> Problem:
+    def _problem(self, message: str, field: str | None, where: Origin | None) -> Problem:
         if where is None:
             return Problem(self.file, message, field=field)
         return Problem(

@@ -19,7 +19,7 @@ from batchgen.config import (
     check_limit,
 )
 from batchgen.manifest import catalog, variants
-from batchgen.manifest.catalog import Where
+from batchgen.manifest.catalog import Origin
 from batchgen.manifest.fields import ID_HELP, ID_PATTERN, Key, check_id
 from batchgen.manifest.problems import Problems
 from batchgen.manifest.spec import Manifest, Sources
@@ -93,11 +93,11 @@ API_FIELDS: Mapping[str, Key] = {
 API_KEYS = tuple(API_FIELDS)
 
 
-class Entry(NamedTuple):
+class RawItem(NamedTuple):
     """One raw item, not yet checked, and where it came from (``where.position``: its index)."""
 
     data: Any
-    where: Where
+    where: Origin
 
 
 def header(data: dict[str, Any], path: Path, problems: Problems, sources: Sources) -> Manifest:
@@ -129,7 +129,7 @@ def section(data: dict[str, Any], key: str, problems: Problems) -> dict[str, Any
     return value
 
 
-def items(data: dict[str, Any], root: Path, problems: Problems, sources: Sources) -> Iterator[Entry]:
+def items(data: dict[str, Any], root: Path, problems: Problems, sources: Sources) -> Iterator[RawItem]:
     """The raw items: those under ``items``, then those the ``generate`` blocks make. A block's
     are made as they are asked for, so a 100,000-row catalog is never held whole, and its
     problems are reported among those of the items before and after them."""
@@ -146,11 +146,11 @@ def items(data: dict[str, Any], root: Path, problems: Problems, sources: Sources
     if not raw and not blocks:
         problems.error("the list is empty; a job needs at least one item", "items")
     for index, entry in enumerate(raw):
-        yield Entry(entry, Where(index))
+        yield RawItem(entry, Origin(index))
     index = len(raw)
     for number, block in enumerate(blocks or []):
         for made in catalog.expand(block, number, root, problems.file, problems.error, index, sources.sign):
-            yield Entry(made.item, made.where)
+            yield RawItem(made.item, made.where)
             index = made.where.position + 1
 
 

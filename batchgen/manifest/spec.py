@@ -50,7 +50,7 @@ class ItemSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class Shape:
+class ChainShape:
     """A job's chains (docs/chains.md), as ``validate`` says them."""
 
     roots: int  # items others reference that reference none themselves
@@ -76,7 +76,7 @@ class Manifest:
     # Each item in a chain, by id: the smallest root id of the items it is connected to. What
     # --shard splits by, so that a chain is never cut in two.
     chain_roots: Mapping[str, str] = field(default_factory=dict)
-    chains: Shape = field(default_factory=lambda: Shape(0, 0, 0))
+    chains: ChainShape = field(default_factory=lambda: ChainShape(0, 0, 0))
 
 
 Signature = tuple[int, int, int, int]  # size, modification and change times (ns), inode

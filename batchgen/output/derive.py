@@ -25,7 +25,7 @@ import orjson
 from batchgen.errors import StoreError
 from batchgen.output.render import UNREADABLE, Source
 from batchgen.output.store import JobStore
-from batchgen.output.variants import Made, Record, Variant, record_path
+from batchgen.output.variants import Record, Variant, VariantFile, record_path
 
 RECORD_ERROR = "(record)"  # in ``Result.errors``: the record could not be written
 
@@ -97,7 +97,10 @@ def derive_item(task: Task) -> Result:
 
 
 def _list(
-    kept: Mapping[str, Made], files: dict[str, list[str]], sizes: dict[str, list[int]], upscaled: set[str]
+    kept: Mapping[str, VariantFile],
+    files: dict[str, list[str]],
+    sizes: dict[str, list[int]],
+    upscaled: set[str],
 ) -> None:
     for name, one in kept.items():
         if name in files:  # a variant the manifest no longer has is not listed
@@ -114,7 +117,7 @@ def _render(
     source_sha: str,
     todo: list[tuple[Variant, str]],
     meta: Mapping[str, str],
-    kept: dict[str, Made],
+    kept: dict[str, VariantFile],
     errors: dict[str, str],
 ) -> int:
     """Make ``todo``'s variants of ``image``; how many were written."""
@@ -134,7 +137,7 @@ def _render(
             errors[variant.name] = f"{path}: {exc}"
             continue
         digest = hashlib.sha256(rendered.data).hexdigest()
-        kept[variant.name] = Made(
+        kept[variant.name] = VariantFile(
             spec, source_sha, path, len(rendered.data), digest, round(rendered.scale, 4)
         )
         written += 1
@@ -148,7 +151,7 @@ def _read_record(store: JobStore, item_id: str) -> Record:
         return Record()
 
 
-def _intact(store: JobStore, made: Made) -> bool:
+def _intact(store: JobStore, made: VariantFile) -> bool:
     """The file is there, whole: its size and sha256 as recorded (a damaged one is made again)."""
     try:
         data = (store.root / made.path).read_bytes()

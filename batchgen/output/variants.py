@@ -49,7 +49,7 @@ class Variant:
     background: str = DEFAULT_BACKGROUND
     metadata: bool = True
     enlarge: bool = True  # False: never larger than the original (the thumbnail)
-    effort: int = 2  # WebP's method (0-6): a few per cent larger files than Pillow's 4, made far faster
+    effort: int = 2  # WebP's method (0-6): below Pillow's 4, trading a little size for speed
 
     @property
     def ext(self) -> str:
@@ -84,7 +84,7 @@ def record_path(item_id: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Made:
+class VariantFile:
     """One variant file as made: from which original, by which spec, and what it came to."""
 
     spec: str  # the spec's fingerprint
@@ -104,7 +104,7 @@ class Record:
     """``derived/<id>.json``: per original (its path) and variant name, the file made from it.
     Written by the worker that made them (``derive.derive_item``), read by the next one."""
 
-    made: dict[str, dict[str, Made]] = field(default_factory=dict)
+    made: dict[str, dict[str, VariantFile]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -119,7 +119,7 @@ class Record:
             return cls()
         try:
             images = data["images"]
-            return cls({str(i): {str(n): Made(**m) for n, m in v.items()} for i, v in images.items()})
+            return cls({str(i): {str(n): VariantFile(**m) for n, m in v.items()} for i, v in images.items()})
         except (KeyError, TypeError, AttributeError):
             return cls()
 

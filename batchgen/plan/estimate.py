@@ -10,7 +10,7 @@ from typing import Any
 
 from batchgen import relay
 from batchgen.manifest.sizes import size_class
-from batchgen.manifest.spec import Manifest, Shape
+from batchgen.manifest.spec import ChainShape, Manifest
 from batchgen.plan.pricing import PriceTable
 
 
@@ -28,7 +28,7 @@ class Estimate:
     currency: str
     source: str
     variants: dict[str, tuple[str, int]] = field(default_factory=dict)  # name: (what it is, images)
-    chains: Shape = field(default_factory=lambda: Shape(0, 0, 0))
+    chains: ChainShape = field(default_factory=lambda: ChainShape(0, 0, 0))
     chain_cost: float = 0.0  # of the items in chains
     stale: int | None = None  # dependents made from an earlier image of their parent; None: not looked
 

@@ -12,8 +12,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from batchgen.output import journal, sidecar
 from batchgen.output.journal import Entry
 from batchgen.report.gallery import Card, request_params
@@ -29,14 +27,11 @@ def from_folder(folder: Path, report: Report, entries: Mapping[str, Entry] | Non
     if entries is None:
         entries = journal.read(folder).entries
     failures = {f.id: f for f in report.failures}
-    shared: dict[bytes, dict[str, Any]] = {}
     for item in report.items:
         found = sidecar.read(folder, item.id) if item.files else None
         request = found.request if found is not None else {}
         failure = failures.get(item.id)
         entry = entries.get(item.id)
-        params = request_params(request)
-        key = orjson.dumps(params, option=orjson.OPT_SORT_KEYS)
         asked = request.get("prompt") or (failure.prompt if failure else "")
         prompt = asked or (entry.prompt if entry else "")
         yield Card(
@@ -45,7 +40,7 @@ def from_folder(folder: Path, report: Report, entries: Mapping[str, Entry] | Non
             attempts=item.attempts,
             files=item.files,
             prompt=str(prompt),
-            params=shared.setdefault(key, params),
+            params=request_params(request),  # the gallery writes each distinct set once
             error_class=failure.error_class if failure else None,
             message=failure.message if failure else None,
             # The report writes a version from 2 up only; an item it lists without one (failed

@@ -51,7 +51,7 @@ class Card(NamedTuple):
     attempts: int
     files: tuple[str, ...] = ()  # relative to the job folder
     prompt: str = ""
-    params: Mapping[str, Any] = MappingProxyType({})  # shared by items asked the same way
+    params: Mapping[str, Any] = MappingProxyType({})  # equal sets are written once (ParamTable)
     error_class: ErrorClass | None = None
     message: str | None = None
     version: int = 1
@@ -74,6 +74,35 @@ def request_params(body: Mapping[str, Any]) -> dict[str, Any]:
         **{f"extra_fields.{k}": v for k, v in extra.items()},
     }
     return {k: v for k, v in params.items() if v not in (None, "", [])}
+
+
+class ParamTable:
+    """Each distinct set of request parameters once, and the row of each item's: the one way the
+    gallery's data block and the stamp of an unchanged job (``job/unchanged``) share them.
+
+    Two sets are one when their values are (as canonical JSON), whichever objects hold them. An
+    object already in the table is found again by identity, without being serialized: the table
+    keeps it alive, so no other object can have its ``id()`` meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._by_value: dict[bytes, int] = {}
+        self._by_object: dict[int, tuple[Mapping[str, Any], int]] = {}
+
+    def row_of(self, params: Mapping[str, Any]) -> int:
+        """The row of ``params`` (any Mapping, the default's proxy too), added if new."""
+        known = self._by_object.get(id(params))
+        if known is not None:
+            return known[1]
+        row = dict(params)
+        key = orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+        k = self._by_value.get(key)
+        if k is None:
+            k = self._by_value[key] = len(self.rows)
+            self.rows.append(row)
+            self._by_object[id(params)] = (params, k)
+        return k
 
 
 def write(folder: Path, report: Report, cards: Iterable[Card]) -> Path:
@@ -180,8 +209,7 @@ def _data(report: Report, cards: Iterable[Card], folder: str, history: Mapping[s
     rows: each item's pixel size (``pixel_of`` indexes ``pixels``; -1: unknown) and the rows
     each flag is on (``flagged``).
     """
-    params: dict[int, int] = {}
-    params_table: list[Mapping[str, Any]] = []
+    params = ParamTable()
     classes: dict[ErrorClass, int] = {}
     rows: list[list[Any]] = []
     shapes: dict[tuple[int, int], int] = {}  # pixel sizes, each written once
@@ -194,18 +222,14 @@ def _data(report: Report, cards: Iterable[Card], folder: str, history: Mapping[s
             flagged[flag].append(len(rows))
         if c.parents:
             parents[c.id] = list(c.parents)
-        shared = params.get(id(c.params))
-        if shared is None:
-            shared = params[id(c.params)] = len(params_table)
-            params_table.append(dict(c.params))  # any Mapping, the default's proxy too
-        rows.append(_row(c, shared, classes))
+        rows.append(_row(c, params.row_of(c.params), classes))
     data = {
         "job": report.job,
         "folder": folder,
         "thumbs": variants.THUMBS,
         "statuses": [status.value for status in STATUSES],
         "classes": [error_class.value for error_class in classes],
-        "params": params_table,
+        "params": params.rows,
         "history": dict(history),
         "parents": parents,
         "items": rows,
