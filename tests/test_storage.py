@@ -20,6 +20,7 @@ from batchgen.cli.main import main
 from batchgen.job import jobs, remote
 from batchgen.manifest import validate
 from batchgen.outcomes import Event
+from batchgen.output import paths, spool
 from batchgen.output.bucket import Retries
 from batchgen.sim.simulator import Simulator
 
@@ -196,7 +197,11 @@ FAST_STORE = Retries(attempts=2, first_backoff_s=0.01, max_backoff_s=0.02, give_
 
 
 def run_api(
-    job: Job, work: Path, on_event: Callable[[Event], None] = lambda e: None, **kw: Any
+    job: Job,
+    work: Path,
+    on_event: Callable[[Event], None] = lambda e: None,
+    stats: Callable[[spool.Stats], None] | None = None,
+    **kw: Any,
 ) -> jobs.JobOutput:
     """A run through the library, for what the command line does not let a test set."""
     from batchgen import config
@@ -206,7 +211,9 @@ def run_api(
     import os
 
     return asyncio.run(
-        remote.run_manifest(validate.load(job.path), options, bucket, os.environ, on_event=on_event)
+        remote.run_manifest(
+            validate.load(job.path), options, bucket, os.environ, on_event=on_event, stats=stats
+        )
     )
 
 
@@ -640,7 +647,6 @@ def test_a_run_that_lost_its_lock_leaves_the_buckets_journal_to_the_new_holder(
     import os
 
     from batchgen import config
-    from batchgen.output import spool
     from batchgen.output.bucket import Bucket, Location
 
     name = s3.make_bucket()
@@ -675,3 +681,74 @@ def test_a_second_run_from_the_same_work_dir_is_refused_before_it_touches_the_bu
     assert "in use by another batchgen run" in capsys.readouterr().err
     assert job.held() == {}  # not even a lock object: the first run's would have been taken
     assert sim.stats.requests == 0
+
+
+def chain(edited: str = "") -> list[dict[str, Any]]:
+    """Two chains, each a root and an item made from the root's image; ``edited`` in back's prompt."""
+    return [
+        {"id": "hero", "prompt": "hero photo"},
+        {"id": "back", "prompt": f"back view{edited}", "references": ["@hero"]},
+        {"id": "other", "prompt": "other photo"},
+        {"id": "side", "prompt": "side view", "references": ["@other"]},
+    ]
+
+
+def sent_reference(sim: Simulator, prompt: str) -> bytes:
+    import pybase64
+
+    bodies = [b for b in sim.stats.bodies if b["prompt"] == prompt]
+    assert len(bodies) == 1
+    (uri,) = bodies[0]["extra_fields"]["reference_images"]
+    return pybase64.b64decode(uri.partition(",")[2])
+
+
+@pytest.mark.parametrize("pod", ["another-pod", "work"])
+def test_a_dependent_of_an_earlier_runs_parent_is_sent_with_the_parents_image_from_the_bucket(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator], s3: S3, pod: str
+) -> None:
+    sim = threaded_simulator(record_bodies=True)
+    job = Job(tmp_path, sim, s3)
+    job.write(chain())
+    assert job.run() == 0
+    hero = job.object("images/hero.png")
+    job.write(chain(edited=", edited"))
+    # A fresh pod's spool has no image; the first run's own spool let go of them as it ended.
+    assert job.run(work=tmp_path / pod) == 0
+    assert sim.stats.requests == 5
+    assert sent_reference(sim, "back view, edited") == hero
+    report = orjson.loads(job.object("report.json"))
+    assert report["counts"]["succeeded"] == 1
+    assert not list((tmp_path / pod).rglob("*.png"))  # and the spool lets go of it again
+
+
+def test_only_the_parents_of_what_is_sent_are_brought_down_and_never_sent_up_again(
+    tmp_path: Path, sim: Simulator, s3: S3
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    job.write(chain())
+    assert job.run() == 0
+    job.write(chain(edited=", edited"))
+    seen: list[spool.Stats] = []
+    output = run_api(job, tmp_path / "another-pod", stats=seen.append)
+    assert output.report.status.value == "completed"
+    assert [s.brought for s in seen] == [["images/hero.png"]]
+    assert seen[0].uploaded_under[paths.IMAGES] == 2  # back's image and sidecar; hero's is there
+
+
+def test_a_parent_changed_in_the_bucket_is_never_sent_in_its_place(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    job.write(chain())
+    assert job.run() == 0
+    hero = bytearray(job.object("images/hero.png"))
+    hero[-20] ^= 0xFF  # the same size: the listing still vouches for it
+    s3.client().put_object(Bucket=job.bucket, Key="night/cat/images/hero.png", Body=bytes(hero))
+    job.write(chain(edited=", edited"))
+    capsys.readouterr()
+    assert job.run(work=tmp_path / "another-pod", quiet=False) == 1
+    assert sim.stats.requests == 4
+    assert "images/hero.png: not the image its journal line names" in capsys.readouterr().err
+    lines = [orjson.loads(line) for line in job.object("journal.jsonl").splitlines()]
+    failed = [line["class"] for line in lines if line.get("id") == "back" and line["status"] == "failed"]
+    assert failed == ["reference_error"]

@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 # How a run reaches the service: given the settings, an open client for the run's length. The
 # command line passes one that starts the simulator for --simulate; the default talks HTTP.
 Connect = Callable[[config.RunSettings], contextlib.AbstractAsyncContextManager["ImageClient"]]
+
+# Images an earlier run made (their journal records) brought back into the job folder.
+Bring = Callable[[Sequence[journal.JournalFile]], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +143,10 @@ async def run_manifest(
     sleep: Sleep | None = None,
     handle_signals: bool = False,
     open_store: Callable[[Path], JobStore] = JobStore,
+    bring: Bring | None = None,
 ) -> JobOutput:
     """Send what ``job`` still needs, write its images, journal and report; returns the report.
-    ``open_store``: the job folder's store (a spool's knows what its bucket holds)."""
+    ``open_store``: the job folder's store (a spool's knows its bucket); ``bring``: see ``_planned``."""
     header = job.header if isinstance(job, Unchanged) else job
     if options.overrides.simulate and connect is None:
         raise UsageError("simulate: pass a connect that starts the simulator (the command line does)")
@@ -169,8 +173,7 @@ async def run_manifest(
         for warning in job.warnings:
             log.warning("%s", warning)
         sources = _sources(job, options)  # signed before they are read
-        # Off the loop: triage reads every local reference (hashed, and shrunk if too large).
-        planned = await asyncio.to_thread(_plan, job, settings, options, store)
+        planned = await _planned(job, settings, options, store, bring)
         unchanged.forget(store)  # what this run changes, no stamp of the last one vouches for
         caught = Caught()
         derive = deriving.Deriving(folder, job.job, job.variants)
@@ -223,6 +226,22 @@ class _Hooks:
     connect: Connect
     sleep: Sleep | None
     signals: Caught | None  # None: signals are the caller's business
+
+
+async def _planned(
+    job: manifest.Manifest,
+    settings: config.RunSettings,
+    options: RunOptions,
+    store: JobStore,
+    bring: Bring | None,
+) -> _Planned:
+    """``_plan`` off the loop (triage reads every local reference: hashed, and shrunk if too
+    large); then, given ``bring``, the images of earlier runs that the dependents it sends are
+    made from brought back into a job folder that no longer holds them (a spool, from its bucket)."""
+    planned = await asyncio.to_thread(_plan, job, settings, options, store)
+    if bring is not None:
+        await bring(await asyncio.to_thread(planned.triage.earlier_parents, planned.items))
+    return planned
 
 
 def _plan(

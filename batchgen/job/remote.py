@@ -106,6 +106,7 @@ async def _locked(
                 replace(options, overrides=local),
                 environ,
                 open_store=lambda root: spool.SpooledStore(root, mirror),
+                bring=uploader.bring,
                 **hooks,
             )
             # run_manifest returns once its thumbnails and variants are made: all of them are in

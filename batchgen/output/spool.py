@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ import orjson
 from batchgen.errors import StoreError
 from batchgen.output import paths
 from batchgen.output.bucket import Bucket
-from batchgen.output.journal import Entry
+from batchgen.output.journal import Entry, JournalFile
 from batchgen.output.store import JobStore
 from batchgen.output.variants import RECORDS
 
@@ -123,6 +124,8 @@ def _lines(data: bytes) -> list[bytes]:
 @dataclass
 class Stats:
     uploaded: int = 0
+    uploaded_under: Counter[str] = field(default_factory=Counter)  # by the folder at the top
+    brought: list[str] = field(default_factory=list)  # earlier runs' images fetched for dependents
     waits_s: list[float] = field(default_factory=list)  # per image: written -> in the bucket
     last_image_at: float = 0.0  # time.monotonic() when the last image reached the bucket
 
@@ -243,6 +246,34 @@ class Uploader:
         pending = await asyncio.to_thread(self._changed, deep_only=True)
         await asyncio.gather(*(self._upload(path) for path in pending))
 
+    async def bring(self, files: Sequence[JournalFile]) -> None:
+        """Earlier runs' images that this run's dependents are made from, fetched from the bucket
+        into the spool where they are not whole, and kept only if they are what the journal says
+        (its sha256): a dependent is never sent with another image than its fingerprint names.
+        What cannot be had is left out, and the dependent fails as it would without the bucket."""
+        wanted = [f for f in files if not _whole(self.folder / f.path, f.bytes)]
+        await asyncio.gather(*(self._bring(f) for f in wanted))
+
+    async def _bring(self, file: JournalFile) -> None:
+        async with self._slots:
+            try:
+                found = await self.bucket.get(file.path)
+            except StoreError as exc:
+                log.warning("%s", exc)
+                return
+        st = None if found is None else await asyncio.to_thread(self._keep, file, found[0])
+        if st is None:
+            log.warning("%s/%s: not the image its journal line names; not used", self.bucket, file.path)
+            return
+        self._sent[file.path] = (st.st_size, st.st_mtime_ns)  # the bucket has it: never carried up again
+        self.stats.brought.append(file.path)
+
+    def _keep(self, file: JournalFile, data: bytes) -> os.stat_result | None:
+        if hashlib.sha256(data).hexdigest() != file.sha256:
+            return None
+        JobStore(self.folder).write_bytes(file.path, data, durable=False)
+        return os.stat(self.folder / file.path)
+
     async def finish(self) -> int:
         """After the run: every line read, every file up, the journal written; how many files wait."""
         await self._stop_following()
@@ -293,6 +324,7 @@ class Uploader:
         self._sent[relative] = (st.st_size, st.st_mtime_ns)
         self.mirror.sizes[relative] = st.st_size
         self.stats.uploaded += 1
+        self.stats.uploaded_under[relative.split("/", 1)[0]] += 1
         if relative.startswith(f"{paths.IMAGES}/") and not relative.endswith(".json"):
             self.stats.waits_s.append(max(0.0, time.time() - st.st_mtime_ns / 1e9))
             self.stats.last_image_at = time.monotonic()
@@ -337,6 +369,13 @@ class Uploader:
     @property
     def waiting(self) -> int:
         return len(self._failed)
+
+
+def _whole(path: Path, size: int) -> bool:
+    try:
+        return os.stat(path).st_size == size
+    except OSError:
+        return False
 
 
 def _walk(folder: Path) -> Iterator[tuple[str, os.stat_result]]:
