@@ -752,3 +752,28 @@ def test_a_parent_changed_in_the_bucket_is_never_sent_in_its_place(
     lines = [orjson.loads(line) for line in job.object("journal.jsonl").splitlines()]
     failed = [line["class"] for line in lines if line.get("id") == "back" and line["status"] == "failed"]
     assert failed == ["reference_error"]
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_the_relay_limit_a_run_learned_travels_with_the_job_in_the_bucket(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator], s3: S3, sharded: bool
+) -> None:
+    def relay() -> Simulator:  # new-api's limit: 4 requests per 250 ms, stated by its 429
+        return threaded_simulator(rate_limit=4, rate_window_ms=250.0, latency_ms=5)
+
+    job = Job(tmp_path, relay(), s3, n=8)
+    # max_attempts 1: a throttled request charged as an attempt would fail its item.
+    items = [{"id": f"i{k}", "prompt": f"p {k}"} for k in range(8)]
+    data = {"job": "cat", "limits": {**FAST_LIMITS, "concurrency": 4, "max_attempts": 1}, "items": items}
+    job.path.write_text(yaml.safe_dump(data, sort_keys=False))
+    first, then = (["--shard", "1/2"], ["--shard", "2/2"]) if sharded else ([], ["--force"])
+    assert job.run(*first) == 0
+    assert job.sim.stats.throttled >= 1
+    learned = orjson.loads(job.object("relay-limit.json"))  # the job's folder: every shard's
+    assert (learned["requests"], learned["window_s"]) == (4, pytest.approx(0.25))
+    job.sim = tomorrow = relay()
+    assert job.run(*then, work=tmp_path / "another-pod") == 0
+    assert tomorrow.stats.throttled == 0
+    folder = "shard-2-of-2/" if sharded else ""
+    report = orjson.loads(job.object(f"{folder}report.json"))
+    assert report["relay_limit"]["source"] == "remembered"

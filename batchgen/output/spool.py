@@ -44,7 +44,9 @@ JOURNAL_EVERY_S = 2.0  # the least time between two rewrites of the bucket's jou
 # After an upload failed for good (obstore retried it), others wait this long before trying:
 # a store that is down costs one retried upload per pause, not one per file.
 PAUSE_S = 5.0
-LOCAL_ONLY = frozenset({paths.JOURNAL, "unchanged.json"})  # the journal goes up filtered; the stamp never
+# The journal goes up filtered, the relay's limit to the job's folder (a shard's is not its own
+# folder: job/remote.py carries it), the stamp never.
+LOCAL_ONLY = frozenset({paths.JOURNAL, paths.RELAY_LIMIT, "unchanged.json"})
 
 
 @dataclass
