@@ -777,3 +777,20 @@ def test_the_relay_limit_a_run_learned_travels_with_the_job_in_the_bucket(
     folder = "shard-2-of-2/" if sharded else ""
     report = orjson.loads(job.object(f"{folder}report.json"))
     assert report["relay_limit"]["source"] == "remembered"
+
+
+def test_a_bucket_runs_messages_name_the_bucket_not_its_spool(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator], s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = threaded_simulator(dropped_fields=("image_size",))  # 2K asked, Gemini's 1K sent
+    job = Job(tmp_path, sim, s3)
+    wide = {"id": "wide", "prompt": "a wide tote", "image_size": "2K", "aspect_ratio": "16:9"}
+    job.write([wide])
+    assert job.run(quiet=False) == 0
+    err = capsys.readouterr().err
+    assert f"`batchgen redo {job.url}/cat --flag size_mismatch` makes it again" in err
+    job.write([wide, {"id": "broke", "prompt": "[sim:quota] out of credit"}])
+    assert job.run(quiet=False) == 3
+    said = "".join(capsys.readouterr())
+    assert f"then run `batchgen retry {job.url}/cat`" in said
+    assert str(tmp_path / "work") not in said

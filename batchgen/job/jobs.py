@@ -63,6 +63,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None  # (K, N): run the K-th of N slices
     prices: Path | None = None  # a price table replacing the manifest's and the shipped one
     redo: frozenset[str] = frozenset()  # Mode.REDO: the ids to make again
+    folder_name: str | None = None  # how messages name the job folder (a bucket's URL); None: its path
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,7 @@ async def _send(
                 shards=rate.shards,
                 io=io,
                 guards=Guards.from_limits(limits, options.max_failures, options.max_cost),
+                folder_name=options.folder_name,
             )
             caught = hooks.signals
             with signals(runner, limits.grace_s, caught) if caught else contextlib.nullcontext():

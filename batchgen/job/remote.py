@@ -106,7 +106,7 @@ async def _locked(
         async with ours as uploader:
             output = await jobs.run_manifest(
                 job,
-                replace(options, overrides=local),
+                replace(options, overrides=local, folder_name=str(where.bucket)),
                 environ,
                 open_store=lambda root: spool.SpooledStore(root, mirror),
                 bring=uploader.bring,
