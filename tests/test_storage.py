@@ -794,3 +794,21 @@ def test_a_bucket_runs_messages_name_the_bucket_not_its_spool(
     said = "".join(capsys.readouterr())
     assert f"then run `batchgen retry {job.url}/cat`" in said
     assert str(tmp_path / "work") not in said
+
+
+def test_merge_into_a_bucket_takes_the_merged_folders_lock(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, s3, n=2)
+    assert job.run("--shard", "1/2", work=tmp_path / "pod-1") == 0
+    assert job.run("--shard", "2/2", work=tmp_path / "pod-2") == 0
+    hold_lock(job, "a-run-into-the-merged-folder", lease_s=60)
+    capsys.readouterr()
+    assert main(["merge", f"{job.url}/cat", "--output", job.url, "-q"]) == 3
+    assert "is in use by another batchgen run" in capsys.readouterr().err
+    assert not [k for k in job.held() if "/" not in k and k != ".lock"]  # nothing merged into it
+    assert not [k for k in job.held() if k.startswith("images/")]
+    s3.client().delete_object(Bucket=job.bucket, Key="night/cat/.lock")  # that run ended
+    assert main(["merge", f"{job.url}/cat", "--output", job.url, "-q"]) == 0
+    assert ".lock" not in job.held()  # released
+    assert "report.json" in job.held()
