@@ -6,6 +6,7 @@ Exact request counts come from the simulator: what a bucket already holds is nev
 from __future__ import annotations
 
 import asyncio
+import io
 import secrets
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -812,3 +813,38 @@ def test_merge_into_a_bucket_takes_the_merged_folders_lock(
     assert main(["merge", f"{job.url}/cat", "--output", job.url, "-q"]) == 0
     assert ".lock" not in job.held()  # released
     assert "report.json" in job.held()
+
+
+def test_a_fresh_work_dir_derives_again_what_a_changed_variant_spec_asks_for(
+    tmp_path: Path, sim: Simulator, s3: S3
+) -> None:
+    job = Job(tmp_path, sim, s3, n=2)
+
+    def write(width: int) -> None:
+        items = [{"id": f"i{k}", "prompt": f"p {k}"} for k in range(2)]
+        data = {
+            "job": "cat",
+            "limits": {**FAST_LIMITS, "concurrency": 4},
+            "variants": {"web": {"width": width, "format": "png"}},
+            "items": items,
+        }
+        job.path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    write(48)
+    assert job.run() == 0
+    seen: list[spool.Stats] = []
+    assert run_api(job, tmp_path / "pod-2", stats=seen.append).report.status.value == "completed"
+    assert seen[0].brought == []  # nothing changed: no original comes down
+    thumbs = {k: job.object(f"thumbs/i{k}.webp") for k in range(2)}
+    write(24)
+    assert run_api(job, tmp_path / "pod-3", stats=seen.append).report.status.value == "completed"
+    assert sorted(seen[1].brought) == ["images/i0.png", "images/i1.png"]
+    assert sim.stats.requests == 2  # derived again from what was paid for, never sent
+    from PIL import Image
+
+    for k in range(2):
+        with Image.open(io.BytesIO(job.object(f"variants/web/i{k}.png"))) as made:
+            assert made.width == 24
+        assert job.object(f"thumbs/i{k}.webp") == thumbs[k]
+    records = [orjson.loads(job.object(f"derived/i{k}.json")) for k in range(2)]
+    assert all(r["images"][f"images/i{k}.png"]["web"]["bytes"] for k, r in enumerate(records))

@@ -89,9 +89,23 @@ class Deriving:
 
     def submit(self, spec: ItemSpec, files: Sequence[str]) -> None:
         """Derive ``spec``'s item from its images ``files`` (relative to the folder), in the pool."""
+        task = self._task(spec, files)
+        if task is not None:
+            self._queue.put(task)
+
+    def outdated(self, spec: ItemSpec, files: Sequence[str]) -> bool:
+        """Whether ``spec``'s item, its images ``files``, has a variant to make again, by its
+        record: a spec changed since, or one never made (reads the record: not on the loop)."""
+        task = self._task(spec, files)
+        return task is not None and derive.outdated(task)
+
+    def _task(self, spec: ItemSpec, files: Sequence[str]) -> Task | None:
         images = tuple(f for f in files if f.lower().endswith(_IMAGE_SUFFIXES))
-        if images:
-            self._queue.put(Task(str(self.folder), spec.id, images, self.chosen(spec), meta(spec, self.job)))
+        return (
+            Task(str(self.folder), spec.id, images, self.chosen(spec), meta(spec, self.job))
+            if images
+            else None
+        )
 
     def drop_waiting(self) -> None:
         """Drop the derivations no worker has started (the run was interrupted): the next run or

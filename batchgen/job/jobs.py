@@ -174,10 +174,10 @@ async def run_manifest(
         for warning in job.warnings:
             log.warning("%s", warning)
         sources = _sources(job, options)  # signed before they are read
-        planned = await _planned(job, settings, options, store, bring)
+        derive = deriving.Deriving(folder, job.job, job.variants)
+        planned = await _planned(job, settings, options, store, bring, derive)
         unchanged.forget(store)  # what this run changes, no stamp of the last one vouches for
         caught = Caught()
-        derive = deriving.Deriving(folder, job.job, job.variants)
         on_finished = _deriving_each(planned.items, derive, on_event)
         hooks = _Hooks(on_finished, connect or http_client, sleep, caught if handle_signals else None)
         try:
@@ -235,14 +235,36 @@ async def _planned(
     options: RunOptions,
     store: JobStore,
     bring: Bring | None,
+    derive: deriving.Deriving,
 ) -> _Planned:
     """``_plan`` off the loop (triage reads every local reference: hashed, and shrunk if too
-    large); then, given ``bring``, the images of earlier runs that the dependents it sends are
-    made from brought back into a job folder that no longer holds them (a spool, from its bucket)."""
+    large); then, given ``bring``, the images of earlier runs that this run needs brought back
+    into a job folder that no longer holds them (a spool, from its bucket): those the dependents
+    it sends are made from, and those with a variant to make again."""
     planned = await asyncio.to_thread(_plan, job, settings, options, store)
     if bring is not None:
-        await bring(await asyncio.to_thread(planned.triage.earlier_parents, planned.items))
+        parents = await asyncio.to_thread(planned.triage.earlier_parents, planned.items)
+        await bring(parents + await asyncio.to_thread(_to_derive, planned, derive))
     return planned
+
+
+def _to_derive(planned: _Planned, derive: deriving.Deriving) -> list[journal.JournalFile]:
+    """The images, not in the job folder, of the items this run leaves as they are but whose
+    variants it makes again (a variant's spec changed): the derivation stage needs them."""
+    wanted: list[journal.JournalFile] = []
+    triage = planned.triage
+    for spec in planned.items:
+        entry = triage.previous.get(spec.id)
+        if entry is None or not entry.succeeded:
+            continue
+        # On this disk: a spool's store counts what its bucket holds.
+        if JobStore.intact(triage.store, [(f.path, f.bytes) for f in entry.files]):
+            continue
+        if derive.outdated(spec, [f.path for f in entry.files]):
+            _, left = triage.chunk([spec])
+            if left and left[0].status is ItemStatus.SKIPPED:
+                wanted += entry.files
+    return wanted
 
 
 def _plan(

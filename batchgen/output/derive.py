@@ -96,6 +96,21 @@ def derive_item(task: Task) -> Result:
     return Result(task.item_id, shown, {n: sizes[n] for n in shown}, tuple(sorted(upscaled)), errors, made)
 
 
+def outdated(task: Task) -> bool:
+    """Whether a variant of ``task`` is not what its item's record says was made: its spec changed,
+    or none was made of an image. What ``derive_item`` would make again, given the originals,
+    whatever files there are: a job folder that holds neither originals nor variants (a bucket
+    run's spool) asks this before it fetches the originals."""
+    old = _read_record(JobStore(Path(task.folder)), task.item_id)
+    for image in task.images:
+        made = old.made.get(image, {})
+        for variant in task.variants:
+            was = made.get(variant.name)
+            if was is None or was.spec != variant.fingerprint(task.meta):
+                return True
+    return False
+
+
 def _list(
     kept: Mapping[str, Made], files: dict[str, list[str]], sizes: dict[str, list[int]], upscaled: set[str]
 ) -> None:

@@ -127,7 +127,7 @@ def _lines(data: bytes) -> list[bytes]:
 class Stats:
     uploaded: int = 0
     uploaded_under: Counter[str] = field(default_factory=Counter)  # by the folder at the top
-    brought: list[str] = field(default_factory=list)  # earlier runs' images fetched for dependents
+    brought: list[str] = field(default_factory=list)  # earlier runs' images fetched (``bring``)
     waits_s: list[float] = field(default_factory=list)  # per image: written -> in the bucket
     last_image_at: float = 0.0  # time.monotonic() when the last image reached the bucket
 
@@ -249,12 +249,13 @@ class Uploader:
         await asyncio.gather(*(self._upload(path) for path in pending))
 
     async def bring(self, files: Sequence[JournalFile]) -> None:
-        """Earlier runs' images that this run's dependents are made from, fetched from the bucket
-        into the spool where they are not whole, and kept only if they are what the journal says
-        (its sha256): a dependent is never sent with another image than its fingerprint names.
-        What cannot be had is left out, and the dependent fails as it would without the bucket."""
-        wanted = [f for f in files if not _whole(self.folder / f.path, f.bytes)]
-        await asyncio.gather(*(self._bring(f) for f in wanted))
+        """Earlier runs' images this run needs (parents of the dependents it sends, originals of
+        variants to make again), fetched from the bucket into the spool where they are not whole,
+        and kept only if they are what the journal says (its sha256): a dependent is never sent
+        with another image than its fingerprint names. What cannot be had is left out: the
+        dependent fails, the variant stays as it was, as they would without the bucket."""
+        wanted = {f.path: f for f in files if not _whole(self.folder / f.path, f.bytes)}
+        await asyncio.gather(*(self._bring(f) for f in wanted.values()))
 
     async def _bring(self, file: JournalFile) -> None:
         async with self._slots:
