@@ -13,6 +13,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from batchgen.errors import StoreError
 from batchgen.job import jobs
 from batchgen.job.unchanged import Unchanged
 from batchgen.outcomes import JobStatus
-from batchgen.output import paths, relaylimit, spool
+from batchgen.output import downloads, paths, relaylimit, spool
 from batchgen.output.bucket import Bucket, Location, Retries
 from batchgen.output.lease import BucketLock, owner_token
 from batchgen.output.lock import JobLock
@@ -109,7 +110,7 @@ async def _locked(
                 replace(options, overrides=local, folder_name=str(where.bucket)),
                 environ,
                 open_store=lambda root: spool.SpooledStore(root, mirror),
-                bring=uploader.bring,
+                bring=partial(downloads.bring, where.bucket, where.spool, mirror, uploader.stats),
                 **hooks,
             )
             # run_manifest returns once its thumbnails and variants are made: all of them are in

@@ -11,7 +11,8 @@ present and future, stays as it is), and ``Uploader`` carries what it writes up:
 
 ``restore`` is the start of such a run: one listing of the bucket (paths and sizes: no image
 is downloaded), its journal merged into the spool's, and what an earlier run from this work
-dir could not upload sent first. docs/storage.md has the whole story.
+dir could not upload sent first. The few earlier images a run needs on this disk are fetched
+by ``downloads``. docs/storage.md has the whole story.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import orjson
 from batchgen.errors import StoreError
 from batchgen.output import paths
 from batchgen.output.bucket import Bucket
-from batchgen.output.journal import Entry, JournalFile
+from batchgen.output.journal import Entry
 from batchgen.output.store import JobStore
 from batchgen.output.variants import RECORDS
 
@@ -55,6 +56,8 @@ class Mirror:
 
     sizes: dict[str, int]
     journal: list[bytes]  # the bucket journal's lines, as found
+    # Files this run fetched from the bucket (output/downloads.py), as written: never carried up.
+    fetched: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (size, mtime_ns)
 
     def holds(self, relative: str, size: int) -> bool:
         return self.sizes.get(relative) == size
@@ -127,7 +130,7 @@ def _lines(data: bytes) -> list[bytes]:
 class Stats:
     uploaded: int = 0
     uploaded_under: Counter[str] = field(default_factory=Counter)  # by the folder at the top
-    brought: list[str] = field(default_factory=list)  # earlier runs' images fetched (``bring``)
+    brought: list[str] = field(default_factory=list)  # earlier runs' images fetched (output/downloads.py)
     waits_s: list[float] = field(default_factory=list)  # per image: written -> in the bucket
     last_image_at: float = 0.0  # time.monotonic() when the last image reached the bucket
 
@@ -248,35 +251,6 @@ class Uploader:
         pending = await asyncio.to_thread(self._changed, deep_only=True)
         await asyncio.gather(*(self._upload(path) for path in pending))
 
-    async def bring(self, files: Sequence[JournalFile]) -> None:
-        """Earlier runs' images this run needs (parents of the dependents it sends, originals of
-        variants to make again), fetched from the bucket into the spool where they are not whole,
-        and kept only if they are what the journal says (its sha256): a dependent is never sent
-        with another image than its fingerprint names. What cannot be had is left out: the
-        dependent fails, the variant stays as it was, as they would without the bucket."""
-        wanted = {f.path: f for f in files if not _whole(self.folder / f.path, f.bytes)}
-        await asyncio.gather(*(self._bring(f) for f in wanted.values()))
-
-    async def _bring(self, file: JournalFile) -> None:
-        async with self._slots:
-            try:
-                found = await self.bucket.get(file.path)
-            except StoreError as exc:
-                log.warning("%s", exc)
-                return
-        st = None if found is None else await asyncio.to_thread(self._keep, file, found[0])
-        if st is None:
-            log.warning("%s/%s: not the image its journal line names; not used", self.bucket, file.path)
-            return
-        self._sent[file.path] = (st.st_size, st.st_mtime_ns)  # the bucket has it: never carried up again
-        self.stats.brought.append(file.path)
-
-    def _keep(self, file: JournalFile, data: bytes) -> os.stat_result | None:
-        if hashlib.sha256(data).hexdigest() != file.sha256:
-            return None
-        JobStore(self.folder).write_bytes(file.path, data, durable=False)
-        return os.stat(self.folder / file.path)
-
     async def finish(self) -> int:
         """After the run: every line read, every file up, the journal written; how many files wait."""
         await self._stop_following()
@@ -362,8 +336,9 @@ class Uploader:
         for relative, st in _walk(self.folder):
             if (deep_only and "/" not in relative) or relative in LOCAL_ONLY:
                 continue
-            if self._sent.get(relative) == (st.st_size, st.st_mtime_ns):
-                continue
+            now = (st.st_size, st.st_mtime_ns)
+            if self._sent.get(relative) == now or self.mirror.fetched.get(relative) == now:
+                continue  # uploaded by this run, or fetched from the bucket by it
             if st.st_mtime_ns < self._started_ns and self.mirror.holds(relative, st.st_size):
                 continue
             found.append(relative)
@@ -372,13 +347,6 @@ class Uploader:
     @property
     def waiting(self) -> int:
         return len(self._failed)
-
-
-def _whole(path: Path, size: int) -> bool:
-    try:
-        return os.stat(path).st_size == size
-    except OSError:
-        return False
 
 
 def _walk(folder: Path) -> Iterator[tuple[str, os.stat_result]]:
