@@ -749,7 +749,7 @@ def test_a_parent_changed_in_the_bucket_is_never_sent_in_its_place(
     capsys.readouterr()
     assert job.run(work=tmp_path / "another-pod", quiet=False) == 1
     assert sim.stats.requests == 4
-    assert "images/hero.png: not the image its journal line names" in capsys.readouterr().err
+    assert "images/hero.png: not the file its record names (its sha256)" in capsys.readouterr().err
     lines = [orjson.loads(line) for line in job.object("journal.jsonl").splitlines()]
     failed = [line["class"] for line in lines if line.get("id") == "back" and line["status"] == "failed"]
     assert failed == ["reference_error"]
@@ -838,7 +838,9 @@ def test_a_fresh_work_dir_derives_again_what_a_changed_variant_spec_asks_for(
     thumbs = {k: job.object(f"thumbs/i{k}.webp") for k in range(2)}
     write(24)
     assert run_api(job, tmp_path / "pod-3", stats=seen.append).report.status.value == "completed"
-    assert sorted(seen[1].brought) == ["images/i0.png", "images/i1.png"]
+    # The originals, and the thumbnails that stay as they are: not made again, nor uploaded again.
+    assert sorted(seen[1].brought) == ["images/i0.png", "images/i1.png", "thumbs/i0.webp", "thumbs/i1.webp"]
+    assert (seen[1].uploaded_under["variants"], seen[1].uploaded_under["thumbs"]) == (2, 0)
     assert sim.stats.requests == 2  # derived again from what was paid for, never sent
     from PIL import Image
 

@@ -24,7 +24,7 @@ from batchgen.manifest.spec import ItemSpec
 from batchgen.outcomes import Derived, ItemOutcome, ItemStatus
 from batchgen.output import derive
 from batchgen.output.derive import Result, Task
-from batchgen.output.variants import THUMB, Variant, tidy
+from batchgen.output.variants import THUMB, Made, Variant, tidy
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,12 @@ class Deriving:
         if task is not None:
             self._queue.put(task)
 
-    def outdated(self, spec: ItemSpec, files: Sequence[str]) -> bool:
-        """Whether ``spec``'s item, its images ``files``, has a variant to make again, by its
-        record: a spec changed since, or one never made (reads the record: not on the loop)."""
+    def outdated(self, spec: ItemSpec, files: Sequence[str]) -> list[Made] | None:
+        """None unless ``spec``'s item, its images ``files``, has a variant to make again by its
+        record (a spec changed since, or one never made); then the variant files it keeps
+        (``derive.outdated``; reads the record: not on the loop)."""
         task = self._task(spec, files)
-        return task is not None and derive.outdated(task)
+        return None if task is None else derive.outdated(task)
 
     def _task(self, spec: ItemSpec, files: Sequence[str]) -> Task | None:
         images = tuple(f for f in files if f.lower().endswith(_IMAGE_SUFFIXES))

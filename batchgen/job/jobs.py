@@ -250,7 +250,8 @@ async def _planned(
 
 def _to_derive(planned: _Planned, derive: deriving.Deriving) -> list[journal.JournalFile]:
     """The images, not in the job folder, of the items this run leaves as they are but whose
-    variants it makes again (a variant's spec changed): the derivation stage needs them."""
+    variants it makes again (a variant's spec changed), and their variant files that stay as they
+    are: the derivation stage needs the first, and makes the others again without them."""
     wanted: list[journal.JournalFile] = []
     triage = planned.triage
     for spec in planned.items:
@@ -260,10 +261,11 @@ def _to_derive(planned: _Planned, derive: deriving.Deriving) -> list[journal.Jou
         # On this disk: a spool's store counts what its bucket holds.
         if JobStore.intact(triage.store, [(f.path, f.bytes) for f in entry.files]):
             continue
-        if derive.outdated(spec, [f.path for f in entry.files]):
+        kept = derive.outdated(spec, [f.path for f in entry.files])
+        if kept is not None:
             _, left = triage.chunk([spec])
             if left and left[0].status is ItemStatus.SKIPPED:
-                wanted += entry.files
+                wanted += [*entry.files, *(journal.JournalFile(m.path, m.sha256, m.bytes) for m in kept)]
     return wanted
 
 

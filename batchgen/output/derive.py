@@ -96,19 +96,23 @@ def derive_item(task: Task) -> Result:
     return Result(task.item_id, shown, {n: sizes[n] for n in shown}, tuple(sorted(upscaled)), errors, made)
 
 
-def outdated(task: Task) -> bool:
-    """Whether a variant of ``task`` is not what its item's record says was made: its spec changed,
-    or none was made of an image. What ``derive_item`` would make again, given the originals,
-    whatever files there are: a job folder that holds neither originals nor variants (a bucket
-    run's spool) asks this before it fetches the originals."""
+def outdated(task: Task) -> list[Made] | None:
+    """None when every variant of ``task`` is what its item's record says was made; else (a spec
+    changed, or one was never made) the files of those that are, which ``derive_item`` keeps as
+    they are if they are there. Asked, from the record alone, by a job folder that holds neither
+    originals nor variants (a bucket run's spool) before it fetches what deriving again needs."""
     old = _read_record(JobStore(Path(task.folder)), task.item_id)
+    kept: list[Made] = []
+    again = False
     for image in task.images:
         made = old.made.get(image, {})
         for variant in task.variants:
             was = made.get(variant.name)
             if was is None or was.spec != variant.fingerprint(task.meta):
-                return True
-    return False
+                again = True
+            else:
+                kept.append(was)
+    return kept if again else None
 
 
 def _list(

@@ -3,8 +3,9 @@
 A bucket run's spool holds only what its own runs wrote, and lets go of the images once they
 are in the bucket. Two things need an earlier run's image on this disk: a dependent sent with
 its parent's image (docs/chains.md), and a variant made again from its original after its spec
-changed. ``bring`` fetches those, and only those, each checked against the sha256 its journal
-line records. docs/storage.md tells the user's side.
+changed (with the item's other variants, which stay as they are). ``bring`` fetches those, and
+only those, each checked against the sha256 its record (journal line, derivation record) holds.
+docs/storage.md tells the user's side.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ async def bring(
                 return
         st = None if found is None else await asyncio.to_thread(_keep, folder, file, found[0])
         if st is None:
-            log.warning("%s/%s: not the image its journal line names; not used", bucket, file.path)
+            log.warning("%s/%s: not the file its record names (its sha256); not used", bucket, file.path)
             return
         mirror.fetched[file.path] = (st.st_size, st.st_mtime_ns)
         stats.brought.append(file.path)
@@ -57,7 +58,9 @@ async def bring(
 def _keep(folder: Path, file: JournalFile, data: bytes) -> os.stat_result | None:
     if hashlib.sha256(data).hexdigest() != file.sha256:
         return None
-    JobStore(folder).write_bytes(file.path, data, durable=False)
+    store = JobStore(folder)
+    store.path(file.path).parent.mkdir(parents=True, exist_ok=True)  # refused if outside the folder
+    store.write_bytes(file.path, data, durable=False)
     return os.stat(folder / file.path)
 
 
