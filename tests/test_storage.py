@@ -850,3 +850,33 @@ def test_a_fresh_work_dir_derives_again_what_a_changed_variant_spec_asks_for(
         assert job.object(f"thumbs/i{k}.webp") == thumbs[k]
     records = [orjson.loads(job.object(f"derived/i{k}.json")) for k in range(2)]
     assert all(r["images"][f"images/i{k}.png"]["web"]["bytes"] for k, r in enumerate(records))
+
+
+def test_the_relay_limit_learned_last_wins_between_the_bucket_and_the_spool(
+    tmp_path: Path, sim: Simulator, s3: S3
+) -> None:
+    import os
+
+    from batchgen.errors import RelayLimit
+    from batchgen.output import relaylimit
+
+    job = Job(tmp_path, sim, s3, n=1)
+    s3.client().put_object(
+        Bucket=job.bucket,
+        Key="night/cat/relay-limit.json",
+        Body=orjson.dumps(
+            {"format": 1, "requests": 6, "window_s": 60.0, "learned_at": "2026-06-01T00:00:00Z"}
+        ),
+    )
+
+    def spool_job(work: Path) -> Path:
+        return remote.locate(remote.RemoteOutput(job.url, work), "cat", None, os.environ).job
+
+    # A work dir that learned one before the bucket's: the bucket's is the one it starts at.
+    relaylimit.remember(spool_job(tmp_path / "old"), RelayLimit(3, 60.0), 0.0)
+    assert run_api(job, tmp_path / "old").report.relay_limit.requests == 6  # type: ignore[union-attr]
+    # One that learned one since (its upload failed, say): its own, and the bucket gets it.
+    relaylimit.remember(spool_job(tmp_path / "new"), RelayLimit(2, 60.0), 1.9e9)
+    output = run_api(job, tmp_path / "new")
+    assert output.report.relay_limit.requests == 2  # type: ignore[union-attr]
+    assert orjson.loads(job.object("relay-limit.json"))["requests"] == 2
