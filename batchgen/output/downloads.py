@@ -32,8 +32,8 @@ async def bring(
     bucket: Bucket, folder: Path, mirror: Mirror, stats: Stats, files: Sequence[JournalFile]
 ) -> None:
     """``files`` fetched from ``bucket`` into ``folder`` where they are not whole, and kept only
-    if they are what the journal says: a dependent is never sent with another image than its
-    fingerprint names. What cannot be had is left out, and the dependent fails, or the variant
+    if they are what their record says (its sha256): a dependent is never sent with another
+    image than its fingerprint names. What cannot be had is left out, and the dependent fails, or the variant
     stays as it was, as they would without the bucket. Each is noted in ``mirror.fetched``."""
     wanted = {f.path: f for f in files if not _whole(folder / f.path, f.bytes)}
     turns = asyncio.Semaphore(AT_ONCE)
