@@ -6,6 +6,7 @@ Exact request counts come from the simulator: what a bucket already holds is nev
 from __future__ import annotations
 
 import asyncio
+import io
 import secrets
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from batchgen.cli.main import main
 from batchgen.job import jobs, remote
 from batchgen.manifest import validate
 from batchgen.outcomes import Event
+from batchgen.output import paths, spool
 from batchgen.output.bucket import Retries
 from batchgen.sim.simulator import Simulator
 
@@ -196,7 +198,11 @@ FAST_STORE = Retries(attempts=2, first_backoff_s=0.01, max_backoff_s=0.02, give_
 
 
 def run_api(
-    job: Job, work: Path, on_event: Callable[[Event], None] = lambda e: None, **kw: Any
+    job: Job,
+    work: Path,
+    on_event: Callable[[Event], None] = lambda e: None,
+    stats: Callable[[spool.Stats], None] | None = None,
+    **kw: Any,
 ) -> jobs.JobOutput:
     """A run through the library, for what the command line does not let a test set."""
     from batchgen import config
@@ -206,7 +212,9 @@ def run_api(
     import os
 
     return asyncio.run(
-        remote.run_manifest(validate.load(job.path), options, bucket, os.environ, on_event=on_event)
+        remote.run_manifest(
+            validate.load(job.path), options, bucket, os.environ, on_event=on_event, stats=stats
+        )
     )
 
 
@@ -640,7 +648,6 @@ def test_a_run_that_lost_its_lock_leaves_the_buckets_journal_to_the_new_holder(
     import os
 
     from batchgen import config
-    from batchgen.output import spool
     from batchgen.output.bucket import Bucket, Location
 
     name = s3.make_bucket()
@@ -675,3 +682,201 @@ def test_a_second_run_from_the_same_work_dir_is_refused_before_it_touches_the_bu
     assert "in use by another batchgen run" in capsys.readouterr().err
     assert job.held() == {}  # not even a lock object: the first run's would have been taken
     assert sim.stats.requests == 0
+
+
+def chain(edited: str = "") -> list[dict[str, Any]]:
+    """Two chains, each a root and an item made from the root's image; ``edited`` in back's prompt."""
+    return [
+        {"id": "hero", "prompt": "hero photo"},
+        {"id": "back", "prompt": f"back view{edited}", "references": ["@hero"]},
+        {"id": "other", "prompt": "other photo"},
+        {"id": "side", "prompt": "side view", "references": ["@other"]},
+    ]
+
+
+def sent_reference(sim: Simulator, prompt: str) -> bytes:
+    import pybase64
+
+    bodies = [b for b in sim.stats.bodies if b["prompt"] == prompt]
+    assert len(bodies) == 1
+    (uri,) = bodies[0]["extra_fields"]["reference_images"]
+    return pybase64.b64decode(uri.partition(",")[2])
+
+
+@pytest.mark.parametrize("pod", ["another-pod", "work"])
+def test_a_dependent_of_an_earlier_runs_parent_is_sent_with_the_parents_image_from_the_bucket(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator], s3: S3, pod: str
+) -> None:
+    sim = threaded_simulator(record_bodies=True)
+    job = Job(tmp_path, sim, s3)
+    job.write(chain())
+    assert job.run() == 0
+    hero = job.object("images/hero.png")
+    job.write(chain(edited=", edited"))
+    # A fresh pod's spool has no image; the first run's own spool let go of them as it ended.
+    assert job.run(work=tmp_path / pod) == 0
+    assert sim.stats.requests == 5
+    assert sent_reference(sim, "back view, edited") == hero
+    report = orjson.loads(job.object("report.json"))
+    assert report["counts"]["succeeded"] == 1
+    assert not list((tmp_path / pod).rglob("*.png"))  # and the spool lets go of it again
+
+
+def test_only_the_parents_of_what_is_sent_are_brought_down_and_never_sent_up_again(
+    tmp_path: Path, sim: Simulator, s3: S3
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    job.write(chain())
+    assert job.run() == 0
+    job.write(chain(edited=", edited"))
+    seen: list[spool.Stats] = []
+    output = run_api(job, tmp_path / "another-pod", stats=seen.append)
+    assert output.report.status.value == "completed"
+    assert [s.brought for s in seen] == [["images/hero.png"]]
+    assert seen[0].uploaded_under[paths.IMAGES] == 2  # back's image and sidecar; hero's is there
+
+
+def test_a_parent_changed_in_the_bucket_is_never_sent_in_its_place(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    job.write(chain())
+    assert job.run() == 0
+    hero = bytearray(job.object("images/hero.png"))
+    hero[-20] ^= 0xFF  # the same size: the listing still vouches for it
+    s3.client().put_object(Bucket=job.bucket, Key="night/cat/images/hero.png", Body=bytes(hero))
+    job.write(chain(edited=", edited"))
+    capsys.readouterr()
+    assert job.run(work=tmp_path / "another-pod", quiet=False) == 1
+    assert sim.stats.requests == 4
+    assert "images/hero.png: not the file its record names (its sha256)" in capsys.readouterr().err
+    lines = [orjson.loads(line) for line in job.object("journal.jsonl").splitlines()]
+    failed = [line["class"] for line in lines if line.get("id") == "back" and line["status"] == "failed"]
+    assert failed == ["reference_error"]
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_the_relay_limit_a_run_learned_travels_with_the_job_in_the_bucket(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator], s3: S3, sharded: bool
+) -> None:
+    def relay() -> Simulator:  # new-api's limit: 4 requests per 250 ms, stated by its 429
+        return threaded_simulator(rate_limit=4, rate_window_ms=250.0, latency_ms=5)
+
+    job = Job(tmp_path, relay(), s3, n=8)
+    # max_attempts 1: a throttled request charged as an attempt would fail its item.
+    items = [{"id": f"i{k}", "prompt": f"p {k}"} for k in range(8)]
+    data = {"job": "cat", "limits": {**FAST_LIMITS, "concurrency": 4, "max_attempts": 1}, "items": items}
+    job.path.write_text(yaml.safe_dump(data, sort_keys=False))
+    first, then = (["--shard", "1/2"], ["--shard", "2/2"]) if sharded else ([], ["--force"])
+    assert job.run(*first) == 0
+    assert job.sim.stats.throttled >= 1
+    learned = orjson.loads(job.object("relay-limit.json"))  # the job's folder: every shard's
+    assert (learned["requests"], learned["window_s"]) == (4, pytest.approx(0.25))
+    job.sim = tomorrow = relay()
+    assert job.run(*then, work=tmp_path / "another-pod") == 0
+    assert tomorrow.stats.throttled == 0
+    folder = "shard-2-of-2/" if sharded else ""
+    report = orjson.loads(job.object(f"{folder}report.json"))
+    assert report["relay_limit"]["source"] == "remembered"
+
+
+def test_a_bucket_runs_messages_name_the_bucket_not_its_spool(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator], s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = threaded_simulator(dropped_fields=("image_size",))  # 2K asked, Gemini's 1K sent
+    job = Job(tmp_path, sim, s3)
+    wide = {"id": "wide", "prompt": "a wide tote", "image_size": "2K", "aspect_ratio": "16:9"}
+    job.write([wide])
+    assert job.run(quiet=False) == 0
+    err = capsys.readouterr().err
+    assert f"`batchgen redo {job.url}/cat --flag size_mismatch` makes it again" in err
+    job.write([wide, {"id": "broke", "prompt": "[sim:quota] out of credit"}])
+    assert job.run(quiet=False) == 3
+    said = "".join(capsys.readouterr())
+    assert f"then run `batchgen retry {job.url}/cat`" in said
+    assert str(tmp_path / "work") not in said
+
+
+def test_merge_into_a_bucket_takes_the_merged_folders_lock(
+    tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = Job(tmp_path, sim, s3, n=2)
+    assert job.run("--shard", "1/2", work=tmp_path / "pod-1") == 0
+    assert job.run("--shard", "2/2", work=tmp_path / "pod-2") == 0
+    hold_lock(job, "a-run-into-the-merged-folder", lease_s=60)
+    capsys.readouterr()
+    assert main(["merge", f"{job.url}/cat", "--output", job.url, "-q"]) == 3
+    assert "is in use by another batchgen run" in capsys.readouterr().err
+    assert not [k for k in job.held() if "/" not in k and k != ".lock"]  # nothing merged into it
+    assert not [k for k in job.held() if k.startswith("images/")]
+    s3.client().delete_object(Bucket=job.bucket, Key="night/cat/.lock")  # that run ended
+    assert main(["merge", f"{job.url}/cat", "--output", job.url, "-q"]) == 0
+    assert ".lock" not in job.held()  # released
+    assert "report.json" in job.held()
+
+
+def test_a_fresh_work_dir_derives_again_what_a_changed_variant_spec_asks_for(
+    tmp_path: Path, sim: Simulator, s3: S3
+) -> None:
+    job = Job(tmp_path, sim, s3, n=2)
+
+    def write(width: int) -> None:
+        items = [{"id": f"i{k}", "prompt": f"p {k}"} for k in range(2)]
+        data = {
+            "job": "cat",
+            "limits": {**FAST_LIMITS, "concurrency": 4},
+            "variants": {"web": {"width": width, "format": "png"}},
+            "items": items,
+        }
+        job.path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    write(48)
+    assert job.run() == 0
+    seen: list[spool.Stats] = []
+    assert run_api(job, tmp_path / "pod-2", stats=seen.append).report.status.value == "completed"
+    assert seen[0].brought == []  # nothing changed: no original comes down
+    thumbs = {k: job.object(f"thumbs/i{k}.webp") for k in range(2)}
+    write(24)
+    assert run_api(job, tmp_path / "pod-3", stats=seen.append).report.status.value == "completed"
+    # The originals, and the thumbnails that stay as they are: not made again, nor uploaded again.
+    assert sorted(seen[1].brought) == ["images/i0.png", "images/i1.png", "thumbs/i0.webp", "thumbs/i1.webp"]
+    assert (seen[1].uploaded_under["variants"], seen[1].uploaded_under["thumbs"]) == (2, 0)
+    assert sim.stats.requests == 2  # derived again from what was paid for, never sent
+    from PIL import Image
+
+    for k in range(2):
+        with Image.open(io.BytesIO(job.object(f"variants/web/i{k}.png"))) as made:
+            assert made.width == 24
+        assert job.object(f"thumbs/i{k}.webp") == thumbs[k]
+    records = [orjson.loads(job.object(f"derived/i{k}.json")) for k in range(2)]
+    assert all(r["images"][f"images/i{k}.png"]["web"]["bytes"] for k, r in enumerate(records))
+
+
+def test_the_relay_limit_learned_last_wins_between_the_bucket_and_the_spool(
+    tmp_path: Path, sim: Simulator, s3: S3
+) -> None:
+    import os
+
+    from batchgen.errors import RelayLimit
+    from batchgen.output import relaylimit
+
+    job = Job(tmp_path, sim, s3, n=1)
+    s3.client().put_object(
+        Bucket=job.bucket,
+        Key="night/cat/relay-limit.json",
+        Body=orjson.dumps(
+            {"format": 1, "requests": 6, "window_s": 60.0, "learned_at": "2026-06-01T00:00:00Z"}
+        ),
+    )
+
+    def spool_job(work: Path) -> Path:
+        return remote.locate(remote.RemoteOutput(job.url, work), "cat", None, os.environ).job
+
+    # A work dir that learned one before the bucket's: the bucket's is the one it starts at.
+    relaylimit.remember(spool_job(tmp_path / "old"), RelayLimit(3, 60.0), 0.0)
+    assert run_api(job, tmp_path / "old").report.relay_limit.requests == 6  # type: ignore[union-attr]
+    # One that learned one since (its upload failed, say): its own, and the bucket gets it.
+    relaylimit.remember(spool_job(tmp_path / "new"), RelayLimit(2, 60.0), 1.9e9)
+    output = run_api(job, tmp_path / "new")
+    assert output.report.relay_limit.requests == 2  # type: ignore[union-attr]
+    assert orjson.loads(job.object("relay-limit.json"))["requests"] == 2

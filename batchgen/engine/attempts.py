@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tenacity import RetryCallState
@@ -44,7 +43,7 @@ class Sender:
     guards: Guards
     limiter: RateLimiter
     stopping: Stopping
-    folder: Path  # the job's, for what to run once the credit is topped up
+    folder: str  # the job's, as messages name it: what to run once the credit is topped up
     sleep: Sleep
     on_event: Callable[[Event], None] = field(default=lambda event: None)
 
@@ -140,7 +139,7 @@ class Sender:
             self.stopping.abort(verdict)
 
 
-def _stop_reason(item_id: str, exc: RequestError, folder: Path) -> str:
+def _stop_reason(item_id: str, exc: RequestError, folder: str) -> str:
     if exc.error_class is ErrorClass.QUOTA_EXHAUSTED:
         return (
             f"the API credit ran out ({item_id}: {exc.message}); top up the account or key,"

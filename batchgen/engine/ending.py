@@ -31,6 +31,7 @@ class Endings:
     policy: RetryPolicy
     guards: Guards
     stopping: Stopping
+    folder: str  # the job's, as messages name it
 
     async def succeeded(
         self,
@@ -44,7 +45,7 @@ class Endings:
         if len(stored) < request.n:
             log.warning("%s: asked for %d images, the service sent %d", request.id, request.n, len(stored))
         files = tuple(JournalFile(f.path, f.sha256, f.bytes, f.width, f.height) for f in stored)
-        flags = arrived.check(request, stored, self.writer.store.root)
+        flags = arrived.check(request, stored, self.folder)
         entry = Entry(
             request.id,
             ItemStatus.SUCCEEDED,

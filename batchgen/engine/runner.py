@@ -82,8 +82,10 @@ class Runner:
     room: ImageRoom = field(default_factory=ImageRoom)  # answers' images held in memory at once
     relay_limit: RelayLimit | None = None  # the relay's limit, remembered from an earlier run
     shards: int = 1  # processes sharing the key: each mirrors its part of the relay's limit
+    folder_name: str | None = None  # how messages name the job folder; None: the store's root
 
     def __post_init__(self) -> None:
+        folder = self.folder_name or str(self.store.root)
         self.stopping = Stopping(lambda event: self.on_event(event))
         sleep = self.sleep or self.stopping.sleep
         self.learned: RelayLimit | None = None
@@ -102,12 +104,12 @@ class Runner:
             self.guards,
             self.limiter,
             self.stopping,
-            self.store.root,
+            folder,
             sleep,
             lambda event: self.on_event(event),
         )
         self.writer = Writer(self.store, self.journal, self.io)
-        self.endings = Endings(self.writer, self.policy, self.guards, self.stopping)
+        self.endings = Endings(self.writer, self.policy, self.guards, self.stopping, folder)
         self.item = ItemAttempt(
             self.job,
             sender,

@@ -24,7 +24,7 @@ from batchgen.manifest.spec import ItemSpec
 from batchgen.outcomes import Derived, ItemOutcome, ItemStatus
 from batchgen.output import derive
 from batchgen.output.derive import Result, Task
-from batchgen.output.variants import THUMB, Variant, tidy
+from batchgen.output.variants import THUMB, Variant, VariantFile, tidy
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,24 @@ class Deriving:
 
     def submit(self, spec: ItemSpec, files: Sequence[str]) -> None:
         """Derive ``spec``'s item from its images ``files`` (relative to the folder), in the pool."""
+        task = self._task(spec, files)
+        if task is not None:
+            self._queue.put(task)
+
+    def outdated(self, spec: ItemSpec, files: Sequence[str]) -> list[VariantFile] | None:
+        """None unless ``spec``'s item, its images ``files``, has a variant to make again by its
+        record (a spec changed since, or one never made); then the variant files it keeps
+        (``derive.outdated``; reads the record: not on the loop)."""
+        task = self._task(spec, files)
+        return None if task is None else derive.outdated(task)
+
+    def _task(self, spec: ItemSpec, files: Sequence[str]) -> Task | None:
         images = tuple(f for f in files if f.lower().endswith(_IMAGE_SUFFIXES))
-        if images:
-            self._queue.put(
-                Task(str(self.folder), spec.id, images, self.chosen(spec), meta(spec, self.job_name))
-            )
+        return (
+            Task(str(self.folder), spec.id, images, self.chosen(spec), meta(spec, self.job_name))
+            if images
+            else None
+        )
 
     def drop_waiting(self) -> None:
         """Drop the derivations no worker has started (the run was interrupted): the next run or

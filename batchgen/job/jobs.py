@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 # command line passes one that starts the simulator for --simulate; the default talks HTTP.
 Connect = Callable[[config.RunSettings], contextlib.AbstractAsyncContextManager["ImageClient"]]
 
+# Images an earlier run made (their journal records) brought back into the job folder.
+Bring = Callable[[Sequence[journal.JournalFile]], Awaitable[None]]
+
 log = logging.getLogger(__name__)
 
 IO_THREADS = 16
@@ -60,6 +63,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None  # (K, N): run the K-th of N slices
     prices: Path | None = None  # a price table replacing the manifest's and the shipped one
     redo: frozenset[str] = frozenset()  # Mode.REDO: the ids to make again
+    folder_name: str | None = None  # how messages name the job folder (a bucket's URL); None: its path
 
 
 @dataclass(frozen=True)
@@ -140,9 +144,10 @@ async def run_manifest(
     sleep: Sleep | None = None,
     handle_signals: bool = False,
     open_store: Callable[[Path], JobStore] = JobStore,
+    bring: Bring | None = None,
 ) -> JobOutput:
     """Send what ``job`` still needs, write its images, journal and report; returns the report.
-    ``open_store``: the job folder's store (a spool's knows what its bucket holds)."""
+    ``open_store``: the job folder's store (a spool's knows its bucket); ``bring``: see ``_planned``."""
     header = job.header if isinstance(job, Unchanged) else job
     if options.overrides.simulate and connect is None:
         raise UsageError("simulate: pass a connect that starts the simulator (the command line does)")
@@ -169,11 +174,10 @@ async def run_manifest(
         for warning in job.warnings:
             log.warning("%s", warning)
         sources = _sources(job, options)  # signed before they are read
-        # Off the loop: triage reads every local reference (hashed, and shrunk if too large).
-        planned = await asyncio.to_thread(_plan, job, settings, options, store)
+        derivations = deriving.Deriving(folder, job.job, job.variants)
+        planned = await _planned(job, settings, options, store, bring, derivations)
         unchanged.forget(store)  # what this run changes, no stamp of the last one vouches for
         caught = Caught()
-        derivations = deriving.Deriving(folder, job.job, job.variants)
         on_finished = _deriving_each(planned.items, derivations, on_event)
         hooks = _Hooks(on_finished, connect or http_client, sleep, caught if handle_signals else None)
         try:
@@ -223,6 +227,46 @@ class _Hooks:
     connect: Connect
     sleep: Sleep | None
     signals: Caught | None  # None: signals are the caller's business
+
+
+async def _planned(
+    job: manifest.Manifest,
+    settings: config.RunSettings,
+    options: RunOptions,
+    store: JobStore,
+    bring: Bring | None,
+    derivations: deriving.Deriving,
+) -> _Planned:
+    """``_plan`` off the loop (triage reads every local reference: hashed, and shrunk if too
+    large); then, given ``bring``, the images of earlier runs that this run needs brought back
+    into a job folder that no longer holds them (a spool, from its bucket): those the dependents
+    it sends are made from, and those with a variant to make again."""
+    planned = await asyncio.to_thread(_plan, job, settings, options, store)
+    if bring is not None:
+        parents = await asyncio.to_thread(planned.triage.earlier_parents, planned.items)
+        await bring(parents + await asyncio.to_thread(_to_derive, planned, derivations))
+    return planned
+
+
+def _to_derive(planned: _Planned, derivations: deriving.Deriving) -> list[journal.JournalFile]:
+    """The images, not in the job folder, of the items this run leaves as they are but whose
+    variants it makes again (a variant's spec changed), and their variant files that stay as they
+    are: the derivation stage needs the first, and makes the others again without them."""
+    wanted: list[journal.JournalFile] = []
+    triage = planned.triage
+    for spec in planned.items:
+        entry = triage.previous.get(spec.id)
+        if entry is None or not entry.succeeded:
+            continue
+        # On this disk: a spool's store counts what its bucket holds.
+        if JobStore.intact(triage.store, [(f.path, f.bytes) for f in entry.files]):
+            continue
+        kept = derivations.outdated(spec, [f.path for f in entry.files])
+        if kept is not None:
+            _, left = triage.chunk([spec])
+            if left and left[0].status is ItemStatus.SKIPPED:
+                wanted += [*entry.files, *(journal.JournalFile(m.path, m.sha256, m.bytes) for m in kept)]
+    return wanted
 
 
 def _plan(
@@ -285,6 +329,7 @@ async def _send(
                 shards=rate.shards,
                 io=io,
                 guards=Guards.from_limits(limits, options.max_failures, options.max_cost),
+                folder_name=options.folder_name,
             )
             caught = hooks.signals
             with signals(runner, limits.grace_s, caught) if caught else contextlib.nullcontext():

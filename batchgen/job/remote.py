@@ -13,6 +13,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from batchgen.errors import StoreError
 from batchgen.job import jobs
 from batchgen.job.unchanged import Unchanged
 from batchgen.outcomes import JobStatus
-from batchgen.output import spool
+from batchgen.output import downloads, paths, relaylimit, spool
 from batchgen.output.bucket import Bucket, Location, Retries
 from batchgen.output.lease import BucketLock, owner_token
 from batchgen.output.lock import JobLock
@@ -49,6 +50,8 @@ class Where:
     bucket: Bucket
     root: Path  # the spool's output folder: jobs.job_folder(root, job, shard) is ``spool``
     spool: Path
+    shared: Bucket  # the job's own folder, whose records its shards share (``bucket``, unsharded)
+    job: Path  # and its spool: jobs.job_folder(root, job, None)
 
 
 def locate(
@@ -60,9 +63,9 @@ def locate(
     name = hashlib.sha256(str(location).encode()).hexdigest()[:16]
     parts = [job, shard.folder(*sharded)] if sharded else [job]
     root = settings.work_dir / name
-    return Where(
-        Bucket(location.child(*parts), settings, output.retries), root, jobs.job_folder(root, job, sharded)
-    )
+    bucket = Bucket(location.child(*parts), settings, output.retries)
+    shared = Bucket(location.child(job), settings, output.retries) if sharded else bucket
+    return Where(bucket, root, jobs.job_folder(root, job, sharded), shared, jobs.job_folder(root, job, None))
 
 
 async def run_manifest(
@@ -98,19 +101,22 @@ async def _locked(
 ) -> jobs.JobOutput:
     async with BucketLock(where.bucket, owner_token(where.spool), remote.lease_s) as lock:
         mirror = await spool.restore(where.bucket, where.spool)
+        limit = await _limit_down(where)
         local = replace(options.overrides, output_dir=where.root)
         ours = spool.Uploader(where.bucket, where.spool, mirror, still_ours=lambda: not lock.lost)
         async with ours as uploader:
             output = await jobs.run_manifest(
                 job,
-                replace(options, overrides=local),
+                replace(options, overrides=local, folder_name=str(where.bucket)),
                 environ,
                 open_store=lambda root: spool.SpooledStore(root, mirror),
+                bring=partial(downloads.bring, where.bucket, where.spool, mirror, uploader.stats),
                 **hooks,
             )
             # run_manifest returns once its thumbnails and variants are made: all of them are in
             # the spool before the last upload.
             waiting = await uploader.finish()
+        await _limit_up(where, limit)
         if stats is not None:
             stats(uploader.stats)
     report = output.report
@@ -128,3 +134,23 @@ async def _locked(
     else:
         spool.evict(where.spool, mirror)
     return jobs.JobOutput(report, where.spool, output.signal, shown=str(where.bucket))
+
+
+async def _limit_down(where: Where) -> relaylimit.Remembered | None:
+    """The relay's limit as the bucket keeps it for the job (every shard's, every machine's),
+    made the spool's unless this work dir learned one since; the bucket's, for ``_limit_up``."""
+    found = await where.shared.get(paths.RELAY_LIMIT)
+    theirs = relaylimit.read(found[0], f"{where.shared}/{paths.RELAY_LIMIT}") if found else None
+    if theirs is not None and relaylimit.later(theirs, relaylimit.recall(where.job)):
+        relaylimit.keep(where.job, theirs)
+    return theirs
+
+
+async def _limit_up(where: Where, theirs: relaylimit.Remembered | None) -> None:
+    """The limit learned here (this run, or one whose upload failed) into the job's folder."""
+    if not relaylimit.later(relaylimit.recall(where.job), theirs):
+        return
+    try:
+        await where.shared.put(paths.RELAY_LIMIT, where.job / paths.RELAY_LIMIT)
+    except StoreError as exc:
+        log.warning("%s; the next run from this work dir uploads it", exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import tempfile
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from batchgen import config
 from batchgen.errors import UsageError
 from batchgen.output import journal, paths
 from batchgen.output.bucket import Bucket, Location
+from batchgen.output.lease import BucketLock
 from batchgen.plan import shard
 from batchgen.report import cards, gallery, merge, record
 
@@ -90,12 +92,15 @@ async def merge_shards(
         merged, written = merge.merge(local, Path(temp) / "merged")
         into = Bucket(target_root.child(merged.job), settings)
         target = target_root.child(merged.job)
-        for folder in folders:
-            if folder != target:
-                await _copy_files(whole, folder, target)
-        names = [paths.JOURNAL, paths.REPORT_JSON, paths.REPORT_HTML]
-        names += [paths.sidecar(item.id) for item in merged.items if item.files]
-        await _bounded(into.put(name, written / name) for name in names if (written / name).is_file())
+        # The merged folder's lock, as a local merge takes the folder's: no run or other merge
+        # writes there meanwhile. This merge's own token: only an expired lease is taken over.
+        async with BucketLock(into, secrets.token_hex(16), config.LOCK_LEASE_S):
+            for folder in folders:
+                if folder != target:
+                    await _copy_files(whole, folder, target)
+            names = [paths.JOURNAL, paths.REPORT_JSON, paths.REPORT_HTML]
+            names += [paths.sidecar(item.id) for item in merged.items if item.files]
+            await _bounded(into.put(name, written / name) for name in names if (written / name).is_file())
     return merged, str(target)
 
 

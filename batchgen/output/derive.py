@@ -52,7 +52,7 @@ class Result:
 def derive_item(task: Task) -> Result:
     """Every variant of every image of ``task``'s item, made where it is not already right."""
     store = JobStore(Path(task.folder))
-    old = _read_record(store, task.item_id)
+    old = _read_record(store.root, task.item_id)
     record = Record()
     files: dict[str, list[str]] = {v.name: [] for v in task.variants}
     sizes: dict[str, list[int]] = {v.name: [] for v in task.variants}
@@ -94,6 +94,25 @@ def derive_item(task: Task) -> Result:
             errors[RECORD_ERROR] = f"{record_path(task.item_id)} cannot be written ({exc})"
     shown = {n: f for n, f in files.items() if n not in errors}
     return Result(task.item_id, shown, {n: sizes[n] for n in shown}, tuple(sorted(upscaled)), errors, made)
+
+
+def outdated(task: Task) -> list[VariantFile] | None:
+    """None when every variant of ``task`` is what its item's record says was made; else (a spec
+    changed, or one was never made) the files of those that are, which ``derive_item`` keeps as
+    they are if they are there. Asked, from the record alone, by a job folder that holds neither
+    originals nor variants (a bucket run's spool) before it fetches what deriving again needs."""
+    old = _read_record(Path(task.folder), task.item_id)
+    kept: list[VariantFile] = []
+    again = False
+    for image in task.images:
+        made = old.made.get(image, {})
+        for variant in task.variants:
+            was = made.get(variant.name)
+            if was is None or was.spec != variant.fingerprint(task.meta):
+                again = True
+            else:
+                kept.append(was)
+    return kept if again else None
 
 
 def _list(
@@ -144,9 +163,9 @@ def _render(
     return written
 
 
-def _read_record(store: JobStore, item_id: str) -> Record:
+def _read_record(root: Path, item_id: str) -> Record:
     try:
-        return Record.from_json(orjson.loads((store.root / record_path(item_id)).read_bytes()))
+        return Record.from_json(orjson.loads((root / record_path(item_id)).read_bytes()))
     except (OSError, orjson.JSONDecodeError):
         return Record()
 

@@ -11,7 +11,8 @@ present and future, stays as it is), and ``Uploader`` carries what it writes up:
 
 ``restore`` is the start of such a run: one listing of the bucket (paths and sizes: no image
 is downloaded), its journal merged into the spool's, and what an earlier run from this work
-dir could not upload sent first. docs/storage.md has the whole story.
+dir could not upload sent first. The few earlier images a run needs on this disk are fetched
+by ``downloads``. docs/storage.md has the whole story.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import hashlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +45,9 @@ JOURNAL_EVERY_S = 2.0  # the least time between two rewrites of the bucket's jou
 # After an upload failed for good (obstore retried it), others wait this long before trying:
 # a store that is down costs one retried upload per pause, not one per file.
 PAUSE_S = 5.0
-LOCAL_ONLY = frozenset({paths.JOURNAL, "unchanged.json"})  # the journal goes up filtered; the stamp never
+# The journal goes up filtered, the relay's limit to the job's folder (a shard's is not its own
+# folder: job/remote.py carries it), the stamp never.
+LOCAL_ONLY = frozenset({paths.JOURNAL, paths.RELAY_LIMIT, "unchanged.json"})
 
 
 @dataclass
@@ -52,6 +56,8 @@ class Mirror:
 
     sizes: dict[str, int]
     journal: list[bytes]  # the bucket journal's lines, as found
+    # Files this run fetched from the bucket (output/downloads.py), as written: never carried up.
+    fetched: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (size, mtime_ns)
 
     def holds(self, relative: str, size: int) -> bool:
         return self.sizes.get(relative) == size
@@ -123,6 +129,8 @@ def _lines(data: bytes) -> list[bytes]:
 @dataclass
 class Stats:
     uploaded: int = 0
+    uploaded_under: Counter[str] = field(default_factory=Counter)  # by the folder at the top
+    brought: list[str] = field(default_factory=list)  # earlier runs' images fetched (output/downloads.py)
     waits_s: list[float] = field(default_factory=list)  # per image: written -> in the bucket
     last_image_at: float = 0.0  # time.monotonic() when the last image reached the bucket
 
@@ -293,6 +301,7 @@ class Uploader:
         self._sent[relative] = (st.st_size, st.st_mtime_ns)
         self.mirror.sizes[relative] = st.st_size
         self.stats.uploaded += 1
+        self.stats.uploaded_under[relative.split("/", 1)[0]] += 1
         if relative.startswith(f"{paths.IMAGES}/") and not relative.endswith(".json"):
             self.stats.waits_s.append(max(0.0, time.time() - st.st_mtime_ns / 1e9))
             self.stats.last_image_at = time.monotonic()
@@ -327,8 +336,9 @@ class Uploader:
         for relative, st in _walk(self.folder):
             if (deep_only and "/" not in relative) or relative in LOCAL_ONLY:
                 continue
-            if self._sent.get(relative) == (st.st_size, st.st_mtime_ns):
-                continue
+            now = (st.st_size, st.st_mtime_ns)
+            if self._sent.get(relative) == now or self.mirror.fetched.get(relative) == now:
+                continue  # uploaded by this run, or fetched from the bucket by it
             if st.st_mtime_ns < self._started_ns and self.mirror.holds(relative, st.st_size):
                 continue
             found.append(relative)

@@ -10,6 +10,7 @@ the next run compares it to know what to make again, and never has to ask the re
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 from collections.abc import Iterable, Mapping
@@ -66,8 +67,14 @@ class Variant:
     def fingerprint(self, meta: Mapping[str, str]) -> str:
         """What the file depends on besides the original: the spec, the renderer, and the
         metadata it carries (none when ``metadata`` is false)."""
-        what = [RENDERER, asdict(self), dict(meta) if self.metadata else None]
+        what = [RENDERER, _fields(self), dict(meta) if self.metadata else None]
         return hashlib.sha256(orjson.dumps(what, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+@functools.cache
+def _fields(variant: Variant) -> dict[str, Any]:
+    """``asdict``, once per variant: it copies deeply, and each item's fingerprint needs it."""
+    return asdict(variant)
 
 
 # The gallery's preview: long side 384, never enlarged, WebP; gallery.html finds it by ``thumb_path``.

@@ -173,6 +173,25 @@ class Triage:
             return f"failed ({found.failure.error_class.value})"
         return "has no image yet"
 
+    def earlier_parents(self, specs: Sequence[ItemSpec]) -> list[JournalFile]:
+        """The images of items made by an earlier run that the dependents among ``specs`` this run
+        sends are made from: what a job folder that no longer holds them must have back first."""
+        wanted: dict[str, JournalFile] = {}
+        for spec in specs:
+            if not spec.parents:
+                continue
+            found = self._decide(spec)
+            if not isinstance(found, Work) or found.action is not Action.SEND:
+                continue
+            for ref in spec.references:
+                if not isinstance(ref, ItemReference):
+                    continue
+                state = self.parent_state(ref.item_id)
+                if isinstance(state, tuple) and ref.k <= len(state):
+                    image = state[ref.k - 1]
+                    wanted.setdefault(image.path, image)
+        return list(wanted.values())
+
     def to_send(self, specs: Sequence[ItemSpec]) -> Iterator[PlannedRequest]:
         """The requests a run may send. A link fetched again is not one (it was paid for),
         except with --all-failed, where a dead link's image is made, and paid for, again."""
