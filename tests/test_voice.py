@@ -17,7 +17,7 @@ import pytest
 from batchgen import config
 from batchgen.cli import logs
 from batchgen.cli.main import main
-from batchgen.engine.attempts import when as _when
+from batchgen.engine.item import when as _when
 from batchgen.errors import Problem
 from batchgen.service.client import map_exception
 from batchgen.sim.simulator import Simulator

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 from batchgen.outcomes import Flag
 from batchgen.output.store import StoredFile
@@ -15,9 +14,10 @@ from batchgen.plan.plan import PlannedRequest
 log = logging.getLogger(__name__)
 
 
-def check(request: PlannedRequest, stored: Sequence[StoredFile], folder: Path) -> tuple[Flag, ...]:
-    """The flags ``stored`` (the item's images, as written in the job folder ``folder``) earn; a
-    warning for each flagged item. An image whose header could not be read is not judged."""
+def check(request: PlannedRequest, stored: Sequence[StoredFile], folder: str) -> tuple[Flag, ...]:
+    """The flags ``stored`` (the item's images, as written in the job folder ``folder``, named as
+    messages name it) earn; a warning for each flagged item. An image whose header could not be
+    read is not judged."""
     wrong = [f for f in stored if f.pixels is not None and request.shape.mismatch(*f.pixels)]
     if not wrong:
         return ()

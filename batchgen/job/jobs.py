@@ -140,9 +140,11 @@ async def run_manifest(
     sleep: Sleep | None = None,
     handle_signals: bool = False,
     open_store: Callable[[Path], JobStore] = JobStore,
+    folder_name: str | None = None,
 ) -> JobOutput:
     """Send what ``job`` still needs, write its images, journal and report; returns the report.
-    ``open_store``: the job folder's store (a spool's knows what its bucket holds)."""
+    ``open_store``: the job folder's store (a spool's knows what its bucket holds);
+    ``folder_name``: how the run's messages name the job folder (None: its path)."""
     header = job.header if isinstance(job, Unchanged) else job
     if options.overrides.simulate and connect is None:
         raise UsageError("simulate: pass a connect that starts the simulator (the command line does)")
@@ -175,7 +177,9 @@ async def run_manifest(
         caught = Caught()
         derive = deriving.Deriving(folder, job.job, job.variants)
         on_finished = _deriving_each(planned.items, derive, on_event)
-        hooks = _Hooks(on_finished, connect or http_client, sleep, caught if handle_signals else None)
+        hooks = _Hooks(
+            on_finished, connect or http_client, sleep, caught if handle_signals else None, folder_name
+        )
         try:
             derive.start()
             run = await _send(job, planned, settings, options, store, shard_label, hooks)
@@ -223,6 +227,7 @@ class _Hooks:
     connect: Connect
     sleep: Sleep | None
     signals: Caught | None  # None: signals are the caller's business
+    folder_name: str | None = None  # how messages name the job folder (None: its path)
 
 
 def _plan(
@@ -285,6 +290,7 @@ async def _send(
                 shards=rate.shards,
                 io=io,
                 guards=Guards.from_limits(limits, options.max_failures, options.max_cost),
+                folder_name=hooks.folder_name,
             )
             caught = hooks.signals
             with signals(runner, limits.grace_s, caught) if caught else contextlib.nullcontext():
