@@ -140,21 +140,17 @@ async def run_manifest(
     sleep: Sleep | None = None,
     handle_signals: bool = False,
     open_store: Callable[[Path], JobStore] = JobStore,
-    folder_name: str | None = None,
+    folder_name: str | None = None,  # how the run's messages name the job folder (None: its path)
 ) -> JobOutput:
     """Send what ``job`` still needs, write its images, journal and report; returns the report.
-    ``open_store``: the job folder's store (a spool's knows what its bucket holds);
-    ``folder_name``: how the run's messages name the job folder (None: its path)."""
+    ``open_store``: the job folder's store (a spool's knows what its bucket holds)."""
     header = job.header if isinstance(job, Unchanged) else job
     if options.overrides.simulate and connect is None:
         raise UsageError("simulate: pass a connect that starts the simulator (the command line does)")
     settings = config.resolve(header.api, header.limits, options.overrides, environ)
     folder = job_folder(settings.output_dir, header.job, options.shard)
     shard_label = f"{options.shard[0]}/{options.shard[1]}" if options.shard else None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
+    _create(folder)
     started = time.time()
     with JobLock(folder):
         store = open_store(folder)
@@ -194,6 +190,13 @@ async def run_manifest(
         with memory.bulk():
             report = reporting.write_report(job, planned.items, run, store, shard_label, sources, stamp_key)
     return JobOutput(report, folder, caught.signum)
+
+
+def _create(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
 
 
 def _deriving_each(
