@@ -25,18 +25,20 @@ Decided = AsyncIterable[tuple[list[Work], list[ItemOutcome]]]
 STOPPED = "did not finish before the run stopped"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Flow:
     """The run's work in the order it may be sent, and what each ending item releases or blocks."""
 
     finished: Callable[[ItemOutcome], None]
     run: RunContext
     triage: Triage | None = None  # None: no item references another
-    _on: dict[str, list[ItemSpec]] = field(default_factory=dict)  # parent id: dependents held for it
-    _left: dict[int, set[str]] = field(default_factory=dict)  # held dependent's index: parents to go
-    _failed: dict[str, str] = field(default_factory=dict)  # referenced ids that did not succeed: why
-    _ready: list[ItemSpec] = field(default_factory=list)  # held dependents whose parents are all made
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Parent id: the dependents held for it; a held dependent's index: its parents still to go;
+    # referenced ids that did not succeed: why; held dependents whose parents are all made.
+    _on: dict[str, list[ItemSpec]] = field(default_factory=dict, init=False)
+    _left: dict[int, set[str]] = field(default_factory=dict, init=False)
+    _failed: dict[str, str] = field(default_factory=dict, init=False)
+    _ready: list[ItemSpec] = field(default_factory=list, init=False)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     async def todo(self, decided: Decided) -> AsyncIterator[Work]:
         """``decided``'s work, held dependents released as their parents are made; ends once

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 Decided = AsyncIterable[tuple[list[Work], list[ItemOutcome]]]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class JobRun:
     """What a finished run knows: one outcome per item, and why it stopped early, if it did."""
 
@@ -60,7 +60,7 @@ class JobRun:
     learned: RelayLimit | None = None  # the one a 429 stated this run: the next run starts at it
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Runner:
     job: str
     client: ImageClient
@@ -153,7 +153,7 @@ class Runner:
             self.on_event(ItemFinished(outcome))
 
         chained = triage if triage is not None and triage.parents else None
-        flow = Flow(finished, self.context, chained)
+        flow = Flow(finished=finished, run=self.context, triage=chained)
 
         async def work(job: Work, release: scheduler.Release) -> None:
             counts = Counts()
@@ -173,11 +173,11 @@ class Runner:
         await flow.close()
         outcomes = [done.get(spec.index) or flow.unreached(spec) for spec in items]
         return JobRun(
-            outcomes,
-            self.stopping.aborted,
-            self.stopping.interrupted,
-            started,
-            time.time(),
-            self.relay_seen(),
-            self.learned,
+            outcomes=outcomes,
+            aborted=self.stopping.aborted,
+            interrupted=self.stopping.interrupted,
+            started_at=started,
+            finished_at=time.time(),
+            relay=self.relay_seen(),
+            learned=self.learned,
         )
