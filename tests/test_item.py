@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from batchgen.engine.guards import Guards
-from batchgen.engine.item import idempotency_key
+from batchgen.engine.item import idempotency_key, when
 from batchgen.engine.retry import RetryPolicy
 from batchgen.engine.runner import JobRun, Runner
 from batchgen.errors import ErrorClass, RelayLimit
@@ -284,13 +284,17 @@ async def test_max_failures_stops_the_job_once_reached(tmp_path: Path) -> None:
     assert result.aborted == "--max-failures 2 reached"
 
 
-async def test_a_failing_service_stops_the_job_after_its_probe_fails(tmp_path: Path) -> None:
+async def test_a_failing_service_stops_the_job_after_its_probe_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     client = FakeClient({"p": [error(ErrorClass.SERVER_ERROR, http_status=500)]})
     job = Job(tmp_path, client, guards=Guards(max_consecutive_failures=2, pause_s=0.0))
-    result = await job.run(
-        [make_spec(0, "a", "p")], policy=replace(RetryPolicy.from_limits(), max_attempts=9)
-    )
+    with caplog.at_level(logging.DEBUG, logger="batchgen.engine.item"):
+        result = await job.run(
+            [make_spec(0, "a", "p")], policy=replace(RetryPolicy.from_limits(), max_attempts=9)
+        )
     assert client.calls_for("p") == 3  # two failures trip the breaker; the third attempt is its probe
+    assert "a: sending attempt 3 (probe)" in caplog.messages
     assert result.aborted == "the service failed 2 times in a row and a probe after 0s failed too"
     assert [o.status for o in result.outcomes] == [ItemStatus.PENDING]  # it would have been retried
 
@@ -337,3 +341,10 @@ def test_an_idempotency_key_is_the_same_in_every_batchgen() -> None:
     assert idempotency_key("job", "a", "f") == expected(b"job\0a\0f")
     assert idempotency_key("job", "a", "f", 1) == expected(b"job\0a\0f")
     assert idempotency_key("job", "a", "f", 2) == expected(b"job\0a\0f\0v2")
+
+
+def test_a_retry_with_no_wait_says_now() -> None:
+    assert when(0.0) == "retrying now"
+    assert when(0.04) == "retrying now"
+    assert when(0.05) == "retrying in 0.1s"
+    assert when(2.5) == "retrying in 2.5s"
