@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -20,11 +22,11 @@ from batchgen.engine.guards import Guards
 from batchgen.engine.item import idempotency_key, when
 from batchgen.engine.retry import RetryPolicy
 from batchgen.engine.runner import JobRun, Runner
-from batchgen.errors import ErrorClass, RelayLimit
+from batchgen.errors import ErrorClass, RelayLimit, RequestError
 from batchgen.images import GeneratedImage
 from batchgen.manifest.references import ItemReference, ReferenceLoader
 from batchgen.manifest.spec import ItemSpec
-from batchgen.outcomes import Flag, ItemStatus
+from batchgen.outcomes import Flag, ItemRetrying, ItemStatus
 from batchgen.output.journal import Entry, Journal
 from batchgen.output.journal import read as read_journal
 from batchgen.output.store import JobStore
@@ -139,10 +141,15 @@ class TestPaidForEarlier:
         assert (sidecar["created"], sidecar["attempts"], sidecar["latency_s"]) == (None, 2, 1.0)
         assert "a: fetched the image an earlier run paid for" in caplog.messages
 
-    async def test_still_dead_fails_again_as_it_did(self, tmp_path: Path) -> None:
+    async def test_still_dead_fails_again_as_it_did(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
         job = await self.paid(tmp_path, [DEAD])
         before = job.entry("a")
-        (outcome,) = (await job.run([make_spec(0, "a", "p")])).outcomes
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="batchgen.engine.item"):
+            (outcome,) = (await job.run([make_spec(0, "a", "p")])).outcomes
+        assert caplog.messages.count("a: fetching its image failed (simulated download_failed)") == 3
         assert job.client.calls_for("p") == 2
         assert (outcome.status, outcome.attempts, outcome.requests_sent) == (ItemStatus.FAILED, 2, 0)
         after = job.entry("a")
@@ -208,13 +215,18 @@ class TestMadeAgain:
         assert not (job.root / "history").exists() or not list((job.root / "history").iterdir())
 
 
-async def test_a_dependent_blocked_by_a_parent_made_again_keeps_its_earlier_image(tmp_path: Path) -> None:
+async def test_a_dependent_blocked_by_a_parent_made_again_keeps_its_earlier_image(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     child = make_spec(1, "c", "c view", references=[ItemReference("p", 1, "@p")])
     job = Job(tmp_path, FakeClient({"p2": [error(ErrorClass.SAFETY_FILTER)]}), concurrency=2)
     await job.run([make_spec(0, "p", "p1"), child])
     made = job.entry("c")
-    result = await job.run([make_spec(0, "p", "p2"), child])  # the parent's prompt changed, and it fails
+    with caplog.at_level(logging.WARNING, logger="batchgen.engine.item"):
+        result = await job.run([make_spec(0, "p", "p2"), child])  # the parent's prompt changed; it fails
     _, blocked = result.outcomes
+    assert (blocked.id, blocked.prompt) == ("c", "c view")
+    assert "c: not sent: an item it references did not succeed (p failed (safety_filter))" in caplog.messages
     assert blocked.failure is not None
     assert blocked.failure.error_class is ErrorClass.DEPENDENCY_FAILED
     assert blocked.failure.message.endswith(" (its earlier image is kept)")
@@ -244,15 +256,18 @@ async def test_an_auth_failure_stops_the_job_naming_the_item_and_the_key(tmp_pat
 
 
 class Stuck:
-    """Takes room for its answer, then never finishes reading it."""
+    """Answers with ``failures`` first, then takes room for an answer and never finishes reading it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *failures: RequestError) -> None:
+        self.failures = list(failures)
         self.reading = asyncio.Event()
 
     async def generate(
         self, body: Mapping[str, Any], idempotency_key: str, room: Room = no_wait
     ) -> Generation:
         await room()
+        if self.failures:
+            raise self.failures.pop(0)
         self.reading.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
@@ -261,17 +276,88 @@ class Stuck:
         raise AssertionError("no links here")
 
 
-async def test_a_halt_mid_request_leaves_it_pending_and_perhaps_billed(tmp_path: Path) -> None:
-    client = Stuck()
+@pytest.mark.parametrize(
+    ("before", "counted"),
+    [((), 1), ((error(ErrorClass.TIMEOUT, sent=True),), 2)],
+    ids=["first attempt", "after a timed-out one"],
+)
+async def test_a_halt_mid_request_leaves_it_pending_and_perhaps_billed(
+    tmp_path: Path, before: tuple[RequestError, ...], counted: int
+) -> None:
+    client = Stuck(*before)
     job = Job(tmp_path, client)
     r = job.make()
     task = asyncio.create_task(job.go(r, [make_spec(0, "a", "p"), make_spec(1, "b", "q")]))
     await asyncio.wait_for(client.reading.wait(), timeout=10)
     r.halt()
     cut, unreached = (await task).outcomes
-    assert (cut.status, cut.attempts, cut.requests_sent, cut.unconfirmed) == (ItemStatus.PENDING, 1, 1, 1)
-    assert cut.unconfirmed_cost == PRICE
+    assert (cut.id, cut.prompt, cut.status) == ("a", "p", ItemStatus.PENDING)
+    assert (cut.attempts, cut.requests_sent, cut.unconfirmed) == (counted, counted, counted)
+    assert cut.unconfirmed_cost == pytest.approx(counted * PRICE)
     assert (unreached.status, unreached.requests_sent, unreached.unconfirmed) == (ItemStatus.PENDING, 0, 0)
+
+
+async def test_a_halt_before_a_retry_counts_the_timed_out_attempt_once(tmp_path: Path) -> None:
+    job = Job(tmp_path, FakeClient({"p": [error(ErrorClass.TIMEOUT, sent=True)]}))
+    r = job.make(sleep=None)
+    r.on_event = lambda event: r.halt() if isinstance(event, ItemRetrying) else None
+    (outcome,) = (await job.go(r, [make_spec(0, "a", "p")])).outcomes
+    assert (outcome.status, outcome.attempts, outcome.requests_sent, outcome.unconfirmed) == (
+        ItemStatus.PENDING,
+        1,
+        1,
+        1,
+    )
+
+
+class HeldDisk(ThreadPoolExecutor):
+    """I/O threads that hold every file operation until the test lets them go."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.held = threading.Event()
+        self.go = threading.Event()
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        return super().submit(self._held, fn, *args, **kwargs)
+
+    def _held(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.held.set()
+        self.go.wait(timeout=30)
+        return fn(*args, **kwargs)
+
+
+async def test_a_halt_while_its_images_are_written_adds_no_request_to_those_sent(tmp_path: Path) -> None:
+    io = HeldDisk()
+    job = Job(tmp_path, FakeClient(), io=io)
+    r = job.make()
+    try:
+        task = asyncio.create_task(job.go(r, [make_spec(0, "a", "p")]))
+        await asyncio.wait_for(asyncio.to_thread(io.held.wait, 10), timeout=10)
+        r.halt()
+        (outcome,) = (await task).outcomes
+    finally:
+        io.go.set()
+        io.shutdown()
+    assert (outcome.status, outcome.attempts, outcome.requests_sent, outcome.unconfirmed) == (
+        ItemStatus.PENDING,
+        1,
+        1,
+        0,
+    )
+
+
+async def test_a_stop_before_a_retry_leaves_an_attempt_that_never_left_unbilled(tmp_path: Path) -> None:
+    job = Job(tmp_path, FakeClient({"p": [error(ErrorClass.CONNECTION, sent=False)]}))
+    r = job.make(sleep=None)
+    r.on_event = lambda event: r.abort("a budget ran out") if isinstance(event, ItemRetrying) else None
+    (outcome,) = (await job.go(r, [make_spec(0, "a", "p")])).outcomes
+    assert (outcome.status, outcome.attempts, outcome.requests_sent, outcome.unconfirmed) == (
+        ItemStatus.PENDING,
+        1,
+        0,
+        0,
+    )
 
 
 async def test_max_failures_stops_the_job_once_reached(tmp_path: Path) -> None:
