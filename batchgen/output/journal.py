@@ -165,6 +165,9 @@ class Sent:
     unconfirmed_cost: float = 0.0
 
 
+_NOTHING_SENT = Sent()
+
+
 def outcome(entry: Entry, index: int, prompt: str, sent: Sent | None = None) -> ItemOutcome:
     """The outcome ``entry`` stands for, as item ``index`` of a run asking for ``prompt``: the one
     mapping from a journal line to what the report and the run's events say of the item.
@@ -174,7 +177,7 @@ def outcome(entry: Entry, index: int, prompt: str, sent: Sent | None = None) -> 
     SKIPPED, and nothing of it was sent or spent now.
     """
     now = sent is not None
-    sent = sent or Sent()
+    sent = sent or _NOTHING_SENT
     cost = entry.estimated_cost if now else 0.0
     if entry.succeeded:
         return ItemOutcome(
