@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pytest
 
 from batchgen.errors import ErrorClass
-from batchgen.outcomes import Flag, ItemStatus
+from batchgen.outcomes import Failure, Flag, ItemOutcome, ItemStatus
 from batchgen.output import journal
 from batchgen.output.journal import Entry, Journal, JournalFile
 
@@ -314,3 +315,85 @@ def test_pixel_sizes_and_flags_are_written_when_known_and_read_back(tmp_path: Pa
     read_back = Entry.from_json(line)
     assert read_back is not None
     assert read_back.flags == (Flag.SIZE_MISMATCH,)
+
+
+# The one mapping from a journal line to an item's outcome (``journal.outcome``): what a run that
+# wrote the line reports (``sent``), and what a run that leaves the item alone reports (None).
+TWO = (JournalFile("images/a-1.png", "s1", 10, 640, 480), JournalFile("images/a-2.png", "s2", 20))
+MADE = Entry(
+    "a", ItemStatus.SUCCEEDED, "f", "old", 3, TWO, estimated_cost=0.08, version=2, flags=(Flag.SIZE_MISMATCH,)
+)
+NO_PIXELS = Entry("a", ItemStatus.SUCCEEDED, "f", "old", 1, (JournalFile("images/a.png", "s", 5),))
+LOST = Entry(
+    "a",
+    ItemStatus.FAILED,
+    "f",
+    "old",
+    2,
+    error_class=ErrorClass.DOWNLOAD_FAILED,
+    message="gone",
+    http_status=404,
+    retryable=False,
+    estimated_cost=0.04,
+    links=("https://cdn.test/a",),
+    version=3,
+)
+BLOCKED = Entry(
+    "a",
+    ItemStatus.FAILED,
+    "",
+    "old",
+    0,
+    error_class=ErrorClass.DEPENDENCY_FAILED,
+    message="not sent",
+    retryable=True,
+    blocked_by=("p", "q"),
+)
+UNKNOWN = Entry("a", ItemStatus.FAILED, "f", "old", 1)  # a class this batchgen does not know; no message
+SENT = journal.Sent(requests=4, unconfirmed=1, unconfirmed_cost=0.04)
+NOW = {"requests_sent": 4, "unconfirmed": 1, "unconfirmed_cost": 0.04}
+MADE_FIELDS = {
+    "attempts": 3,
+    "files": ("images/a-1.png", "images/a-2.png"),
+    "sizes": (10, 20),
+    "version": 2,
+    "pixels": (640, 480),
+    "flags": (Flag.SIZE_MISMATCH,),
+}
+LOST_FAILURE = Failure(ErrorClass.DOWNLOAD_FAILED, "gone", 404, False, ("https://cdn.test/a",))
+BLOCKED_FAILURE = Failure(ErrorClass.DEPENDENCY_FAILED, "not sent", None, True, blocked_by=("p", "q"))
+
+
+@pytest.mark.parametrize(
+    ("entry", "sent", "status", "fields"),
+    [
+        (MADE, None, ItemStatus.SKIPPED, MADE_FIELDS),
+        (
+            MADE,
+            SENT,
+            ItemStatus.SUCCEEDED,
+            {**MADE_FIELDS, **NOW, "estimated_cost": 0.08, "digests": ("s1", "s2")},
+        ),
+        (NO_PIXELS, None, ItemStatus.SKIPPED, {"attempts": 1, "files": ("images/a.png",), "sizes": (5,)}),
+        (replace(NO_PIXELS, files=()), None, ItemStatus.SKIPPED, {"attempts": 1}),
+        (LOST, None, ItemStatus.FAILED, {"attempts": 2, "failure": LOST_FAILURE}),
+        (
+            LOST,
+            SENT,
+            ItemStatus.FAILED,
+            {"attempts": 2, "failure": LOST_FAILURE, "estimated_cost": 0.04, **NOW},
+        ),
+        (BLOCKED, None, ItemStatus.FAILED, {"failure": BLOCKED_FAILURE}),
+        (
+            UNKNOWN,
+            None,
+            ItemStatus.FAILED,
+            {"attempts": 1, "failure": Failure(ErrorClass.INVALID_RESPONSE, "", None, False)},
+        ),
+    ],
+)
+def test_an_entry_maps_to_one_outcome(
+    entry: Entry, sent: journal.Sent | None, status: ItemStatus, fields: dict[str, object]
+) -> None:
+    expected = ItemOutcome(7, "a", "asked", status, **fields)  # type: ignore[arg-type]
+    assert journal.outcome(entry, 7, "asked", sent) == expected

@@ -15,7 +15,7 @@ from batchgen.output.store import JobStore
 from batchgen.plan.plan import fingerprint, plan_item
 from batchgen.plan.pricing import PriceTable
 from batchgen.plan.resume import Action, Mode
-from batchgen.plan.triage import Triage
+from batchgen.plan.triage import Triage, blocked_entry, blocked_outcome
 
 from .fakes import make_spec
 
@@ -225,3 +225,30 @@ def test_a_redo_leaves_other_items_as_they_are_pending_and_retryable_failures_in
     assert todo == []
     assert (pending.status, pending.failure) == (ItemStatus.PENDING, None)
     assert failed.failure == Failure(ErrorClass.SERVER_ERROR, "", None, True, ())
+
+
+def test_an_item_blocked_by_its_parents_is_journaled_and_reported_as_one_record() -> None:
+    request = PLANNER(make_spec(3, "c", "c view"))
+    why = {"p": "failed (safety_filter)", "q": "has no image yet"}
+    entry = blocked_entry(request, why)
+    assert entry == Entry(
+        "c",
+        ItemStatus.FAILED,
+        "",
+        "c view",
+        0,
+        error_class=ErrorClass.DEPENDENCY_FAILED,
+        message="not sent: an item it references did not succeed (p failed (safety_filter); q has no image yet)",
+        retryable=True,
+        blocked_by=("p", "q"),
+    )
+    reported = blocked_outcome(request, why)
+    assert (reported.index, reported.id, reported.prompt, reported.status) == (
+        3,
+        "c",
+        "c view",
+        ItemStatus.FAILED,
+    )
+    assert reported.failure == Failure(
+        ErrorClass.DEPENDENCY_FAILED, entry.message or "", None, True, blocked_by=("p", "q")
+    )

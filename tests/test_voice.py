@@ -17,7 +17,6 @@ import pytest
 from batchgen import config
 from batchgen.cli import logs
 from batchgen.cli.main import main
-from batchgen.engine.attempts import when as _when
 from batchgen.errors import Problem
 from batchgen.service.client import map_exception
 from batchgen.sim.simulator import Simulator
@@ -235,12 +234,6 @@ def test_connection_failures_read_as_words_not_library_internals(exc: BaseExcept
     assert "Error" not in message
     assert "400" not in message  # aiohttp's code for a short body is not an HTTP status
     assert "message=" not in message
-
-
-def test_a_retry_with_no_wait_says_now() -> None:
-    assert _when(0.0) == "retrying now"
-    assert _when(0.04) == "retrying now"
-    assert _when(2.5) == "retrying in 2.5s"
 
 
 def test_the_demo_manifests_validate_without_a_warning(capsys: pytest.CaptureFixture[str]) -> None:

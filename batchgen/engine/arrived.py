@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def check(request: PlannedRequest, stored: Sequence[StoredFile], folder: str) -> tuple[Flag, ...]:
-    """The flags ``stored`` (the item's images, as written in the job folder named ``folder``)
-    earn; a warning for each flagged item. An image whose header could not be read is not judged."""
+    """The flags ``stored`` (the item's images, as written in the job folder ``folder``, named as
+    messages name it) earn; a warning for each flagged item. An image whose header could not be
+    read is not judged."""
     wrong = [f for f in stored if f.pixels is not None and request.shape.mismatch(*f.pixels)]
     if not wrong:
         return ()

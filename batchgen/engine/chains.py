@@ -13,7 +13,8 @@ import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from batchgen.engine.ending import Endings
+from batchgen.engine import item
+from batchgen.engine.item import RunContext
 from batchgen.manifest.spec import ItemSpec
 from batchgen.outcomes import ItemOutcome, ItemStatus
 from batchgen.output.journal import JournalFile
@@ -24,19 +25,20 @@ Decided = AsyncIterable[tuple[list[Work], list[ItemOutcome]]]
 STOPPED = "did not finish before the run stopped"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Flow:
     """The run's work in the order it may be sent, and what each ending item releases or blocks."""
 
     finished: Callable[[ItemOutcome], None]
-    endings: Endings
+    run: RunContext
     triage: Triage | None = None  # None: no item references another
-    stop: asyncio.Event = field(default_factory=asyncio.Event)  # set: release nothing more
-    _on: dict[str, list[ItemSpec]] = field(default_factory=dict)  # parent id: dependents held for it
-    _left: dict[int, set[str]] = field(default_factory=dict)  # held dependent's index: parents to go
-    _failed: dict[str, str] = field(default_factory=dict)  # referenced ids that did not succeed: why
-    _ready: list[ItemSpec] = field(default_factory=list)  # held dependents whose parents are all made
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Parent id: the dependents held for it; a held dependent's index: its parents still to go;
+    # referenced ids that did not succeed: why; held dependents whose parents are all made.
+    _on: dict[str, list[ItemSpec]] = field(default_factory=dict, init=False)
+    _left: dict[int, set[str]] = field(default_factory=dict, init=False)
+    _failed: dict[str, str] = field(default_factory=dict, init=False)
+    _ready: list[ItemSpec] = field(default_factory=list, init=False)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     async def todo(self, decided: Decided) -> AsyncIterator[Work]:
         """``decided``'s work, held dependents released as their parents are made; ends once
@@ -51,12 +53,12 @@ class Flow:
                     yield work
                 async for ready in self._released():
                     yield ready
-        while (self._left or self._ready) and not self.stop.is_set():
+        while (self._left or self._ready) and not self.run.stopping.event.is_set():
             self._changed.clear()
             async for ready in self._released():
                 yield ready
             if self._left and not self._ready:
-                await _first(self._changed, self.stop)
+                await _first(self._changed, self.run.stopping.event)
 
     async def settle(self, outcome: ItemOutcome) -> None:
         """``outcome`` recorded; if others reference it, they are released or blocked."""
@@ -127,7 +129,7 @@ class Flow:
 
     async def _released(self) -> AsyncIterator[Work]:
         """The held dependents now free, triaged again with their parents' new images."""
-        while self._ready and self.triage is not None and not self.stop.is_set():
+        while self._ready and self.triage is not None and not self.run.stopping.event.is_set():
             specs, self._ready = self._ready, []
             todo, left = await asyncio.get_running_loop().run_in_executor(None, self.triage.chunk, specs)
             for outcome in left:
@@ -144,8 +146,7 @@ class Flow:
         if pending:
             await self.settle(ItemOutcome(request.index, request.id, request.prompt, ItemStatus.PENDING))
             return
-        outcome = blocked_outcome(request, blocked)
-        await self.settle(await self.endings.blocked(outcome, self.triage.previous.get(spec.id)))
+        await self.settle(await item.blocked(self.run, request, blocked, self.triage.previous.get(spec.id)))
 
 
 async def _first(*events: asyncio.Event) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from batchgen.config import Limits
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Guards:
     max_consecutive_failures: int
     pause_s: float  # how long the breaker stays open before its probe
@@ -40,7 +40,12 @@ class Guards:
     ) -> Guards:
         """The budgets of ``limits`` (None: the default limits) and of the command line."""
         limits = limits or Limits()
-        return cls(limits.max_consecutive_failures, limits.retry_cap_s, max_failures, max_cost)
+        return cls(
+            max_consecutive_failures=limits.max_consecutive_failures,
+            pause_s=limits.retry_cap_s,
+            max_failures=max_failures,
+            max_cost=max_cost,
+        )
 
     async def admit(self, stopped: asyncio.Event) -> tuple[bool, bool]:
         """May an attempt go out now? Returns (go, is_probe); waits while the breaker is open."""

@@ -16,7 +16,7 @@ from batchgen.config import Limits
 from batchgen.errors import ErrorClass, RequestError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
     """How many attempts, how long between them, and which failures earn another.
 

@@ -1,8 +1,8 @@
 """One job's decided work through the scheduler: the job's bookkeeping.
 
 The runner keeps what the run knows: which items finished and how, the events the
-progress bar and the log read, and the ``JobRun`` at the end. Attempting one item is
-``item``; sending with retries, ``attempts``; writing, ``writing``; stopping, ``stopping``.
+progress bar and the log read, and the ``JobRun`` at the end. It builds the run's throttles
+and hands them to every item as one ``RunContext``; one item's path is ``item``.
 """
 
 from __future__ import annotations
@@ -14,17 +14,14 @@ from collections.abc import AsyncIterable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from batchgen.engine import scheduler
-from batchgen.engine.attempts import Counts, Sender, Sleep
+from batchgen.engine import item, scheduler
 from batchgen.engine.chains import Flow
-from batchgen.engine.ending import Endings, pending
 from batchgen.engine.guards import Guards
-from batchgen.engine.item import ItemAttempt
+from batchgen.engine.item import Counts, RunContext, Sleep
 from batchgen.engine.ratelimit import RateLimiter
 from batchgen.engine.retry import RetryPolicy
 from batchgen.engine.room import ImageRoom
 from batchgen.engine.stopping import Stopping
-from batchgen.engine.writing import Writer
 from batchgen.errors import RelayLimit
 from batchgen.manifest.references import ReferenceLoader
 from batchgen.manifest.spec import ItemSpec
@@ -50,7 +47,7 @@ log = logging.getLogger(__name__)
 Decided = AsyncIterable[tuple[list[Work], list[ItemOutcome]]]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class JobRun:
     """What a finished run knows: one outcome per item, and why it stopped early, if it did."""
 
@@ -63,7 +60,7 @@ class JobRun:
     learned: RelayLimit | None = None  # the one a 429 stated this run: the next run starts at it
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Runner:
     job: str
     client: ImageClient
@@ -82,10 +79,9 @@ class Runner:
     room: ImageRoom = field(default_factory=ImageRoom)  # answers' images held in memory at once
     relay_limit: RelayLimit | None = None  # the relay's limit, remembered from an earlier run
     shards: int = 1  # processes sharing the key: each mirrors its part of the relay's limit
-    folder_name: str | None = None  # how messages name the job folder; None: the store's root
+    folder_name: str | None = None  # how messages name the job folder (None: its path)
 
     def __post_init__(self) -> None:
-        folder = self.folder_name or str(self.store.root)
         self.stopping = Stopping(lambda event: self.on_event(event))
         sleep = self.sleep or self.stopping.sleep
         self.learned: RelayLimit | None = None
@@ -98,31 +94,25 @@ class Runner:
             shards=self.shards,
             on_learned=self._learned,
         )
-        sender = Sender(
-            self.client,
-            self.policy,
-            self.guards,
-            self.limiter,
-            self.stopping,
-            folder,
-            sleep,
-            lambda event: self.on_event(event),
-        )
-        self.writer = Writer(self.store, self.journal, self.io)
-        self.endings = Endings(self.writer, self.policy, self.guards, self.stopping, folder)
-        self.item = ItemAttempt(
-            self.job,
-            sender,
-            self.writer,
-            self.references,
-            self.policy,
-            self.guards,
-            self.stopping,
-            self.clock,
-            self.sleep or asyncio.sleep,  # between fetches of a link: what was paid for is fetched
-            self.room,
-            self.endings,
-            self.mode,
+        self.context = RunContext(
+            job=self.job,
+            client=self.client,
+            store=self.store,
+            journal=self.journal,
+            io=self.io,
+            references=self.references,
+            policy=self.policy,
+            guards=self.guards,
+            limiter=self.limiter,
+            stopping=self.stopping,
+            room=self.room,
+            clock=self.clock,
+            sleep=sleep,
+            fetch_sleep=self.sleep
+            or asyncio.sleep,  # not woken by a stopping job: what was paid for is fetched
+            mode=self.mode,
+            on_event=lambda event: self.on_event(event),
+            folder_name=self.folder_name or str(self.store.root),
         )
 
     def _learned(self, limit: RelayLimit) -> None:
@@ -163,11 +153,11 @@ class Runner:
             self.on_event(ItemFinished(outcome))
 
         chained = triage if triage is not None and triage.parents else None
-        flow = Flow(finished, self.endings, chained, self.stopping.event)
+        flow = Flow(finished=finished, run=self.context, triage=chained)
 
         async def work(job: Work, release: scheduler.Release) -> None:
             counts = Counts()
-            task = asyncio.create_task(self.item.process(job, counts, release))
+            task = asyncio.create_task(item.process(self.context, job, counts, release))
             with self.stopping.in_flight(job.request.id, task):
                 try:
                     outcome = await task
@@ -175,7 +165,7 @@ class Runner:
                     current = asyncio.current_task()
                     if not task.cancelled() or (current is not None and current.cancelling()):
                         raise
-                    outcome = pending(job.request, counts, cut_off=True)  # halted mid-request
+                    outcome = item.pending(job.request, counts, cut_off=True)  # halted mid-request
             await flow.settle(outcome)
 
         stop = self.stopping.event
@@ -183,11 +173,11 @@ class Runner:
         await flow.close()
         outcomes = [done.get(spec.index) or flow.unreached(spec) for spec in items]
         return JobRun(
-            outcomes,
-            self.stopping.aborted,
-            self.stopping.interrupted,
-            started,
-            time.time(),
-            self.relay_seen(),
-            self.learned,
+            outcomes=outcomes,
+            aborted=self.stopping.aborted,
+            interrupted=self.stopping.interrupted,
+            started_at=started,
+            finished_at=time.time(),
+            relay=self.relay_seen(),
+            learned=self.learned,
         )

@@ -154,10 +154,7 @@ async def run_manifest(
     settings = config.resolve(header.api, header.limits, options.overrides, environ)
     folder = job_folder(settings.output_dir, header.job, options.shard)
     shard_label = f"{options.shard[0]}/{options.shard[1]}" if options.shard else None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
+    _create(folder)
     started = time.time()
     with JobLock(folder):
         store = open_store(folder)
@@ -194,6 +191,13 @@ async def run_manifest(
         with memory.bulk():
             report = reporting.write_report(job, planned.items, run, store, shard_label, sources, stamp_key)
     return JobOutput(report, folder, caught.signum)
+
+
+def _create(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create {folder}: {exc.strerror}") from exc
 
 
 def _deriving_each(

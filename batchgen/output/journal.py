@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import orjson
 
 from batchgen.errors import ErrorClass
-from batchgen.outcomes import FLAGS, Flag, ItemStatus
+from batchgen.outcomes import FLAGS, Failure, Flag, ItemOutcome, ItemStatus
 from batchgen.output import paths
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,69 @@ class Entry:
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What this run's attempts at an item came to, beside what its journal line says."""
+
+    requests: int = 0  # attempts that may have reached the service
+    unconfirmed: int = 0  # of those, ones cut off after sending: perhaps billed, no image
+    unconfirmed_cost: float = 0.0
+
+
+_NOTHING_SENT = Sent()
+
+
+def outcome(entry: Entry, index: int, prompt: str, sent: Sent | None = None) -> ItemOutcome:
+    """The outcome ``entry`` stands for, as item ``index`` of a run asking for ``prompt``: the one
+    mapping from a journal line to what the report and the run's events say of the item.
+
+    ``sent``: this run wrote ``entry``; a success is SUCCEEDED, with what it cost and the digests
+    its dependents name. None: an earlier run wrote it and this one leaves it alone; a success is
+    SKIPPED, and nothing of it was sent or spent now.
+    """
+    now = sent is not None
+    sent = sent or _NOTHING_SENT
+    cost = entry.estimated_cost if now else 0.0
+    if entry.succeeded:
+        return ItemOutcome(
+            index,
+            entry.id,
+            prompt,
+            ItemStatus.SUCCEEDED if now else ItemStatus.SKIPPED,
+            entry.attempts,
+            tuple(f.path for f in entry.files),
+            sizes=tuple(f.bytes for f in entry.files),
+            requests_sent=sent.requests,
+            unconfirmed=sent.unconfirmed,
+            estimated_cost=cost,
+            unconfirmed_cost=sent.unconfirmed_cost,
+            version=entry.version,
+            pixels=entry.files[0].pixels if entry.files else None,
+            flags=entry.flags,
+            digests=tuple(f.sha256 for f in entry.files) if now else (),
+        )
+    failure = Failure(
+        entry.error_class or ErrorClass.INVALID_RESPONSE,
+        entry.message or "",
+        entry.http_status,
+        bool(entry.retryable),
+        entry.links,
+        entry.blocked_by,
+    )
+    return ItemOutcome(
+        index,
+        entry.id,
+        prompt,
+        ItemStatus.FAILED,
+        entry.attempts,
+        failure=failure,
+        requests_sent=sent.requests,
+        unconfirmed=sent.unconfirmed,
+        estimated_cost=cost,
+        unconfirmed_cost=sent.unconfirmed_cost,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from batchgen.errors import ErrorClass, RequestError
 from batchgen.manifest.references import ItemReference, ParentImage, Reference, ReferenceLoader
 from batchgen.manifest.spec import ItemSpec
-from batchgen.outcomes import Failure, ItemOutcome, ItemStatus
-from batchgen.output.journal import Entry, JournalFile
+from batchgen.outcomes import ItemOutcome, ItemStatus
+from batchgen.output.journal import Entry, JournalFile, outcome
 from batchgen.output.store import JobStore
 from batchgen.plan.plan import PlannedRequest, fingerprint
 from batchgen.plan.resume import Action, Mode, decide
@@ -221,45 +221,30 @@ def parents_of(items: Iterable[ItemSpec]) -> dict[str, ItemSpec]:
     return {item.id: item for item in items if item.id in wanted} if wanted else {}
 
 
-def blocked_outcome(request: PlannedRequest, blocked: Mapping[str, str]) -> ItemOutcome:
-    """An item not sent because items it references could not be had: ``blocked``, their ids
-    and why. ``batchgen retry`` sends it once they have succeeded."""
+def blocked_entry(request: PlannedRequest, blocked: Mapping[str, str]) -> Entry:
+    """The journal line of an item not sent because items it references could not be had:
+    ``blocked``, their ids and why. ``batchgen retry`` sends it once they have succeeded."""
     why = "; ".join(f"{item_id} {reason}" for item_id, reason in blocked.items())
-    failure = Failure(
-        ErrorClass.DEPENDENCY_FAILED,
-        f"not sent: an item it references did not succeed ({why})",
-        None,
-        True,
+    return Entry(
+        request.id,
+        ItemStatus.FAILED,
+        "",
+        request.prompt,
+        0,
+        error_class=ErrorClass.DEPENDENCY_FAILED,
+        message=f"not sent: an item it references did not succeed ({why})",
+        retryable=True,
         blocked_by=tuple(blocked),
     )
-    return ItemOutcome(request.index, request.id, request.prompt, ItemStatus.FAILED, failure=failure)
+
+
+def blocked_outcome(request: PlannedRequest, blocked: Mapping[str, str]) -> ItemOutcome:
+    """The outcome of ``blocked_entry``."""
+    return outcome(blocked_entry(request, blocked), request.index, request.prompt)
 
 
 def _from_journal(request: PlannedRequest, entry: Entry | None, action: Action) -> ItemOutcome:
-    """An item this run leaves alone, reported as the journal has it."""
+    """An item this run leaves alone (SKIP, KEEP or LEAVE), reported as the journal has it."""
     if entry is None or action is Action.LEAVE:
         return ItemOutcome(request.index, request.id, request.prompt, ItemStatus.PENDING)
-    if action is Action.SKIP:
-        return ItemOutcome(
-            request.index,
-            request.id,
-            request.prompt,
-            ItemStatus.SKIPPED,
-            attempts=entry.attempts,
-            files=tuple(f.path for f in entry.files),
-            sizes=tuple(f.bytes for f in entry.files),
-            version=entry.version,
-            pixels=entry.files[0].pixels if entry.files else None,
-            flags=entry.flags,
-        )
-    failure = Failure(
-        entry.error_class or ErrorClass.INVALID_RESPONSE,
-        entry.message or "",
-        entry.http_status,
-        bool(entry.retryable),
-        entry.links,
-        entry.blocked_by,
-    )
-    return ItemOutcome(
-        request.index, request.id, request.prompt, ItemStatus.FAILED, attempts=entry.attempts, failure=failure
-    )
+    return outcome(entry, request.index, request.prompt)

@@ -3,7 +3,7 @@
 Every aiohttp/asyncio exception and every error response is translated here
 into a ``RequestError`` with its ``ErrorClass`` (docs/failures.md); nothing above this
 module knows HTTP exists. ``ImageClient`` is the interface the engine uses
-(``engine.attempts``, ``engine.links``); tests of the engine use a fake of it.
+(``engine.item``); tests of the engine use a fake of it.
 """
 
 from __future__ import annotations
