@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import io
+import logging
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import orjson
+import pytest
 from PIL import Image
 
 from batchgen.job.deriving import Deriving
@@ -91,3 +96,33 @@ def test_the_stage_chooses_each_items_variants_and_a_stopped_one_drops_what_has_
     assert made["i1"].channels == ()
     assert len(list((tmp_path / "thumbs").iterdir())) == len(images)
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_what_waits_when_the_run_has_sent_its_last_request_is_made_at_the_commands_priority(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The workers run below the command while it sends; once close() is called the command only
+    # waits, and a busy machine would starve low-priority workers: the waiting items move.
+    images = job_folder(tmp_path, 12)
+    stage = Deriving(tmp_path, "job", {"web": WEB}, workers=1)
+    stage.start()
+    for k, image in enumerate(images):
+        stage.submit(spec(f"i{k}"), [image])
+    with caplog.at_level(logging.INFO, logger="batchgen.job.deriving"):
+        made = stage.close()
+    moved = [r.getMessage() for r in caplog.records if "before finishing" in r.getMessage()]
+    assert len(moved) == 1
+    count = int(moved[0].split(" of ")[1].split()[0])
+    assert 1 <= count <= len(images)
+    assert sorted(made) == sorted(f"i{k}" for k in range(len(images)))
+    assert all(not d.errors and d.channels for d in made.values())
+    assert len(list((tmp_path / "variants/web").iterdir())) == len(images)
+
+
+@pytest.mark.parametrize("level", [0, 7])
+def test_a_worker_lowers_its_own_priority_by_the_level_it_is_started_with(level: int) -> None:
+    code = "import os; from batchgen.output import derive; derive.worker_started(%d, os.getppid()); print(os.nice(0))"
+    shown = subprocess.run(
+        [sys.executable, "-c", code % level], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert int(shown.stdout) == min(os.nice(0) + level, 19)

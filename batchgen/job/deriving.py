@@ -2,10 +2,11 @@
 
 Each item that ends with images (made now, or by an earlier run) is handed over as it ends, so
 its thumbnail is made while the run goes on; the pool is created at the first one, one worker
-per core at a lower priority. ``close`` waits for every derivation and shuts the pool down:
-the command calls it before it releases the job's lock, so nothing outlives the command and a
-job folder is finished when the command returns. Never on the event loop: the workers do the
-CPU work, and ``close`` blocks (the run calls it in a thread).
+per core at a lower priority. ``close`` moves what no worker has started to workers at the
+command's own priority (the run has sent its last request), waits for every derivation and
+shuts the pools down: the command calls it before it releases the job's lock, so nothing
+outlives the command and a job folder is finished when the command returns. Never on the event
+loop: the workers do the CPU work, and ``close`` blocks (the run calls it in a thread).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from batchgen.output.variants import THUMB, Variant, VariantFile, tidy
 
 log = logging.getLogger(__name__)
 
-WORKER_NICE = 19  # below the I/O threads (10): a run busy with its images keeps the CPU
+WORKER_NICE = 19  # while the run sends: below its I/O threads (10), so writing images comes first
 ERRORS_LOGGED = 10  # one line each; the rest are counted, and all are in report.json
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 
@@ -60,7 +61,7 @@ class Deriving:
         self._feeder: threading.Thread | None = None
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, tuple[str, ...], Future[Result]]] = []
+        self._pending: list[tuple[Task, Future[Result]]] = []
         self._dropping = False
 
     def chosen(self, spec: ItemSpec) -> tuple[Variant, ...]:
@@ -84,8 +85,7 @@ class Deriving:
         while (task := self._queue.get()) is not None:
             with self._lock:
                 if not self._dropping:
-                    names = tuple(v.name for v in task.variants)
-                    self._pending.append((task.item_id, names, pool.submit(derive.derive_item, task)))
+                    self._pending.append((task, pool.submit(derive.derive_item, task)))
 
     def submit(self, spec: ItemSpec, files: Sequence[str]) -> None:
         """Derive ``spec``'s item from its images ``files`` (relative to the folder), in the pool."""
@@ -113,7 +113,7 @@ class Deriving:
         ``batchgen report`` makes them."""
         with self._lock:
             self._dropping = True
-            self._pending = [p for p in self._pending if not p[2].cancel()]
+            self._pending = [p for p in self._pending if not p[1].cancel()]
 
     def close(self, *, stopping: bool = False) -> dict[str, Derived]:
         """Wait for every derivation (``stopping``: for those under way, the rest dropped first),
@@ -125,20 +125,42 @@ class Deriving:
         assert self._feeder is not None
         self._feeder.join()
         results: dict[str, Derived] = {}
+        tail = None if stopping else self._hurry()
         try:
-            for item_id, names, future in self._pending:
+            for task, future in self._pending:
                 try:
                     result = future.result()
                 except Exception as exc:  # a worker that died (killed, out of memory): its item fails only
-                    result = Result(item_id, errors={name: f"the worker failed ({exc!r})" for name in names})
-                results[item_id] = derived(result)
+                    why = f"the worker failed ({exc!r})"
+                    result = Result(task.item_id, errors={v.name: why for v in task.variants})
+                results[task.item_id] = derived(result)
         finally:
             self._pending.clear()
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-                self._pool = None
+            for pool in (self._pool, tail):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         _log_errors(results)
         return results
+
+    def _hurry(self) -> ProcessPoolExecutor | None:
+        """What no worker has started yet, moved to a pool at the command's own priority: the
+        run has sent its last request, so the command now only waits for these, and at the
+        lowest priority a busy machine would keep it waiting for minutes."""
+        waiting = [index for index, (_, future) in enumerate(self._pending) if future.cancel()]
+        if not waiting:
+            return None
+        log.info("making the thumbnails and variants of %d more item(s) before finishing", len(waiting))
+        pool = ProcessPoolExecutor(
+            min(self.workers, len(waiting)),
+            _context(),
+            initializer=derive.worker_started,
+            initargs=(0, os.getpid()),
+        )
+        for index in waiting:
+            task = self._pending[index][0]
+            self._pending[index] = (task, pool.submit(derive.derive_item, task))
+        return pool
 
 
 def meta(spec: ItemSpec, job_name: str) -> dict[str, str]:

@@ -180,13 +180,14 @@ def _intact(store: JobStore, made: VariantFile) -> bool:
 
 
 def worker_started(level: int, command: int) -> None:
-    """The worker processes' initializer: below the run's priority, so the event loop and the
-    writing of images come first; and ended with the command (process ``command``), so that not
-    even a ``kill -9`` of it leaves a worker behind."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.nice(level)
-    with contextlib.suppress(AttributeError, OSError):  # Linux: a core only when nothing else wants it
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    """The worker processes' initializer: ``level`` below the command's priority (while the run
+    sends, so that the event loop and the writing of images come first); and ended with the
+    command (process ``command``), so that not even a ``kill -9`` of it leaves a worker behind.
+    Not Linux's idle class: on a busy machine it starves the workers for minutes, and the
+    command waits for them at its end."""
+    if level:
+        with contextlib.suppress(AttributeError, OSError):
+            os.nice(level)
     # A Ctrl-C reaches the whole process group: the command decides what stops, and when.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_end_with, args=(command,), name="batchgen-end-with", daemon=True).start()
