@@ -279,6 +279,23 @@ class TestDownloads:
         async with HttpImageClient(BASE, None, timeout_s=5) as client:
             assert (await client.download("https://cdn.test/0")).data == png
 
+    @pytest.mark.parametrize("status", [301, 303, 307, 308])
+    async def test_every_redirect_status_is_followed(self, mocked: MockedApi, status: int) -> None:
+        mocked.get("https://cdn.test/0", status=status, headers={"Location": "https://img.test/1"})
+        mocked.get("https://img.test/1", body=png_bytes())
+        async with HttpImageClient(BASE, None, timeout_s=5) as client:
+            assert (await client.download("https://cdn.test/0")).data == png_bytes()
+
+    async def test_a_redirect_without_a_location_fails_as_its_status(self, mocked: MockedApi) -> None:
+        mocked.get("https://cdn.test/0", status=302)
+        async with HttpImageClient(BASE, None, timeout_s=5) as client:
+            error = await download_failure(client, "https://cdn.test/0")
+        assert (error.message, error.http_status, error.retryable) == (
+            "image url answered HTTP 302",
+            302,
+            True,
+        )
+
     async def test_a_fourth_redirect_fails_the_item(self, mocked: MockedApi) -> None:
         mocked.post(URL_GEN, payload={"data": [{"url": "https://cdn.test/0"}]})
         for k in range(4):
@@ -438,3 +455,83 @@ async def test_the_ends_of_a_key_in_new_apis_quota_message_are_cut_out_too(
     assert error.error_class is ErrorClass.QUOTA_EXHAUSTED
     assert CANARY_KEY[-4:] not in error.message
     assert "TokenStatusExhausted[sk-********]" in error.message
+
+
+def key_for(host: str = "api.test", port: int = 443) -> ConnectionKey:
+    return ConnectionKey(host, port, True, True, None, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("exception", "words"),
+    [
+        (
+            aiohttp.ClientPayloadError("cut"),
+            "the answer was cut off: the connection closed before all of it arrived",
+        ),
+        (aiohttp.ServerDisconnectedError(), "the service closed the connection without answering"),
+        (
+            aiohttp.ClientConnectorCertificateError(key_for(), ValueError("self-signed")),  # type: ignore[arg-type]
+            "the TLS certificate of api.test could not be verified",
+        ),
+        (
+            connector_error(OSError(-2, "Name or service not known"), aiohttp.ClientConnectorDNSError),
+            "cannot resolve the host name api.test",
+        ),
+        (
+            connector_error(ConnectionRefusedError(111, "Connection refused")),
+            "cannot connect to api.test:443 (Connection refused)",
+        ),
+        (connector_error(OSError()), "cannot connect to api.test:443 (no reason given)"),
+        (aiohttp.SocketTimeoutError("read"), "no answer in time"),
+        (TimeoutError(), "no answer in time"),
+        (aiohttp.TooManyRedirects(None, (), status=302), "too many redirects"),  # type: ignore[arg-type]
+        (aiohttp.InvalidURL("ht!tp://x"), "not a valid URL: ht!tp://x"),
+        (ConnectionResetError(104, "Connection reset by peer"), "the connection was reset"),
+        (OSError(5, "Input/output error"), "input/output error"),
+        (OSError(), "the connection failed"),
+        (aiohttp.ClientResponseError(None, (), status=502, message="Bad Gateway"), "HTTP 502: Bad Gateway"),  # type: ignore[arg-type]
+        (aiohttp.ClientResponseError(None, (), status=502), "HTTP 502"),  # type: ignore[arg-type]
+        (ValueError("odd"), "the connection failed"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None,
+)
+def test_what_went_wrong_is_said_in_words(exception: BaseException, words: str) -> None:
+    assert client_module.plain(exception) == words
+
+
+@pytest.mark.parametrize(
+    ("exception", "error_class", "message", "sent"),
+    [
+        (
+            aiohttp.ConnectionTimeoutError("c"),
+            ErrorClass.TIMEOUT,
+            "could not connect to the service in time",
+            False,
+        ),
+        (aiohttp.SocketTimeoutError("r"), ErrorClass.TIMEOUT, "timed out waiting for the service", True),
+        (TimeoutError(), ErrorClass.TIMEOUT, "timed out waiting for the service", True),
+        (
+            connector_error(ConnectionRefusedError(111, "Connection refused")),
+            ErrorClass.CONNECTION,
+            "cannot connect to api.test:443 (Connection refused)",
+            False,
+        ),
+        (
+            aiohttp.ServerDisconnectedError(),
+            ErrorClass.CONNECTION,
+            "the service closed the connection without answering",
+            True,
+        ),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None,
+)
+def test_each_failure_gets_its_class_and_whether_it_may_have_been_billed(
+    exception: BaseException, error_class: ErrorClass, message: str, sent: bool
+) -> None:
+    error = client_module.map_exception(exception)
+    assert (error.error_class, error.message, error.sent, error.retryable) == (
+        error_class,
+        message,
+        sent,
+        True,
+    )

@@ -3,6 +3,7 @@ ends it, and the outcomes it answers with. (tests/test_unchanged.py runs whole j
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -134,6 +135,21 @@ def test_a_written_stamp_is_found_and_answers_as_the_run_ended(job: Job) -> None
         for o in job.outcomes
     ]
     assert unchanged.outcomes(stamp, job.store) == skipped
+
+
+def test_a_stamp_reads_back_whole_and_refuses_another_format(job: Job) -> None:
+    job.write()
+    stamp = job.stamp()
+    assert unchanged.Stamp.from_json(orjson.loads(orjson.dumps(stamp.to_json()))) == stamp
+    with pytest.raises(ValueError, match="format 99"):
+        unchanged.Stamp.from_json({**stamp.to_json(), "format": 99})
+
+
+def test_a_stamp_whose_columns_disagree_is_not_read_short(job: Job) -> None:
+    job.write()
+    stamp = job.stamp()
+    with pytest.raises(ValueError, match="zip"):
+        unchanged.outcomes(dataclasses.replace(stamp, prompts=stamp.prompts[:1]), job.store)
 
 
 def test_a_stamp_is_only_for_its_key(job: Job) -> None:
