@@ -12,7 +12,7 @@ import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
 from batchgen.config import Secret
-from batchgen.errors import ErrorClass, RequestError
+from batchgen.errors import ErrorClass, RateHeaders, RequestError
 from batchgen.service import client as client_module
 from batchgen.service.client import DownloadPolicy, HttpImageClient
 
@@ -338,6 +338,8 @@ class TestDownloads:
             "https://[::1]/a.png",
             "https://[::ffff:10.0.0.1]/a.png",
             "https://localhost/a.png",
+            "https://224.0.0.1/a.png",  # multicast
+            "https://[ff02::1]/a.png",
             "file:///etc/passwd",
         ],
     )
@@ -386,6 +388,9 @@ class TestDownloads:
             (["fd00::1", "2606:4700::1"], False, ["2606:4700::1"]),
             (["127.0.0.1"], False, []),
             (["127.0.0.1"], True, ["127.0.0.1"]),
+            (["::ffff:10.0.0.7", "::ffff:93.184.216.34"], False, ["::ffff:93.184.216.34"]),  # IPv4 in IPv6
+            (["::ffff:127.0.0.1"], True, ["::ffff:127.0.0.1"]),
+            (["fe80::1%eth0", "2606:4700::1%eth0"], False, ["2606:4700::1%eth0"]),  # with a zone
         ],
     )
     async def test_the_resolver_drops_non_public_addresses(
@@ -535,3 +540,77 @@ def test_each_failure_gets_its_class_and_whether_it_may_have_been_billed(
         sent,
         True,
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://cdn.test/a.png", "image url has scheme 'ftp'; only https and http are fetched"),
+        ("https://localhost/a.png", "image url points at a loopback address"),
+        ("https://[fd00::1]/a.png", "image url points at a non-public address fd00::1"),
+        ("https://10.0.0.5/a.png", "image url points at a non-public address 10.0.0.5"),
+    ],
+)
+async def test_a_refused_link_says_why(url: str, message: str) -> None:
+    async with HttpImageClient(BASE, None, timeout_s=5) as client:
+        error = await download_failure(client, url)
+    assert (error.message, error.retryable, error.http_status) == (message, False, None)
+
+
+async def test_a_link_that_cannot_be_fetched_is_worth_fetching_again(mocked: MockedApi) -> None:
+    mocked.get("https://cdn.test/a.png", exception=aiohttp.ServerDisconnectedError())
+    async with HttpImageClient(BASE, None, timeout_s=5) as client:
+        error = await download_failure(client, "https://cdn.test/a.png")
+    assert error.error_class is ErrorClass.DOWNLOAD_FAILED
+    assert (
+        error.message == "image url could not be fetched: the service closed the connection without answering"
+    )
+    assert error.retryable
+
+
+async def test_the_relay_is_asked_at_its_url_whatever_the_slash(mocked: MockedApi) -> None:
+    mocked.post(URL_GEN, payload=b64_payload(png_bytes()))
+    async with HttpImageClient(BASE + "/", None, timeout_s=5) as client:
+        assert (await client.generate(BODY, "k")).images
+
+
+async def test_a_redirect_from_the_relay_is_an_error_not_followed(mocked: MockedApi) -> None:
+    mocked.post(URL_GEN, status=307, headers={"Location": "https://elsewhere.test/v1/images/generations"})
+    mocked.post("https://elsewhere.test/v1/images/generations", payload=b64_payload(png_bytes()))
+    async with HttpImageClient(BASE, None, timeout_s=5) as client:
+        error = await failure(client)
+    assert error.http_status == 307
+
+
+async def test_the_rate_headers_of_an_answer_come_with_it(mocked: MockedApi) -> None:
+    headers = {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59"}
+    mocked.post(URL_GEN, payload=b64_payload(png_bytes()), headers=headers)
+    async with HttpImageClient(BASE, None, timeout_s=5) as client:
+        answer = await client.generate(BODY, "k")
+    assert answer.rate == RateHeaders(limit=60, remaining=59)
+
+
+async def test_a_body_of_exactly_max_request_bytes_is_sent(mocked: MockedApi) -> None:
+    mocked.post(URL_GEN, payload=b64_payload(png_bytes()))
+    size = len(orjson.dumps(BODY))
+    async with HttpImageClient(BASE, None, timeout_s=5, max_request_bytes=size) as client:
+        assert (await client.generate(BODY, "k")).images
+    async with HttpImageClient(BASE, None, timeout_s=5, max_request_bytes=size - 1) as client:
+        error = await failure(client)
+    assert error.message == (
+        f"the request body is {size / 1048576:.1f} MB, over api.max_request_mb ({(size - 1) / 1048576:g}); not sent"
+    )
+
+
+@pytest.mark.parametrize("known_length", [True, False])
+async def test_an_answer_over_the_cap_is_refused_and_not_asked_again(
+    mocked: MockedApi, known_length: bool
+) -> None:
+    body = orjson.dumps(b64_payload(png_bytes()))
+    headers = {"Content-Length": str(len(body))} if known_length else {}
+    mocked.post(URL_GEN, body=body, headers=headers)
+    async with HttpImageClient(BASE, None, timeout_s=5, max_response_bytes=len(body) - 1) as client:
+        error = await failure(client)
+    expected = f"response of {len(body)} bytes is over" if known_length else "response is over"
+    assert error.message == f"{expected} the {len(body) - 1}-byte cap"
+    assert (error.error_class, error.retryable) == (ErrorClass.INVALID_RESPONSE, False)

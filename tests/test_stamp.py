@@ -114,6 +114,7 @@ def job(tmp_path: Path) -> Job:
 def test_a_written_stamp_is_found_and_answers_as_the_run_ended(job: Job) -> None:
     assert job.write()
     stamp = job.stamp()
+    assert stamp.key == "k"
     assert stamp.ids == ("a", "b")
     assert stamp.warnings == ("a warning",)
     assert stamp.parents == {"b": ("a",)}
@@ -152,6 +153,26 @@ def test_a_stamp_whose_columns_disagree_is_not_read_short(job: Job) -> None:
         unchanged.outcomes(dataclasses.replace(stamp, prompts=stamp.prompts[:1]), job.store)
 
 
+@pytest.mark.parametrize(
+    "derived",
+    [
+        Derived(files=(("thumb", ("derived/a.webp", "derived/a-2.webp")),), sizes=((30,),)),
+        Derived(files=(("thumb", ("derived/a.webp",)), ("web", ())), sizes=((30,),)),
+    ],
+    ids=["a-size-short", "a-variant-short"],
+)
+def test_a_derived_record_whose_sizes_disagree_is_not_stamped_short(job: Job, derived: Derived) -> None:
+    job.outcomes[0] = dataclasses.replace(job.outcomes[0], derived=derived)
+    with pytest.raises(ValueError, match="zip"):
+        job.write()
+
+
+def test_an_item_whose_sizes_disagree_with_its_files_is_not_stamped_short(job: Job) -> None:
+    job.outcomes[1] = dataclasses.replace(job.outcomes[1], sizes=(7,))
+    with pytest.raises(ValueError, match="zip"):
+        job.write()
+
+
 def test_a_stamp_is_only_for_its_key(job: Job) -> None:
     job.write("k")
     assert unchanged.find(job.store.root, "another") is None
@@ -183,7 +204,7 @@ def test_a_source_changed_while_the_job_ran_leaves_no_stamp(
     with caplog.at_level(logging.INFO):
         assert not unchanged.write(job.store, "k", sources, job.outcomes, (PARAMS, [0, 0]), [])
     assert not (job.store.root / paths.STAMP).exists()
-    assert f"{job.manifest} changed while the job ran" in caplog.text
+    assert caplog.messages == [f"{job.manifest} changed while the job ran: the next run reads the manifest again"]
 
 
 def test_the_journal_written_since_ends_the_stamp(job: Job) -> None:
