@@ -204,7 +204,9 @@ def test_a_source_changed_while_the_job_ran_leaves_no_stamp(
     with caplog.at_level(logging.INFO):
         assert not unchanged.write(job.store, "k", sources, job.outcomes, (PARAMS, [0, 0]), [])
     assert not (job.store.root / paths.STAMP).exists()
-    assert caplog.messages == [f"{job.manifest} changed while the job ran: the next run reads the manifest again"]
+    assert caplog.messages == [
+        f"{job.manifest} changed while the job ran: the next run reads the manifest again"
+    ]
 
 
 def test_the_journal_written_since_ends_the_stamp(job: Job) -> None:
