@@ -9,6 +9,7 @@ import aiohttp
 import orjson
 import pybase64
 import pytest
+from aiohttp import web
 from aiohttp.client_reqrep import ConnectionKey
 
 from batchgen.config import Secret
@@ -614,3 +615,74 @@ async def test_an_answer_over_the_cap_is_refused_and_not_asked_again(
     expected = f"response of {len(body)} bytes is over" if known_length else "response is over"
     assert error.message == f"{expected} the {len(body) - 1}-byte cap"
     assert (error.error_class, error.retryable) == (ErrorClass.INVALID_RESPONSE, False)
+
+
+class LinkServer:
+    """Image links on 127.0.0.1, for what aioresponses cannot show: the resolver, the
+    connection limit and the timeout of the download session itself."""
+
+    def __init__(self) -> None:
+        self.agents: list[str] = []
+        self.arrived = 0
+        self.both = asyncio.Event()
+        self.done = asyncio.Event()  # set at the end, so that no handler outlives its test
+        self.app = web.Application()
+        self.app.router.add_get("/img", self.image)
+        self.app.router.add_get("/pair/{n}", self.pair)
+        self.app.router.add_get("/hang", self.hang)
+        self.runner = web.AppRunner(self.app)
+        self.port = 0
+
+    async def image(self, request: web.Request) -> web.Response:
+        self.agents.append(request.headers.get("User-Agent", ""))
+        return web.Response(body=png_bytes(), content_type="image/png")
+
+    async def pair(self, request: web.Request) -> web.Response:
+        self.arrived += 1
+        if self.arrived == 2:
+            self.both.set()
+        await self.both.wait()  # answers only once both requests are in flight at once
+        return web.Response(body=png_bytes(), content_type="image/png")
+
+    async def hang(self, request: web.Request) -> web.Response:
+        await self.done.wait()
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def links() -> AsyncIterator[LinkServer]:
+    server = LinkServer()
+    await server.runner.setup()
+    site = web.TCPSite(server.runner, "127.0.0.1", 0)
+    await site.start()
+    server.port = server.runner.addresses[0][1]
+    yield server
+    server.done.set()
+    server.both.set()
+    await server.runner.cleanup()
+
+
+async def test_a_link_by_name_goes_through_the_resolver_that_allows_the_relays_loopback(
+    links: LinkServer,
+) -> None:
+    async with HttpImageClient(f"http://127.0.0.1:{links.port}/v1", None, timeout_s=5) as client:
+        image = await client.download(f"http://localhost:{links.port}/img")
+    assert image.data == png_bytes()
+    assert links.agents == [client_module.USER_AGENT]
+
+
+async def test_links_are_fetched_side_by_side_not_one_at_a_time(links: LinkServer) -> None:
+    async with HttpImageClient(f"http://127.0.0.1:{links.port}/v1", None, timeout_s=5) as client:
+        async with asyncio.timeout(5):
+            both = await asyncio.gather(
+                *(client.download(f"http://localhost:{links.port}/pair/{n}") for n in range(2))
+            )
+    assert [image.data for image in both] == [png_bytes()] * 2
+
+
+async def test_a_link_that_never_answers_fails_in_the_download_timeout(links: LinkServer) -> None:
+    policy = DownloadPolicy(timeout_s=0.05, allow_loopback=True)
+    async with HttpImageClient(BASE, None, timeout_s=5, download=policy) as client:
+        async with asyncio.timeout(5):
+            error = await download_failure(client, f"http://localhost:{links.port}/hang")
+    assert (error.message, error.retryable) == ("image url could not be fetched: no answer in time", True)
