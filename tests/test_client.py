@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.client_reqrep import ConnectionKey
 
-from batchgen.config import Secret
+from batchgen.config import Proxies, Secret
 from batchgen.errors import ErrorClass, RateHeaders, RequestError
 from batchgen.service import client as client_module
 from batchgen.service.client import DownloadPolicy, HttpImageClient
@@ -45,8 +45,10 @@ class FakeResolver:
 
     def __init__(self, addresses: list[str]) -> None:
         self.addresses = addresses
+        self.asked: list[tuple[str, int]] = []
 
     async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, object]]:
+        self.asked.append((host, port))
         return [
             {"hostname": host, "host": a, "port": port, "family": 0, "proto": 0, "flags": 0}
             for a in self.addresses
@@ -397,13 +399,26 @@ class TestDownloads:
     async def test_the_resolver_drops_non_public_addresses(
         self, monkeypatch: pytest.MonkeyPatch, answers: list[str], allow_loopback: bool, kept: list[str]
     ) -> None:
-        monkeypatch.setattr(client_module.aiohttp, "ThreadedResolver", lambda: FakeResolver(answers))
+        dns = FakeResolver(answers)
+        monkeypatch.setattr(client_module.aiohttp, "ThreadedResolver", lambda: dns)
         resolver = client_module._FilteringResolver(allow_loopback)
         if kept:
             assert [r["host"] for r in await resolver.resolve("cdn.test", 443)] == kept
         else:
             with pytest.raises(OSError, match="non-public"):
                 await resolver.resolve("cdn.test", 443)
+        assert dns.asked == [("cdn.test", 443)]
+
+    async def test_a_proxied_link_has_its_own_host_looked_up_first(
+        self, monkeypatch: pytest.MonkeyPatch, mocked: MockedApi
+    ) -> None:
+        dns = FakeResolver(["93.184.216.34"])
+        monkeypatch.setattr(client_module.aiohttp, "ThreadedResolver", lambda: dns)
+        mocked.get("https://cdn.test:8443/a.png", body=png_bytes())
+        proxies = Proxies(https="http://proxy.test:3128")
+        async with HttpImageClient(BASE, None, timeout_s=5, proxies=proxies) as client:
+            assert (await client.download("https://cdn.test:8443/a.png")).data == png_bytes()
+        assert dns.asked == [("cdn.test", 8443)]
 
     async def test_a_name_that_resolves_to_a_private_address_is_never_fetched(
         self, monkeypatch: pytest.MonkeyPatch
@@ -663,12 +678,13 @@ async def links() -> AsyncIterator[LinkServer]:
 
 
 async def test_a_link_by_name_goes_through_the_resolver_that_allows_the_relays_loopback(
-    links: LinkServer,
+    links: LinkServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with HttpImageClient(f"http://127.0.0.1:{links.port}/v1", None, timeout_s=5) as client:
         image = await client.download(f"http://localhost:{links.port}/img")
     assert image.data == png_bytes()
     assert links.agents == [client_module.USER_AGENT]
+    assert caplog.records == []  # plain http on loopback is no one else's to read
 
 
 async def test_links_are_fetched_side_by_side_not_one_at_a_time(links: LinkServer) -> None:
