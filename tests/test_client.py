@@ -645,6 +645,8 @@ class LinkServer:
         self.app.router.add_get("/img", self.image)
         self.app.router.add_get("/pair/{n}", self.pair)
         self.app.router.add_get("/hang", self.hang)
+        self.app.router.add_post("/v1/images/generations", self.generate)
+        self.asked: list[dict[str, str]] = []
         self.runner = web.AppRunner(self.app)
         self.port = 0
 
@@ -658,6 +660,10 @@ class LinkServer:
             self.both.set()
         await self.both.wait()  # answers only once both requests are in flight at once
         return web.Response(body=png_bytes(), content_type="image/png")
+
+    async def generate(self, request: web.Request) -> web.Response:
+        self.asked.append(dict(request.headers))
+        return web.json_response(b64_payload(png_bytes()))
 
     async def hang(self, request: web.Request) -> web.Response:
         await self.done.wait()
@@ -702,3 +708,17 @@ async def test_a_link_that_never_answers_fails_in_the_download_timeout(links: Li
         async with asyncio.timeout(5):
             error = await download_failure(client, f"http://localhost:{links.port}/hang")
     assert (error.message, error.retryable) == ("image url could not be fetched: no answer in time", True)
+
+
+@pytest.mark.parametrize("key", [CANARY_KEY, None])
+async def test_the_relay_is_sent_the_key_and_json_under_batchgens_name(
+    links: LinkServer, key: str | None
+) -> None:
+    relay = f"http://127.0.0.1:{links.port}/v1"
+    async with HttpImageClient(relay, Secret(key) if key else None, timeout_s=5) as client:
+        assert (await client.generate(BODY, "idem-7")).images
+    (headers,) = links.asked
+    assert headers.get("Authorization") == (f"Bearer {key}" if key else None)
+    assert headers["User-Agent"] == client_module.USER_AGENT
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Idempotency-Key"] == "idem-7"
