@@ -725,5 +725,5 @@ async def test_the_relay_is_sent_the_key_and_json_under_batchgens_name(
 
 
 async def test_a_client_used_outside_its_block_says_how_to_use_it() -> None:
-    with pytest.raises(AssertionError, match="^use HttpImageClient as an async context manager$"):
+    with pytest.raises(AssertionError, match=r"^use HttpImageClient as an async context manager$"):
         await HttpImageClient(BASE, None, timeout_s=5).generate(BODY, "k")
