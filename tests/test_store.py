@@ -249,3 +249,11 @@ def test_a_link_that_cannot_take_its_place_leaves_no_temp_file(tmp_path: Path) -
     with pytest.raises(IsADirectoryError):
         durable.link_or_copy(source, tmp_path / "taken")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "taken"]
+
+
+def test_a_source_that_is_gone_fails_as_itself(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.png"
+    with pytest.raises(FileNotFoundError) as caught:
+        durable.link_or_copy(missing, tmp_path / "copy.png")
+    assert caught.value.filename == str(missing)  # not the temp file that was never made
+    assert list(tmp_path.iterdir()) == []
