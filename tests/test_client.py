@@ -318,7 +318,7 @@ class TestDownloads:
             (
                 b"\x89PNG\r\n\x1a\n" + b"\0" * 2000,
                 200,
-                "response of 2008 bytes is over the 1000-byte cap",
+                "response is over the 1000-byte cap",
                 False,
             ),
         ],
