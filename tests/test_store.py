@@ -178,6 +178,9 @@ def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 def test_fsync_dir_syncs_the_folder_itself(tmp_path: Path, synced: list[Path]) -> None:
     durable.fsync_dir(tmp_path)
     assert synced == [tmp_path]
+    (tmp_path / "a-file").write_bytes(b"")
+    durable.fsync_dir(tmp_path / "a-file")  # opened as a folder only: a file is not its business
+    assert synced == [tmp_path]
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd through /proc (Linux)")
