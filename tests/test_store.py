@@ -260,3 +260,8 @@ def test_a_source_that_is_gone_fails_as_itself(tmp_path: Path) -> None:
         durable.link_or_copy(missing, tmp_path / "copy.png")
     assert caught.value.filename == str(missing)  # not the temp file that was never made
     assert list(tmp_path.iterdir()) == []
+
+
+def test_json_is_written_indented_for_people_with_a_final_newline(store: JobStore) -> None:
+    store.write_json("a.json", {"ok": True, "n": [1]})
+    assert (store.root / "a.json").read_bytes() == b'{\n  "ok": true,\n  "n": [\n    1\n  ]\n}\n'
