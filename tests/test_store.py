@@ -265,3 +265,17 @@ def test_a_source_that_is_gone_fails_as_itself(tmp_path: Path) -> None:
 def test_json_is_written_indented_for_people_with_a_final_newline(store: JobStore) -> None:
     store.write_json("a.json", {"ok": True, "n": [1]})
     assert (store.root / "a.json").read_bytes() == b'{\n  "ok": true,\n  "n": [\n    1\n  ]\n}\n'
+
+
+def test_an_image_made_again_in_its_format_stays(store: JobStore) -> None:
+    for _ in range(2):
+        store.write_images(["images/a"], [GeneratedImage(png_bytes(), PNG)])
+    assert sorted(p.name for p in (store.root / "images").iterdir()) == ["a.png"]
+
+
+def test_an_old_image_removed_by_someone_else_is_no_error(store: JobStore) -> None:
+    store.write_images(["images/a"], [GeneratedImage(png_bytes(), PNG)])
+    store.prepare()  # a later run: a.png is one of the files that were there
+    os.unlink(store.root / "images/a.png")
+    store.write_images(["images/a"], [GeneratedImage(b"\xff\xd8\xff", JPEG)])
+    assert sorted(p.name for p in (store.root / "images").iterdir()) == ["a.jpg"]
