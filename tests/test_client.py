@@ -9,10 +9,11 @@ import aiohttp
 import orjson
 import pybase64
 import pytest
+from aiohttp import web
 from aiohttp.client_reqrep import ConnectionKey
 
-from batchgen.config import Secret
-from batchgen.errors import ErrorClass, RequestError
+from batchgen.config import Proxies, Secret
+from batchgen.errors import ErrorClass, RateHeaders, RequestError
 from batchgen.service import client as client_module
 from batchgen.service.client import DownloadPolicy, HttpImageClient
 
@@ -44,8 +45,10 @@ class FakeResolver:
 
     def __init__(self, addresses: list[str]) -> None:
         self.addresses = addresses
+        self.asked: list[tuple[str, int]] = []
 
     async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, object]]:
+        self.asked.append((host, port))
         return [
             {"hostname": host, "host": a, "port": port, "family": 0, "proto": 0, "flags": 0}
             for a in self.addresses
@@ -279,6 +282,23 @@ class TestDownloads:
         async with HttpImageClient(BASE, None, timeout_s=5) as client:
             assert (await client.download("https://cdn.test/0")).data == png
 
+    @pytest.mark.parametrize("status", [301, 303, 307, 308])
+    async def test_every_redirect_status_is_followed(self, mocked: MockedApi, status: int) -> None:
+        mocked.get("https://cdn.test/0", status=status, headers={"Location": "https://img.test/1"})
+        mocked.get("https://img.test/1", body=png_bytes())
+        async with HttpImageClient(BASE, None, timeout_s=5) as client:
+            assert (await client.download("https://cdn.test/0")).data == png_bytes()
+
+    async def test_a_redirect_without_a_location_fails_as_its_status(self, mocked: MockedApi) -> None:
+        mocked.get("https://cdn.test/0", status=302)
+        async with HttpImageClient(BASE, None, timeout_s=5) as client:
+            error = await download_failure(client, "https://cdn.test/0")
+        assert (error.message, error.http_status, error.retryable) == (
+            "image url answered HTTP 302",
+            302,
+            True,
+        )
+
     async def test_a_fourth_redirect_fails_the_item(self, mocked: MockedApi) -> None:
         mocked.post(URL_GEN, payload={"data": [{"url": "https://cdn.test/0"}]})
         for k in range(4):
@@ -292,10 +312,15 @@ class TestDownloads:
     @pytest.mark.parametrize(
         ("body", "status", "fragment", "worth_again"),
         [
-            (b"<html>login</html>", 200, "did not return a PNG", True),
-            (b"", 404, "answered HTTP 404", True),  # a CDN may not have the file yet
-            (b"", 503, "answered HTTP 503", True),
-            (b"\x89PNG\r\n\x1a\n" + b"\0" * 2000, 200, "over the 1000-byte cap", False),
+            (b"<html>login</html>", 200, "image url did not return a PNG, JPEG, WebP or GIF image", True),
+            (b"", 404, "image url answered HTTP 404", True),  # a CDN may not have the file yet
+            (b"", 503, "image url answered HTTP 503", True),
+            (
+                b"\x89PNG\r\n\x1a\n" + b"\0" * 2000,
+                200,
+                "response is over the 1000-byte cap",
+                False,
+            ),
         ],
     )
     async def test_bad_downloads(
@@ -307,7 +332,7 @@ class TestDownloads:
         ) as client:
             error = await download_failure(client, "https://cdn.test/x")
         assert error.error_class is ErrorClass.DOWNLOAD_FAILED
-        assert fragment in error.message
+        assert error.message == fragment
         assert error.retryable is worth_again
 
     @pytest.mark.parametrize(
@@ -321,6 +346,8 @@ class TestDownloads:
             "https://[::1]/a.png",
             "https://[::ffff:10.0.0.1]/a.png",
             "https://localhost/a.png",
+            "https://224.0.0.1/a.png",  # multicast
+            "https://[ff02::1]/a.png",
             "file:///etc/passwd",
         ],
     )
@@ -369,18 +396,34 @@ class TestDownloads:
             (["fd00::1", "2606:4700::1"], False, ["2606:4700::1"]),
             (["127.0.0.1"], False, []),
             (["127.0.0.1"], True, ["127.0.0.1"]),
+            (["::ffff:10.0.0.7", "::ffff:93.184.216.34"], False, ["::ffff:93.184.216.34"]),  # IPv4 in IPv6
+            (["::ffff:127.0.0.1"], True, ["::ffff:127.0.0.1"]),
+            (["fe80::1%eth0", "2606:4700::1%eth0"], False, ["2606:4700::1%eth0"]),  # with a zone
         ],
     )
     async def test_the_resolver_drops_non_public_addresses(
         self, monkeypatch: pytest.MonkeyPatch, answers: list[str], allow_loopback: bool, kept: list[str]
     ) -> None:
-        monkeypatch.setattr(client_module.aiohttp, "ThreadedResolver", lambda: FakeResolver(answers))
+        dns = FakeResolver(answers)
+        monkeypatch.setattr(client_module.aiohttp, "ThreadedResolver", lambda: dns)
         resolver = client_module._FilteringResolver(allow_loopback)
         if kept:
             assert [r["host"] for r in await resolver.resolve("cdn.test", 443)] == kept
         else:
             with pytest.raises(OSError, match="non-public"):
                 await resolver.resolve("cdn.test", 443)
+        assert dns.asked == [("cdn.test", 443)]
+
+    async def test_a_proxied_link_has_its_own_host_looked_up_first(
+        self, monkeypatch: pytest.MonkeyPatch, mocked: MockedApi
+    ) -> None:
+        dns = FakeResolver(["93.184.216.34"])
+        monkeypatch.setattr(client_module.aiohttp, "ThreadedResolver", lambda: dns)
+        mocked.get("https://cdn.test:8443/a.png", body=png_bytes())
+        proxies = Proxies(https="http://proxy.test:3128")
+        async with HttpImageClient(BASE, None, timeout_s=5, proxies=proxies) as client:
+            assert (await client.download("https://cdn.test:8443/a.png")).data == png_bytes()
+        assert dns.asked == [("cdn.test", 8443)]
 
     async def test_a_name_that_resolves_to_a_private_address_is_never_fetched(
         self, monkeypatch: pytest.MonkeyPatch
@@ -438,3 +481,254 @@ async def test_the_ends_of_a_key_in_new_apis_quota_message_are_cut_out_too(
     assert error.error_class is ErrorClass.QUOTA_EXHAUSTED
     assert CANARY_KEY[-4:] not in error.message
     assert "TokenStatusExhausted[sk-********]" in error.message
+
+
+def key_for(host: str = "api.test", port: int = 443) -> ConnectionKey:
+    return ConnectionKey(host, port, True, True, None, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("exception", "words"),
+    [
+        (
+            aiohttp.ClientPayloadError("cut"),
+            "the answer was cut off: the connection closed before all of it arrived",
+        ),
+        (aiohttp.ServerDisconnectedError(), "the service closed the connection without answering"),
+        (
+            aiohttp.ClientConnectorCertificateError(key_for(), ValueError("self-signed")),  # type: ignore[arg-type]
+            "the TLS certificate of api.test could not be verified",
+        ),
+        (
+            connector_error(OSError(-2, "Name or service not known"), aiohttp.ClientConnectorDNSError),
+            "cannot resolve the host name api.test",
+        ),
+        (
+            connector_error(ConnectionRefusedError(111, "Connection refused")),
+            "cannot connect to api.test:443 (Connection refused)",
+        ),
+        (connector_error(OSError()), "cannot connect to api.test:443 (no reason given)"),
+        (aiohttp.SocketTimeoutError("read"), "no answer in time"),
+        (TimeoutError(), "no answer in time"),
+        (aiohttp.TooManyRedirects(None, (), status=302), "too many redirects"),  # type: ignore[arg-type]
+        (aiohttp.InvalidURL("ht!tp://x"), "not a valid URL: ht!tp://x"),
+        (ConnectionResetError(104, "Connection reset by peer"), "the connection was reset"),
+        (OSError(5, "Input/output error"), "input/output error"),
+        (OSError(), "the connection failed"),
+        (aiohttp.ClientResponseError(None, (), status=502, message="Bad Gateway"), "HTTP 502: Bad Gateway"),  # type: ignore[arg-type]
+        (aiohttp.ClientResponseError(None, (), status=502), "HTTP 502"),  # type: ignore[arg-type]
+        (ValueError("odd"), "the connection failed"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None,
+)
+def test_what_went_wrong_is_said_in_words(exception: BaseException, words: str) -> None:
+    assert client_module.plain(exception) == words
+
+
+@pytest.mark.parametrize(
+    ("exception", "error_class", "message", "sent"),
+    [
+        (
+            aiohttp.ConnectionTimeoutError("c"),
+            ErrorClass.TIMEOUT,
+            "could not connect to the service in time",
+            False,
+        ),
+        (aiohttp.SocketTimeoutError("r"), ErrorClass.TIMEOUT, "timed out waiting for the service", True),
+        (TimeoutError(), ErrorClass.TIMEOUT, "timed out waiting for the service", True),
+        (
+            connector_error(ConnectionRefusedError(111, "Connection refused")),
+            ErrorClass.CONNECTION,
+            "cannot connect to api.test:443 (Connection refused)",
+            False,
+        ),
+        (
+            aiohttp.ServerDisconnectedError(),
+            ErrorClass.CONNECTION,
+            "the service closed the connection without answering",
+            True,
+        ),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None,
+)
+def test_each_failure_gets_its_class_and_whether_it_may_have_been_billed(
+    exception: BaseException, error_class: ErrorClass, message: str, sent: bool
+) -> None:
+    error = client_module.map_exception(exception)
+    assert (error.error_class, error.message, error.sent, error.retryable) == (
+        error_class,
+        message,
+        sent,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://cdn.test/a.png", "image url has scheme 'ftp'; only https and http are fetched"),
+        ("https://localhost/a.png", "image url points at a loopback address"),
+        ("https://[fd00::1]/a.png", "image url points at a non-public address fd00::1"),
+        ("https://10.0.0.5/a.png", "image url points at a non-public address 10.0.0.5"),
+    ],
+)
+async def test_a_refused_link_says_why(url: str, message: str) -> None:
+    async with HttpImageClient(BASE, None, timeout_s=5) as client:
+        error = await download_failure(client, url)
+    assert (error.message, error.retryable, error.http_status) == (message, False, None)
+
+
+async def test_a_link_that_cannot_be_fetched_is_worth_fetching_again(mocked: MockedApi) -> None:
+    mocked.get("https://cdn.test/a.png", exception=aiohttp.ServerDisconnectedError())
+    async with HttpImageClient(BASE, None, timeout_s=5) as client:
+        error = await download_failure(client, "https://cdn.test/a.png")
+    assert error.error_class is ErrorClass.DOWNLOAD_FAILED
+    assert (
+        error.message == "image url could not be fetched: the service closed the connection without answering"
+    )
+    assert error.retryable
+
+
+async def test_the_relay_is_asked_at_its_url_whatever_the_slash(mocked: MockedApi) -> None:
+    mocked.post(URL_GEN, payload=b64_payload(png_bytes()))
+    async with HttpImageClient(BASE + "/", None, timeout_s=5) as client:
+        assert (await client.generate(BODY, "k")).images
+
+
+async def test_a_redirect_from_the_relay_is_an_error_not_followed(mocked: MockedApi) -> None:
+    mocked.post(URL_GEN, status=307, headers={"Location": "https://elsewhere.test/v1/images/generations"})
+    mocked.post("https://elsewhere.test/v1/images/generations", payload=b64_payload(png_bytes()))
+    async with HttpImageClient(BASE, None, timeout_s=5) as client:
+        error = await failure(client)
+    assert error.http_status == 307
+
+
+async def test_the_rate_headers_of_an_answer_come_with_it(mocked: MockedApi) -> None:
+    headers = {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59"}
+    mocked.post(URL_GEN, payload=b64_payload(png_bytes()), headers=headers)
+    async with HttpImageClient(BASE, None, timeout_s=5) as client:
+        answer = await client.generate(BODY, "k")
+    assert answer.rate == RateHeaders(limit=60, remaining=59)
+
+
+async def test_a_body_of_exactly_max_request_bytes_is_sent(mocked: MockedApi) -> None:
+    mocked.post(URL_GEN, payload=b64_payload(png_bytes()))
+    size = len(orjson.dumps(BODY))
+    async with HttpImageClient(BASE, None, timeout_s=5, max_request_bytes=size) as client:
+        assert (await client.generate(BODY, "k")).images
+    async with HttpImageClient(BASE, None, timeout_s=5, max_request_bytes=size - 1) as client:
+        error = await failure(client)
+    assert error.message == (
+        f"the request body is {size / 1048576:.1f} MB, over api.max_request_mb ({(size - 1) / 1048576:g}); not sent"
+    )
+
+
+@pytest.mark.parametrize("known_length", [True, False])
+async def test_an_answer_over_the_cap_is_refused_and_not_asked_again(
+    mocked: MockedApi, known_length: bool
+) -> None:
+    body = orjson.dumps(b64_payload(png_bytes()))
+    headers = {"Content-Length": str(len(body))} if known_length else {}
+    mocked.post(URL_GEN, body=body, headers=headers)
+    async with HttpImageClient(BASE, None, timeout_s=5, max_response_bytes=len(body) - 1) as client:
+        error = await failure(client)
+    expected = f"response of {len(body)} bytes is over" if known_length else "response is over"
+    assert error.message == f"{expected} the {len(body) - 1}-byte cap"
+    assert (error.error_class, error.retryable) == (ErrorClass.INVALID_RESPONSE, False)
+
+
+class LinkServer:
+    """Image links on 127.0.0.1, for what aioresponses cannot show: the resolver, the
+    connection limit and the timeout of the download session itself."""
+
+    def __init__(self) -> None:
+        self.agents: list[str] = []
+        self.arrived = 0
+        self.both = asyncio.Event()
+        self.done = asyncio.Event()  # set at the end, so that no handler outlives its test
+        self.app = web.Application()
+        self.app.router.add_get("/img", self.image)
+        self.app.router.add_get("/pair/{n}", self.pair)
+        self.app.router.add_get("/hang", self.hang)
+        self.app.router.add_post("/v1/images/generations", self.generate)
+        self.asked: list[dict[str, str]] = []
+        self.runner = web.AppRunner(self.app)
+        self.port = 0
+
+    async def image(self, request: web.Request) -> web.Response:
+        self.agents.append(request.headers.get("User-Agent", ""))
+        return web.Response(body=png_bytes(), content_type="image/png")
+
+    async def pair(self, request: web.Request) -> web.Response:
+        self.arrived += 1
+        if self.arrived == 2:
+            self.both.set()
+        await self.both.wait()  # answers only once both requests are in flight at once
+        return web.Response(body=png_bytes(), content_type="image/png")
+
+    async def generate(self, request: web.Request) -> web.Response:
+        self.asked.append(dict(request.headers))
+        return web.json_response(b64_payload(png_bytes()))
+
+    async def hang(self, request: web.Request) -> web.Response:
+        await self.done.wait()
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def links() -> AsyncIterator[LinkServer]:
+    server = LinkServer()
+    await server.runner.setup()
+    site = web.TCPSite(server.runner, "127.0.0.1", 0)
+    await site.start()
+    server.port = server.runner.addresses[0][1]
+    yield server
+    server.done.set()
+    server.both.set()
+    await server.runner.cleanup()
+
+
+async def test_a_link_by_name_goes_through_the_resolver_that_allows_the_relays_loopback(
+    links: LinkServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with HttpImageClient(f"http://127.0.0.1:{links.port}/v1", None, timeout_s=5) as client:
+        image = await client.download(f"http://localhost:{links.port}/img")
+    assert image.data == png_bytes()
+    assert links.agents == [client_module.USER_AGENT]
+    assert caplog.records == []  # plain http on loopback is no one else's to read
+
+
+async def test_links_are_fetched_side_by_side_not_one_at_a_time(links: LinkServer) -> None:
+    async with HttpImageClient(f"http://127.0.0.1:{links.port}/v1", None, timeout_s=5) as client:
+        async with asyncio.timeout(5):
+            both = await asyncio.gather(
+                *(client.download(f"http://localhost:{links.port}/pair/{n}") for n in range(2))
+            )
+    assert [image.data for image in both] == [png_bytes()] * 2
+
+
+async def test_a_link_that_never_answers_fails_in_the_download_timeout(links: LinkServer) -> None:
+    policy = DownloadPolicy(timeout_s=0.05, allow_loopback=True)
+    async with HttpImageClient(BASE, None, timeout_s=5, download=policy) as client:
+        async with asyncio.timeout(5):
+            error = await download_failure(client, f"http://localhost:{links.port}/hang")
+    assert (error.message, error.retryable) == ("image url could not be fetched: no answer in time", True)
+
+
+@pytest.mark.parametrize("key", [CANARY_KEY, None])
+async def test_the_relay_is_sent_the_key_and_json_under_batchgens_name(
+    links: LinkServer, key: str | None
+) -> None:
+    relay = f"http://127.0.0.1:{links.port}/v1"
+    async with HttpImageClient(relay, Secret(key) if key else None, timeout_s=5) as client:
+        assert (await client.generate(BODY, "idem-7")).images
+    (headers,) = links.asked
+    assert headers.get("Authorization") == (f"Bearer {key}" if key else None)
+    assert headers["User-Agent"] == client_module.USER_AGENT
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Idempotency-Key"] == "idem-7"
+
+
+async def test_a_client_used_outside_its_block_says_how_to_use_it() -> None:
+    with pytest.raises(AssertionError, match=r"^use HttpImageClient as an async context manager$"):
+        await HttpImageClient(BASE, None, timeout_s=5).generate(BODY, "k")

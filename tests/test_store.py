@@ -178,6 +178,9 @@ def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 def test_fsync_dir_syncs_the_folder_itself(tmp_path: Path, synced: list[Path]) -> None:
     durable.fsync_dir(tmp_path)
     assert synced == [tmp_path]
+    (tmp_path / "a-file").write_bytes(b"")
+    durable.fsync_dir(tmp_path / "a-file")  # opened as a folder only: a file is not its business
+    assert synced == [tmp_path]
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an fd through /proc (Linux)")
@@ -186,3 +189,93 @@ def test_sync_makes_the_images_folder_and_the_job_folder_durable(store: JobStore
     assert synced == []
     store.sync()
     assert set(synced) >= {store.root / paths.IMAGES, store.root}
+
+
+def test_fewer_images_than_asked_are_each_written(store: JobStore) -> None:
+    stored = store.write_images(["images/a-1", "images/a-2"], [GeneratedImage(png_bytes(), PNG)])
+    assert [s.path for s in stored] == ["images/a-1.png"]
+
+
+def test_an_images_pixel_size_comes_from_its_header(store: JobStore) -> None:
+    png = png_bytes()
+    made, unreadable = store.write_images(
+        ["images/a", "images/b"], [GeneratedImage(png, PNG), GeneratedImage(b"\xff\xd8\xff", JPEG)]
+    )
+    assert made.pixels is not None
+    assert (made.width, made.height) == made.pixels
+    assert (made.mime, made.bytes) == ("image/png", len(png))
+    assert (unreadable.width, unreadable.height, unreadable.pixels) == (None, None, None)
+
+
+@pytest.mark.parametrize("relative", ["", "images/a\0.png"])
+def test_an_empty_name_or_one_with_a_nul_is_refused(store: JobStore, relative: str) -> None:
+    with pytest.raises(StoreError, match="outside the job folder"):
+        store.write_bytes(relative, b"x")
+
+
+def test_a_job_folder_that_cannot_be_made_says_so(tmp_path: Path) -> None:
+    (tmp_path / "job").write_bytes(b"a file where the folder should be")
+    with pytest.raises(StoreError, match=r"^cannot create .*job/images: Not a directory$"):
+        JobStore(tmp_path / "job").prepare()
+
+
+def test_intact_means_every_file_there_at_its_size(store: JobStore) -> None:
+    store.write_bytes("images/a.png", b"12345")
+    store.write_bytes("images/b.png", b"1")
+    assert store.intact([("images/a.png", 5), ("images/b.png", 1)])
+    assert not store.intact([])
+    assert not store.intact([("images/a.png", 5), ("images/b.png", 2)])
+    assert not store.intact([("images/a.png", 4)])
+    assert not store.intact([("images/a.png", 5), ("images/gone.png", 1)])
+
+
+def test_fsync_dir_minds_neither_a_missing_folder_nor_one_it_cannot_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    durable.fsync_dir(tmp_path / "missing")
+
+    def refused(fd: int) -> None:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "fsync", refused)
+    before = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").is_dir() else None
+    durable.fsync_dir(tmp_path)
+    if before is not None:
+        assert len(os.listdir("/proc/self/fd")) == before  # the folder's descriptor is closed
+
+
+def test_a_link_that_cannot_take_its_place_leaves_no_temp_file(tmp_path: Path) -> None:
+    source = tmp_path / "a.png"
+    source.write_bytes(b"an image")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_bytes(b"")  # a folder that is not empty cannot be replaced
+    with pytest.raises(IsADirectoryError):
+        durable.link_or_copy(source, tmp_path / "taken")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "taken"]
+
+
+def test_a_source_that_is_gone_fails_as_itself(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.png"
+    with pytest.raises(FileNotFoundError) as caught:
+        durable.link_or_copy(missing, tmp_path / "copy.png")
+    assert caught.value.filename == str(missing)  # not the temp file that was never made
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_is_written_indented_for_people_with_a_final_newline(store: JobStore) -> None:
+    store.write_json("a.json", {"ok": True, "n": [1]})
+    assert (store.root / "a.json").read_bytes() == b'{\n  "ok": true,\n  "n": [\n    1\n  ]\n}\n'
+
+
+def test_an_image_made_again_in_its_format_stays(store: JobStore) -> None:
+    for _ in range(2):
+        store.write_images(["images/a"], [GeneratedImage(png_bytes(), PNG)])
+    assert sorted(p.name for p in (store.root / "images").iterdir()) == ["a.png"]
+
+
+def test_an_old_image_removed_by_someone_else_is_no_error(store: JobStore) -> None:
+    store.write_images(["images/a"], [GeneratedImage(png_bytes(), PNG)])
+    store.prepare()  # a later run: a.png is one of the files that were there
+    os.unlink(store.root / "images/a.png")
+    store.write_images(["images/a"], [GeneratedImage(b"\xff\xd8\xff", JPEG)])
+    assert sorted(p.name for p in (store.root / "images").iterdir()) == ["a.jpg"]
