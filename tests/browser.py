@@ -3,7 +3,7 @@ it is, the flags that keep it off the network, and what those tests do with a pa
 
 Playwright drives Debian's chromium; .ci/run installs it when it is missing, and where it truly
 cannot be, a module that imports this one is skipped and says so. The ``browser`` (one per
-session) and ``page`` fixtures are in conftest.py.
+module) and ``page`` fixtures are in conftest.py.
 """
 
 from __future__ import annotations

@@ -167,9 +167,11 @@ def sim(threaded_simulator: Callable[..., Simulator]) -> Simulator:
     return threaded_simulator()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One Chromium for the session (tests/browser.py); each test gets a context of its own."""
+    """One Chromium per module (tests/browser.py); each test gets a context of its own. Not one
+    per session: Playwright's sync API keeps an event loop running in this thread while it
+    lives, and the async tests of the modules after it could not start theirs."""
     from .browser import CHROMIUM, FLAGS, playwright_api
 
     with playwright_api.sync_playwright() as p:
