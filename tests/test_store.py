@@ -279,3 +279,39 @@ def test_an_old_image_removed_by_someone_else_is_no_error(store: JobStore) -> No
     os.unlink(store.root / "images/a.png")
     store.write_images(["images/a"], [GeneratedImage(b"\xff\xd8\xff", JPEG)])
     assert sorted(p.name for p in (store.root / "images").iterdir()) == ["a.jpg"]
+
+
+def test_a_sweep_removes_only_whole_temp_names_and_returns_the_rest(tmp_path: Path) -> None:
+    temp = durable.temp_beside(tmp_path / "a.png")
+    temp.write_bytes(b"half")
+    for name in ("a.png", ".batchgen-notes.txt", "draft.tmp"):  # a prefix or a suffix alone is not ours
+        (tmp_path / name).write_bytes(b"x")
+    kept = durable.sweep(tmp_path)
+    assert sorted(kept) == [".batchgen-notes.txt", "a.png", "draft.tmp"]
+    assert sorted(os.listdir(tmp_path)) == sorted(kept)
+
+
+def test_a_sweep_given_the_listing_reads_no_other_and_a_name_already_gone_is_no_error(tmp_path: Path) -> None:
+    on_disk = durable.temp_beside(tmp_path / "b.png")
+    on_disk.write_bytes(b"half")
+    gone = durable.temp_beside(tmp_path / "c.png").name  # listed, then removed by someone else
+    assert durable.sweep(tmp_path, ["b.png", gone]) == ["b.png"]
+    assert on_disk.exists()  # not in the listing it was given: left for the next sweep
+
+
+def test_a_name_is_refused_by_its_spelling_even_where_it_would_land_inside(store: JobStore) -> None:
+    # The journal and sidecars name files relative to the job folder, never with '..' or a root.
+    for relative in ("images/../a.png", str(store.root / "images" / "a.png")):
+        with pytest.raises(StoreError, match="outside the job folder"):
+            store.write_bytes(relative, b"x")
+    assert list((store.root / "images").iterdir()) == []
+
+
+def test_an_image_made_in_another_format_by_a_later_run_replaces_the_earlier_runs(tmp_path: Path) -> None:
+    first = JobStore(tmp_path)
+    first.prepare()
+    first.write_images(["images/a"], [GeneratedImage(png_bytes(), PNG)])
+    later = JobStore(tmp_path)  # another run: it knows the folder only by listing it
+    later.prepare()
+    later.write_images(["images/a"], [GeneratedImage(b"\xff\xd8\xff", JPEG)])
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["a.jpg"]
