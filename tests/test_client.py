@@ -646,12 +646,13 @@ class LinkServer:
         self.arrived = 0
         self.both = asyncio.Event()
         self.done = asyncio.Event()  # set at the end, so that no handler outlives its test
-        self.app = web.Application()
+        self.app = web.Application(client_max_size=8 << 20)  # room for a body over a megabyte
         self.app.router.add_get("/img", self.image)
         self.app.router.add_get("/pair/{n}", self.pair)
         self.app.router.add_get("/hang", self.hang)
         self.app.router.add_post("/v1/images/generations", self.generate)
         self.asked: list[dict[str, str]] = []
+        self.bodies: list[bytes] = []
         self.runner = web.AppRunner(self.app)
         self.port = 0
 
@@ -668,6 +669,7 @@ class LinkServer:
 
     async def generate(self, request: web.Request) -> web.Response:
         self.asked.append(dict(request.headers))
+        self.bodies.append(await request.read())
         return web.json_response(b64_payload(png_bytes()))
 
     async def hang(self, request: web.Request) -> web.Response:
@@ -732,3 +734,12 @@ async def test_the_relay_is_sent_the_key_and_json_under_batchgens_name(
 async def test_a_client_used_outside_its_block_says_how_to_use_it() -> None:
     with pytest.raises(AssertionError, match=r"^use HttpImageClient as an async context manager$"):
         await HttpImageClient(BASE, None, timeout_s=5).generate(BODY, "k")
+
+
+async def test_a_body_over_a_megabyte_reaches_the_relay_whole(links: LinkServer) -> None:
+    # Large bodies (references inlined as data URIs) are streamed rather than handed over whole.
+    big = {**BODY, "extra_fields": {"reference_images": ["data:image/png;base64," + "A" * (1 << 21)]}}
+    async with HttpImageClient(f"http://127.0.0.1:{links.port}/v1", None, timeout_s=5) as client:
+        assert (await client.generate(big, "k")).images
+    (sent,) = links.bodies
+    assert orjson.loads(sent) == big
