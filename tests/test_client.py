@@ -637,6 +637,15 @@ async def test_an_answer_over_the_cap_is_refused_and_not_asked_again(
     assert (error.error_class, error.retryable) == (ErrorClass.INVALID_RESPONSE, False)
 
 
+@pytest.mark.parametrize("known_length", [True, False])
+async def test_an_answer_of_exactly_the_cap_is_read(mocked: MockedApi, known_length: bool) -> None:
+    body = orjson.dumps(b64_payload(png_bytes()))
+    headers = {"Content-Length": str(len(body))} if known_length else {}
+    mocked.post(URL_GEN, body=body, headers=headers)
+    async with HttpImageClient(BASE, None, timeout_s=5, max_response_bytes=len(body)) as client:
+        assert (await client.generate(BODY, "k")).images[0].data == png_bytes()
+
+
 class LinkServer:
     """Image links on 127.0.0.1, for what aioresponses cannot show: the resolver, the
     connection limit and the timeout of the download session itself."""
