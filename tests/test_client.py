@@ -660,6 +660,7 @@ class LinkServer:
         self.app.router.add_get("/pair/{n}", self.pair)
         self.app.router.add_get("/hang", self.hang)
         self.app.router.add_post("/v1/images/generations", self.generate)
+        self.app.router.add_post("/big/v1/images/generations", self.big)
         self.asked: list[dict[str, str]] = []
         self.bodies: list[bytes] = []
         self.runner = web.AppRunner(self.app)
@@ -680,6 +681,17 @@ class LinkServer:
         self.asked.append(dict(request.headers))
         self.bodies.append(await request.read())
         return web.json_response(b64_payload(png_bytes()))
+
+    async def big(self, request: web.Request) -> web.StreamResponse:
+        """An answer of several megabytes, chunked: no Content-Length."""
+        body = orjson.dumps({**b64_payload(png_bytes()), "padding": "x" * (3 << 20)})
+        answer = web.StreamResponse(headers={"Content-Type": "application/json"})
+        answer.enable_chunked_encoding()
+        await answer.prepare(request)
+        for start in range(0, len(body), 1 << 16):
+            await answer.write(body[start : start + (1 << 16)])
+        await answer.write_eof()
+        return answer
 
     async def hang(self, request: web.Request) -> web.Response:
         await self.done.wait()
@@ -752,3 +764,9 @@ async def test_a_body_over_a_megabyte_reaches_the_relay_whole(links: LinkServer)
         assert (await client.generate(big, "k")).images
     (sent,) = links.bodies
     assert orjson.loads(sent) == big
+
+
+async def test_an_answer_streamed_in_many_pieces_is_read_whole(links: LinkServer) -> None:
+    # No Content-Length (chunked): read piece by piece up to the cap, every piece kept.
+    async with HttpImageClient(f"http://127.0.0.1:{links.port}/big/v1", None, timeout_s=5) as client:
+        assert (await client.generate(BODY, "k")).images[0].data == png_bytes()
