@@ -99,7 +99,6 @@ def test_the_source_distribution_carries_what_its_tests_need_and_nothing_else(sd
     assert not [n for n in names if n.startswith(("output/", ".venv/")) or "__pycache__" in n]
 
 
-@pytest.mark.timeout(360)  # runs the README demo test again, from the unpacked sources
 def test_tests_run_from_the_unpacked_source_distribution(sdist: Path, tmp_path: Path) -> None:
     with tarfile.open(sdist) as archive:
         archive.extractall(tmp_path, filter="data")
@@ -115,6 +114,10 @@ def test_tests_run_from_the_unpacked_source_distribution(sdist: Path, tmp_path: 
             "no:cacheprovider",
             "tests/test_fields.py",
             "tests/test_examples.py",
+            # The demo itself is the suite's slowest test, and the copy in this tree already runs
+            # it: from the sdist, the manifests, README and Makefile it reads are what matters.
+            "--deselect",
+            "tests/test_examples.py::test_the_readme_demo_prints_what_the_readme_shows",
         ],
         cwd=unpacked,
         env=env,
@@ -125,6 +128,7 @@ def test_tests_run_from_the_unpacked_source_distribution(sdist: Path, tmp_path: 
     )
     assert run.returncode == 0, run.stdout[-3000:]
     assert " passed" in run.stdout
+    assert " skipped" not in run.stdout  # a file the tests need, missing from the sdist
 
 
 def completion(shell: str, capsys: pytest.CaptureFixture[str]) -> str:
