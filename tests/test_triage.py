@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from pathlib import Path
 
 import pytest
 
 from batchgen.errors import ErrorClass
-from batchgen.manifest.references import LocalReference, ReferenceLoader
+from batchgen.manifest.references import (
+    ItemReference,
+    LocalReference,
+    ParentImage,
+    Reference,
+    ReferenceLoader,
+)
+from batchgen.manifest.spec import ItemSpec
 from batchgen.outcomes import Failure, Flag, ItemStatus
 from batchgen.output.journal import Entry, JournalFile
 from batchgen.output.store import JobStore
 from batchgen.plan.plan import fingerprint, plan_item
 from batchgen.plan.pricing import PriceTable
 from batchgen.plan.resume import Action, Mode
-from batchgen.plan.triage import Triage, blocked_entry, blocked_outcome
+from batchgen.plan.triage import Triage, blocked_entry, blocked_outcome, parents_of
 
 from .fakes import make_spec
 
@@ -252,3 +260,209 @@ def test_an_item_blocked_by_its_parents_is_journaled_and_reported_as_one_record(
     assert reported.failure == Failure(
         ErrorClass.DEPENDENCY_FAILED, entry.message or "", None, True, blocked_by=("p", "q")
     )
+
+
+# Chains (docs/chains.md): a view made from its hero's image (`@hero`).
+
+
+def view(index: int, item_id: str, *refs: Reference) -> ItemSpec:
+    return make_spec(
+        index, item_id, f"{item_id} view", references=refs or [ItemReference("hero", 1, "@hero")]
+    )
+
+
+def chain(
+    tmp_path: Path,
+    previous: dict[str, Entry],
+    specs: list[ItemSpec],
+    mode: Mode = Mode.RUN,
+    redo: frozenset[str] = frozenset(),
+) -> Triage:
+    store = JobStore(tmp_path / "job")
+    store.prepare()
+    return Triage(PLANNER, previous, store, ReferenceLoader(20_000_000), mode, redo, parents_of(specs))
+
+
+def made_from(tmp_path: Path, spec: ItemSpec, hero: Entry) -> Entry:
+    """An entry for ``spec`` made from ``hero``'s first image as journaled, its image on disk."""
+    (image,) = hero.files[:1]
+    parent = ParentImage(tmp_path / "job" / image.path, "@hero", image.sha256)
+    request = dataclasses.replace(PLANNER(spec), references=(parent,))
+    (tmp_path / f"job/images/{spec.id}.png").write_bytes(b"v" * 10)
+    files = (JournalFile(f"images/{spec.id}.png", "cd", 10),)
+    digest = f"sha256:{image.sha256}"
+    return Entry(spec.id, ItemStatus.SUCCEEDED, fingerprint(request, [digest]), request.prompt, 1, files)
+
+
+def test_a_view_of_a_hero_an_earlier_run_made_is_sent_with_that_image_as_journaled(tmp_path: Path) -> None:
+    hero = made(tmp_path, 0, "hero")
+    specs = [make_spec(0, "hero"), view(1, "back"), view(2, "side")]
+    decided = chain(tmp_path, {"hero": hero}, specs)
+    todo, (kept,) = decided.chunk(specs)
+    assert (kept.id, kept.status) == ("hero", ItemStatus.SKIPPED)
+    parent = ParentImage(tmp_path / "job/images/hero.png", "@hero", "ab")
+    assert [(w.request.id, w.action, w.request.references, w.after) for w in todo] == [
+        ("back", Action.SEND, (parent,), ()),
+        ("side", Action.SEND, (parent,), ()),
+    ]
+    # Before the run: the hero's image, once for both views (a fresh pod brings it down).
+    assert decided.earlier_parents(specs) == list(hero.files)
+
+
+def test_a_view_made_from_the_heros_image_is_done_until_the_hero_is_made_again(tmp_path: Path) -> None:
+    hero = made(tmp_path, 0, "hero")
+    specs = [make_spec(0, "hero"), view(1, "back")]
+    back = made_from(tmp_path, specs[1], hero)
+    decided = chain(tmp_path, {"hero": hero, "back": back}, specs)
+    todo, left = decided.chunk(specs)
+    assert todo == []
+    assert [(o.id, o.status) for o in left] == [("hero", ItemStatus.SKIPPED), ("back", ItemStatus.SKIPPED)]
+    assert decided.earlier_parents(specs) == []  # nothing is sent from it
+    remade = dataclasses.replace(hero, files=(JournalFile("images/hero.png", "ef", 10),), version=2)
+    decided = chain(tmp_path, {"hero": remade, "back": back}, specs)
+    (work,), _ = decided.chunk(specs)
+    assert (work.request.id, work.action, work.intact, work.replaces) == ("back", Action.SEND, True, True)
+    assert work.request.references == (ParentImage(tmp_path / "job/images/hero.png", "@hero", "ef"),)
+    assert decided.earlier_parents(specs) == list(remade.files)
+
+
+def test_a_view_whose_hero_this_run_makes_waits_for_it_then_is_sent_with_its_image(tmp_path: Path) -> None:
+    hero = made(tmp_path, 0, "hero")
+    specs = [make_spec(0, "hero", "a new hero"), view(1, "back", *two_of_the_hero())]
+    back = made_from(tmp_path, specs[1], hero)
+    decided = chain(tmp_path, {"hero": hero, "back": back}, specs)
+    (sent, waiting), left = decided.chunk(specs)
+    assert left == []
+    assert (sent.request.id, sent.after) == ("hero", ())
+    assert (waiting.request.id, waiting.action, waiting.after, waiting.spec) == (
+        "back",
+        Action.SEND,
+        ("hero",),  # once, though referenced twice
+        specs[1],
+    )
+    assert (waiting.entry, waiting.intact) == (back, True)  # replacing the view made earlier
+    assert decided.earlier_parents(specs) == []  # this run makes the hero: nothing to bring
+    # The engine wrote the hero's two images: the view is decided again with them.
+    decided.made["hero"] = (
+        JournalFile("images/hero.png", "e1", 10),
+        JournalFile("images/hero-2.png", "e2", 9),
+    )
+    (work,), _ = decided.chunk(specs[1:])
+    assert work.after == ()
+    assert work.request.references == (
+        ParentImage(tmp_path / "job/images/hero.png", "@hero", "e1"),
+        ParentImage(tmp_path / "job/images/hero-2.png", "@hero#2", "e2"),
+    )
+
+
+def two_of_the_hero() -> list[Reference]:
+    return [ItemReference("hero", 1, "@hero"), ItemReference("hero", 2, "@hero#2")]
+
+
+def test_a_views_other_references_keep_their_place_beside_the_heros_image(
+    tmp_path: Path, ref_png: Path
+) -> None:
+    hero = made(tmp_path, 0, "hero")
+    style = LocalReference(ref_png, "refs/style.png")
+    specs = [make_spec(0, "hero"), view(1, "back", style, ItemReference("hero", 1, "@hero"))]
+    (work,), _ = chain(tmp_path, {"hero": hero}, specs).chunk(specs)
+    assert work.request.references == (style, ParentImage(tmp_path / "job/images/hero.png", "@hero", "ab"))
+
+
+def refused_hero(tmp_path: Path) -> Entry:
+    request = PLANNER(make_spec(0, "hero"))
+    return Entry(
+        "hero",
+        ItemStatus.FAILED,
+        fingerprint(request, []),
+        request.prompt,
+        1,
+        error_class=ErrorClass.SAFETY_FILTER,
+        message="refused",
+        retryable=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [
+        ("refused", "hero failed (safety_filter)"),
+        ("not in this run", "ghost is not among this run's items"),
+        ("one image, two asked", "hero made 1 image(s), not 2"),
+        ("never made", "hero has no image yet"),
+    ],
+)
+def test_a_view_whose_hero_cannot_be_had_is_not_sent_and_says_why(
+    tmp_path: Path, case: str, why: str
+) -> None:
+    hero = made(tmp_path, 0, "hero")
+    specs = [make_spec(0, "hero"), view(1, "back")]
+    previous, mode, redo = {"hero": hero}, Mode.RUN, frozenset[str]()
+    if case == "refused":
+        previous, mode = {"hero": refused_hero(tmp_path)}, Mode.ONLY_FAILED
+    elif case == "not in this run":
+        specs = [make_spec(0, "hero"), view(1, "back", ItemReference("ghost", 1, "@ghost"))]
+    elif case == "one image, two asked":
+        specs = [make_spec(0, "hero"), view(1, "back", ItemReference("hero", 2, "@hero#2"))]
+    else:  # a redo of the view alone, its hero never made
+        previous, mode, redo = {}, Mode.REDO, frozenset({"back"})
+    decided = chain(tmp_path, previous, specs, mode, redo)
+    todo, left = decided.chunk(specs)
+    assert todo == []
+    (blocked,) = [o for o in left if o.id == "back"]
+    assert blocked.status is ItemStatus.FAILED
+    assert blocked.failure is not None
+    assert blocked.failure.error_class is ErrorClass.DEPENDENCY_FAILED
+    assert blocked.failure.message == f"not sent: an item it references did not succeed ({why})"
+    assert decided.earlier_parents(specs) == []
+
+
+def test_a_view_made_earlier_stays_while_its_hero_cannot_be_had(tmp_path: Path) -> None:
+    hero = made(tmp_path, 0, "hero")
+    specs = [make_spec(0, "hero"), view(1, "back")]
+    back = made_from(tmp_path, specs[1], hero)
+    previous = {"hero": refused_hero(tmp_path), "back": back}
+    _, (_, kept) = chain(tmp_path, previous, specs, Mode.ONLY_FAILED).chunk(specs)
+    assert (kept.id, kept.status, kept.files) == ("back", ItemStatus.SKIPPED, ("images/back.png",))
+    (tmp_path / "job/images/back.png").unlink()  # unless its own image is gone
+    _, (_, blocked) = chain(tmp_path, previous, specs, Mode.ONLY_FAILED).chunk(specs)
+    assert blocked.failure is not None
+    assert blocked.failure.error_class is ErrorClass.DEPENDENCY_FAILED
+
+
+def test_the_hero_an_earlier_run_made_is_looked_up_once_and_this_runs_image_wins(tmp_path: Path) -> None:
+    hero = made(tmp_path, 0, "hero")
+    previous = {"hero": hero}
+    specs = [make_spec(0, "hero"), view(1, "back")]
+    decided = chain(tmp_path, previous, specs)
+    assert decided.parent_state("hero") == hero.files
+    previous["hero"] = refused_hero(tmp_path)  # what this run first found is what its views get
+    assert decided.parent_state("hero") == hero.files
+    ours = (JournalFile("images/hero.png", "99", 10),)
+    decided.made["hero"] = ours
+    assert decided.parent_state("hero") == ours
+    assert decided.parent_state("ghost") == "is not among this run's items"
+
+
+def test_only_the_parents_of_views_this_run_sends_are_brought(tmp_path: Path) -> None:
+    hero = made(tmp_path, 0, "hero")
+    other = dataclasses.replace(
+        made(tmp_path, 3, "other"), files=(JournalFile("images/other.png", "ot", 10),)
+    )
+    specs = [
+        make_spec(0, "hero"),
+        view(1, "back"),  # made from the hero already: skipped
+        make_spec(3, "other"),
+        view(4, "far", ItemReference("other", 2, "@other#2")),  # asks for a second image `other` never had
+        make_spec(5, "plain"),  # no parents at all
+    ]
+    back = made_from(tmp_path, specs[1], hero)
+    decided = chain(tmp_path, {"hero": hero, "back": back, "other": other}, specs)
+    assert decided.earlier_parents(specs) == []
+    specs.append(view(6, "side", ItemReference("other", 1, "@other")))
+    specs.append(view(7, "top", ItemReference("other", 1, "@other")))
+    decided = chain(tmp_path, {"hero": hero, "back": back, "other": other}, specs)
+    assert decided.earlier_parents(specs) == list(other.files)
+    # A redo of the hero alone: its view is sent after it, from this run's image, nothing brought.
+    redo = chain(tmp_path, {"hero": hero, "back": back}, specs[:2], Mode.REDO, frozenset({"hero", "back"}))
+    assert redo.earlier_parents(specs[:2]) == []
