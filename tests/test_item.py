@@ -153,7 +153,12 @@ class TestPaidForEarlier:
         assert job.client.calls_for("p") == 2
         assert (outcome.status, outcome.attempts, outcome.requests_sent) == (ItemStatus.FAILED, 2, 0)
         after = job.entry("a")
-        assert (after.fingerprint, after.links, after.attempts) == (before.fingerprint, (LINK,), 2)
+        assert (after.fingerprint, after.prompt, after.links, after.attempts) == (
+            before.fingerprint,
+            "p",
+            (LINK,),
+            2,
+        )
         assert after.estimated_cost == 0.0  # this run paid nothing
 
     async def test_with_all_failed_a_dead_link_is_made_again(self, tmp_path: Path) -> None:

@@ -129,9 +129,9 @@ async def test_retries_until_success_with_one_idempotency_key(tmp_path: Path) ->
     assert (outcome.status, outcome.attempts, outcome.requests_sent) == (ItemStatus.SUCCEEDED, 3, 3)
     assert len({key for _, _, key in client.calls}) == 1
     retries = [e for e in events if isinstance(e, ItemRetrying)]
-    assert [(e.attempt, e.error_class) for e in retries] == [
-        (1, ErrorClass.SERVER_ERROR),
-        (2, ErrorClass.RATE_LIMITED),
+    assert [(e.attempt, e.error_class, e.message) for e in retries] == [
+        (1, ErrorClass.SERVER_ERROR, "simulated server_error"),
+        (2, ErrorClass.RATE_LIMITED, "simulated rate_limited"),
     ]
     assert isinstance(events[0], JobStarted)
     assert isinstance(events[-1], ItemFinished)
@@ -311,6 +311,22 @@ async def test_a_429_slows_the_whole_job_not_just_its_item(tmp_path: Path) -> No
     assert len(fake.sleeps) == 2
     assert 0 < fake.sleeps[1] < 1  # B was spaced out although no rate limit is configured
     assert r.limiter.interval > 0
+
+
+@pytest.mark.parametrize(("max_retry_after_s", "paused"), [(60, 30.0), (10, 10.0)])
+async def test_a_429s_retry_after_holds_every_item_that_long_up_to_the_cap(
+    tmp_path: Path, max_retry_after_s: float, paused: float
+) -> None:
+    # A's one attempt is refused with Retry-After: 30 and it does not retry; B, sent next, waits
+    # what the relay asked (capped), not the limiter's own guess.
+    client = FakeClient({"A": [error(ErrorClass.RATE_LIMITED, http_status=429, retry_after=30.0)], "B": [OK]})
+    fake = FakeTime()
+    r = runner(
+        tmp_path, client, concurrency=1, fake=fake, max_attempts=1, max_retry_after_s=max_retry_after_s
+    )
+    result = await run(r, [make_spec(0, "a", "A"), make_spec(1, "b", "B")])
+    assert [o.status for o in result.outcomes] == [ItemStatus.FAILED, ItemStatus.SUCCEEDED]
+    assert fake.sleeps == [pytest.approx(paused)]
 
 
 class GatedExecutor(ThreadPoolExecutor):
