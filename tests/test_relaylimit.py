@@ -228,6 +228,12 @@ def test_a_429_that_says_nothing_is_not_a_throttle() -> None:
     assert limiter.mirrored is None
 
 
+def test_a_429_whose_headers_say_none_is_left_is_a_throttle() -> None:
+    limiter = RateLimiter(None)
+    assert limiter.refused(None, RateHeaders(60, 0, 1.0)) is True  # sent again in its turn
+    assert limiter.refused(None, RateHeaders(None, 1, None)) is False
+
+
 async def test_shards_mirror_their_part() -> None:
     fake = FakeTime()
     limiter = RateLimiter(None, clock=fake.clock, sleep=fake.sleep, relay=RelayLimit(6, 60.0), shards=3)
