@@ -272,6 +272,20 @@ async def test_key_echoed_by_a_proxy_is_scrubbed(
     assert "bad header: Bearer ********" in error.message
 
 
+async def test_key_in_a_proxys_refusal_of_the_connection_is_scrubbed(
+    client: HttpImageClient, mocked: MockedApi
+) -> None:
+    # The company's proxy refuses the tunnel, its reason phrase quoting the request's header.
+    refusal = aiohttp.ClientHttpProxyError(None, (), status=400, message=f"bad header: Bearer {CANARY_KEY}")  # type: ignore[arg-type]
+    mocked.post(URL_GEN, exception=refusal)
+    error = await failure(client)
+    assert (error.error_class, error.message) == (
+        ErrorClass.CONNECTION,
+        "HTTP 400: bad header: Bearer ********",
+    )
+    assert CANARY_KEY not in str(error) + repr(error)
+
+
 class TestDownloads:
     async def test_redirects_are_followed_up_to_three(self, mocked: MockedApi) -> None:
         png = png_bytes()
@@ -658,6 +672,10 @@ class LinkServer:
         self.app = web.Application(client_max_size=8 << 20)  # room for a body over a megabyte
         self.app.router.add_get("/img", self.image)
         self.app.router.add_get("/pair/{n}", self.pair)
+        self.app.router.add_get("/many/{n}", self.many)
+        self.many_at_once = 0  # how many ``/many`` requests must be in flight before any is answered
+        self.all_in = asyncio.Event()
+        self.seen: list[str] = []  # each request's URL: absolute when it came through as a proxy
         self.app.router.add_get("/hang", self.hang)
         self.app.router.add_post("/v1/images/generations", self.generate)
         self.app.router.add_post("/big/v1/images/generations", self.big)
@@ -668,6 +686,7 @@ class LinkServer:
 
     async def image(self, request: web.Request) -> web.Response:
         self.agents.append(request.headers.get("User-Agent", ""))
+        self.seen.append(str(request.url))
         return web.Response(body=png_bytes(), content_type="image/png")
 
     async def pair(self, request: web.Request) -> web.Response:
@@ -675,6 +694,13 @@ class LinkServer:
         if self.arrived == 2:
             self.both.set()
         await self.both.wait()  # answers only once both requests are in flight at once
+        return web.Response(body=png_bytes(), content_type="image/png")
+
+    async def many(self, request: web.Request) -> web.Response:
+        self.arrived += 1
+        if self.arrived == self.many_at_once:
+            self.all_in.set()
+        await self.all_in.wait()
         return web.Response(body=png_bytes(), content_type="image/png")
 
     async def generate(self, request: web.Request) -> web.Response:
@@ -708,7 +734,45 @@ async def links() -> AsyncIterator[LinkServer]:
     yield server
     server.done.set()
     server.both.set()
+    server.all_in.set()
     await server.runner.cleanup()
+
+
+PUBLIC = "93.184.216.34"  # a link's host when the link server stands in for the company's proxy
+
+
+def through(links: LinkServer, *, proxied: bool, timeout_s: float = 5.0) -> tuple[HttpImageClient, str]:
+    """A client that fetches links straight from the link server, or through it as the proxy
+    (named by a private host name, as a company's proxy often is); and where its links are."""
+    if not proxied:
+        policy = DownloadPolicy(timeout_s=timeout_s, allow_loopback=True)
+        return HttpImageClient(BASE, None, timeout_s=5, download=policy), f"http://127.0.0.1:{links.port}"
+    proxy = f"http://localhost:{links.port}"
+    client = HttpImageClient(
+        BASE, None, timeout_s=5, download=DownloadPolicy(timeout_s=timeout_s), proxies=Proxies(proxy, proxy)
+    )
+    return client, f"http://{PUBLIC}"
+
+
+async def test_a_proxy_named_by_a_private_host_name_fetches_the_links(links: LinkServer) -> None:
+    # The link's host is checked (public); the proxy's own address is the company's business.
+    client, where = through(links, proxied=True)
+    async with client:
+        image = await client.download(f"{where}/img")
+    assert image.data == png_bytes()
+    assert links.seen == [f"http://{PUBLIC}/img"]  # asked of the proxy, as an absolute URL
+
+
+@pytest.mark.parametrize("proxied", [False, True], ids=["straight", "through a proxy"])
+async def test_more_links_at_once_than_aiohttps_default_connection_limit(
+    links: LinkServer, proxied: bool
+) -> None:
+    # The job's concurrency bounds the fetches; the session must not queue them below it.
+    links.many_at_once = 101
+    client, where = through(links, proxied=proxied)
+    async with client, asyncio.timeout(10):
+        got = await asyncio.gather(*(client.download(f"{where}/many/{n}") for n in range(101)))
+    assert [image.data for image in got] == [png_bytes()] * 101
 
 
 async def test_a_link_by_name_goes_through_the_resolver_that_allows_the_relays_loopback(
@@ -730,11 +794,13 @@ async def test_links_are_fetched_side_by_side_not_one_at_a_time(links: LinkServe
     assert [image.data for image in both] == [png_bytes()] * 2
 
 
-async def test_a_link_that_never_answers_fails_in_the_download_timeout(links: LinkServer) -> None:
-    policy = DownloadPolicy(timeout_s=0.05, allow_loopback=True)
-    async with HttpImageClient(BASE, None, timeout_s=5, download=policy) as client:
-        async with asyncio.timeout(5):
-            error = await download_failure(client, f"http://localhost:{links.port}/hang")
+@pytest.mark.parametrize("proxied", [False, True], ids=["straight", "through a proxy"])
+async def test_a_link_that_never_answers_fails_in_the_download_timeout(
+    links: LinkServer, proxied: bool
+) -> None:
+    client, where = through(links, proxied=proxied, timeout_s=0.05)
+    async with client, asyncio.timeout(5):
+        error = await download_failure(client, f"{where}/hang")
     assert (error.message, error.retryable) == ("image url could not be fetched: no answer in time", True)
 
 
