@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,8 @@ def made(tmp_path: Path, spec_index: int, item_id: str) -> Entry:
     return Entry(item_id, ItemStatus.SUCCEEDED, fingerprint(request, []), request.prompt, 1, files)
 
 
-def dead_link(item_id: str, spec_index: int) -> Entry:
+def failed(item_id: str, spec_index: int, error_class: ErrorClass, message: str, **extra: Any) -> Entry:
+    """An entry for an item that failed with today's request, not to be retried."""
     request = PLANNER(make_spec(spec_index, item_id))
     return Entry(
         item_id,
@@ -55,9 +57,19 @@ def dead_link(item_id: str, spec_index: int) -> Entry:
         fingerprint(request, []),
         request.prompt,
         1,
-        error_class=ErrorClass.DOWNLOAD_FAILED,
-        message="the link answered 404",
+        error_class=error_class,
+        message=message,
         retryable=False,
+        **extra,
+    )
+
+
+def dead_link(item_id: str, spec_index: int) -> Entry:
+    return failed(
+        item_id,
+        spec_index,
+        ErrorClass.DOWNLOAD_FAILED,
+        "the link answered 404",
         links=("https://cdn.test/x.png",),
     )
 
@@ -369,18 +381,8 @@ def test_a_views_other_references_keep_their_place_beside_the_heros_image(
     assert work.request.references == (style, ParentImage(tmp_path / "job/images/hero.png", "@hero", "ab"))
 
 
-def refused_hero(tmp_path: Path) -> Entry:
-    request = PLANNER(make_spec(0, "hero"))
-    return Entry(
-        "hero",
-        ItemStatus.FAILED,
-        fingerprint(request, []),
-        request.prompt,
-        1,
-        error_class=ErrorClass.SAFETY_FILTER,
-        message="refused",
-        retryable=False,
-    )
+def refused_hero() -> Entry:
+    return failed("hero", 0, ErrorClass.SAFETY_FILTER, "refused")
 
 
 @pytest.mark.parametrize(
@@ -399,7 +401,7 @@ def test_a_view_whose_hero_cannot_be_had_is_not_sent_and_says_why(
     specs = [make_spec(0, "hero"), view(1, "back")]
     previous, mode, redo = {"hero": hero}, Mode.RUN, frozenset[str]()
     if case == "refused":
-        previous, mode = {"hero": refused_hero(tmp_path)}, Mode.ONLY_FAILED
+        previous, mode = {"hero": refused_hero()}, Mode.ONLY_FAILED
     elif case == "not in this run":
         specs = [make_spec(0, "hero"), view(1, "back", ItemReference("ghost", 1, "@ghost"))]
     elif case == "one image, two asked":
@@ -421,7 +423,7 @@ def test_a_view_made_earlier_stays_while_its_hero_cannot_be_had(tmp_path: Path) 
     hero = made(tmp_path, 0, "hero")
     specs = [make_spec(0, "hero"), view(1, "back")]
     back = made_from(tmp_path, specs[1], hero)
-    previous = {"hero": refused_hero(tmp_path), "back": back}
+    previous = {"hero": refused_hero(), "back": back}
     _, (_, kept) = chain(tmp_path, previous, specs, Mode.ONLY_FAILED).chunk(specs)
     assert (kept.id, kept.status, kept.files) == ("back", ItemStatus.SKIPPED, ("images/back.png",))
     (tmp_path / "job/images/back.png").unlink()  # unless its own image is gone
@@ -436,7 +438,7 @@ def test_the_hero_an_earlier_run_made_is_looked_up_once_and_this_runs_image_wins
     specs = [make_spec(0, "hero"), view(1, "back")]
     decided = chain(tmp_path, previous, specs)
     assert decided.parent_state("hero") == hero.files
-    previous["hero"] = refused_hero(tmp_path)  # what this run first found is what its views get
+    previous["hero"] = refused_hero()  # what this run first found is what its views get
     assert decided.parent_state("hero") == hero.files
     ours = (JournalFile("images/hero.png", "99", 10),)
     decided.made["hero"] = ours
