@@ -62,8 +62,10 @@ format: $(STAMP)
 	$(BIN)/ruff format batchgen tests bench docs
 	$(BIN)/ruff check --fix batchgen tests bench docs
 
+# The suite on every core, up to 4 (TEST_JOBS=1 for one process); a test file's tests share one
+# worker, so a module's browser or S3 server starts once.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(or $(TEST_JOBS),auto) --maxprocesses 4 --dist loadfile
 
 clean:
 	rm -rf $(VENV) .venv-constraints .pytest_cache .mypy_cache .ruff_cache mutants
