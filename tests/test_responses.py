@@ -307,6 +307,12 @@ def inline_bodies() -> list[tuple[str, bytes]]:
             orjson.dumps({"created": 3, "data": [{"url": "data:image/png;name=\u00e9;base64," + b64}]}),
         ),
         ("a url that is not a string", orjson.dumps({"created": 3, "data": [{"b64_json": b64}, {"url": 7}]})),
+        (
+            "a data: URI whose header runs past 256 bytes",
+            orjson.dumps(
+                {"created": 3, "data": [{"url": "data:image/png;" + "q=1;" * 80 + "base64," + b64}]}
+            ),
+        ),
     ]
 
 
@@ -346,6 +352,7 @@ def test_the_fast_path_leaves_what_it_is_not_sure_of_to_the_full_parse(body: byt
     [
         ("data:image/png;base64,***", "data[0].url is not valid base64"),
         ("data:image/svg+xml,<svg/>", "not base64"),
+        ("data:image/png;base64" + "A" * 400, "data[0].url is a data: URI that is not base64"),  # no comma
         ("data:text/plain;base64," + pybase64.b64encode(b"hello, no image").decode(), "not a PNG"),
         # RFC 2397: the first comma ends the header, so this one's data is "b;base64,...": not base64.
         (

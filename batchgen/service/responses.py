@@ -285,7 +285,10 @@ def _decode(b64: str | memoryview, k: int, field: str) -> tuple[bytes, ImageForm
         header, _, b64 = b64.partition(",")
     elif isinstance(b64, memoryview) and bytes(b64[:5]) == b"data:":
         comma = bytes(b64[:256]).find(b",")
-        header, b64 = bytes(b64[: max(comma, 0)]).decode("ascii", "replace"), b64[comma + 1 :]
+        if comma < 0:  # a long header, or none: look further, as the full parse does
+            comma = bytes(b64).find(b",")
+        end = comma if comma >= 0 else len(b64)
+        header, b64 = bytes(b64[:end]).decode("ascii", "replace"), b64[end + 1 :]
     else:
         header = ""
     if header and not header.endswith(";base64"):
