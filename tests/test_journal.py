@@ -148,8 +148,19 @@ def test_every_field_survives_a_round_trip(tmp_path: Path) -> None:
         links=("https://cdn.test/b/0.png", "https://cdn.test/b/1.png"),
         version=2,
     )
-    write(tmp_path, remade, lost)
-    assert journal.read(tmp_path).entries == {"a": remade, "b": lost}
+    blocked = Entry(
+        "c",
+        ItemStatus.FAILED,
+        "",
+        "r",
+        0,
+        error_class=ErrorClass.DEPENDENCY_FAILED,
+        message="not sent",
+        retryable=True,
+        blocked_by=("a", "b"),
+    )
+    write(tmp_path, remade, lost, blocked)
+    assert journal.read(tmp_path).entries == {"a": remade, "b": lost, "c": blocked}
     assert journal.read(tmp_path).entries["b"].refetchable
 
 
