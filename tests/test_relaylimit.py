@@ -104,6 +104,10 @@ def test_the_headers_are_read_when_present_and_only_then() -> None:
     assert rate_headers({"x-ratelimit-remaining-requests": "3"}) == RateHeaders(None, 3, None)
     assert rate_headers({"x-ratelimit-remaining-requests": "many"}) is None
     assert rate_headers({"Content-Type": "application/json"}) is None
+    # A 429 carries its headers to the limiter, which reads "none left" as a throttle.
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20s"}
+    error = error_from_response(*new_api_429("too many requests", headers))
+    assert error.rate_headers == RateHeaders(None, 0, 20.0)
 
 
 @pytest.mark.parametrize(
