@@ -633,15 +633,6 @@ def test_retry_of_a_bucket_job_resends_its_failures_alone(tmp_path: Path, sim: S
     assert "images/flaky.png" in job.held()
 
 
-def test_redo_of_a_bucket_job_says_what_to_do_instead(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        main(["redo", "s3://b/night/cat", "i0"])
-    assert stopped.value.code == 2
-    assert "redo works on a local job folder, not a bucket's" in capsys.readouterr().err
-
-
 def test_a_run_that_lost_its_lock_leaves_the_buckets_journal_to_the_new_holder(
     tmp_path: Path, s3: S3
 ) -> None:

@@ -1,4 +1,5 @@
-"""``batchgen report`` and ``batchgen merge`` on job folders in a bucket.
+"""``batchgen report`` and ``batchgen merge`` on job folders in a bucket, and where ``retry``
+and ``redo`` of one find its manifest.
 
 The records (report.json, journal.jsonl, the sidecars) are brought down into a temporary
 folder, the ordinary report and merge run there, and what they write is put back. Images
@@ -12,6 +13,7 @@ import re
 import secrets
 import tempfile
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from batchgen import config
@@ -66,7 +68,8 @@ async def report(url: str, environ: Mapping[str, str]) -> record.Report:
     with tempfile.TemporaryDirectory(prefix="batchgen-report-") as temp:
         folder = Path(temp)
         found = await _records(bucket, folder)
-        gallery.write(folder, found, cards.from_folder(folder, found))
+        kept = [name.partition("/")[2] for name in await bucket.sizes(paths.HISTORY)]
+        gallery.write(folder, found, cards.from_folder(folder, found), shown=str(bucket), kept=kept)
         await bucket.put(paths.REPORT_HTML, folder / paths.REPORT_HTML)
     return found
 
@@ -126,11 +129,19 @@ async def _copy_files(whole: Bucket, source: Location, target: Location) -> None
     )
 
 
-async def retry_target(
-    url: str, given: Path | None, environ: Mapping[str, str]
-) -> tuple[Path, str, str, Shard]:
-    """``batchgen retry URL``: the manifest (``given``, or the one its journal names, if it is on
-    this machine), the job's name, the output it was run into, and its shard."""
+@dataclass(frozen=True)
+class Target:
+    """A bucket's job folder opened again by ``retry`` or ``redo``."""
+
+    manifest: Path  # ``--manifest``, or the one its journal names, found on this machine
+    job: str  # the job's name: its folder's
+    output: str  # the bucket folder the job's folder is in: its runs' ``--output``
+    shard: Shard
+    state: journal.JournalState  # its journal, as the bucket holds it (``redo --flag`` reads it)
+
+
+async def retry_target(url: str, given: Path | None, environ: Mapping[str, str]) -> Target:
+    """``batchgen retry URL`` and ``batchgen redo URL``: where the job at ``url`` came from."""
     location = Location.parse(url)
     with tempfile.TemporaryDirectory(prefix="batchgen-retry-") as temp:
         if not await _download(Bucket(location, config.storage(environ)), paths.JOURNAL, Path(temp)):
@@ -145,4 +156,5 @@ async def retry_target(
         raise UsageError(
             f"{location}: its manifest ({state.manifest or 'unknown'}) is not here: give --manifest FILE"
         )
-    return path, parts[-1], str(Location(location.scheme, location.bucket, "/".join(parts[:-1]))), sharded
+    output = str(Location(location.scheme, location.bucket, "/".join(parts[:-1])))
+    return Target(path, parts[-1], output, sharded, state)
