@@ -23,8 +23,13 @@ from batchgen.outcomes import Event
 from batchgen.plan.resume import Mode
 from batchgen.sim.simulator import Simulator
 
+from . import test_storage
 from .conftest import FAST_LIMITS
-from .test_storage import FAST_STORE, S3, Job, chain, hold_lock, s3, s3_server  # noqa: F401
+from .test_storage import FAST_STORE, S3, Job, chain, hold_lock
+
+# moto's S3 and its environment, as test_storage starts them.
+s3_server = test_storage.s3_server
+s3 = test_storage.s3
 
 WEB = {"web": {"width": 24, "format": "png"}}
 
@@ -249,7 +254,9 @@ def test_the_old_version_is_kept_and_its_thumbnail_gone_before_the_new_files_go_
     from batchgen.output.journal import Entry, JournalFile
 
     class Recording(Bucket):
-        calls: list[tuple[str, str, str]] = []
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.calls: list[tuple[str, str, str]] = []
 
         async def put(self, path: str, data: bytes | Path) -> None:
             self.calls.append(("put", path, "start"))
@@ -281,7 +288,7 @@ def test_the_old_version_is_kept_and_its_thumbnail_gone_before_the_new_files_go_
     )
     (tmp_path / "journal.jsonl").write_bytes(orjson.dumps(entry.to_json(0.0)) + b"\n")
     mirror = spool.Mirror({key: len(data) for key, data in old.items()}, [])
-    mirror.replacing(["images/i1.png", "images/i1.json"], 1)  # as the redo's history.keep says
+    mirror.replaced.add(["images/i1.png", "images/i1.json"], 1)  # as the redo's history.keep says
     bucket = Recording(Location.parse(f"s3://{name}/cat"), config.storage(os.environ))
 
     async def upload() -> int:

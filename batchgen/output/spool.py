@@ -9,10 +9,8 @@ present and future, stays as it is), and ``Uploader`` carries what it writes up:
   files are in the bucket: whatever a later run reads there, it can trust;
 - at the end, every other file the run wrote (thumbs/, variants/, history/, the report).
 
-An image the run replaces (a redo, a changed request, ``--force``) is in the bucket, not in the
-spool: before the first new file of its item goes up, the bucket copies the old one into its
-own history/ and deletes what was derived from it, as ``history.keep`` and ``variants.forget``
-do in a local folder (``Mirror.replacing``, ``Uploader``).
+An image the run replaces (a redo, an edited prompt, ``--force``) is in the bucket, not in the
+spool: the bucket keeps the old version in its history/ before the new one goes up (``replaced``).
 
 ``restore`` is the start of such a run: one listing of the bucket (paths and sizes: no image
 is downloaded), its journal merged into the spool's, and what an earlier run from this work
@@ -29,9 +27,9 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import orjson
 
@@ -39,8 +37,9 @@ from batchgen.errors import StoreError
 from batchgen.output import paths
 from batchgen.output.bucket import Bucket
 from batchgen.output.journal import Entry
+from batchgen.output.replaced import Replacements
 from batchgen.output.store import JobStore
-from batchgen.output.variants import FOLDER, RECORDS, THUMBS
+from batchgen.output.variants import RECORDS
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +54,6 @@ PAUSE_S = 5.0
 LOCAL_ONLY = frozenset({paths.JOURNAL, paths.RELAY_LIMIT, "unchanged.json"})
 
 
-@dataclass(frozen=True)
-class Replaced:
-    """An item's files in the bucket that a new version replaces."""
-
-    copies: tuple[tuple[str, str], ...]  # (a file in the bucket, its name in history/)
-    stems: frozenset[str]  # ``images/<stem>`` of each of its files: a new file of one waits for the copies
-
-
 @dataclass
 class Mirror:
     """What the bucket holds of the job (path -> size), as listed and as uploaded since."""
@@ -71,33 +62,13 @@ class Mirror:
     journal: list[bytes]  # the bucket journal's lines, as found
     # Files this run fetched from the bucket (output/downloads.py), as written: never carried up.
     fetched: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (size, mtime_ns)
-    # The bucket's files that new versions replace, by stem (``images/<stem>``): kept first.
-    replaced: dict[str, Replaced] = field(default_factory=dict)
+    replaced: Replacements = field(init=False)  # the bucket's images that new versions replace
+
+    def __post_init__(self) -> None:
+        self.replaced = Replacements(self.sizes)
 
     def holds(self, relative: str, size: int) -> bool:
         return self.sizes.get(relative) == size
-
-    def replacing(self, files: Sequence[str], version: int) -> None:
-        """``files`` (an item's images and sidecar) are about to be replaced: those the bucket
-        holds are kept as version ``version`` in its history/ before a new file of the item is
-        uploaded over them. Called from the I/O threads (``SpooledStore.keeping``): one dict
-        write per stem."""
-        copies = tuple((f, paths.history(f, version)) for f in files if f in self.sizes)
-        if copies:
-            found = Replaced(copies, frozenset(_stem(f) for f in files))
-            for stem in found.stems:
-                self.replaced[stem] = found
-
-    def history(self) -> set[str]:
-        """The names in the bucket's history/, with those this run is keeping there."""
-        start = len(paths.HISTORY) + 1
-        names = {p[start:] for p in list(self.sizes) if p.startswith(f"{paths.HISTORY}/")}
-        return names | {target[start:] for r in list(self.replaced.values()) for _, target in r.copies}
-
-
-def _stem(relative: str) -> str:
-    """``images/a-2.png`` and ``images/a-2.json`` as ``images/a-2``."""
-    return str(PurePosixPath(relative).with_suffix(""))
 
 
 async def restore(bucket: Bucket, folder: Path) -> Mirror:
@@ -120,28 +91,8 @@ async def restore(bucket: Bucket, folder: Path) -> Mirror:
         os.replace(temp, local_path)
     await _records_down(bucket, folder, sizes)
     mirror = Mirror(sizes, remote)
-    _replaced_by(mirror, ours)
+    mirror.replaced.note_journal(remote, ours)
     return mirror
-
-
-def _replaced_by(mirror: Mirror, ours: Iterable[bytes]) -> None:
-    """New versions an earlier run from here made and could not upload: the images of the
-    bucket's journal that they replace (held whole, as ``triage`` would judge them) are kept
-    before those go up, as that run would have kept them."""
-    newer = {e.id: e for e in map(_entry, ours) if e is not None and e.succeeded}
-    if not newer:
-        return
-    held: dict[str, Entry] = {}
-    for line in mirror.journal:
-        entry = _entry(line)
-        if entry is not None and entry.id in newer:
-            held[entry.id] = entry
-    for item_id, new in newer.items():
-        old = held.get(item_id)
-        if old is None or not old.succeeded or old.version >= new.version:
-            continue
-        if all(mirror.holds(f.path, f.bytes) for f in old.files):
-            mirror.replacing([*(f.path for f in old.files), paths.sidecar(item_id)], old.version)
 
 
 RECORDS_AT_ONCE = 32
@@ -180,10 +131,10 @@ class SpooledStore(JobStore):
         return bool(files) and all(self.mirror.holds(p, s) or local([(p, s)]) for p, s in files)
 
     def keeping(self, files: Sequence[str], version: int) -> None:
-        self.mirror.replacing(files, version)
+        self.mirror.replaced.add(files, version)
 
     def history_names(self) -> list[str]:
-        return sorted({*super().history_names(), *self.mirror.history()})
+        return sorted({*super().history_names(), *self.mirror.replaced.history()})
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -295,9 +246,6 @@ class Uploader:
         self._journal_every = JOURNAL_EVERY_S
         self._journal_dirty = False
         self._paused_until = 0.0
-        self._kept: set[Replaced] = set()
-        self._keeping = asyncio.Lock()
-        self._derived: dict[str, list[str]] | None = None  # stem -> its thumbnail and variants in the bucket
 
     async def __aenter__(self) -> Uploader:
         await self.drain()
@@ -348,15 +296,12 @@ class Uploader:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _upload_all(self, relatives: Iterable[str]) -> None:
+    async def _upload_all(self, relatives: Collection[str]) -> None:
         """Images and sidecars first: one that replaces an image deletes the old one's thumbnail
-        and variants in the bucket (``_keep``), which must not race the upload of the new ones."""
-        first: list[str] = []
-        then: list[str] = []
-        for relative in relatives:
-            (first if relative.startswith(f"{paths.IMAGES}/") else then).append(relative)
-        await asyncio.gather(*(self._upload(path) for path in first))
-        await asyncio.gather(*(self._upload(path) for path in then))
+        and variants (``Replacements.keep``), which must not race the upload of the new ones."""
+        for first in (True, False):
+            under = (self._upload(p) for p in relatives if p.startswith(f"{paths.IMAGES}/") is first)
+            await asyncio.gather(*under)
 
     async def _upload(self, relative: str) -> None:
         local = self.folder / relative
@@ -369,7 +314,7 @@ class Uploader:
                 self._failed.add(relative)  # tried again at the end of the run
                 return
             try:
-                await self._keep(relative)
+                await self.mirror.replaced.keep(self.bucket, relative)
                 await self.bucket.put(relative, local)
             except StoreError as exc:
                 if not self._failed:
@@ -386,40 +331,6 @@ class Uploader:
             self.stats.waits_s.append(max(0.0, time.time() - st.st_mtime_ns / 1e9))
             self.stats.last_image_at = time.monotonic()
         self._journal_dirty = True
-
-    async def _keep(self, relative: str) -> None:
-        """Before a new file of an item whose image this run replaces goes up: the bucket's old
-        files copied into its history/ (inside the store: no image passes through this machine),
-        and the old picture's thumbnail, variants and derivation record deleted. So the bucket
-        holds the old image or the new one, never neither, and never a thumbnail of the old one
-        beside the new. Nothing already in history/ is written over: after a crash, what is there
-        is the old version. StoreError if it cannot be done: the new file then waits."""
-        found = self.mirror.replaced.get(_stem(relative)) if relative.startswith(f"{paths.IMAGES}/") else None
-        if found is None or found in self._kept:
-            return
-        async with self._keeping:
-            if found in self._kept:
-                return
-            sizes = self.mirror.sizes
-            for source, target in found.copies:
-                if target not in sizes and source in sizes:
-                    await self.bucket.copy(source, target)
-                    sizes[target] = sizes[source]
-            for path in self._derived_from(found.stems):
-                if path in sizes:
-                    await self.bucket.delete(path)
-                    del sizes[path]
-            self._kept.add(found)
-
-    def _derived_from(self, stems: Iterable[str]) -> list[str]:
-        """What the bucket holds that was derived from the images ``stems`` (``images/<stem>``)."""
-        if self._derived is None:  # one pass over the listing, for the first item replaced
-            self._derived = {}
-            for path in list(self.mirror.sizes):
-                if path.split("/", 1)[0] in (THUMBS, FOLDER):
-                    self._derived.setdefault(PurePosixPath(path).stem, []).append(path)
-        names = [PurePosixPath(stem).name for stem in stems]
-        return [f"{RECORDS}/{n}.json" for n in names] + [p for n in names for p in self._derived.get(n, ())]
 
     async def _write_journal(self, *, force: bool) -> None:
         if not force and (
