@@ -151,11 +151,11 @@ def test_unknown_ids_are_a_usage_error_and_nothing_is_sent_or_touched(
     assert job.held() == before
 
 
-def test_a_shard_folder_refuses_an_id_of_another_shard(
+def test_shard_folders_and_the_merged_folder_each_take_a_redo(
     tmp_path: Path, sim: Simulator, s3: S3, capsys: pytest.CaptureFixture[str]
 ) -> None:
     job = Job(tmp_path, sim, s3, n=6)
-    assert job.run("--shard", "1/2") == 0
+    assert job.run("--shard", "1/2", work=tmp_path / "pod-1") == 0
     mine = sorted(k.split("/")[-1][:-4] for k in job.held() if k.endswith(".png"))
     other = sorted({f"i{k}" for k in range(6)} - set(mine))[0]
     shard = f"{job.url}/cat/shard-1-of-2"
@@ -167,6 +167,17 @@ def test_a_shard_folder_refuses_an_id_of_another_shard(
     assert main(["redo", shard, mine[0], *base]) == 0
     assert sim.stats.requests == len(mine) + 1
     assert f"shard-1-of-2/history/{mine[0]}.1.png" in job.held()
+
+    # The catalog's usual path: shards merged, the merged gallery reviewed, the redo run on it.
+    assert job.run("--shard", "2/2", work=tmp_path / "pod-2") == 0
+    assert main(["merge", f"{job.url}/cat", "--output", job.url, "-q"]) == 0
+    page = job.object("report.html").decode()
+    assert f'"folder":"{job.url}/cat"' in page  # its redo command names the merged folder
+    assert f"history/{mine[0]}.1.png" in page  # and it shows the version the shard's redo kept
+    assert main(["redo", f"{job.url}/cat", other, *base]) == 0
+    assert sim.stats.requests == 8
+    assert f"history/{other}.1.png" in job.held()
+    assert versions(job)[other] == 2
 
 
 @pytest.mark.parametrize(

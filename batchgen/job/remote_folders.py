@@ -51,6 +51,11 @@ async def _download(bucket: Bucket, relative: str, into: Path) -> bool:
     return True
 
 
+async def _history(bucket: Bucket) -> set[str]:
+    """The names in the folder's history/ (the versions a redo kept), for its gallery."""
+    return {path.partition("/")[2] for path in await bucket.sizes(paths.HISTORY)}
+
+
 async def _records(bucket: Bucket, into: Path) -> record.Report:
     """A job folder's records, brought down: its report, journal and sidecars."""
     if not await _download(bucket, paths.REPORT_JSON, into):
@@ -68,7 +73,7 @@ async def report(url: str, environ: Mapping[str, str]) -> record.Report:
     with tempfile.TemporaryDirectory(prefix="batchgen-report-") as temp:
         folder = Path(temp)
         found = await _records(bucket, folder)
-        kept = [name.partition("/")[2] for name in await bucket.sizes(paths.HISTORY)]
+        kept = await _history(bucket)
         gallery.write(folder, found, cards.from_folder(folder, found), shown=str(bucket), kept=kept)
         await bucket.put(paths.REPORT_HTML, folder / paths.REPORT_HTML)
     return found
@@ -88,13 +93,15 @@ async def merge_shards(
     folders = [folder for loc in sources for folder in await _shard_folders(whole, loc)]
     with tempfile.TemporaryDirectory(prefix="batchgen-merge-") as temp:
         local = []
+        kept: set[str] = set()  # the shards' history/, copied into the merged folder
         for i, folder in enumerate(folders):
             down = Path(temp) / "shards" / f"{i}-{folder.prefix.rsplit('/', 1)[-1]}"
-            await _records(Bucket(folder, settings), down)
+            found = await _records(Bucket(folder, settings), down)
+            kept |= await _history(Bucket(folder, settings))
             local.append(down)
-        merged, written = merge.merge(local, Path(temp) / "merged")
-        into = Bucket(target_root.child(merged.job), settings)
-        target = target_root.child(merged.job)
+        target = target_root.child(found.job)
+        into = Bucket(target, settings)
+        merged, written = merge.merge(local, Path(temp) / "merged", shown=str(target), kept=kept)
         # The merged folder's lock, as a local merge takes the folder's: no run or other merge
         # writes there meanwhile. This merge's own token: only an expired lease is taken over.
         async with BucketLock(into, secrets.token_hex(16), config.LOCK_LEASE_S):
