@@ -255,6 +255,23 @@ def test_the_store_failing_mid_redo_loses_no_version_and_the_next_run_pays_nothi
     assert versions(job) == {f"i{k}": 2 for k in range(6)}
 
 
+def test_an_image_a_killed_redo_left_unjournaled_in_the_spool_never_goes_over_the_buckets(
+    tmp_path: Path, sim: Simulator, s3: S3
+) -> None:
+    from .conftest import png_bytes
+
+    job = Job(tmp_path, sim, s3, n=2)
+    assert job.run() == 0
+    old = job.object("images/i1.png")
+    # Killed after the new image was written in the spool, before its journal line: nothing
+    # vouches for it, and the bucket's own image is the only copy of the one it would replace.
+    spool = remote.locate(remote.RemoteOutput(job.url, job.work), "cat", None, os.environ).spool
+    (spool / "images/i1.png").write_bytes(png_bytes(16, 16, hue=3))
+    assert job.run() == 0
+    assert job.object("images/i1.png") == old
+    assert sim.stats.requests == 2
+
+
 def test_the_old_version_is_kept_and_its_thumbnail_gone_before_the_new_files_go_up(
     tmp_path: Path, s3: S3
 ) -> None:
@@ -302,11 +319,12 @@ def test_the_old_version_is_kept_and_its_thumbnail_gone_before_the_new_files_go_
     mirror.replaced.add(["images/i1.png", "images/i1.json"], 1)  # as the redo's history.keep says
     bucket = Recording(Location.parse(f"s3://{name}/cat"), config.storage(os.environ))
 
-    async def upload() -> int:
+    async def upload() -> tuple[bytes, int]:
         async with spool.Uploader(bucket, tmp_path, mirror) as uploader:
-            return await uploader.finish()
+            drained = s3.get(name, "cat/images/i1.png")  # once what waited went up, before the run
+            return drained, await uploader.finish()
 
-    assert asyncio.run(upload()) == 0
+    assert asyncio.run(upload()) == (new["images/i1.png"], 0)
     calls = bucket.calls
     kept = max(calls.index(("copy", f, "end")) for f in ("images/i1.png", "images/i1.json"))
     assert kept < min(calls.index(("put", f, "start")) for f in ("images/i1.png", "images/i1.json"))

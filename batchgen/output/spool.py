@@ -264,7 +264,12 @@ class Uploader:
 
     async def drain(self) -> None:
         """Upload what an earlier run from this spool left waiting (an item's files and what was
-        made from them, not the report: this run writes its own)."""
+        made from them, not the report: this run writes its own). An item's files go up for its
+        journal line (``Ledger``), the image they replace kept first; an image that no line
+        vouches for (a run killed before writing it) never goes over the bucket's."""
+        await self._read_journal()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
         pending = await asyncio.to_thread(self._changed, deep_only=True)
         await self._upload_all(pending)
 
@@ -300,7 +305,7 @@ class Uploader:
         """Images and sidecars first: one that replaces an image deletes the old one's thumbnail
         and variants (``Replacements.keep``), which must not race the upload of the new ones."""
         for first in (True, False):
-            under = (self._upload(p) for p in relatives if p.startswith(f"{paths.IMAGES}/") is first)
+            under = (self._upload(p) for p in relatives if _image(p) is first)
             await asyncio.gather(*under)
 
     async def _upload(self, relative: str) -> None:
@@ -366,12 +371,19 @@ class Uploader:
                 continue  # uploaded by this run, or fetched from the bucket by it
             if st.st_mtime_ns < self._started_ns and self.mirror.holds(relative, st.st_size):
                 continue
+            if st.st_mtime_ns < self._started_ns and relative in self.mirror.sizes and _image(relative):
+                continue  # an earlier run's, over the bucket's: only for its journal line (``Ledger``)
             found.append(relative)
         return found
 
     @property
     def waiting(self) -> int:
         return len(self._failed)
+
+
+def _image(relative: str) -> bool:
+    """An item's image or sidecar."""
+    return relative.startswith(f"{paths.IMAGES}/")
 
 
 def _walk(folder: Path) -> Iterator[tuple[str, os.stat_result]]:
