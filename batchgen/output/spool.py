@@ -266,7 +266,7 @@ class Uploader:
         """Upload what an earlier run from this spool left waiting (an item's files and what was
         made from them, not the report: this run writes its own). An item's files go up for its
         journal line (``Ledger``), the image they replace kept first; an image that no line
-        vouches for (a run killed before writing it) never goes over the bucket's."""
+        vouches for (a run killed before its line) never goes over the bucket's."""
         await self._read_journal()
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
