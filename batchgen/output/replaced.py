@@ -39,7 +39,7 @@ class Replacements:
         self._sizes = sizes  # the mirror's: what the bucket holds, as listed and written since
         self._by_stem: dict[str, Replaced] = {}
         self._kept: set[Replaced] = set()
-        self._keeping = asyncio.Lock()
+        self._keeping: dict[Replaced, asyncio.Lock] = {}  # one item's files wait for its own copies
         self._derived: dict[str, list[str]] | None = None  # stem -> its thumbnail and variants
 
     def add(self, files: Sequence[str], version: int) -> None:
@@ -87,18 +87,19 @@ class Replacements:
         found = self._by_stem.get(_stem(relative)) if relative.startswith(f"{paths.IMAGES}/") else None
         if found is None or found in self._kept:
             return
-        async with self._keeping:
+        async with self._keeping.setdefault(found, asyncio.Lock()):
             if found in self._kept:
                 return
-            for source, target in found.copies:
-                if target not in self._sizes and source in self._sizes:
-                    await bucket.copy(source, target)
-                    self._sizes[target] = self._sizes[source]
-            for path in self._derived_from(found.stems):
-                if path in self._sizes:
-                    await bucket.delete(path)
-                    del self._sizes[path]
+            copies = [(s, t) for s, t in found.copies if t not in self._sizes and s in self._sizes]
+            await asyncio.gather(*(bucket.copy(source, target) for source, target in copies))
+            for source, target in copies:
+                self._sizes[target] = self._sizes[source]
+            derived = [path for path in self._derived_from(found.stems) if path in self._sizes]
+            await asyncio.gather(*(bucket.delete(path) for path in derived))
+            for path in derived:
+                del self._sizes[path]
             self._kept.add(found)
+            del self._keeping[found]
 
     def _derived_from(self, stems: Iterable[str]) -> list[str]:
         """What the bucket holds that was derived from the images ``stems`` (``images/<stem>``)."""
