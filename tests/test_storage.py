@@ -178,9 +178,11 @@ def test_a_fresh_work_dir_resumes_from_the_bucket_and_sends_nothing(
 def test_an_edited_prompt_regenerates_that_item_alone(tmp_path: Path, sim: Simulator, s3: S3) -> None:
     job = Job(tmp_path, sim, s3)
     assert job.run() == 0
+    before = job.object("images/i2.png")
     job.write([{"id": f"i{k}", "prompt": "p edited" if k == 2 else f"p {k}"} for k in range(4)])
     assert job.run(work=tmp_path / "another-pod") == 0
     assert dict(sim.stats.by_prompt) == {"p 0": 1, "p 1": 1, "p 2": 1, "p 3": 1, "p edited": 1}
+    assert job.object("history/i2.1.png") == before  # versioned as a redo is: nothing paid for lost
     sidecar = orjson.loads(job.object("images/i2.json"))
     assert sidecar["request"]["prompt"] == "p edited"
 
@@ -505,7 +507,7 @@ def test_the_storage_docs_command_lines_parse(argv: list[str]) -> None:
     from batchgen.cli.arguments import parser
 
     args = parser().parse_args(argv)  # exits (fails the test) on an unknown flag or a bad value
-    assert args.command in ("run", "merge", "report")
+    assert args.command in ("run", "merge", "report", "redo")
 
 
 def test_the_readme_section_links_the_storage_page_and_its_links_exist() -> None:
@@ -631,15 +633,6 @@ def test_retry_of_a_bucket_job_resends_its_failures_alone(tmp_path: Path, sim: S
     report = orjson.loads(job.object("report.json"))
     assert report["status"] == "completed"
     assert "images/flaky.png" in job.held()
-
-
-def test_redo_of_a_bucket_job_says_what_to_do_instead(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as stopped:
-        main(["redo", "s3://b/night/cat", "i0"])
-    assert stopped.value.code == 2
-    assert "redo works on a local job folder, not a bucket's" in capsys.readouterr().err
 
 
 def test_a_run_that_lost_its_lock_leaves_the_buckets_journal_to_the_new_holder(

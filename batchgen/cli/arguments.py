@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TypeAlias
 
@@ -107,18 +106,12 @@ def parser() -> argparse.ArgumentParser:
 _Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
 
 
-def _output(text: str, local_only: bool = False) -> Path | str:
-    """A folder, or a bucket's URL (text: a Path would fold its ``//``); redo takes a folder."""
+def _output(text: str) -> Path | str:
+    """A folder, or a bucket's URL (text: a Path would fold its ``//``)."""
     try:
-        found = str(Location.parse(text)) if is_url(text) else Path(text)
+        return str(Location.parse(text)) if is_url(text) else Path(text)
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if local_only and isinstance(found, str):
-        raise argparse.ArgumentTypeError("redo works on a local job folder, not a bucket's")
-    return found
-
-
-_local = partial(_output, local_only=True)
 
 
 def _run_command(commands: _Commands) -> None:
@@ -204,11 +197,17 @@ def _redo_command(commands: _Commands) -> None:
         " and report record the new version. The items made from their images (@ID references) are made"
         " again after them, unless --no-dependents. Nothing else is sent. The gallery (report.html) hands"
         " out the list as redo.txt, or this command ready to copy; --flag names the items a check"
-        " of what arrived flagged.",
+        " of what arrived flagged. A job folder in a bucket (s3://bucket/prefix/job) is redone in"
+        " place, from any machine: the old images are copied into its history/ inside the store.",
         epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    redo.add_argument("job_dir", type=_local, metavar="OUTPUT_JOB_DIR").complete = FOLDER  # type: ignore[attr-defined]
+    redo.add_argument(
+        "job_dir",
+        type=_output,
+        metavar="OUTPUT_JOB_DIR|URL",
+        help="the job's output folder, or its folder in a bucket: s3://bucket/prefix/job, gs://..., az://...",
+    ).complete = FOLDER  # type: ignore[attr-defined]
     redo.add_argument("ids", nargs="*", metavar="ID", help="the items to make again")
     redo.add_argument(
         "--ids-file",
@@ -230,6 +229,13 @@ def _redo_command(commands: _Commands) -> None:
         help="do not make again the items made from these images (@ID references); they are then"
         " stale, and the next run makes them",
     )
+    redo.add_argument(
+        "--work-dir",
+        type=Path,
+        metavar="DIR",
+        help="with a bucket's job folder: the local spool"
+        " (default $BATCHGEN_WORK_DIR, ~/.cache/batchgen/spool)",
+    ).complete = FOLDER  # type: ignore[attr-defined]
     _manifest_flag(redo)
     _sending_flags(redo)
     redo.set_defaults(command="redo")

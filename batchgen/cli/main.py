@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchgen import config
+from batchgen import config, manifest
 from batchgen.cli import arguments, logs
 from batchgen.cli.progress import ProgressBar, TqdmLogHandler
 from batchgen.errors import JobLockedError, ManifestError, StoreError, UsageError
 from batchgen.job import jobs, memory, rates, remote, remote_folders, reopen, stale
 from batchgen.outcomes import Event, JobStatus
+from batchgen.output import journal
 from batchgen.plan import estimate
 from batchgen.plan.resume import Mode
 from batchgen.report import cards, gallery, merge, record
@@ -131,27 +132,41 @@ def manifest_paths(given: Sequence[Path]) -> list[Path]:
 def _retry(args: argparse.Namespace) -> int:
     mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED
     if isinstance(args.job_dir, str):  # a bucket's job: run again into it, failures only
-        path, name, output, sharded = asyncio.run(
-            remote_folders.retry_target(args.job_dir, args.manifest, os.environ)
-        )
-        found = jobs.load_all([path])[0]
-        if found.job != name:
-            raise UsageError(f"{path} now names job {found.job!r}, not {name!r}; run it with `run`")
-        options = replace(_options(args, None, mode), shard=sharded)
-        return _send(args, [found], options, remote.RemoteOutput(output))
+        found, options, target = _bucket_job(args, _options(args, None, mode))
+        return _send(args, [found], options, remote.RemoteOutput(target.output))
     job, options = reopen.load_for_retry(args.job_dir, _options(args, None, mode), args.manifest)
     return _send(args, [job], options)
 
 
+def _bucket_job(
+    args: argparse.Namespace, options: jobs.RunOptions
+) -> tuple[manifest.Manifest, jobs.RunOptions, remote_folders.Target]:
+    """The job in the bucket folder ``args.job_dir``: its manifest, and options for its shard."""
+    target = asyncio.run(remote_folders.retry_target(args.job_dir, args.manifest, os.environ))
+    found = jobs.load_all([target.manifest])[0]
+    if found.job != target.job:
+        raise UsageError(
+            f"{target.manifest} now names job {found.job!r}, not {target.job!r}; run it with `run`"
+        )
+    return found, replace(options, shard=target.shard), target
+
+
 def _redo(args: argparse.Namespace) -> int:
-    job, options = reopen.load_for_retry(args.job_dir, _options(args, None, Mode.REDO), args.manifest)
-    flagged = reopen.flagged(args.job_dir, job, args.flag) if args.flag else []
+    bucket = None
+    if isinstance(args.job_dir, str):  # a bucket's job: its journal read there, the run into it
+        job, options, target = _bucket_job(args, _options(args, None, Mode.REDO))
+        state = target.state if args.flag else None
+        bucket = remote.RemoteOutput(target.output, args.work_dir)
+    else:
+        job, options = reopen.load_for_retry(args.job_dir, _options(args, None, Mode.REDO), args.manifest)
+        state = journal.read(args.job_dir) if args.flag else None
+    flagged = reopen.flagged(state, job, args.flag) if state is not None else []
     if args.flag and not (flagged or args.ids or args.ids_file):
         log.warning("%s: no item is flagged %s; nothing to make again", args.job_dir, " or ".join(args.flag))
         return EXIT_OK
     ids = reopen.redo_ids(job, options, [*args.ids, *flagged], args.ids_file)
     ids = reopen.with_dependents(job, options, ids, dependents=not args.no_dependents)
-    return _send(args, [job], replace(options, redo=ids))
+    return _send(args, [job], replace(options, redo=ids), bucket)
 
 
 def _options(args: argparse.Namespace, output: Path | None, mode: Mode) -> jobs.RunOptions:

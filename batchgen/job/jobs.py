@@ -189,7 +189,9 @@ async def run_manifest(
         stamps = options.mode in unchanged.WRITTEN_BY
         stamp_key = unchanged.key(job, options.shard, options.prices) if stamps else None
         with memory.bulk():
-            report = reporting.write_report(job, planned.items, run, store, shard_label, sources, stamp_key)
+            report = reporting.write_report(
+                job, planned.items, run, store, shard_label, sources, stamp_key, options.folder_name
+            )
     return JobOutput(report, folder, caught.signum)
 
 

@@ -1,4 +1,5 @@
-"""``batchgen report`` and ``batchgen merge`` on job folders in a bucket.
+"""``batchgen report`` and ``batchgen merge`` on job folders in a bucket, and where ``retry``
+and ``redo`` of one find its manifest.
 
 The records (report.json, journal.jsonl, the sidecars) are brought down into a temporary
 folder, the ordinary report and merge run there, and what they write is put back. Images
@@ -12,6 +13,7 @@ import re
 import secrets
 import tempfile
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from batchgen import config
@@ -49,6 +51,11 @@ async def _download(bucket: Bucket, relative: str, into: Path) -> bool:
     return True
 
 
+async def _history(bucket: Bucket) -> set[str]:
+    """The names in the folder's history/ (the versions a redo kept), for its gallery."""
+    return {path.partition("/")[2] for path in await bucket.sizes(paths.HISTORY)}
+
+
 async def _records(bucket: Bucket, into: Path) -> record.Report:
     """A job folder's records, brought down: its report, journal and sidecars."""
     if not await _download(bucket, paths.REPORT_JSON, into):
@@ -66,7 +73,8 @@ async def report(url: str, environ: Mapping[str, str]) -> record.Report:
     with tempfile.TemporaryDirectory(prefix="batchgen-report-") as temp:
         folder = Path(temp)
         found = await _records(bucket, folder)
-        gallery.write(folder, found, cards.from_folder(folder, found))
+        kept = await _history(bucket)
+        gallery.write(folder, found, cards.from_folder(folder, found), shown=str(bucket), kept=kept)
         await bucket.put(paths.REPORT_HTML, folder / paths.REPORT_HTML)
     return found
 
@@ -85,13 +93,15 @@ async def merge_shards(
     folders = [folder for loc in sources for folder in await _shard_folders(whole, loc)]
     with tempfile.TemporaryDirectory(prefix="batchgen-merge-") as temp:
         local = []
+        kept: set[str] = set()  # the shards' history/, copied into the merged folder
         for i, folder in enumerate(folders):
             down = Path(temp) / "shards" / f"{i}-{folder.prefix.rsplit('/', 1)[-1]}"
-            await _records(Bucket(folder, settings), down)
+            found = await _records(Bucket(folder, settings), down)
+            kept |= await _history(Bucket(folder, settings))
             local.append(down)
-        merged, written = merge.merge(local, Path(temp) / "merged")
-        into = Bucket(target_root.child(merged.job), settings)
-        target = target_root.child(merged.job)
+        target = target_root.child(found.job)
+        into = Bucket(target, settings)
+        merged, written = merge.merge(local, Path(temp) / "merged", shown=str(target), kept=kept)
         # The merged folder's lock, as a local merge takes the folder's: no run or other merge
         # writes there meanwhile. This merge's own token: only an expired lease is taken over.
         async with BucketLock(into, secrets.token_hex(16), config.LOCK_LEASE_S):
@@ -126,11 +136,19 @@ async def _copy_files(whole: Bucket, source: Location, target: Location) -> None
     )
 
 
-async def retry_target(
-    url: str, given: Path | None, environ: Mapping[str, str]
-) -> tuple[Path, str, str, Shard]:
-    """``batchgen retry URL``: the manifest (``given``, or the one its journal names, if it is on
-    this machine), the job's name, the output it was run into, and its shard."""
+@dataclass(frozen=True)
+class Target:
+    """A bucket's job folder opened again by ``retry`` or ``redo``."""
+
+    manifest: Path  # ``--manifest``, or the one its journal names, found on this machine
+    job: str  # the job's name: its folder's
+    output: str  # the bucket folder the job's folder is in: its runs' ``--output``
+    shard: Shard
+    state: journal.JournalState  # its journal, as the bucket holds it (``redo --flag`` reads it)
+
+
+async def retry_target(url: str, given: Path | None, environ: Mapping[str, str]) -> Target:
+    """``batchgen retry URL`` and ``batchgen redo URL``: where the job at ``url`` came from."""
     location = Location.parse(url)
     with tempfile.TemporaryDirectory(prefix="batchgen-retry-") as temp:
         if not await _download(Bucket(location, config.storage(environ)), paths.JOURNAL, Path(temp)):
@@ -145,4 +163,5 @@ async def retry_target(
         raise UsageError(
             f"{location}: its manifest ({state.manifest or 'unknown'}) is not here: give --manifest FILE"
         )
-    return path, parts[-1], str(Location(location.scheme, location.bucket, "/".join(parts[:-1]))), sharded
+    output = str(Location(location.scheme, location.bucket, "/".join(parts[:-1])))
+    return Target(path, parts[-1], output, sharded, state)

@@ -73,13 +73,13 @@ def redo_ids(
     return frozenset(wanted)
 
 
-def flagged(job_dir: Path, job: manifest.Manifest, names: Sequence[str]) -> list[str]:
-    """The items of ``job`` whose current image the journal has flagged with any of ``names``
-    (``Flag`` values), for ``redo --flag``. Only a success carries flags: a redo that fails leaves
-    the flagged image, and its line, as they were. An item the manifest no longer has is passed
-    over: there is no request left to send for it."""
+def flagged(state: journal.JournalState, job: manifest.Manifest, names: Sequence[str]) -> list[str]:
+    """The items of ``job`` whose current image the journal (``state``: the job folder's, or a
+    bucket's) has flagged with any of ``names`` (``Flag`` values), for ``redo --flag``. Only a
+    success carries flags: a redo that fails leaves the flagged image, and its line, as they were.
+    An item the manifest no longer has is passed over: there is no request left to send for it."""
     wanted = {FLAGS[name] for name in names}
-    entries = journal.read(job_dir).entries.values()
+    entries = state.entries.values()
     found = sorted(e.id for e in entries if not wanted.isdisjoint(e.flags))
     known = {item.id for item in job.items}
     gone = [item_id for item_id in found if item_id not in known]

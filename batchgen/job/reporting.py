@@ -31,9 +31,10 @@ def write_report(
     shard_label: str | None,
     sources: list[tuple[str, manifest.Signature]],
     stamp_key: str | None,
+    shown: str | None = None,
 ) -> record.Report:
     """report.json, report.html, and (``stamp_key``: the run may leave one) the stamp that lets
-    tomorrow's run skip all this."""
+    tomorrow's run skip all this. ``shown``: how the gallery names the job folder, if not by its path."""
     report = build_report(
         job=job.job,
         manifest=str(job.path),
@@ -48,7 +49,8 @@ def write_report(
     record.write(store, report)
     table, param_of = _params(items)
     parents = {spec.id: list(spec.parents) for spec in items if spec.parents}
-    gallery.write(store.root, report, _cards(run.outcomes, (table[k] for k in param_of), parents))
+    cards = _cards(run.outcomes, (table[k] for k in param_of), parents)
+    gallery.write(store.root, report, cards, shown=shown, kept=store.history_names())
     finished = run.aborted is None and run.interrupted is None
     if finished and stamp_key is not None and unchanged.stampable(run.outcomes):
         unchanged.write(store, stamp_key, sources, run.outcomes, (table, param_of), job.warnings, parents)

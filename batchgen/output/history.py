@@ -19,7 +19,8 @@ def keep(store: JobStore, files: Sequence[str], version: int) -> None:
 
     A hard link, so the file stays where it is until the new one is renamed over it: a crash
     at any point leaves the old image or the new one under ``images/``, never neither.
-    Never deletes or overwrites anything already in ``history/``.
+    Never deletes or overwrites anything already in ``history/``. A spool's store (a run into a
+    bucket) has the bucket keep its own copies too (``output/replaced.py``).
     """
     (store.root / HISTORY).mkdir(exist_ok=True)
     for relative in files:
@@ -38,3 +39,4 @@ def keep(store: JobStore, files: Sequence[str], version: int) -> None:
             except FileNotFoundError:
                 continue
     durable.fsync_dir(store.root / HISTORY)
+    store.keeping(files, version)

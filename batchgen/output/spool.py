@@ -9,6 +9,9 @@ present and future, stays as it is), and ``Uploader`` carries what it writes up:
   files are in the bucket: whatever a later run reads there, it can trust;
 - at the end, every other file the run wrote (thumbs/, variants/, history/, the report).
 
+An image the run replaces (a redo, an edited prompt, ``--force``) is in the bucket, not in the
+spool: the bucket keeps the old version in its history/ before the new one goes up (``replaced``).
+
 ``restore`` is the start of such a run: one listing of the bucket (paths and sizes: no image
 is downloaded), its journal merged into the spool's, and what an earlier run from this work
 dir could not upload sent first. The few earlier images a run needs on this disk are fetched
@@ -24,7 +27,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +37,7 @@ from batchgen.errors import StoreError
 from batchgen.output import paths
 from batchgen.output.bucket import Bucket
 from batchgen.output.journal import Entry
+from batchgen.output.replaced import Replacements
 from batchgen.output.store import JobStore
 from batchgen.output.variants import RECORDS
 
@@ -58,6 +62,10 @@ class Mirror:
     journal: list[bytes]  # the bucket journal's lines, as found
     # Files this run fetched from the bucket (output/downloads.py), as written: never carried up.
     fetched: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (size, mtime_ns)
+    replaced: Replacements = field(init=False)  # the bucket's images that new versions replace
+
+    def __post_init__(self) -> None:
+        self.replaced = Replacements(self.sizes)
 
     def holds(self, relative: str, size: int) -> bool:
         return self.sizes.get(relative) == size
@@ -75,13 +83,16 @@ async def restore(bucket: Bucket, folder: Path) -> Mirror:
     except FileNotFoundError:
         local = []
     known = set(remote)
-    merged = remote + [line for line in local if line not in known]
+    ours = [line for line in local if line not in known]
+    merged = remote + ours
     if merged != local:
         temp = folder / f".{paths.JOURNAL}.restore"
         temp.write_bytes(b"".join(line + b"\n" for line in merged))
         os.replace(temp, local_path)
     await _records_down(bucket, folder, sizes)
-    return Mirror(sizes, remote)
+    mirror = Mirror(sizes, remote)
+    mirror.replaced.note_journal(remote, ours)
+    return mirror
 
 
 RECORDS_AT_ONCE = 32
@@ -118,6 +129,12 @@ class SpooledStore(JobStore):
     def intact(self, files: Sequence[tuple[str, int]]) -> bool:
         local = super().intact
         return bool(files) and all(self.mirror.holds(p, s) or local([(p, s)]) for p, s in files)
+
+    def keeping(self, files: Sequence[str], version: int) -> None:
+        self.mirror.replaced.add(files, version)
+
+    def history_names(self) -> list[str]:
+        return sorted({*super().history_names(), *self.mirror.replaced.history()})
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -247,9 +264,14 @@ class Uploader:
 
     async def drain(self) -> None:
         """Upload what an earlier run from this spool left waiting (an item's files and what was
-        made from them, not the report: this run writes its own)."""
+        made from them, not the report: this run writes its own). An item's files go up for its
+        journal line (``Ledger``), the image they replace kept first; an image that no line
+        vouches for (a run killed before its line) never goes over the bucket's."""
+        await self._read_journal()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
         pending = await asyncio.to_thread(self._changed, deep_only=True)
-        await asyncio.gather(*(self._upload(path) for path in pending))
+        await self._upload_all(pending)
 
     async def finish(self) -> int:
         """After the run: every line read, every file up, the journal written; how many files wait."""
@@ -261,7 +283,7 @@ class Uploader:
         self._failed.clear()
         self._paused_until = 0.0  # one more try each; a store still down fails the first and pauses
         changed = await asyncio.to_thread(self._changed, deep_only=False)
-        await asyncio.gather(*(self._upload(path) for path in {*retry, *changed}))
+        await self._upload_all({*retry, *changed})
         await self._write_journal(force=True)
         return len(self._failed)
 
@@ -279,6 +301,13 @@ class Uploader:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
+    async def _upload_all(self, relatives: Collection[str]) -> None:
+        """Images and sidecars first: one that replaces an image deletes the old one's thumbnail
+        and variants (``Replacements.keep``), which must not race the upload of the new ones."""
+        for first in (True, False):
+            under = (self._upload(p) for p in relatives if _image(p) is first)
+            await asyncio.gather(*under)
+
     async def _upload(self, relative: str) -> None:
         local = self.folder / relative
         async with self._slots:
@@ -290,6 +319,7 @@ class Uploader:
                 self._failed.add(relative)  # tried again at the end of the run
                 return
             try:
+                await self.mirror.replaced.keep(self.bucket, relative)
                 await self.bucket.put(relative, local)
             except StoreError as exc:
                 if not self._failed:
@@ -341,12 +371,19 @@ class Uploader:
                 continue  # uploaded by this run, or fetched from the bucket by it
             if st.st_mtime_ns < self._started_ns and self.mirror.holds(relative, st.st_size):
                 continue
+            if st.st_mtime_ns < self._started_ns and relative in self.mirror.sizes and _image(relative):
+                continue  # an earlier run's, over the bucket's: only for its journal line (``Ledger``)
             found.append(relative)
         return found
 
     @property
     def waiting(self) -> int:
         return len(self._failed)
+
+
+def _image(relative: str) -> bool:
+    """An item's image or sidecar."""
+    return relative.startswith(f"{paths.IMAGES}/")
 
 
 def _walk(folder: Path) -> Iterator[tuple[str, os.stat_result]]:

@@ -161,6 +161,17 @@ class JobStore:
                 return False
         return True
 
+    def keeping(self, files: Sequence[str], version: int) -> None:
+        """``files`` were kept as version ``version`` in history/ (``history.keep``) and are about to
+        be replaced. Nothing more to do in a job folder; a spool's has its bucket keep them too."""
+
+    def history_names(self) -> list[str]:
+        """The names in history/: the versions a redo kept."""
+        try:
+            return sorted(os.listdir(self.root / paths.HISTORY))
+        except OSError:
+            return []
+
     def sync(self) -> None:
         """Make this run's files durable: once per job, not once per file."""
         os.sync()  # the sidecars written without their own fsync

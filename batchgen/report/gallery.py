@@ -105,22 +105,35 @@ class ParamTable:
         return k
 
 
-def write(folder: Path, report: Report, cards: Iterable[Card]) -> Path:
+def write(
+    folder: Path,
+    report: Report,
+    cards: Iterable[Card],
+    *,
+    shown: str | None = None,
+    kept: Iterable[str] | None = None,
+) -> Path:
     """Render the gallery of the job in ``folder`` next to its report.json: ``cards`` from a run's
-    outcomes, or from the folder's records (``report.cards``)."""
-    parts = render_parts(report, cards, folder=str(folder), history=_history(folder))
+    outcomes, or from the folder's records (``report.cards``). ``shown``: how its redo command
+    names the job folder (a bucket's URL), if not ``folder``; ``kept``: the names in its history/
+    (a bucket's), if not those in ``folder``."""
+    names = _listed(folder) if kept is None else kept
+    parts = render_parts(report, cards, folder=shown or str(folder), history=_history(names))
     with JobStore(folder).open_atomic(paths.REPORT_HTML, durable=False) as out:
         for part in parts:  # written in parts: a catalog's page runs to megabytes, never one more copy
             out.write(part)
     return folder / paths.REPORT_HTML
 
 
-def _history(folder: Path) -> dict[str, list[str]]:
-    """The earlier versions kept of each item, oldest first: one listing of history/."""
+def _listed(folder: Path) -> list[str]:
     try:
-        names = os.listdir(folder / paths.HISTORY)
+        return os.listdir(folder / paths.HISTORY)
     except OSError:
-        return {}
+        return []
+
+
+def _history(names: Iterable[str]) -> dict[str, list[str]]:
+    """The earlier versions kept of each item, oldest first, from the names in history/."""
     # history/<stem>.<v>.<ext>: the stem is the item's id, or <id>-<k> for its k-th image;
     # each version's sidecar, history/<id>.<v>.json, says which ids there are.
     split = [(name, parts) for name in names if (parts := paths.parse_history(name)) is not None]

@@ -8,7 +8,7 @@ place through ``durable``'s one writer, and the folders are made durable at the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import orjson
@@ -40,7 +40,12 @@ def sources(given: Sequence[Path]) -> list[Path]:
     return found
 
 
-def merge(given: Sequence[Path], output: Path) -> tuple[record.Report, Path]:
+def merge(
+    given: Sequence[Path], output: Path, *, shown: str | None = None, kept: Iterable[str] | None = None
+) -> tuple[record.Report, Path]:
+    """The shard folders ``given`` merged into ``output``/<job>. ``shown`` and ``kept``: how the
+    gallery names the merged folder and what its history/ holds, when that is not the folder
+    written here (a bucket's, whose files a merge copies inside the store: ``job/remote_folders``)."""
     folders = sources(given)
     reports = [record.read(folder) for folder in folders]
     jobs = {r.job for r in reports}
@@ -73,7 +78,7 @@ def merge(given: Sequence[Path], output: Path) -> tuple[record.Report, Path]:
         lines += [orjson.dumps(e.to_json(0)) for e in entries.values()]
         store.write_bytes(journal.JOURNAL, b"".join(line + b"\n" for line in lines))
         record.write(store, merged)
-        gallery.write(target, merged, cards.from_folder(target, merged, entries))
+        gallery.write(target, merged, cards.from_folder(target, merged, entries), shown=shown, kept=kept)
         store.sync()
     return merged, target
 
