@@ -628,7 +628,9 @@ def test_retry_of_a_bucket_job_resends_its_failures_alone(tmp_path: Path, sim: S
     job.write([{"id": "ok", "prompt": "fine"}, {"id": "flaky", "prompt": "[sim:502*4] down for a while"}])
     assert job.run() == 1  # every attempt at "flaky" failed
     # From another machine's empty work dir: the manifest is found where the journal says.
-    assert main(["retry", f"{job.url}/cat", "--base-url", sim.base_url, "-q"]) == 0
+    other = tmp_path / "another-pod"
+    assert main(["retry", f"{job.url}/cat", "--base-url", sim.base_url, "--work-dir", str(other), "-q"]) == 0
+    assert any(other.iterdir())  # its spool, not this work dir's
     assert dict(sim.stats.by_prompt) == {"fine": 1, "[sim:502*4] down for a while": 5}
     report = orjson.loads(job.object("report.json"))
     assert report["status"] == "completed"

@@ -183,6 +183,7 @@ def _retry_command(commands: _Commands) -> None:
     )
     retry.add_argument("job_dir", type=_output, metavar="OUTPUT_JOB_DIR|URL").complete = FOLDER  # type: ignore[attr-defined]
     retry.add_argument("--all-failed", action="store_true", help="also resend refusals and invalid requests")
+    _work_dir_flag(retry)
     _manifest_flag(retry)
     _sending_flags(retry)
     retry.set_defaults(command="retry")
@@ -229,16 +230,20 @@ def _redo_command(commands: _Commands) -> None:
         help="do not make again the items made from these images (@ID references); they are then"
         " stale, and the next run makes them",
     )
-    redo.add_argument(
+    _work_dir_flag(redo)
+    _manifest_flag(redo)
+    _sending_flags(redo)
+    redo.set_defaults(command="redo")
+
+
+def _work_dir_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
         "--work-dir",
         type=Path,
         metavar="DIR",
         help="with a bucket's job folder: the local spool"
         " (default $BATCHGEN_WORK_DIR, ~/.cache/batchgen/spool)",
     ).complete = FOLDER  # type: ignore[attr-defined]
-    _manifest_flag(redo)
-    _sending_flags(redo)
-    redo.set_defaults(command="redo")
 
 
 def _validate_command(commands: _Commands) -> None:

@@ -133,7 +133,7 @@ def _retry(args: argparse.Namespace) -> int:
     mode = Mode.ALL_FAILED if args.all_failed else Mode.ONLY_FAILED
     if isinstance(args.job_dir, str):  # a bucket's job: run again into it, failures only
         found, options, target = _bucket_job(args, _options(args, None, mode))
-        return _send(args, [found], options, remote.RemoteOutput(target.output))
+        return _send(args, [found], options, remote.RemoteOutput(target.output, args.work_dir))
     job, options = reopen.load_for_retry(args.job_dir, _options(args, None, mode), args.manifest)
     return _send(args, [job], options)
 
