@@ -32,7 +32,7 @@ def measure() -> Iterator[tuple[str, str, int]]:
 
 def too_long(*kinds: str) -> list[str]:
     return [
-        f"{where} is {lines} lines ({kind}s: ~{LIMITS[kind]})"
+        f"{where} is {lines} lines (a {kind}: ~{LIMITS[kind]})"
         for kind, where, lines in measure()
         if kind in kinds and lines > LIMITS[kind]
     ]
