@@ -356,6 +356,12 @@ def lines(folder: Path) -> Iterator[RunHeader | Entry | None]:
                 yield Entry.from_json(record)
 
 
+def entry(line: bytes) -> Entry | None:
+    """One journal line's item record; None for a run header, a damaged line or another kind."""
+    record = _parse(line)
+    return Entry.from_json(record) if record is not None and record.get("type") == "item" else None
+
+
 def _lines(f: Any) -> Iterator[bytes]:
     for line in f:
         if line.strip():

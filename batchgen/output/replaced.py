@@ -16,9 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-import orjson
-
-from batchgen.output import paths
+from batchgen.output import journal, paths
 from batchgen.output.bucket import Bucket
 from batchgen.output.journal import Entry
 from batchgen.output.variants import FOLDER, RECORDS, THUMBS
@@ -56,12 +54,12 @@ class Replacements:
         """``ours``: lines of the spool's journal that the bucket's (``held``) lacks: new versions
         an earlier run from here made and could not upload. The images they replace (held whole,
         as triage judges them) are kept before those go up, as that run would have kept them."""
-        newer = {e.id: e for e in map(_entry, ours) if e is not None and e.succeeded}
+        newer = {e.id: e for e in map(journal.entry, ours) if e is not None and e.succeeded}
         if not newer:
             return
         found: dict[str, Entry] = {}
         for line in held:
-            entry = _entry(line)
+            entry = journal.entry(line)
             if entry is not None and entry.id in newer:
                 found[entry.id] = entry
         for item_id, new in newer.items():
@@ -115,11 +113,3 @@ class Replacements:
 def _stem(relative: str) -> str:
     """``images/a-2.png`` and ``images/a-2.json`` as ``images/a-2``."""
     return str(PurePosixPath(relative).with_suffix(""))
-
-
-def _entry(line: bytes) -> Entry | None:
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    return Entry.from_json(record) if isinstance(record, dict) and record.get("type") == "item" else None

@@ -31,12 +31,9 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
 from batchgen.errors import StoreError
-from batchgen.output import paths
+from batchgen.output import journal, paths
 from batchgen.output.bucket import Bucket
-from batchgen.output.journal import Entry
 from batchgen.output.replaced import Replacements
 from batchgen.output.store import JobStore
 from batchgen.output.variants import RECORDS
@@ -176,7 +173,7 @@ class Ledger:
         for line in data[:end].split(b"\n"):
             if not line.strip():
                 continue
-            entry = None if _digest(line) in self._from_bucket else _entry(line)
+            entry = None if _digest(line) in self._from_bucket else journal.entry(line)
             files = [(f.path, f.bytes) for f in entry.files] if entry else []
             sidecar = paths.sidecar(entry.id) if entry else ""
             if entry is not None:
@@ -209,14 +206,6 @@ class Ledger:
 
 def _digest(line: bytes) -> bytes:
     return hashlib.blake2b(line, digest_size=16).digest()
-
-
-def _entry(line: bytes) -> Entry | None:
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    return Entry.from_json(record) if isinstance(record, dict) and record.get("type") == "item" else None
 
 
 class Uploader:
