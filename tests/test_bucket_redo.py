@@ -234,15 +234,10 @@ def test_the_store_failing_mid_redo_loses_no_version_and_the_next_run_pays_nothi
     job = Job(tmp_path, sim, s3, n=6)
     assert job.run(work=tmp_path / "first-pod") == 0
     old = {k: job.object(f"images/i{k}.png") for k in range(6)}
-    stopped: list[str] = []
-
-    def outage(event: Event) -> None:
-        if type(event).__name__ == "ItemFinished" and not stopped:
-            stopped.append("now")
-            s3.stop()
-
     try:
-        output = redo_api(job, frozenset(f"i{k}" for k in range(6)), outage)
+        output = redo_api(
+            job, frozenset(f"i{k}" for k in range(6)), test_storage.outage_at_the_first_item(s3)
+        )
     finally:
         s3.restart()
     assert output.report.status.value == "partial"

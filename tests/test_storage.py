@@ -220,10 +220,8 @@ def run_api(
     )
 
 
-def test_the_store_failing_mid_run_loses_nothing_and_pays_for_nothing_twice(
-    tmp_path: Path, sim: Simulator, s3: S3, caplog: pytest.LogCaptureFixture
-) -> None:
-    job = Job(tmp_path, sim, s3, n=6)
+def outage_at_the_first_item(s3: S3) -> Callable[[Event], None]:
+    """A run's event hook that stops the S3 server as the first item is finished."""
     stopped: list[str] = []
 
     def outage(event: Event) -> None:
@@ -231,8 +229,15 @@ def test_the_store_failing_mid_run_loses_nothing_and_pays_for_nothing_twice(
             stopped.append("now")
             s3.stop()
 
+    return outage
+
+
+def test_the_store_failing_mid_run_loses_nothing_and_pays_for_nothing_twice(
+    tmp_path: Path, sim: Simulator, s3: S3, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = Job(tmp_path, sim, s3, n=6)
     try:
-        output = run_api(job, job.work, outage)
+        output = run_api(job, job.work, outage_at_the_first_item(s3))
     finally:
         s3.restart()
     assert output.report.status.value == "partial"
