@@ -10,6 +10,8 @@ import pytest
 
 from batchgen.plan import shard
 
+from .fakes import make_spec
+
 GOLDEN_8 = [8, 3, 1, 5]
 GOLDEN_3 = [2, 2, 3, 1]
 
@@ -68,3 +70,15 @@ def test_the_message_of_a_shard_out_of_range_ends_with_its_hint_only_for_k_0(tex
     hint = " (shards count from 1: a Kubernetes JOB_COMPLETION_INDEX i is shard i+1)"
     said = f"must have 1 <= K <= N, not {text!r}"
     assert str(caught.value) == (said + hint if text.startswith("0/") else said)
+
+
+def test_a_chain_goes_to_its_roots_shard_and_every_other_item_by_its_own_id() -> None:
+    items = [make_spec(k, f"view-{k}") for k in range(40)] + [make_spec(40, "hero")]
+    roots = {f"view-{k}": "hero" for k in range(0, 40, 2)}  # half the views are made from the hero
+    assert shard.select(items, None, roots) is items
+    placed = {i.id: k for k in range(1, 5) for i in shard.select(items, (k, 4), roots)}
+    assert sorted(placed) == sorted(i.id for i in items)  # each in exactly one shard (a dict: once)
+    assert sum(len(shard.select(items, (k, 4), roots)) for k in range(1, 5)) == len(items)
+    for item_id, k in placed.items():
+        assert k == shard.shard_of(roots.get(item_id, item_id), 4), item_id
+    assert len({placed[f"view-{k}"] for k in range(1, 40, 2)}) > 1  # the others are spread
