@@ -408,3 +408,16 @@ def test_an_entry_maps_to_one_outcome(
 ) -> None:
     expected = ItemOutcome(7, "a", "asked", status, **fields)  # type: ignore[arg-type]
     assert journal.outcome(entry, 7, "asked", sent) == expected
+
+
+def test_a_line_is_read_as_an_item_record_and_anything_else_as_none() -> None:
+    made = Entry("a", ItemStatus.SUCCEEDED, "f", "p", 1, (JournalFile("images/a.png", "ab", 10),))
+    assert journal.entry(orjson.dumps(made.to_json(1.0)) + b"\n") == made
+    header = journal.RunHeader("/m.yaml", "m.yaml", 1.0)
+    for line in (
+        orjson.dumps(header.to_json()),
+        b'{"type": "item", "id": "a", "sta',
+        b"[1, 2]",
+        b'{"type": "note"}',
+    ):
+        assert journal.entry(line) is None, line
