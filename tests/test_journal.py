@@ -418,6 +418,6 @@ def test_a_line_is_read_as_an_item_record_and_anything_else_as_none() -> None:
         orjson.dumps(header.to_json()),
         b'{"type": "item", "id": "a", "sta',
         b"[1, 2]",
-        b'{"type": "note"}',
+        b'{"type": "note", "id": "a", "status": "succeeded", "fingerprint": "f", "files": []}',
     ):
         assert journal.entry(line) is None, line
