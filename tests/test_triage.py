@@ -377,8 +377,10 @@ def test_a_views_other_references_keep_their_place_beside_the_heros_image(
     hero = made(tmp_path, 0, "hero")
     style = LocalReference(ref_png, "refs/style.png")
     specs = [make_spec(0, "hero"), view(1, "back", style, ItemReference("hero", 1, "@hero"))]
-    (work,), _ = chain(tmp_path, {"hero": hero}, specs).chunk(specs)
+    decided = chain(tmp_path, {"hero": hero}, specs)
+    (work,), _ = decided.chunk(specs)
     assert work.request.references == (style, ParentImage(tmp_path / "job/images/hero.png", "@hero", "ab"))
+    assert decided.earlier_parents(specs) == list(hero.files)  # past the file, to the hero
 
 
 def refused_hero() -> Entry:
@@ -465,6 +467,23 @@ def test_only_the_parents_of_views_this_run_sends_are_brought(tmp_path: Path) ->
     specs.append(view(7, "top", ItemReference("other", 1, "@other")))
     decided = chain(tmp_path, {"hero": hero, "back": back, "other": other}, specs)
     assert decided.earlier_parents(specs) == list(other.files)
+    # Two parents of two images each: the image each view names, each image once.
+    two = (JournalFile("images/other-1.png", "o1", 10), JournalFile("images/other-2.png", "o2", 9))
+    pair = (JournalFile("images/hero-1.png", "h1", 10), JournalFile("images/hero-2.png", "h2", 9))
+    previous = {"hero": dataclasses.replace(hero, files=pair), "other": dataclasses.replace(other, files=two)}
+    for f in two + pair:
+        (tmp_path / "job" / f.path).write_bytes(b"x" * f.bytes)
+    views = [
+        view(8, "v8", ItemReference("other", 2, "@other#2")),
+        view(9, "v9", ItemReference("hero", 1, "@hero")),
+    ]
+    specs = [
+        make_spec(0, "hero"),
+        make_spec(3, "other"),
+        *views,
+        view(10, "v10", ItemReference("other", 2, "@other#2")),
+    ]
+    assert chain(tmp_path, previous, specs).earlier_parents(specs) == [two[1], pair[0]]
     # A redo of the hero alone: its view is sent after it, from this run's image, nothing brought.
     redo = chain(tmp_path, {"hero": hero, "back": back}, specs[:2], Mode.REDO, frozenset({"hero", "back"}))
     assert redo.earlier_parents(specs[:2]) == []
