@@ -92,12 +92,17 @@ class FakeClient:
         return Generation(images, created=123)
 
     async def download(self, url: str) -> GeneratedImage:
-        """Links answer from ``link_scripts`` in turn (OK or a RequestError; the last repeats)."""
+        """Links answer from ``link_scripts`` in turn (OK, a RequestError, or an asyncio.Event to
+        wait for before taking the next entry; the last repeats)."""
         self.downloads.append(url)
         script = self.link_scripts.get(url, [OK])
-        k = self._position[url]
-        self._position[url] = k + 1
-        entry = script[min(k, len(script) - 1)]
+        while True:
+            k = self._position[url]
+            self._position[url] = k + 1
+            entry = script[min(k, len(script) - 1)]
+            if not isinstance(entry, asyncio.Event):
+                break
+            await entry.wait()
         if isinstance(entry, RequestError):
             raise entry
         return GeneratedImage(png_bytes(hue=5), PNG)

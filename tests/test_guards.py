@@ -87,11 +87,32 @@ def test_max_cost_counts_reservations_spend_and_unconfirmed_attempts() -> None:
     refusal = guards.reserve(0.4)  # 1.2 would pass 1.0 with both in flight
     assert refusal is not None
     assert refusal.startswith("--max-cost 1 reached")
-    guards.settle(0.4, produced=False, unconfirmed=0)  # failed cleanly: not billed
-    assert guards.reserve(0.4) is None
-    guards.settle(0.4, produced=True, unconfirmed=1)  # an image, and one cut-off attempt
+    guards.settle(0.4, produced=False)  # failed cleanly: not billed
+    assert guards.unconfirmed(0.4) is None  # the other cut off after sending: 0.4 spent, 0.4 held
+    guards.settle(0.4, produced=True)  # then its image
     assert round(guards.spent, 6) == 0.8
     assert guards.reserve(0.4) is not None
+
+
+def test_an_attempt_perhaps_billed_counts_at_once_not_when_its_item_ends() -> None:
+    # Two items in flight at 0.3 under 1.0; one is cut off after sending and waits to retry.
+    # Meanwhile a third item asks: 0.3 spent and 0.6 reserved leave no room for it.
+    guards = Guards.from_limits(max_cost=1.0)
+    assert guards.reserve(0.3) is None
+    assert guards.reserve(0.3) is None
+    assert guards.unconfirmed(0.3) is None
+    assert round(guards.spent, 6) == 0.3
+    assert guards.reserve(0.3) is not None
+
+
+def test_a_retry_that_could_pass_max_cost_stops_the_job() -> None:
+    guards = Guards.from_limits(max_cost=1.0)
+    assert guards.reserve(0.3) is None
+    assert guards.reserve(0.3) is None
+    assert guards.unconfirmed(0.3) is None  # 0.3 spent and 0.6 held: both items may still end in 0.9
+    reason = guards.unconfirmed(0.3)  # 0.6 spent: its retry and the other item could reach 1.2
+    assert reason is not None
+    assert reason.startswith("--max-cost 1 reached")
 
 
 def test_max_cost_can_be_spent_to_the_cent_despite_float_rounding() -> None:

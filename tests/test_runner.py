@@ -504,6 +504,54 @@ async def test_max_cost_stops_a_running_job_once_unconfirmed_attempts_used_the_b
     assert r.guards.spent == pytest.approx(4 * 0.039)  # three images and one perhaps-billed attempt
 
 
+async def test_an_attempt_perhaps_billed_counts_against_max_cost_before_its_item_ends(
+    tmp_path: Path,
+) -> None:
+    # Item 0 is cut off after sending, then answered with a link that is slow to fetch, so it
+    # ends last. The three after it must see its lost attempt as spent: 0.039 for it and 0.039
+    # held for its image leave room for items 1 and 2 under 0.16, not for item 3.
+    fetched = asyncio.Event()  # set once item 3 has asked the budget: refused, or sent
+
+    class Events(list[Event]):
+        def append(self, event: Event) -> None:
+            super().append(event)
+            if isinstance(event, JobStopping):
+                fetched.set()
+
+    class Sending(FakeClient):
+        async def generate(
+            self, body: Mapping[str, Any], idempotency_key: str, room: Room = no_wait
+        ) -> Generation:
+            if body["prompt"] == "prompt 3":
+                fetched.set()
+            return await super().generate(body, idempotency_key, room)
+
+    client = Sending(
+        {"prompt 0": [error(ErrorClass.TIMEOUT, sent=True), LINKS]},
+        link_scripts={"https://cdn.test/prompt 0/0.png": [fetched, OK]},
+    )
+    events = Events()
+    r = runner(tmp_path, client, concurrency=1, events=events, guards=Guards.from_limits(max_cost=0.16))
+    result = await run(r, [make_spec(k) for k in range(4)])
+    assert [client.calls_for(f"prompt {k}") for k in range(4)] == [2, 1, 1, 0]
+    assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED] * 3 + [ItemStatus.PENDING]
+    assert result.aborted is not None
+    assert result.aborted.startswith("--max-cost 0.16 reached")
+    assert r.guards.spent == pytest.approx(4 * 0.039)
+
+
+async def test_max_cost_sends_no_retry_that_could_pass_it(tmp_path: Path) -> None:
+    # One 1K image at 0.039 under 0.05: its first attempt is cut off after sending and may have
+    # been billed, so a second could take the spend to 0.078.
+    client = FakeClient({"prompt 0": [error(ErrorClass.TIMEOUT, sent=True), OK]})
+    r = runner(tmp_path, client, concurrency=1, guards=Guards.from_limits(max_cost=0.05))
+    result = await run(r, [make_spec(0)])
+    assert client.calls_for("prompt 0") == 1
+    assert result.aborted is not None
+    assert result.aborted.startswith("--max-cost 0.05 reached")
+    assert [o.status for o in result.outcomes] == [ItemStatus.PENDING]  # the next run tries again
+
+
 class StuckInTheBody:
     """Takes room for its answer, then never finishes reading it."""
 

@@ -102,7 +102,17 @@ class Guards:
         self.reserved += cost
         return None
 
-    def settle(self, cost: float, *, produced: bool, unconfirmed: int) -> None:
-        """After an item: its reservation becomes spend if it produced images or may have been billed."""
+    def unconfirmed(self, cost: float) -> str | None:
+        """An attempt cut off after sending: perhaps billed, so spent now. The item keeps its
+        reservation for the retry; returns why the job must stop if that retry could pass max_cost."""
+        self.spent += cost
+        if self.max_cost is not None and self.spent + self.reserved > self.max_cost + 1e-9:
+            return (
+                f"--max-cost {self.max_cost:g} reached (spent ~{self.spent:.2f} with attempts perhaps billed)"
+            )
+        return None
+
+    def settle(self, cost: float, *, produced: bool) -> None:
+        """After an item: its reservation becomes spend if it produced images."""
         self.reserved = max(0.0, self.reserved - cost)
-        self.spent += cost * ((1 if produced else 0) + unconfirmed)
+        self.spent += cost * produced

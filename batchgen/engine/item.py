@@ -131,7 +131,7 @@ async def _make(
     try:
         body = build_body(request, [ref.uri for ref in loaded])
         key = idempotency_key(run.job, request.id, request_fingerprint, version)
-        answer = await _send(run, request.id, body, key, counts, place)
+        answer = await _send(run, request, body, key, counts, place)
         if answer is None:
             return pending(request, counts)
         if isinstance(answer, RequestError):
@@ -145,7 +145,7 @@ async def _make(
         return await _failed(run, request, exc, counts, request_fingerprint, cost=cost, replacing=replacing)
     finally:
         place.give_back()  # its images are on disk or lost, or it was cancelled mid-body
-        run.guards.settle(cost, produced=produced, unconfirmed=counts.unconfirmed)
+        run.guards.settle(cost, produced=produced)
     if stored is None:
         return pending(request, counts)
     return await _succeeded(run, request, stored, counts, request_fingerprint, cost=cost, version=version)
@@ -170,7 +170,7 @@ async def _refetch(
 
 
 async def _send(
-    run: RunContext, item_id: str, body: dict[str, Any], key: str, counts: Counts, place: Place
+    run: RunContext, request: PlannedRequest, body: dict[str, Any], key: str, counts: Counts, place: Place
 ) -> Generation | RequestError | None:
     """The answer, as a value: the ``Generation``; the last ``RequestError`` (given up, or the job
     stopped after a failed attempt); or None (the job stopped before anything was sent).
@@ -179,7 +179,7 @@ async def _send(
     retrying = run.policy.retrying(
         sleep=run.sleep,
         stopped=run.stopping.is_set,
-        before_sleep=lambda state: _retrying(run, item_id, state),
+        before_sleep=lambda state: _retrying(run, request.id, state),
         unconfirmed=lambda: counts.unconfirmed,
     )
     last: RequestError | None = None
@@ -194,7 +194,7 @@ async def _send(
                     if not admitted or run.stopping.is_set():
                         return last
                     try:
-                        generation = await _attempt(run, item_id, body, key, counts, place, is_probe)
+                        generation = await _attempt(run, request, body, key, counts, place, is_probe)
                     except RequestError as exc:
                         last = exc
                         raise
@@ -207,7 +207,7 @@ async def _send(
 
 async def _attempt(
     run: RunContext,
-    item_id: str,
+    request: PlannedRequest,
     body: dict[str, Any],
     key: str,
     counts: Counts,
@@ -217,7 +217,7 @@ async def _attempt(
     """One request; None when the relay's own limit turned it away (it waits for its turn
     again, and it is not an attempt of the item: the throttle says nothing about the item)."""
     counts.attempts += 1
-    log.debug("%s: sending attempt %d%s", item_id, counts.attempts, " (probe)" * is_probe)
+    log.debug("%s: sending attempt %d%s", request.id, counts.attempts, " (probe)" * is_probe)
     try:
         generation = await run.client.generate(body, key, place.take)
     except RequestError as exc:
@@ -229,9 +229,9 @@ async def _attempt(
             counts.attempts -= 1
             if is_probe:  # a probe that met the throttle met a relay that is up
                 run.guards.attempt_done(ok=False, retryable_failure=False, is_probe=True)
-            log.debug("%s: the relay's rate limit; waiting for room in its window", item_id)
+            log.debug("%s: the relay's rate limit; waiting for room in its window", request.id)
             return None
-        _count_failure(run, item_id, exc, counts, is_probe)
+        _count_failure(run, request, exc, counts, is_probe)
         raise
     except BaseException:
         run.limiter.answered(None)  # cancelled: its slot ages from now
@@ -243,11 +243,18 @@ async def _attempt(
     return generation
 
 
-def _count_failure(run: RunContext, item_id: str, exc: RequestError, counts: Counts, is_probe: bool) -> None:
+def _count_failure(
+    run: RunContext, request: PlannedRequest, exc: RequestError, counts: Counts, is_probe: bool
+) -> None:
     counts.sent += exc.sent
-    counts.unconfirmed += is_unconfirmed(exc)
+    if is_unconfirmed(exc):
+        counts.unconfirmed += 1
+        # Spent as of now, not when the item ends: meanwhile other items ask the budget.
+        overspent = run.guards.unconfirmed(request.estimated_cost)
+        if overspent:
+            run.stopping.abort(overspent)
     if exc.error_class.stops_job:
-        run.stopping.abort(_stop_reason(item_id, exc, run.folder_name))
+        run.stopping.abort(_stop_reason(request.id, exc, run.folder_name))
     if exc.error_class is ErrorClass.RATE_LIMITED:
         run.limiter.rate_limited(run.policy.wait_after(exc))
     verdict = run.guards.attempt_done(ok=False, retryable_failure=exc.retryable, is_probe=is_probe)
