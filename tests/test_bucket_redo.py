@@ -112,6 +112,27 @@ def test_a_redo_from_a_fresh_work_dir_keeps_the_old_version_in_the_buckets_histo
     assert "history/i1.2.png" in page
 
 
+@pytest.mark.parametrize("work", ["another-pod", "work"], ids=["from-a-fresh-pod", "from-the-same-work-dir"])
+def test_a_take_that_comes_back_as_jpeg_leaves_no_old_png_in_the_bucket(
+    tmp_path: Path, threaded_simulator: Callable[..., Simulator], s3: S3, work: str
+) -> None:
+    # Gemini may answer JPEG where it answered PNG before: the catalog then holds the JPEG
+    # alone under images/, the PNG kept in history/ (as a job folder does).
+    job = Job(tmp_path, threaded_simulator(image_format="alternate"), s3)
+    with_variants(job, [{"id": f"i{k}", "prompt": f"p {k}"} for k in range(2)])
+    assert job.run() == 0
+    old = job.object("images/i1.png")
+
+    assert redo(job, "i1", work=work) == 0
+
+    images = sorted(k for k in job.held() if k.startswith("images/"))
+    assert images == ["images/i0.json", "images/i0.png", "images/i1.jpg", "images/i1.json"]
+    assert job.object("images/i1.jpg").startswith(b"\xff\xd8\xff")
+    assert job.object("history/i1.1.png") == old
+    sidecar = orjson.loads(job.object("images/i1.json"))
+    assert [f["path"] for f in sidecar["files"]] == ["images/i1.jpg"]
+
+
 def test_redo_flag_takes_the_flags_from_the_buckets_journal_and_its_hint_works(
     tmp_path: Path, threaded_simulator: Callable[..., Simulator], s3: S3, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from batchgen.cli.main import main
+from batchgen.sim.settings import SimulatorConfig
 from batchgen.sim.simulator import Simulator
 
 from .conftest import FAST_LIMITS, png_bytes
@@ -284,6 +285,57 @@ def test_every_answer_shape_makes_the_same_images(
     images = tmp_path / "out/shapes/images"
     with Image.open(images / "plain-1.png") as a, Image.open(images / "referenced.png") as b:
         assert a.size == b.size == (1024, 1024)
+
+
+@pytest.mark.parametrize("shape", ["b64", "dataurl", "url"])
+def test_an_answer_in_jpeg_is_kept_as_a_jpeg_in_every_shape(
+    threaded_simulator: Callable[..., Simulator],
+    write_manifest: Callable[..., Path],
+    tmp_path: Path,
+    shape: str,
+) -> None:
+    sim = threaded_simulator(response=shape, image_format="jpeg")
+    path = write_manifest(
+        {"job": "jpegs", "limits": FAST_LIMITS, "items": [{"id": "tote", "prompt": "a tote"}]}
+    )
+    assert run(path, sim, tmp_path / "out") == 0
+    images = tmp_path / "out/jpegs/images"
+    assert sorted(p.name for p in images.iterdir()) == ["tote.jpg", "tote.json"]
+    with Image.open(images / "tote.jpg") as picture:
+        assert (picture.format, picture.size) == ("JPEG", (1024, 1024))
+    sidecar = orjson.loads((images / "tote.json").read_bytes())
+    assert sidecar["files"][0]["mime"] == "image/jpeg"
+
+
+def test_alternate_answers_a_prompts_next_take_in_jpeg_and_the_old_png_goes_to_history(
+    threaded_simulator: Callable[..., Simulator], write_manifest: Callable[..., Path], tmp_path: Path
+) -> None:
+    sim = threaded_simulator(image_format="alternate")
+    path = write_manifest(
+        {"job": "alt", "limits": FAST_LIMITS, "items": [{"id": "tote", "prompt": "a tote"}]}
+    )
+    out = tmp_path / "out"
+    assert run(path, sim, out) == 0
+    old = (out / "alt/images/tote.png").read_bytes()
+    assert main(["redo", str(out / "alt"), "tote", "--base-url", sim.base_url, "-q"]) == 0
+    assert sorted(p.name for p in (out / "alt/images").iterdir()) == ["tote.jpg", "tote.json"]
+    assert (out / "alt/history/tote.1.png").read_bytes() == old
+    assert run(path, sim, out) == 0  # the same take again: nothing sent, nothing changed
+    assert sim.stats.requests == 2
+
+
+def test_the_simulators_image_format_comes_from_its_flags() -> None:
+    from batchgen.cli import arguments
+    from batchgen.cli.main import simulator_config
+
+    assert (
+        simulator_config(arguments.parse(["simulator", "--image-format", "jpeg"]), "").image_format == "jpeg"
+    )
+    args = arguments.parse(["run", "jobs/", "--simulate", "--sim-image-format", "alternate"])
+    assert simulator_config(args, "sim_").image_format == "alternate"
+    assert simulator_config(arguments.parse(["simulator"]), "").image_format == "png"
+    with pytest.raises(ValueError, match="image format must be one of png, jpeg, alternate, not 'gif'"):
+        SimulatorConfig(image_format="gif")
 
 
 class TestEffectiveSize:

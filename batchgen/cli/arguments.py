@@ -17,7 +17,14 @@ from batchgen.errors import UsageError
 from batchgen.outcomes import FLAGS
 from batchgen.output.bucket import Location, is_url
 from batchgen.plan import shard
-from batchgen.sim.settings import ALL_FAULTS, DROPPABLE_FIELDS, RATE_FORMS, RESPONSE_SHAPES, TRANSIENT_FAULTS
+from batchgen.sim.settings import (
+    ALL_FAULTS,
+    DROPPABLE_FIELDS,
+    IMAGE_FORMATS,
+    RATE_FORMS,
+    RESPONSE_SHAPES,
+    TRANSIENT_FAULTS,
+)
 
 EXIT_HELP = """exit status:
   0    every item succeeded or was already done
@@ -402,6 +409,12 @@ def _simulator_flags(parser: Any, prefix: str) -> None:
         f"--{prefix}response",
         choices=RESPONSE_SHAPES,
         help="answer with b64_json, an inline data: URI in url, or a link (default: as response_format asks)",
+    )
+    add(
+        f"--{prefix}image-format",
+        choices=IMAGE_FORMATS,
+        help="answer with PNG, JPEG (as Gemini may), or alternate: each prompt's first take PNG,"
+        " its next JPEG (default png)",
     )
     add(
         f"--{prefix}max-body-mb",

@@ -67,6 +67,7 @@ def simulator_config(args: argparse.Namespace, prefix: str, **extra: Any) -> Sim
         "seed": getattr(args, f"{prefix}seed"),
         "payload_kb": getattr(args, f"{prefix}payload_kb"),
         "response": getattr(args, f"{prefix}response"),
+        "image_format": getattr(args, f"{prefix}image_format"),
         "max_body_mb": getattr(args, f"{prefix}max_body_mb"),
         "rate_limit": getattr(args, f"{prefix}rate_limit"),
         "rate_window_ms": getattr(args, f"{prefix}rate_window_ms"),

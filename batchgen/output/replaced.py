@@ -99,6 +99,23 @@ class Replacements:
             self._kept.add(found)
             del self._keeping[found]
 
+    async def drop_other_formats(self, bucket: Bucket, relative: str) -> None:
+        """After ``relative``, a new image, went up: the old image of its name in another format
+        (a PNG where a JPEG came back) deleted from images/, as a job folder does. It was kept
+        in history/ before. StoreError if it cannot be: the new image is then uploaded again."""
+        found = self._by_stem.get(_stem(relative)) if relative.startswith(f"{paths.IMAGES}/") else None
+        if found is None or relative.endswith(".json"):
+            return
+        stem = _stem(relative)
+        stale = [
+            old
+            for old, _ in found.copies
+            if old != relative and _stem(old) == stem and not old.endswith(".json") and old in self._sizes
+        ]
+        await asyncio.gather(*(bucket.delete(old) for old in stale))
+        for old in stale:
+            del self._sizes[old]
+
     def _derived_from(self, stems: Iterable[str]) -> list[str]:
         """What the bucket holds that was derived from the images ``stems`` (``images/<stem>``)."""
         if self._derived is None:  # one pass over the listing, for the first item replaced

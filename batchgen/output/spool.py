@@ -310,6 +310,7 @@ class Uploader:
             try:
                 await self.mirror.replaced.keep(self.bucket, relative)
                 await self.bucket.put(relative, local)
+                await self.mirror.replaced.drop_other_formats(self.bucket, relative)
             except StoreError as exc:
                 if not self._failed:
                     log.warning("%s; the file waits in the spool for the next run", exc)

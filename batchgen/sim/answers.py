@@ -88,10 +88,12 @@ class Answers:
         self.links = links
         self._rendered: dict[tuple[Any, ...], bytes] = {}
 
-    async def answer(self, asked: Asked, hue: int, shape: str, link_fails: int, origin: str) -> web.Response:
-        """The body for ``asked`` in ``shape``; a link's fetches fail ``link_fails`` times first
-        (-1: every one), and it points at ``origin``."""
-        if not asked.references and shape != "url":
+    async def answer(
+        self, asked: Asked, hue: int, shape: str, link_fails: int, origin: str, *, jpeg: bool = False
+    ) -> web.Response:
+        """The body for ``asked`` in ``shape``, its picture a JPEG if ``jpeg``; a link's fetches
+        fail ``link_fails`` times first (-1: every one), and it points at ``origin``."""
+        if not asked.references and shape != "url" and not jpeg:
             # Rendering a new image size is zlib work (which releases the GIL): in a thread,
             # so a cache miss never stalls the other requests.
             payload = await asyncio.to_thread(
@@ -105,13 +107,16 @@ class Answers:
             )
             return web.Response(body=payload, content_type="application/json")
         picture = await self._picture(asked.width, asked.height, hue, asked.references)
+        if jpeg:
+            picture = await asyncio.to_thread(images.as_jpeg, picture)
         if shape == "url":
             entries = [
                 {"url": f"{origin}/files/{self.links.add(picture, link_fails)}"} for _ in range(asked.n)
             ]
         else:
             b64 = pybase64.b64encode(picture).decode("ascii")
-            value = f"data:image/png;base64,{b64}" if shape == "dataurl" else b64
+            mime = "image/jpeg" if jpeg else "image/png"
+            value = f"data:{mime};base64,{b64}" if shape == "dataurl" else b64
             entries = [{"url" if shape == "dataurl" else "b64_json": value}] * asked.n
         return web.json_response({"created": int(time.time()), "data": entries}, dumps=_dumps)
 

@@ -24,6 +24,7 @@ import pybase64
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
 def hue_of(prompt: str) -> int:
@@ -53,6 +54,15 @@ def b64_response(width: int, height: int, hue: int, payload_kb: int, n: int, as_
     b64 = pybase64.b64encode(png(width, height, hue, payload_kb)).decode("ascii")
     entry = {"url": f"data:image/png;base64,{b64}"} if as_data_url else {"b64_json": b64}
     return orjson.dumps({"created": 1_700_000_000, "data": [entry] * n})
+
+
+@lru_cache(maxsize=64)
+def as_jpeg(picture: bytes) -> bytes:
+    """``picture`` (a PNG) as a JPEG, as Gemini may answer; padding is not kept."""
+    out = io.BytesIO()
+    with Image.open(io.BytesIO(picture)) as image:
+        image.convert("RGB").save(out, format="JPEG", quality=90)
+    return out.getvalue()
 
 
 @lru_cache(maxsize=64)

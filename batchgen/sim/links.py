@@ -7,6 +7,7 @@ import time
 
 from aiohttp import web
 
+from batchgen.sim import images
 from batchgen.sim.stats import SimulatorStats
 
 # Links kept at most, the oldest dropped first: a long simulated run must not hold every picture.
@@ -42,4 +43,5 @@ class Links:
             self.stats.failed_downloads += 1
             return web.Response(status=503, text="<html><title>503 Service Unavailable</title></html>")
         self.stats.downloads += 1
-        return web.Response(body=data, content_type="image/png")
+        jpeg = data.startswith(images.JPEG_SIGNATURE)
+        return web.Response(body=data, content_type="image/jpeg" if jpeg else "image/png")

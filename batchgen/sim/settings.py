@@ -39,6 +39,8 @@ RESPONSE_SHAPES = ("asked", "b64", "dataurl", "url")
 # (docs/real-service.md, "What arrived: the size check").
 DROPPABLE_FIELDS = ("image_size", "aspect_ratio")
 RATE_FORMS = ("success", "total")  # new-api's two limits: successes, or every request
+# Gemini's Pro and 2 may answer JPEG where PNG was expected (docs/real-service.md).
+IMAGE_FORMATS = ("png", "jpeg", "alternate")  # alternate: a prompt's 1st, 3rd... take PNG, the others JPEG
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class SimulatorConfig:
     rate_window_ms: float = 60_000.0  # its sliding window (new-api: whole minutes; here, any length)
     rate_form: str = "success"  # success: count successes, when they finish; total: every request
     rate_headers: bool = False  # x-ratelimit-*-requests on every answer, as OpenAI-style gateways send
+    image_format: str = "png"  # of IMAGE_FORMATS: the format of the pictures it answers with
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(ALL_FAULTS)
@@ -76,6 +79,10 @@ class SimulatorConfig:
             raise ValueError(f"link failures must be 0 or more, not {self.link_failures}")
         if self.response not in RESPONSE_SHAPES:
             raise ValueError(f"response must be one of {', '.join(RESPONSE_SHAPES)}, not {self.response!r}")
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(
+                f"image format must be one of {', '.join(IMAGE_FORMATS)}, not {self.image_format!r}"
+            )
         if self.rate_limit is not None and self.rate_limit < 1:
             raise ValueError(f"rate limit must be at least 1 request, not {self.rate_limit}")
         if not self.rate_window_ms > 0:

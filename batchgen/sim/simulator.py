@@ -149,9 +149,12 @@ class Simulator:
         for name in asked.ignored:
             self.stats.ignored_fields[name] += 1
         self.stats.references[prompt] += len(asked.references)
-        hue = (images.hue_of(prompt) + self._take(prompt, key)) % 12
+        take = self._take(prompt, key)
+        hue = (images.hue_of(prompt) + take) % 12
         shape = answers.shape_of(self.config.response, asked, link_fails)
-        return await self._answers.answer(asked, hue, shape, link_fails, self._origin)
+        kind = self.config.image_format
+        jpeg = kind == "jpeg" or (kind == "alternate" and take % 2 == 1)
+        return await self._answers.answer(asked, hue, shape, link_fails, self._origin, jpeg=jpeg)
 
     def takes(self) -> dict[str, list[str]]:
         """Every Idempotency-Key each prompt came with, in the order they first came."""
