@@ -133,6 +133,27 @@ def test_a_take_that_comes_back_as_jpeg_leaves_no_old_png_in_the_bucket(
     assert [f["path"] for f in sidecar["files"]] == ["images/i1.jpg"]
 
 
+@pytest.mark.parametrize("work", ["another-pod", "work"], ids=["from-a-fresh-pod", "from-the-same-work-dir"])
+def test_an_item_edited_to_fewer_images_leaves_none_of_the_old_ones_in_the_bucket(
+    tmp_path: Path, sim: Simulator, s3: S3, work: str
+) -> None:
+    job = Job(tmp_path, sim, s3)
+    with_variants(job, [{"id": "set", "prompt": "a set", "n": 3}])
+    assert job.run() == 0
+    third = job.object("images/set-3.png")
+    with_variants(job, [{"id": "set", "prompt": "a set", "n": 2}])
+    assert job.run(work=tmp_path / work) == 0
+    held = job.held()
+    assert sorted(k for k in held if k.startswith("images/")) == [
+        "images/set-1.png",
+        "images/set-2.png",
+        "images/set.json",
+    ]
+    assert job.object("history/set-3.1.png") == third
+    assert not [k for k in held if "set-3" in k and not k.startswith("history/")]
+    assert dict(sim.stats.by_prompt) == {"a set": 2}
+
+
 def test_redo_flag_takes_the_flags_from_the_buckets_journal_and_its_hint_works(
     tmp_path: Path, threaded_simulator: Callable[..., Simulator], s3: S3, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -277,6 +298,30 @@ def test_the_store_failing_mid_redo_loses_no_version_and_the_next_run_pays_nothi
         assert job.object(f"history/i{k}.1.png") == old[k]
         assert job.object(f"images/i{k}.png") != old[k]
     assert versions(job) == {f"i{k}": 2 for k in range(6)}
+
+
+def test_old_images_the_new_versions_dropped_go_from_the_bucket_when_they_go_up_on_the_next_run(
+    tmp_path: Path, sim: Simulator, s3: S3
+) -> None:
+    # Six items of two images each edited to one; the store fails as the first is made, so the
+    # next run from the same work dir uploads the rest, and deletes what they no longer have.
+    job = Job(tmp_path, sim, s3)
+    job.write([{"id": f"i{k}", "prompt": f"p {k}", "n": 2} for k in range(6)])
+    assert job.run() == 0
+    old = {k: job.object(f"images/i{k}-2.png") for k in range(6)}
+    job.write([{"id": f"i{k}", "prompt": f"p {k}"} for k in range(6)])
+    try:
+        output = test_storage.run_api(job, job.work, test_storage.outage_at_the_first_item(s3))
+    finally:
+        s3.restart()
+    assert output.report.status.value == "partial"
+    assert job.run() == 0
+    held = job.held()
+    assert sorted(k for k in held if k.startswith("images/") and k.endswith(".png")) == [
+        f"images/i{k}.png" for k in range(6)
+    ]
+    assert all(job.object(f"history/i{k}-2.1.png") == old[k] for k in range(6))
+    assert sim.stats.requests == 12
 
 
 def test_an_image_a_killed_redo_left_unjournaled_in_the_spool_never_goes_over_the_buckets(

@@ -85,6 +85,25 @@ def test_a_rerun_sends_nothing_done_and_an_edit_regenerates_that_item_alone(
     }
 
 
+def test_an_item_edited_to_fewer_images_leaves_none_of_the_old_ones_in_images(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    job = Job(tmp_path, sim, [{"id": "set", "prompt": "a set", "n": 3}])
+    assert job.run() == 0
+    third = (job.out / "cat/images/set-3.png").read_bytes()
+    job.write([{"id": "set", "prompt": "a set", "n": 2}])
+    assert job.run() == 0
+    assert sorted(p.name for p in (job.out / "cat/images").iterdir()) == [
+        "set-1.png",
+        "set-2.png",
+        "set.json",
+    ]
+    assert (job.out / "cat/history/set-3.1.png").read_bytes() == third  # kept, as every old take is
+    assert not list((job.out / "cat/thumbs").glob("set-3.*"))
+    assert job.run() == 0  # and the next run finds it done
+    assert job.requests() == {"a set": 2}
+
+
 def test_a_changed_reference_image_regenerates_its_items(
     tmp_path: Path, sim: Simulator, ref_png: Path
 ) -> None:

@@ -48,6 +48,8 @@ def save(
         # Never a thumbnail or variant of the old picture beside the new one.
         variants.forget(store.root, request.id, (f.path for f in replacing.files))
     stored = store.write_images(request.image_stems, images)
+    if replacing is not None:  # fewer images than before, or in another format: no old one stays
+        store.drop(sorted({f.path for f in replacing.files} - {f.path for f in stored}))
     shown = [_describe(ref, got) for ref, got in zip(request.references, loaded, strict=True)]
     # The sidecar is metadata the journal also holds (files, sizes, sha256): it is renamed
     # into place whole, and made durable with the rest of the job's files at the end.

@@ -39,6 +39,7 @@ class Replacements:
         self._kept: set[Replaced] = set()
         self._keeping: dict[Replaced, asyncio.Lock] = {}  # one item's files wait for its own copies
         self._derived: dict[str, list[str]] | None = None  # stem -> its thumbnail and variants
+        self._dropped: set[str] = set()  # old files no new one writes over: deleted once it is up
 
     def add(self, files: Sequence[str], version: int) -> None:
         """``files`` (an item's images and sidecar) are about to be replaced: those the bucket
@@ -68,6 +69,7 @@ class Replacements:
                 continue
             if all(self._sizes.get(f.path) == f.bytes for f in old.files):
                 self.add([*(f.path for f in old.files), paths.sidecar(item_id)], old.version)
+                self.drop([f.path for f in old.files if f.path not in {g.path for g in new.files}])
 
     def history(self) -> set[str]:
         """The names in the bucket's history/, with those this run is keeping there."""
@@ -99,22 +101,28 @@ class Replacements:
             self._kept.add(found)
             del self._keeping[found]
 
-    async def drop_other_formats(self, bucket: Bucket, relative: str) -> None:
-        """After ``relative``, a new image, went up: the old image of its name in another format
-        (a PNG where a JPEG came back) deleted from images/, as a job folder does. It was kept
-        in history/ before. StoreError if it cannot be: the new image is then uploaded again."""
+    def drop(self, files: Sequence[str]) -> None:
+        """``files`` of an old version that its new one does not write over (fewer images, or
+        another format): deleted from the bucket once the new version's files go up. Called
+        from the I/O threads, after ``add`` and before the new sidecar is written."""
+        self._dropped.update(f for f in files if f in self._sizes)
+
+    async def drop_superseded(self, bucket: Bucket, relative: str) -> None:
+        """After ``relative``, a new file of an item whose image was replaced, went up: the old
+        version's files it dropped deleted from images/ (each kept in history/ by ``keep``).
+        StoreError if it cannot be: ``relative`` is then uploaded again, and this tried again."""
         found = self._by_stem.get(_stem(relative)) if relative.startswith(f"{paths.IMAGES}/") else None
-        if found is None or relative.endswith(".json"):
+        if found is None or not self._dropped:
             return
-        stem = _stem(relative)
-        stale = [
-            old
-            for old, _ in found.copies
-            if old != relative and _stem(old) == stem and not old.endswith(".json") and old in self._sizes
-        ]
-        await asyncio.gather(*(bucket.delete(old) for old in stale))
+        stale = [old for old, _ in found.copies if old in self._dropped and old in self._sizes]
+        self._dropped.difference_update(stale)  # this call deletes them; the item's other files do not
+        try:
+            await asyncio.gather(*(bucket.delete(old) for old in stale))
+        except BaseException:
+            self._dropped.update(stale)
+            raise
         for old in stale:
-            del self._sizes[old]
+            self._sizes.pop(old, None)
 
     def _derived_from(self, stems: Iterable[str]) -> list[str]:
         """What the bucket holds that was derived from the images ``stems`` (``images/<stem>``)."""

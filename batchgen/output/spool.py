@@ -130,6 +130,10 @@ class SpooledStore(JobStore):
     def keeping(self, files: Sequence[str], version: int) -> None:
         self.mirror.replaced.add(files, version)
 
+    def drop(self, files: Sequence[str]) -> None:
+        super().drop(files)
+        self.mirror.replaced.drop(files)
+
     def history_names(self) -> list[str]:
         return sorted({*super().history_names(), *self.mirror.replaced.history()})
 
@@ -310,7 +314,7 @@ class Uploader:
             try:
                 await self.mirror.replaced.keep(self.bucket, relative)
                 await self.bucket.put(relative, local)
-                await self.mirror.replaced.drop_other_formats(self.bucket, relative)
+                await self.mirror.replaced.drop_superseded(self.bucket, relative)
             except StoreError as exc:
                 if not self._failed:
                     log.warning("%s; the file waits in the spool for the next run", exc)

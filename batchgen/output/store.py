@@ -165,6 +165,13 @@ class JobStore:
         """``files`` were kept as version ``version`` in history/ (``history.keep``) and are about to
         be replaced. Nothing more to do in a job folder; a spool's has its bucket keep them too."""
 
+    def drop(self, files: Sequence[str]) -> None:
+        """An old version's ``files`` that its new version did not write over (fewer images, or
+        another format), kept in history/ before: removed from images/."""
+        for relative in files:
+            with contextlib.suppress(FileNotFoundError):
+                self.path(relative).unlink()
+
     def history_names(self) -> list[str]:
         """The names in history/: the versions a redo kept."""
         try:
