@@ -222,6 +222,20 @@ def test_shard_folders_and_the_merged_folder_each_take_a_redo(
     assert f"history/{other}.1.png" in job.held()
     assert versions(job)[other] == 2
 
+    # Merged again, as the next night's merge does: what the merged folder made itself stays.
+    made = {
+        name: job.object(name)
+        for name in (f"images/{other}.png", f"images/{other}.json", f"thumbs/{other}.webp")
+    }
+    assert main(["merge", f"{job.url}/cat", "--output", job.url, "-q"]) == 0
+    assert {name: job.object(name) for name in made} == made
+    assert versions(job)[other] == 2
+    rows = {item["id"]: item for item in orjson.loads(job.object("report.json"))["items"]}
+    assert rows[other].get("version") == 2
+    assert f"history/{other}.1.png" in job.object("report.html").decode()
+    assert main(["run", str(job.path), "--base-url", sim.base_url, "--output", job.url, *base]) == 0
+    assert sim.stats.requests == 8  # the merged folder knows its image is paid for
+
 
 def test_the_items_made_from_a_redone_image_are_redone_unless_no_dependents(
     tmp_path: Path, threaded_simulator: Callable[..., Simulator], s3: S3

@@ -259,6 +259,50 @@ class TestShards:
         assert main([*run, "--output", str(tmp_path / "m")]) == 0
         assert sim.stats.requests == sent  # the merged folder knows the image is paid for
 
+    def test_a_merge_again_keeps_what_the_merged_folder_made_itself(
+        self, tmp_path: Path, sim: Simulator
+    ) -> None:
+        # Shards, merge, and a review in the merged folder that redoes one image and sends a
+        # refused one again; then merge again, as a nightly job does.
+        path = write(tmp_path / "jobs", "cat.yaml", "cat", ["a tote", "a mug", "[sim:safety*1] a lamp"])
+        night = ["--base-url", sim.base_url, "-q"]
+        shards = [str(tmp_path / f"machine-{k}/cat") for k in (1, 2)]
+        merged = tmp_path / "merged/cat"
+
+        def shards_and_merge() -> int:
+            for k in (1, 2):
+                out = str(tmp_path / f"machine-{k}")
+                main(["run", str(path), "--shard", f"{k}/2", "--output", out, *night])
+            return main(["merge", *shards, "--output", str(tmp_path / "merged"), "-q"])
+
+        assert shards_and_merge() == 1  # the lamp was refused
+        first = (merged / "images/i0.png").read_bytes()
+        assert main(["redo", str(merged), "i0", *night]) == 1  # done; the lamp still refused
+        assert main(["retry", str(merged), "--all-failed", *night]) == 0  # the refusal, sent again
+        redone, retried = (merged / "images/i0.png").read_bytes(), (merged / "images/i2.png").read_bytes()
+        assert redone != first
+        sent = sim.stats.requests
+
+        assert main(["merge", *shards, "--output", str(tmp_path / "merged"), "-q"]) == 0
+        assert (merged / "images/i0.png").read_bytes() == redone
+        assert (merged / "images/i2.png").read_bytes() == retried
+        assert (merged / "history/i0.1.png").read_bytes() == first
+        report = report_of(merged)
+        assert (report["counts"]["failed"], report["status"]) == (0, "completed")
+        assert {item["id"]: item.get("version", 1) for item in report["items"]} == {"i0": 2, "i1": 1, "i2": 1}
+        versions = {
+            line["id"]: line.get("version", 1)
+            for line in map(orjson.loads, (merged / "journal.jsonl").read_bytes().splitlines())
+            if line.get("type") == "item"
+        }
+        assert versions == {"i0": 2, "i1": 1, "i2": 1}
+        assert main(["run", str(path), "--output", str(tmp_path / "merged"), *night]) == 0
+        assert sim.stats.requests == sent  # the merged folder knows every image is paid for
+        # The next night: the lamp's shard sends it again (a run sends what failed), the redo stays.
+        assert shards_and_merge() == 0
+        assert sim.stats.requests == sent + 1
+        assert (merged / "images/i0.png").read_bytes() == redone
+
     def test_a_merge_waits_for_no_one_holding_its_target(
         self, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -303,7 +303,7 @@ def _merge(args: argparse.Namespace) -> int:
     if urls:
         report, where = asyncio.run(remote_folders.merge_shards(args.folders, args.output, os.environ))
     else:
-        report, folder = merge.merge(args.folders, args.output)
+        report, folder, _ = merge.merge(args.folders, args.output)
         where = str(folder)
     if report.missing_shards:
         log.warning("shards %s are missing from the merge", ", ".join(report.missing_shards))

@@ -12,7 +12,7 @@ import asyncio
 import re
 import secrets
 import tempfile
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,13 +101,29 @@ async def merge_shards(
             local.append(down)
         target = target_root.child(found.job)
         into = Bucket(target, settings)
-        merged, written = merge.merge(local, Path(temp) / "merged", shown=str(target), kept=kept)
+        held = await _merged_before(into, Path(temp) / "merged" / found.job, local)
+        kept |= await _history(into)
+
+        def holds(files: Sequence[tuple[str, int]]) -> bool:
+            return bool(files) and all(held.get(path) == size for path, size in files)
+
+        merged, written, here = merge.merge(
+            local, Path(temp) / "merged", shown=str(target), kept=kept, holds=holds
+        )
+        # What the merged folder made itself stays: no shard's file of those items is copied.
+        leave = {
+            name
+            for down in local
+            for item in record.read(down).items
+            if item.id in here
+            for name in merge.item_files(item)
+        }
         # The merged folder's lock, as a local merge takes the folder's: no run or other merge
         # writes there meanwhile. This merge's own token: only an expired lease is taken over.
         async with BucketLock(into, secrets.token_hex(16), config.LOCK_LEASE_S):
             for folder in folders:
                 if folder != target:
-                    await _copy_files(whole, folder, target)
+                    await _copy_files(whole, folder, target, leave)
             names = [paths.JOURNAL, paths.REPORT_JSON, paths.REPORT_HTML]
             names += [paths.sidecar(item.id) for item in merged.items if item.files]
             await _bounded(into.put(name, written / name) for name in names if (written / name).is_file())
@@ -126,10 +142,28 @@ async def _shard_folders(whole: Bucket, location: Location) -> list[Location]:
     raise UsageError(f"{location}: no report.json here, nor shard-K-of-N folders with one")
 
 
-async def _copy_files(whole: Bucket, source: Location, target: Location) -> None:
+async def _merged_before(into: Bucket, here: Path, shards: Sequence[Path]) -> dict[str, int]:
+    """What an earlier merge left in the merged folder, brought down to ``here``: its journal and
+    report, and the sidecars of the items it made itself since (a redo or a retry there), which
+    a merge again keeps; returns the sizes of its images."""
+    if not await _download(into, paths.JOURNAL, here):
+        return {}
+    await _download(into, paths.REPORT_JSON, here)
+    theirs: dict[str, journal.Entry] = {}
+    for down in shards:
+        theirs.update(journal.read(down).entries)
+    ours = journal.read(here).entries
+    differ = [item_id for item_id, entry in ours.items() if entry.succeeded and entry != theirs.get(item_id)]
+    await _bounded(_download(into, paths.sidecar(item_id), here) for item_id in differ)
+    return await into.sizes(paths.IMAGES)
+
+
+async def _copy_files(whole: Bucket, source: Location, target: Location, leave: Collection[str]) -> None:
     listed = await whole.sizes(source.prefix)
     start = len(source.prefix) + 1 if source.prefix else 0
-    names = [key[start:] for key in listed if key[start:].split("/", 1)[0] in COPIED]
+    names = [
+        key[start:] for key in listed if key[start:].split("/", 1)[0] in COPIED and key[start:] not in leave
+    ]
     base = f"{target.prefix}/" if target.prefix else ""
     await _bounded(
         whole.copy(f"{source.prefix}/{name}" if source.prefix else name, base + name) for name in names

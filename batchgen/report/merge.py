@@ -8,7 +8,7 @@ place through ``durable``'s one writer, and the folders are made durable at the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import orjson
@@ -19,6 +19,7 @@ from batchgen.output.lock import JobLock
 from batchgen.output.store import JobStore
 from batchgen.plan import shard
 from batchgen.report import cards, gallery, record
+from batchgen.report.record import ReportItem
 from batchgen.report.report import merge_reports
 
 
@@ -41,11 +42,18 @@ def sources(given: Sequence[Path]) -> list[Path]:
 
 
 def merge(
-    given: Sequence[Path], output: Path, *, shown: str | None = None, kept: Iterable[str] | None = None
-) -> tuple[record.Report, Path]:
-    """The shard folders ``given`` merged into ``output``/<job>. ``shown`` and ``kept``: how the
-    gallery names the merged folder and what its history/ holds, when that is not the folder
-    written here (a bucket's, whose files a merge copies inside the store: ``job/remote_folders``)."""
+    given: Sequence[Path],
+    output: Path,
+    *,
+    shown: str | None = None,
+    kept: Iterable[str] | None = None,
+    holds: Callable[[Sequence[tuple[str, int]]], bool] | None = None,
+) -> tuple[record.Report, Path, frozenset[str]]:
+    """The shard folders ``given`` merged into ``output``/<job>; returns its report, its folder,
+    and the items it made itself since (``made_here``), whose files no shard's replace.
+    ``shown``, ``kept`` and ``holds``: how the gallery names the merged folder, what its history/
+    holds, and whether it holds files of these sizes, when that is not the folder written here
+    (a bucket's, whose files a merge copies inside the store: ``job/remote_folders``)."""
     folders = sources(given)
     reports = [record.read(folder) for folder in folders]
     jobs = {r.job for r in reports}
@@ -61,16 +69,19 @@ def merge(
         store.prepare()
         entries: dict[str, journal.Entry] = {}
         manifest = None
-        for folder, report in zip(folders, reports, strict=True):
+        for folder in folders:
             state = journal.read(folder)
             manifest = manifest or state.manifest
             for entry in state.entries.values():
                 held = entries.get(entry.id)
                 if held is None or not held.succeeded:
                     entries[entry.id] = entry
+        here = made_here(target, entries, holds or store.intact)
+        entries.update(here)
+        for folder, report in zip(folders, reports, strict=True):
             if folder.resolve() != target.resolve():
-                _bring_files(folder, store, report)
-        merged = merge_reports(reports, missing)
+                _bring_files(folder, store, report, leave=here.keys())
+        merged = merge_reports(reports, missing, standing=_rows(target, here.keys()))
         lines = []
         if manifest:
             header = journal.RunHeader.of(Path(manifest), target, 0, merged=True)
@@ -80,7 +91,43 @@ def merge(
         record.write(store, merged)
         gallery.write(target, merged, cards.from_folder(target, merged, entries), shown=shown, kept=kept)
         store.sync()
-    return merged, target
+    return merged, target, frozenset(here)
+
+
+def made_here(
+    target: Path, merged: Mapping[str, journal.Entry], holds: Callable[[Sequence[tuple[str, int]]], bool]
+) -> dict[str, journal.Entry]:
+    """The items the merged folder made itself since the shards made theirs: a redo there (a
+    newer version) or a retry of what its shard failed. Its own journal line wins for them, if
+    its files are there: a merge again must not put back an image that was replaced, nor
+    forget one that was paid for."""
+    ours = journal.read(target).entries
+    return {
+        item_id: entry
+        for item_id, entry in ours.items()
+        if entry.succeeded
+        and item_id in merged
+        and (not merged[item_id].succeeded or entry.version > merged[item_id].version)
+        and holds([(f.path, f.bytes) for f in entry.files])
+    }
+
+
+def _rows(target: Path, ids: Collection[str]) -> dict[str, ReportItem]:
+    """The merged folder's own report rows of ``ids``."""
+    if not ids:
+        return {}
+    return {item.id: item for item in record.read(target).items if item.id in ids}
+
+
+def item_files(item: ReportItem) -> list[str]:
+    """What a merge brings of ``item``: its images and sidecar, and what was derived from its
+    images (thumbnails, variants, their record)."""
+    names = list(item.files)
+    if not names:
+        return []
+    names += [paths.sidecar(item.id), variants.record_path(item.id)]
+    names += [variants.thumb_path(f) for f in item.files]
+    return names + [f for _, got in item.variants for f in got]
 
 
 def _missing_shards(reports: Sequence[record.Report]) -> list[str]:
@@ -97,17 +144,13 @@ def _missing_shards(reports: Sequence[record.Report]) -> list[str]:
     return [f"{k}/{n}" for k in range(1, n + 1) if k not in have]
 
 
-def _bring_files(source: Path, store: JobStore, report: record.Report) -> None:
+def _bring_files(source: Path, store: JobStore, report: record.Report, leave: Collection[str]) -> None:
+    """Each item's files from ``source``, but those of the items in ``leave``."""
     root = source.resolve()
     for item in report.items:
-        names = list(item.files)
-        if names:
-            # Its sidecar, and what was derived from its images: thumbnails, variants, their record.
-            names += [paths.sidecar(item.id), variants.record_path(item.id)]
-            names += [variants.thumb_path(f) for f in item.files] + [
-                f for _, got in item.variants for f in got
-            ]
-        for name in names:
+        if item.id in leave:
+            continue
+        for name in item_files(item):
             src = source / name
             if not src.resolve().is_relative_to(root):
                 raise StoreError(f"{source}/report.json names {name!r}, outside its folder")

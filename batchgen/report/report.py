@@ -9,7 +9,7 @@ the best line per item of several reports.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from batchgen.outcomes import ItemOutcome, ItemStatus, JobStatus, LimitSource, RelaySeen
@@ -134,12 +134,17 @@ def _failure_row(o: ItemOutcome) -> ReportFailure:
     )
 
 
-def merge_reports(reports: Sequence[Report], missing_shards: Sequence[str] = ()) -> Report:
+def merge_reports(
+    reports: Sequence[Report],
+    missing_shards: Sequence[str] = (),
+    standing: Mapping[str, ReportItem] | None = None,
+) -> Report:
     """One report for a job run as several shards (or several partial runs).
 
     An item in more than one report keeps its best status (succeeded, skipped,
     failed, pending), and its failure row from the same report; spend and requests are
-    summed; the time span runs from the first start to the last end.
+    summed; the time span runs from the first start to the last end. ``standing``: rows that
+    stand whatever the reports say (the merged folder's own newer images).
     """
     best: dict[str, tuple[ReportItem, ReportFailure | None]] = {}
     for report in reports:
@@ -148,6 +153,7 @@ def merge_reports(reports: Sequence[Report], missing_shards: Sequence[str] = ())
             held = best.get(item.id)
             if held is None or _RANK[item.status] <= _RANK[held[0].status]:
                 best[item.id] = (item, rows.get(item.id))
+    best.update((item_id, (row, None)) for item_id, row in (standing or {}).items())
     spend = Spend(
         requests_sent=sum(r.requests_sent for r in reports),
         unconfirmed_attempts=sum(r.unconfirmed_attempts for r in reports),
