@@ -353,6 +353,9 @@ def test_the_fast_path_leaves_what_it_is_not_sure_of_to_the_full_parse(body: byt
         ("data:image/png;base64,***", "data[0].url is not valid base64"),
         ("data:image/svg+xml,<svg/>", "not base64"),
         ("data:image/png;base64" + "A" * 400, "data[0].url is a data: URI that is not base64"),  # no comma
+        ("data:image/png;base64A", "data[0].url is a data: URI that is not base64"),  # no comma, one past
+        # The first comma ends a header longer than the quick look, too; the data has another.
+        ("data:image/png;" + "q=1;" * 80 + "base64,AAAA,BBBB", "data[0].url is not valid base64"),
         ("data:text/plain;base64," + pybase64.b64encode(b"hello, no image").decode(), "not a PNG"),
         # RFC 2397: the first comma ends the header, so this one's data is "b;base64,...": not base64.
         (
