@@ -120,6 +120,12 @@ def test_max_cost_can_be_spent_to_the_cent_despite_float_rounding() -> None:
     assert guards.reserve(0.1) is None
     assert guards.reserve(0.2) is None  # 0.1 + 0.2 is 0.30000000000000004 in floats
     assert guards.reserve(0.01) is not None
+    # An attempt perhaps billed that leaves the retry room to the cent lets it go.
+    guards = Guards.from_limits(max_cost=0.3)
+    assert guards.reserve(0.1) is None
+    assert guards.reserve(0.1) is None
+    assert guards.unconfirmed(0.1) is None  # 0.1 spent, 0.2 held: 0.30000000000000004
+    assert guards.reserve(0.01) is not None
 
 
 def test_the_budgets_come_from_the_limits_and_the_command_line() -> None:

@@ -107,6 +107,30 @@ class Job:
             r.journal.close()
 
 
+async def test_a_success_journals_its_prompt_and_each_images_pixels(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = Job(tmp_path, FakeClient())
+    with caplog.at_level(logging.WARNING, logger="batchgen.engine.item"):
+        (outcome,) = (await job.run([make_spec(0, "a", "p", n=2)])).outcomes
+    assert (outcome.status, outcome.prompt) == (ItemStatus.SUCCEEDED, "p")
+    entry = job.entry("a")
+    assert entry.prompt == "p"
+    assert [(f.width, f.height) for f in entry.files] == [(8, 8), (8, 8)]  # tests' PNGs are 8x8
+    assert not [m for m in caplog.messages if "images, the service sent" in m]  # as many as asked
+
+
+async def test_fewer_images_than_asked_are_kept_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = Job(tmp_path, FakeClient(images_per_call=1))
+    with caplog.at_level(logging.WARNING, logger="batchgen.engine.item"):
+        (outcome,) = (await job.run([make_spec(0, "a", "p", n=2)])).outcomes
+    assert outcome.status is ItemStatus.SUCCEEDED
+    assert len(job.entry("a").files) == 1
+    assert "a: asked for 2 images, the service sent 1" in caplog.messages
+
+
 class TestPaidForEarlier:
     """An image an earlier run made and paid for, whose link failed then."""
 
@@ -119,6 +143,11 @@ class TestPaidForEarlier:
         (first,) = (await job.run([make_spec(0, "a", "p")])).outcomes
         assert first.failure is not None
         assert first.failure.links == (LINK,)
+        assert first.failure.http_status == 404  # the link's own answer
+        assert first.failure.message.endswith(
+            "; the image was generated (and billed) but not fetched:"
+            " its link is kept, and a re-run or `batchgen retry` fetches it again"
+        )
         return job
 
     async def test_is_fetched_not_made_again(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -158,6 +158,16 @@ def test_archive_keeps_each_file_under_its_history_name(store: JobStore) -> None
     history.keep(store, [paths.image("a.png"), paths.sidecar("a")], 1)
     assert sorted(os.listdir(store.root / paths.HISTORY)) == ["a.1.json", "a.1.png"]
     assert (store.root / paths.history("images/a.png", 1)).read_bytes() == b"old"
+    assert store.history_names() == ["a.1.json", "a.1.png"]
+
+
+def test_a_new_version_drops_the_old_files_it_did_not_write_over_and_minds_none_gone(
+    store: JobStore,
+) -> None:
+    store.write_bytes(paths.image("a-3.png"), b"old")
+    store.write_bytes(paths.image("b.png"), b"other")
+    store.drop([paths.image("a-3.png"), paths.image("a-4.png")])  # a-4 removed by someone already
+    assert sorted(os.listdir(store.root / paths.IMAGES)) == ["b.png"]
 
 
 @pytest.fixture
