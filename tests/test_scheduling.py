@@ -13,6 +13,7 @@ from batchgen.cli.main import main
 from batchgen.output.lock import JobLock
 from batchgen.plan import shard
 from batchgen.plan.pricing import PriceTable
+from batchgen.report import merge
 from batchgen.report.record import Report
 from batchgen.report.report import merge_reports
 from batchgen.sim.simulator import Simulator
@@ -302,6 +303,43 @@ class TestShards:
         assert shards_and_merge() == 0
         assert sim.stats.requests == sent + 1
         assert (merged / "images/i0.png").read_bytes() == redone
+        # A merge of one shard alone leaves the other's items as they are, and says one is missing.
+        assert main(["merge", shards[0], "--output", str(tmp_path / "merged"), "-q"]) == 1
+        assert (merged / "images/i0.png").read_bytes() == redone
+
+        # The tote's prompt edited: its shard makes a new version, and the merge takes that one.
+        write(tmp_path / "jobs", "cat.yaml", "cat", ["a red tote", "a mug", "[sim:safety*1] a lamp"])
+        assert shards_and_merge() == 0
+        (made,) = [p for p in tmp_path.glob("machine-*/cat/shard-*/images/i0.png")]
+        assert (merged / "images/i0.png").read_bytes() == made.read_bytes() != redone
+
+    def test_the_merged_gallery_names_the_folder_and_the_history_it_is_told(
+        self, tmp_path: Path, sim: Simulator
+    ) -> None:
+        # A bucket's merge writes the gallery here and puts it in the bucket: it names the bucket's folder.
+        self.run_shards(tmp_path, sim, 2, [1, 2])
+        shards = [tmp_path / f"machine-{k}/cat" for k in (1, 2)]
+        _, folder, _ = merge.merge(shards, tmp_path / "m", shown="s3://bucket/night/cat", kept=["i3.1.png"])
+        page = (folder / "report.html").read_text()
+        assert '"folder":"s3://bucket/night/cat"' in page
+        assert "history/i3.1.png" in page
+
+    def test_a_merge_again_brings_a_new_version_made_after_an_item_it_leaves(
+        self, tmp_path: Path, sim: Simulator
+    ) -> None:
+        path = write(tmp_path / "jobs", "cat.yaml", "cat", ["a tote", "a mug"])
+        run = ["--base-url", sim.base_url, "-q"]
+        assert main(["run", str(path), "--output", str(tmp_path / "a"), *run]) == 0
+        assert main(["merge", str(tmp_path / "a/cat"), "--output", str(tmp_path / "m"), "-q"]) == 0
+        assert main(["redo", str(tmp_path / "m/cat"), "i0", *run]) == 0  # the merged folder's own
+        write(tmp_path / "jobs", "cat.yaml", "cat", ["a tote", "a red mug"])  # another hue: another picture
+        assert main(["run", str(path), "--output", str(tmp_path / "a"), *run]) == 0  # the source's own
+        assert main(["merge", str(tmp_path / "a/cat"), "--output", str(tmp_path / "m"), "-q"]) == 0
+        mug = (tmp_path / "m/cat/images/i1.png").read_bytes()
+        assert mug == (tmp_path / "a/cat/images/i1.png").read_bytes()
+        assert (tmp_path / "m/cat/images/i0.png").read_bytes() != (
+            tmp_path / "a/cat/images/i0.png"
+        ).read_bytes()
 
     def test_a_merge_waits_for_no_one_holding_its_target(
         self, tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
