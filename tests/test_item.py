@@ -22,7 +22,7 @@ from batchgen.engine.guards import Guards
 from batchgen.engine.item import idempotency_key, when
 from batchgen.engine.retry import RetryPolicy
 from batchgen.engine.runner import JobRun, Runner
-from batchgen.errors import ErrorClass, RelayLimit, RequestError
+from batchgen.errors import ErrorClass, RateHeaders, RelayLimit, RequestError
 from batchgen.images import GeneratedImage
 from batchgen.manifest.references import ItemReference, ReferenceLoader
 from batchgen.manifest.spec import ItemSpec
@@ -129,6 +129,46 @@ async def test_fewer_images_than_asked_are_kept_and_said(
     assert outcome.status is ItemStatus.SUCCEEDED
     assert len(job.entry("a").files) == 1
     assert "a: asked for 2 images, the service sent 1" in caplog.messages
+
+
+async def test_each_request_carries_the_key_of_its_item_and_request_and_a_failure_journals_it(
+    tmp_path: Path,
+) -> None:
+    refused = error(ErrorClass.SAFETY_FILTER, http_status=400)
+    job = Job(tmp_path, FakeClient({"q": [refused]}))
+    await job.run([make_spec(0, "a", "p"), make_spec(1, "b", "q")])
+    keys = {prompt: key for prompt, _, key in job.client.calls}
+    for item_id, prompt in (("a", "p"), ("b", "q")):
+        assert keys[prompt] == idempotency_key("job", item_id, job.entry(item_id).fingerprint)
+    assert job.entry("b").status is ItemStatus.FAILED
+
+
+async def test_a_sidecar_says_when_the_service_made_it_and_how_long_it_took(tmp_path: Path) -> None:
+    job = Job(tmp_path, FakeClient())
+    job.time.now = 1_000_000.0  # a clock far from 0: a sum of two readings is no duration
+    await job.run([make_spec(0, "a", "p")])
+    sidecar = job.sidecar("a")
+    assert sidecar["created"] == 123  # the fake service's
+    assert 0 < sidecar["latency_s"] < 10  # a few ticks of the clock
+
+
+async def test_an_item_that_failed_cleanly_spends_nothing(tmp_path: Path) -> None:
+    refused = error(ErrorClass.SAFETY_FILTER, http_status=400)
+    job = Job(tmp_path, FakeClient({"p": [refused]}))
+    r = job.make()
+    await job.go(r, [make_spec(0, "a", "p")])
+    assert (r.guards.spent, r.guards.reserved) == (0.0, 0.0)
+
+
+async def test_a_429_whose_headers_say_none_is_left_waits_for_the_reset_and_is_no_attempt(
+    tmp_path: Path,
+) -> None:
+    throttled = error(ErrorClass.RATE_LIMITED, http_status=429, rate_headers=RateHeaders(None, 0, 30.0))
+    job = Job(tmp_path, FakeClient({"p": [throttled, OK]}))
+    (outcome,) = (await job.run([make_spec(0, "a", "p")])).outcomes
+    assert (outcome.status, outcome.attempts) == (ItemStatus.SUCCEEDED, 1)
+    assert job.client.calls_for("p") == 2
+    assert job.time.now >= 30  # the headers' reset, waited for before it was sent again
 
 
 class TestPaidForEarlier:
