@@ -40,10 +40,12 @@ bench: $(VENV)/.bench-stamp
 
 # Mutation testing, not part of `make test`: mutmut plants one small bug at a time in the core
 # modules ([tool.mutmut] in pyproject.toml) and runs the fast tests that reach it; score.py then
-# prints the share caught per module and fails if one is under 85%. Each run starts clean.
+# prints the share caught per module and fails if one is under 85%. Each run starts clean. At
+# nice 19, as the derivation workers of the end-to-end tests are: above them, two mutants' test
+# runs would starve those workers, and each such test would wait minutes for its thumbnails.
 mutation: $(STAMP)
 	rm -rf mutants
-	$(BIN)/mutmut run --max-children $(or $(MUTATION_JOBS),2)
+	nice -n 19 $(BIN)/mutmut run --max-children $(or $(MUTATION_JOBS),2)
 	$(BIN)/python tests/mutation/score.py
 
 demo: $(STAMP)
