@@ -213,6 +213,16 @@ async def test_a_429_in_words_is_learned_mid_run_and_then_mirrored() -> None:
     assert fake.now == pytest.approx(62.0)  # when the oldest of our own answers leaves the window
 
 
+def test_a_limit_known_from_an_earlier_run_is_not_learned_again() -> None:
+    learned: list[RelayLimit] = []
+    fake = FakeTime()
+    known = RelayLimit(3, 60.0)
+    limiter = RateLimiter(None, relay=known, clock=fake.clock, sleep=fake.sleep, on_learned=learned.append)
+    assert limiter.relay == known  # what the run's report says it knew
+    assert limiter.refused(known, None) is True
+    assert learned == []  # nothing new to keep for the next run
+
+
 async def test_a_full_window_the_client_cannot_account_for_is_someone_elses() -> None:
     """Another process on the key filled the relay's window: the unknown slots count as just taken."""
     fake = FakeTime()
