@@ -107,17 +107,10 @@ async def merge_shards(
         def holds(files: Sequence[tuple[str, int]]) -> bool:
             return bool(files) and all(held.get(path) == size for path, size in files)
 
-        merged, written, here = merge.merge(
+        # What the merged folder made itself stays: no shard's file of those items is copied.
+        merged, written, leave = merge.merge(
             local, Path(temp) / "merged", shown=str(target), kept=kept, holds=holds
         )
-        # What the merged folder made itself stays: no shard's file of those items is copied.
-        leave = {
-            name
-            for down in local
-            for item in record.read(down).items
-            if item.id in here
-            for name in merge.item_files(item)
-        }
         # The merged folder's lock, as a local merge takes the folder's: no run or other merge
         # writes there meanwhile. This merge's own token: only an expired lease is taken over.
         async with BucketLock(into, secrets.token_hex(16), config.LOCK_LEASE_S):

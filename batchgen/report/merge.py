@@ -50,7 +50,7 @@ def merge(
     holds: Callable[[Sequence[tuple[str, int]]], bool] | None = None,
 ) -> tuple[record.Report, Path, frozenset[str]]:
     """The shard folders ``given`` merged into ``output``/<job>; returns its report, its folder,
-    and the items it made itself since (``made_here``), whose files no shard's replace.
+    and the shards' files of the items it made itself since (``made_here``), which it left.
     ``shown``, ``kept`` and ``holds``: how the gallery names the merged folder, what its history/
     holds, and whether it holds files of these sizes, when that is not the folder written here
     (a bucket's, whose files a merge copies inside the store: ``job/remote_folders``)."""
@@ -91,7 +91,10 @@ def merge(
         record.write(store, merged)
         gallery.write(target, merged, cards.from_folder(target, merged, entries), shown=shown, kept=kept)
         store.sync()
-    return merged, target, frozenset(here)
+    left = frozenset(
+        name for report in reports for item in report.items if item.id in here for name in _item_files(item)
+    )
+    return merged, target, left
 
 
 def made_here(
@@ -119,7 +122,7 @@ def _rows(target: Path, ids: Collection[str]) -> dict[str, ReportItem]:
     return {item.id: item for item in record.read(target).items if item.id in ids}
 
 
-def item_files(item: ReportItem) -> list[str]:
+def _item_files(item: ReportItem) -> list[str]:
     """What a merge brings of ``item``: its images and sidecar, and what was derived from its
     images (thumbnails, variants, their record)."""
     names = list(item.files)
@@ -150,7 +153,7 @@ def _bring_files(source: Path, store: JobStore, report: record.Report, leave: Co
     for item in report.items:
         if item.id in leave:
             continue
-        for name in item_files(item):
+        for name in _item_files(item):
             src = source / name
             if not src.resolve().is_relative_to(root):
                 raise StoreError(f"{source}/report.json names {name!r}, outside its folder")
