@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -603,9 +604,18 @@ async def test_a_link_that_cannot_be_fetched_is_worth_fetching_again(mocked: Moc
     assert error.retryable
 
 
-async def test_the_relay_is_asked_at_its_url_whatever_the_slash(mocked: MockedApi) -> None:
-    mocked.post(URL_GEN, payload=b64_payload(png_bytes()))
-    async with HttpImageClient(BASE + "/", None, timeout_s=5) as client:
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        (BASE, URL_GEN),
+        (BASE + "/", URL_GEN),
+        ("https://api.test/gateway/X", "https://api.test/gateway/X/images/generations"),
+        ("https://api.test/X//", "https://api.test/X/images/generations"),
+    ],
+)
+async def test_the_relay_is_asked_at_its_url_whatever_the_slash(mocked: MockedApi, base: str, url: str) -> None:
+    mocked.post(url, payload=b64_payload(png_bytes()))
+    async with HttpImageClient(base, None, timeout_s=5) as client:
         assert (await client.generate(BODY, "k")).images
 
 
@@ -679,6 +689,8 @@ class LinkServer:
         self.app.router.add_get("/hang", self.hang)
         self.app.router.add_post("/v1/images/generations", self.generate)
         self.app.router.add_post("/big/v1/images/generations", self.big)
+        self.app.router.add_post("/many/v1/images/generations", self.many_generations)
+        self.app.router.add_post("/hang/v1/images/generations", self.hang)
         self.asked: list[dict[str, str]] = []
         self.bodies: list[bytes] = []
         self.runner = web.AppRunner(self.app)
@@ -702,6 +714,10 @@ class LinkServer:
             self.all_in.set()
         await self.all_in.wait()
         return web.Response(body=png_bytes(), content_type="image/png")
+
+    async def many_generations(self, request: web.Request) -> web.Response:
+        await self.many(request)
+        return web.json_response(b64_payload(png_bytes()))
 
     async def generate(self, request: web.Request) -> web.Response:
         self.asked.append(dict(request.headers))
@@ -816,6 +832,40 @@ async def test_the_relay_is_sent_the_key_and_json_under_batchgens_name(
     assert headers["User-Agent"] == client_module.USER_AGENT
     assert headers["Content-Type"] == "application/json"
     assert headers["Idempotency-Key"] == "idem-7"
+
+
+async def test_more_requests_at_once_than_aiohttps_default_connection_limit(links: LinkServer) -> None:
+    # The job's concurrency bounds the requests; the session must not queue them below it.
+    links.many_at_once = 101
+    async with HttpImageClient(f"http://127.0.0.1:{links.port}/many/v1", None, timeout_s=5) as client:
+        async with asyncio.timeout(10):
+            got = await asyncio.gather(*(client.generate(BODY, f"k{n}") for n in range(101)))
+    assert [answer.images[0].data for answer in got] == [png_bytes()] * 101
+
+
+async def test_a_relay_that_never_answers_fails_in_the_jobs_timeout_perhaps_billed(links: LinkServer) -> None:
+    async with HttpImageClient(f"http://127.0.0.1:{links.port}/hang/v1", None, timeout_s=0.05) as client:
+        async with asyncio.timeout(5):
+            error = await failure(client)
+    assert (error.error_class, error.message) == (ErrorClass.TIMEOUT, "timed out waiting for the service")
+    assert error.sent  # the request went out: the relay may be making (and billing) the image
+
+
+@pytest.mark.parametrize("timeout_s", [0.2, 60.0], ids=["short", "long"])
+async def test_a_relay_that_never_accepts_the_connection_fails_as_never_sent(timeout_s: float) -> None:
+    """Told apart from a request that went out and had no answer: whatever the job's timeout,
+    connecting gives up first, and an attempt that never left is not counted as perhaps billed."""
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        # One connection waiting to be accepted fills the queue: the kernel drops the next ones' SYN.
+        with socket.create_connection(("127.0.0.1", port)):
+            client = HttpImageClient(f"http://127.0.0.1:{port}/v1", None, timeout_s=timeout_s, connect_timeout_s=0.2)
+            async with client, asyncio.timeout(5):
+                error = await failure(client)
+    assert (error.error_class, error.message) == (ErrorClass.TIMEOUT, "could not connect to the service in time")
+    assert not error.sent
 
 
 async def test_a_client_used_outside_its_block_says_how_to_use_it() -> None:

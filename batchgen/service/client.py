@@ -32,6 +32,7 @@ from batchgen.service import limits, responses
 log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 512 * 1024 * 1024
+CONNECT_TIMEOUT_S = 30.0  # at most; and at most half of the request's own timeout
 USER_AGENT = f"batchgen/{__version__}"
 LARGE_BODY = 1 << 20
 _MASKED_KEY = re.compile(r"sk-[A-Za-z0-9_-]*\*{2,}[A-Za-z0-9_-]*")
@@ -91,12 +92,16 @@ class HttpImageClient:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_request_bytes: int | None = None,
         proxies: Proxies | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
     ) -> None:
         self._url = base_url.rstrip("/") + "/images/generations"
         self._proxies = proxies or Proxies()
         self._proxy = self._proxies.for_url(self._url)
         self._key = api_key
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 30.0))
+        # Connecting gives up well before the request does: a connection never made is an attempt
+        # never sent (not billed), told apart from an answer that did not come in ``timeout_s``.
+        connect = min(connect_timeout_s, timeout_s / 2)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect)
         host = URL(base_url).host or ""
         self._download = download or DownloadPolicy(allow_loopback=is_loopback_host(host))
         self._max_response_bytes = max_response_bytes
