@@ -51,8 +51,8 @@ def error(error_class: ErrorClass, **kw: Any) -> RequestError:
 class FakeClient:
     """Answers each prompt from its script, in turn (the last answer repeats).
 
-    A script entry is OK, a RequestError to raise, or an asyncio.Event to wait
-    for before taking the next entry.
+    A script entry is OK, a RequestError to raise, a Generation to answer as it is,
+    or an asyncio.Event to wait for before taking the next entry.
     """
 
     scripts: Mapping[str, Sequence[Any]] = field(default_factory=dict)
@@ -84,6 +84,8 @@ class FakeClient:
         self.answered.append(prompt)
         if isinstance(entry, RequestError):
             raise entry
+        if isinstance(entry, Generation):
+            return entry
         count = self.images_per_call or int(body.get("n", 1))
         if entry == LINKS:
             links = tuple(f"https://cdn.test/{prompt}/{k}.png" for k in range(count))

@@ -613,7 +613,9 @@ async def test_a_link_that_cannot_be_fetched_is_worth_fetching_again(mocked: Moc
         ("https://api.test/X//", "https://api.test/X/images/generations"),
     ],
 )
-async def test_the_relay_is_asked_at_its_url_whatever_the_slash(mocked: MockedApi, base: str, url: str) -> None:
+async def test_the_relay_is_asked_at_its_url_whatever_the_slash(
+    mocked: MockedApi, base: str, url: str
+) -> None:
     mocked.post(url, payload=b64_payload(png_bytes()))
     async with HttpImageClient(base, None, timeout_s=5) as client:
         assert (await client.generate(BODY, "k")).images
@@ -861,10 +863,15 @@ async def test_a_relay_that_never_accepts_the_connection_fails_as_never_sent(tim
         port = full.getsockname()[1]
         # One connection waiting to be accepted fills the queue: the kernel drops the next ones' SYN.
         with socket.create_connection(("127.0.0.1", port)):
-            client = HttpImageClient(f"http://127.0.0.1:{port}/v1", None, timeout_s=timeout_s, connect_timeout_s=0.2)
+            client = HttpImageClient(
+                f"http://127.0.0.1:{port}/v1", None, timeout_s=timeout_s, connect_timeout_s=0.2
+            )
             async with client, asyncio.timeout(5):
                 error = await failure(client)
-    assert (error.error_class, error.message) == (ErrorClass.TIMEOUT, "could not connect to the service in time")
+    assert (error.error_class, error.message) == (
+        ErrorClass.TIMEOUT,
+        "could not connect to the service in time",
+    )
     assert not error.sent
 
 

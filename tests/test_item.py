@@ -23,8 +23,8 @@ from batchgen.engine.item import idempotency_key, when
 from batchgen.engine.retry import RetryPolicy
 from batchgen.engine.runner import JobRun, Runner
 from batchgen.errors import ErrorClass, RateHeaders, RelayLimit, RequestError
-from batchgen.images import GeneratedImage
-from batchgen.manifest.references import ItemReference, ReferenceLoader
+from batchgen.images import PNG, GeneratedImage
+from batchgen.manifest.references import ItemReference, LocalReference, ReferenceLoader
 from batchgen.manifest.spec import ItemSpec
 from batchgen.outcomes import Flag, ItemRetrying, ItemStatus
 from batchgen.output.journal import Entry, Journal
@@ -36,6 +36,7 @@ from batchgen.plan.resume import Mode
 from batchgen.plan.triage import Triage, decided, parents_of
 from batchgen.service.client import Generation, Room, no_wait
 
+from .conftest import png_bytes
 from .fakes import LINKS, OK, FakeClient, error, make_spec
 
 LINK = "https://cdn.test/p/0.png"
@@ -457,6 +458,56 @@ async def test_a_failing_service_stops_the_job_after_its_probe_fails(
     assert "a: sending attempt 3 (probe)" in caplog.messages
     assert result.aborted == "the service failed 2 times in a row and a probe after 0s failed too"
     assert [o.status for o in result.outcomes] == [ItemStatus.PENDING]  # it would have been retried
+
+
+async def test_a_success_ends_the_run_of_failures_in_a_row(tmp_path: Path) -> None:
+    # Two failures in a row trip the breaker; a success between them must start the count again.
+    boom = error(ErrorClass.SERVER_ERROR, http_status=500)
+    client = FakeClient({"p": [boom, OK], "q": [boom, boom, OK]})
+    job = Job(tmp_path, client, guards=Guards(max_consecutive_failures=2, pause_s=0.0))
+    result = await job.run([make_spec(0, "a", "p"), make_spec(1, "b", "q")])
+    assert result.aborted is None  # the probe after b's two failures found the service up
+    assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED, ItemStatus.SUCCEEDED]
+    assert (client.calls_for("p"), client.calls_for("q")) == (2, 3)
+
+
+async def test_a_success_whose_headers_say_none_is_left_holds_the_next_request_until_the_reset(
+    tmp_path: Path,
+) -> None:
+    spent = Generation((GeneratedImage(png_bytes(), PNG),), 123, rate=RateHeaders(60, 0, 300.0))
+    job = Job(tmp_path, FakeClient({"p": [spent]}))
+    await job.run([make_spec(0, "a", "p"), make_spec(1, "b", "q")])
+    assert [prompt for prompt, _, _ in job.client.calls] == ["p", "q"]
+    assert job.time.now >= 300  # b went only once the relay's window was said to reset
+
+
+async def test_an_item_with_a_reference_is_not_made_again_until_the_reference_changes(
+    tmp_path: Path, ref_png: Path
+) -> None:
+    spec = make_spec(0, "a", "p", references=[LocalReference(ref_png, "refs/style.png")])
+    job = Job(tmp_path, FakeClient())
+    await job.run([spec])
+    (again,) = (await job.run([spec])).outcomes
+    assert again.status is ItemStatus.SKIPPED
+    assert job.client.calls_for("p") == 1
+    ref_png.write_bytes(png_bytes(hue=7))  # the same path, another picture
+    (changed,) = (await job.run([spec])).outcomes
+    assert changed.status is ItemStatus.SUCCEEDED
+    assert job.client.calls_for("p") == 2
+
+
+async def test_a_failed_item_that_fails_again_is_journaled_with_its_new_failure(tmp_path: Path) -> None:
+    # It has no image to keep: the new failure replaces the old one in the journal.
+    client = FakeClient(
+        {"p": [error(ErrorClass.SERVER_ERROR, http_status=500), error(ErrorClass.SAFETY_FILTER)]}
+    )
+    job = Job(tmp_path, client)
+    await job.run([make_spec(0, "a", "p")], policy=replace(RetryPolicy.from_limits(), max_attempts=1))
+    assert job.entry("a").error_class is ErrorClass.SERVER_ERROR
+    (outcome,) = (await job.run([make_spec(0, "a", "p")])).outcomes
+    assert outcome.failure is not None
+    assert outcome.failure.message == "simulated safety_filter"  # no earlier image to speak of
+    assert job.entry("a").error_class is ErrorClass.SAFETY_FILTER
 
 
 async def test_the_log_tells_each_attempt_and_how_the_item_ended(

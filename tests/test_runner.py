@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -609,7 +610,9 @@ async def test_the_relays_throttle_is_not_a_failure_of_the_item_nor_of_the_servi
     assert fake.now >= 4 * 60.0  # each throttle waited for a window to clear, not a backoff
 
 
-async def test_a_probe_that_meets_the_throttle_reopens_the_breaker(tmp_path: Path) -> None:
+async def test_a_probe_that_meets_the_throttle_reopens_the_breaker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from batchgen.errors import RelayLimit
 
     throttle = error(ErrorClass.RATE_LIMITED, http_status=429, stated_limit=RelayLimit(50, 60.0))
@@ -617,7 +620,10 @@ async def test_a_probe_that_meets_the_throttle_reopens_the_breaker(tmp_path: Pat
     client = FakeClient({"A": [boom, boom, throttle, OK], "B": [OK]})
     guards = Guards(max_consecutive_failures=2, pause_s=0.0)
     r = runner(tmp_path, client, concurrency=1, max_attempts=4, guards=guards)
-    result = await run(r, [make_spec(0, "a", "A"), make_spec(1, "b", "B")])
+    with caplog.at_level(logging.DEBUG, logger="batchgen.engine.item"):
+        result = await run(r, [make_spec(0, "a", "A"), make_spec(1, "b", "B")])
+    sends = [m for m in caplog.messages if m.startswith("a: sending attempt 3")]
+    assert sends == ["a: sending attempt 3 (probe)", "a: sending attempt 3"]  # no second probe
     assert [o.status for o in result.outcomes] == [ItemStatus.SUCCEEDED, ItemStatus.SUCCEEDED]
     assert result.aborted is None
     assert result.outcomes[0].attempts == 3  # the two failures and the success; not the throttle
