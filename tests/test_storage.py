@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import secrets
-import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from batchgen.output.bucket import Retries
 from batchgen.sim.simulator import Simulator
 
 from .conftest import FAST_LIMITS
+from .network import ForwardProxy
 
 moto_server = pytest.importorskip("moto.server")
 
@@ -353,64 +353,15 @@ def test_report_rebuilds_the_gallery_of_a_bucket_folder(
     assert all(f"i{k}".encode() in page for k in range(4))
 
 
-class ForwardProxy:
-    """A plain-http forward proxy on 127.0.0.1 that counts what passes through it."""
-
-    def __init__(self) -> None:
-        import http.client
-        import http.server
-        import threading
-
-        seen = self.seen = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def forward(self) -> None:
-                seen.append(f"{self.command} {self.path}")
-                parts = urllib.parse.urlsplit(self.path)  # a proxy is asked for absolute URLs
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                upstream = http.client.HTTPConnection(parts.netloc, timeout=10)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
-                upstream.request(
-                    self.command, parts.path + (f"?{parts.query}" if parts.query else ""), body, headers
-                )
-                answer = upstream.getresponse()
-                data = answer.read()
-                self.send_response(answer.status)
-                for key, value in answer.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                upstream.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
 def test_storage_requests_go_through_the_proxy_the_environment_names(
     tmp_path: Path, sim: Simulator, s3: S3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = Job(tmp_path, sim, s3, n=2)
-    proxy = ForwardProxy()
-    try:
+    with ForwardProxy() as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)  # the relay's requests may pass through it too
-        assert job.run() == 0
-    finally:
-        monkeypatch.delenv("HTTP_PROXY")
-        proxy.close()
+        code = job.run()
+        monkeypatch.delenv("HTTP_PROXY")  # the test's own look at the bucket goes straight
+    assert code == 0
     assert any(
         line.startswith(f"PUT {s3.endpoint}/{job.bucket}/night/cat/images/i0.png") for line in proxy.seen
     )
