@@ -846,7 +846,7 @@ async def test_more_requests_at_once_than_aiohttps_default_connection_limit(link
 
 
 async def test_a_relay_that_never_answers_fails_in_the_jobs_timeout_perhaps_billed(links: LinkServer) -> None:
-    async with HttpImageClient(f"http://127.0.0.1:{links.port}/hang/v1", None, timeout_s=0.05) as client:
+    async with HttpImageClient(f"http://127.0.0.1:{links.port}/hang/v1", None, timeout_s=0.5) as client:
         async with asyncio.timeout(5):
             error = await failure(client)
     assert (error.error_class, error.message) == (ErrorClass.TIMEOUT, "timed out waiting for the service")
