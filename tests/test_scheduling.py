@@ -334,7 +334,12 @@ class TestShards:
         assert main(["redo", str(tmp_path / "m/cat"), "i0", *run]) == 0  # the merged folder's own
         write(tmp_path / "jobs", "cat.yaml", "cat", ["a tote", "a red mug"])  # another hue: another picture
         assert main(["run", str(path), "--output", str(tmp_path / "a"), *run]) == 0  # the source's own
-        assert main(["merge", str(tmp_path / "a/cat"), "--output", str(tmp_path / "m"), "-q"]) == 0
+        report, _, left = merge.merge([tmp_path / "a/cat"], tmp_path / "m")
+        assert report.counts.succeeded == 2
+        # What it left of the source: the redone tote's files (a bucket's merge copies none of
+        # those), and nothing of the mug.
+        assert {"images/i0.png", "images/i0.json"} <= left
+        assert not [name for name in left if "i1" in name]
         mug = (tmp_path / "m/cat/images/i1.png").read_bytes()
         assert mug == (tmp_path / "a/cat/images/i1.png").read_bytes()
         assert (tmp_path / "m/cat/images/i0.png").read_bytes() != (
